@@ -1,0 +1,72 @@
+"""cffi build script (API mode) for the io_uring shim: ``anyio_iocp._uring``.
+
+Compiled against the kernel's own ``<linux/io_uring.h>`` (Debian: linux-libc-dev);
+no liburing is needed at build or run time.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+CDEF = """
+typedef struct iou_ring iou_ring;
+typedef struct iou_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+} iou_cqe;
+
+int iou_open(iou_ring **out, unsigned entries, unsigned cq_entries, unsigned flags);
+void iou_close(iou_ring *r);
+int iou_fd(iou_ring *r);
+unsigned iou_features(iou_ring *r);
+unsigned iou_sq_entries(iou_ring *r);
+unsigned iou_cq_entries(iou_ring *r);
+unsigned iou_cq_overflow(iou_ring *r);
+unsigned iou_unsubmitted(iou_ring *r);
+
+int iou_prep_recv(iou_ring *r, int fd, void *buf, unsigned len, int msg_flags,
+                  uint64_t user_data);
+int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_flags,
+                  uint64_t user_data);
+int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data);
+int iou_prep_connect(iou_ring *r, int fd, const void *addr, unsigned addrlen,
+                     uint64_t user_data);
+int iou_prep_cancel(iou_ring *r, uint64_t target, uint64_t user_data);
+int iou_prep_close(iou_ring *r, int fd, uint64_t user_data);
+int iou_prep_nop(iou_ring *r, uint64_t user_data);
+int iou_set_last_flags(iou_ring *r, unsigned flags);
+int iou_submit(iou_ring *r, unsigned wait_nr);
+int iou_reap(iou_ring *r, iou_cqe *out, int max);
+int iou_probe(iou_ring *r, unsigned char *supported, int n);
+
+#define IORING_OP_NOP ...
+#define IORING_OP_ACCEPT ...
+#define IORING_OP_ASYNC_CANCEL ...
+#define IORING_OP_CONNECT ...
+#define IORING_OP_CLOSE ...
+#define IORING_OP_SEND ...
+#define IORING_OP_RECV ...
+#define IORING_CQE_F_MORE ...
+#define IOSQE_IO_LINK ...
+#define IORING_SETUP_SUBMIT_ALL ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_FEAT_NODROP ...
+#define IORING_FEAT_FAST_POLL ...
+#define MSG_NOSIGNAL ...
+#define MSG_WAITALL ...
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "anyio_iocp._uring",
+    (HERE / "uring_shim.c").read_text(),
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(HERE.parent / "build" / "cffi"), verbose=True)

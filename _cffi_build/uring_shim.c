@@ -1,0 +1,369 @@
+/*
+ * uring_shim.c: a small io_uring driver written against the kernel's own
+ * <linux/io_uring.h>, with raw io_uring_setup/io_uring_enter/io_uring_register
+ * system calls (no liburing).
+ *
+ * The Python side owns every buffer handed to the kernel and keeps it alive
+ * until the completion of the operation that uses it has been reaped.  This
+ * file only prepares submission queue entries, hands them to the kernel in
+ * batches and copies completions out in batches.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/io_uring.h>
+
+/* Numbers that older kernel headers may lack; the running kernel is probed. */
+#ifndef IORING_ACCEPT_MULTISHOT
+#define IORING_ACCEPT_MULTISHOT (1U << 0)
+#endif
+#ifndef IORING_SQ_CQ_OVERFLOW
+#define IORING_SQ_CQ_OVERFLOW (1U << 1)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ALL
+#define IORING_ASYNC_CANCEL_ALL (1U << 0)
+#endif
+
+typedef struct iou_ring {
+    int fd;
+    unsigned features;
+    unsigned sq_entries;
+    unsigned cq_entries;
+    /* submission ring, shared with the kernel */
+    unsigned *sq_khead;
+    unsigned *sq_ktail;
+    unsigned *sq_kflags;
+    unsigned *sq_array;
+    unsigned sq_mask;
+    struct io_uring_sqe *sqes;
+    /* entries prepared here but not yet published to the kernel */
+    unsigned sqe_tail;
+    /* completion ring, shared with the kernel */
+    unsigned *cq_khead;
+    unsigned *cq_ktail;
+    unsigned *cq_koverflow;
+    unsigned cq_mask;
+    struct io_uring_cqe *cqes;
+    /* mappings */
+    void *sq_ptr;
+    size_t sq_size;
+    void *cq_ptr;
+    size_t cq_size;
+    void *sqes_ptr;
+    size_t sqes_size;
+} iou_ring;
+
+typedef struct iou_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+} iou_cqe;
+
+static int sys_setup(unsigned entries, struct io_uring_params *p)
+{
+    return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+static int sys_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned flags)
+{
+    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, 0);
+}
+
+static int sys_register(int fd, unsigned opcode, void *arg, unsigned nr_args)
+{
+    return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+}
+
+static void unmap_all(iou_ring *r)
+{
+    if (r->sqes_ptr && r->sqes_ptr != MAP_FAILED)
+        munmap(r->sqes_ptr, r->sqes_size);
+    if (r->cq_ptr && r->cq_ptr != MAP_FAILED && r->cq_ptr != r->sq_ptr)
+        munmap(r->cq_ptr, r->cq_size);
+    if (r->sq_ptr && r->sq_ptr != MAP_FAILED)
+        munmap(r->sq_ptr, r->sq_size);
+}
+
+/* Returns a new ring in *out, or a negative errno. */
+int iou_open(iou_ring **out, unsigned entries, unsigned cq_entries, unsigned flags)
+{
+    struct io_uring_params p;
+    iou_ring *r;
+    int fd, err;
+
+    *out = NULL;
+    memset(&p, 0, sizeof p);
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    fd = sys_setup(entries, &p);
+    if (fd < 0)
+        return -errno;
+
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        close(fd);
+        return -ENOMEM;
+    }
+    r->fd = fd;
+    r->features = p.features;
+    r->sq_entries = p.sq_entries;
+    r->cq_entries = p.cq_entries;
+
+    r->sq_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    r->cq_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        if (r->cq_size > r->sq_size)
+            r->sq_size = r->cq_size;
+        r->cq_size = r->sq_size;
+    }
+    r->sq_ptr = mmap(NULL, r->sq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                     fd, IORING_OFF_SQ_RING);
+    if (r->sq_ptr == MAP_FAILED)
+        goto fail;
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        r->cq_ptr = r->sq_ptr;
+    } else {
+        r->cq_ptr = mmap(NULL, r->cq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                         fd, IORING_OFF_CQ_RING);
+        if (r->cq_ptr == MAP_FAILED)
+            goto fail;
+    }
+    r->sqes_size = p.sq_entries * sizeof(struct io_uring_sqe);
+    r->sqes_ptr = mmap(NULL, r->sqes_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                       fd, IORING_OFF_SQES);
+    if (r->sqes_ptr == MAP_FAILED)
+        goto fail;
+
+    r->sq_khead = (unsigned *)((char *)r->sq_ptr + p.sq_off.head);
+    r->sq_ktail = (unsigned *)((char *)r->sq_ptr + p.sq_off.tail);
+    r->sq_kflags = (unsigned *)((char *)r->sq_ptr + p.sq_off.flags);
+    r->sq_array = (unsigned *)((char *)r->sq_ptr + p.sq_off.array);
+    r->sq_mask = *(unsigned *)((char *)r->sq_ptr + p.sq_off.ring_mask);
+    r->sqes = r->sqes_ptr;
+    r->sqe_tail = *r->sq_ktail;
+
+    r->cq_khead = (unsigned *)((char *)r->cq_ptr + p.cq_off.head);
+    r->cq_ktail = (unsigned *)((char *)r->cq_ptr + p.cq_off.tail);
+    r->cq_koverflow = (unsigned *)((char *)r->cq_ptr + p.cq_off.overflow);
+    r->cq_mask = *(unsigned *)((char *)r->cq_ptr + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)((char *)r->cq_ptr + p.cq_off.cqes);
+    *out = r;
+    return 0;
+
+fail:
+    err = -errno;
+    unmap_all(r);
+    close(fd);
+    free(r);
+    return err;
+}
+
+void iou_close(iou_ring *r)
+{
+    if (!r)
+        return;
+    unmap_all(r);
+    close(r->fd);
+    free(r);
+}
+
+int iou_fd(iou_ring *r) { return r->fd; }
+unsigned iou_features(iou_ring *r) { return r->features; }
+unsigned iou_sq_entries(iou_ring *r) { return r->sq_entries; }
+unsigned iou_cq_entries(iou_ring *r) { return r->cq_entries; }
+unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, __ATOMIC_ACQUIRE); }
+
+/* Entries prepared but not yet handed to the kernel. */
+unsigned iou_unsubmitted(iou_ring *r)
+{
+    return r->sqe_tail - *r->sq_ktail;
+}
+
+static struct io_uring_sqe *next_sqe(iou_ring *r)
+{
+    unsigned head = __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+    struct io_uring_sqe *sqe;
+
+    if (r->sqe_tail - head >= r->sq_entries)
+        return NULL;
+    sqe = &r->sqes[r->sqe_tail & r->sq_mask];
+    memset(sqe, 0, sizeof *sqe);
+    r->sq_array[r->sqe_tail & r->sq_mask] = r->sqe_tail & r->sq_mask;
+    r->sqe_tail++;
+    return sqe;
+}
+
+static int prep(iou_ring *r, unsigned char op, int fd, const void *addr, unsigned len,
+                uint64_t off, uint64_t user_data, struct io_uring_sqe **out)
+{
+    struct io_uring_sqe *sqe = next_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = op;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->len = len;
+    sqe->off = off;
+    sqe->user_data = user_data;
+    *out = sqe;
+    return 0;
+}
+
+int iou_prep_recv(iou_ring *r, int fd, void *buf, unsigned len, int msg_flags, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_RECV, fd, buf, len, 0, user_data, &sqe);
+
+    if (rc == 0)
+        sqe->msg_flags = (unsigned)msg_flags;
+    return rc;
+}
+
+int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_flags,
+                  uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_SEND, fd, buf, len, 0, user_data, &sqe);
+
+    if (rc == 0)
+        sqe->msg_flags = (unsigned)msg_flags;
+    return rc;
+}
+
+int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_ACCEPT, fd, NULL, 0, 0, user_data, &sqe);
+
+    if (rc == 0) {
+        sqe->accept_flags = SOCK_CLOEXEC;
+        if (multishot)
+            sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
+    }
+    return rc;
+}
+
+int iou_prep_connect(iou_ring *r, int fd, const void *addr, unsigned addrlen, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+
+    /* For connect the address length travels in the offset field. */
+    return prep(r, IORING_OP_CONNECT, fd, addr, 0, addrlen, user_data, &sqe);
+}
+
+int iou_prep_cancel(iou_ring *r, uint64_t target, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+
+    return prep(r, IORING_OP_ASYNC_CANCEL, -1, (const void *)(uintptr_t)target, 0, 0,
+                user_data, &sqe);
+}
+
+int iou_prep_close(iou_ring *r, int fd, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+
+    return prep(r, IORING_OP_CLOSE, fd, NULL, 0, 0, user_data, &sqe);
+}
+
+int iou_prep_nop(iou_ring *r, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+
+    return prep(r, IORING_OP_NOP, -1, NULL, 0, 0, user_data, &sqe);
+}
+
+/* Sets SQE flags (IOSQE_IO_LINK, ...) on the entry prepared last. */
+int iou_set_last_flags(iou_ring *r, unsigned flags)
+{
+    if (r->sqe_tail == *r->sq_ktail)
+        return -ENOENT;
+    r->sqes[(r->sqe_tail - 1) & r->sq_mask].flags |= (unsigned char)flags;
+    return 0;
+}
+
+/*
+ * Publishes prepared entries and enters the kernel once.  wait_nr > 0 also
+ * waits for that many completions.  Returns the number of entries the kernel
+ * consumed, or a negative errno (EINTR is retried here).
+ */
+int iou_submit(iou_ring *r, unsigned wait_nr)
+{
+    unsigned to_submit, flags = 0;
+    int rc;
+
+    __atomic_store_n(r->sq_ktail, r->sqe_tail, __ATOMIC_RELEASE);
+    to_submit = r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+    if (wait_nr || (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW))
+        flags |= IORING_ENTER_GETEVENTS;
+    if (!to_submit && !flags)
+        return 0;
+    do {
+        rc = sys_enter(r->fd, to_submit, wait_nr, flags);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : rc;
+}
+
+/*
+ * Copies up to max completions into out and frees their slots.  When the
+ * kernel had to park completions on its overflow list (the ring was full),
+ * they are flushed into the ring and reaped too.
+ */
+int iou_reap(iou_ring *r, iou_cqe *out, int max)
+{
+    int n = 0;
+
+    for (;;) {
+        unsigned head = *r->cq_khead;
+        unsigned tail = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
+
+        while (head != tail && n < max) {
+            struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+            out[n].user_data = c->user_data;
+            out[n].res = c->res;
+            out[n].flags = c->flags;
+            n++;
+            head++;
+        }
+        __atomic_store_n(r->cq_khead, head, __ATOMIC_RELEASE);
+        if (n == max)
+            return n;
+        if (!(__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW))
+            return n;
+        /* flush the overflow list into the (now emptier) ring, then go on */
+        if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR)
+            return n;
+    }
+}
+
+/* Fills supported[op] with 1 for each opcode this kernel supports. */
+int iou_probe(iou_ring *r, unsigned char *supported, int n)
+{
+    size_t size = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *p = calloc(1, size);
+    int i, rc;
+
+    if (!p)
+        return -ENOMEM;
+    rc = sys_register(r->fd, IORING_REGISTER_PROBE, p, 256);
+    if (rc < 0) {
+        rc = -errno;
+        free(p);
+        return rc;
+    }
+    memset(supported, 0, (size_t)n);
+    for (i = 0; i < p->ops_len && i < n; i++)
+        supported[i] = (p->ops[i].flags & IO_URING_OP_SUPPORTED) ? 1 : 0;
+    rc = p->last_op;
+    free(p);
+    return rc;
+}

@@ -1,0 +1,31 @@
+"""anyio-iocp: a completion-based socket backend for AnyIO.
+
+Run any AnyIO program on it with ``anyio.run(main, backend="iocp")``; importing
+this package is not needed for that (see ``docs/design.md``).
+"""
+
+from __future__ import annotations
+
+import _anyio_iocp_hook
+
+from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
+from ._engine import EngineInfo
+
+__all__ = ["ENGINE_ENV", "ENGINE_NAMES", "EngineInfo", "__version__", "engine_info"]
+__version__ = "0.1.0"
+
+_anyio_iocp_hook.install()
+
+
+def engine_info() -> EngineInfo:
+    """Which engine moves the bytes, and why.
+
+    Inside a run of the ``"iocp"`` backend: that run's engine.  Outside a run:
+    the engine a run started now with default options would use.
+    """
+    from ._runstate import current_state
+
+    try:
+        return current_state().info
+    except RuntimeError:
+        return select_engine()

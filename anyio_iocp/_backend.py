@@ -1,0 +1,118 @@
+"""The ``"iocp"`` AnyIO backend: AnyIO's Trio backend with the socket layer
+moved onto a completion engine.
+
+Loaded by AnyIO as ``anyio._backends._iocp`` (see ``_anyio_iocp_hook``).
+Tasks, cancellation, timeouts, synchronisation, threads, processes and the
+rest are inherited from the Trio backend; TCP streams and listeners go through
+the engine of the run.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._compat import check_anyio
+
+check_anyio()
+
+import trio  # noqa: E402
+from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
+from anyio._core._eventloop import claim_worker_thread  # noqa: E402
+from anyio.abc import CapacityLimiter, IPSockAddrType, SocketListener, SocketStream  # noqa: E402
+
+from ._runstate import RunState, current_engine, new_run_state  # noqa: E402
+from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402
+
+T = TypeVar("T")
+
+#: backend_options keys this backend adds to those of AnyIO's Trio backend
+OWN_OPTIONS = ("engine",)
+
+
+def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
+    trio_options = dict(options)
+    state = new_run_state(trio_options.pop("engine", None))
+    trio_options["instruments"] = [*trio_options.get("instruments", ()), state]
+    return state, trio_options
+
+
+class IocpBackend(TrioBackend):
+    @classmethod
+    def run(
+        cls,
+        func: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> T:
+        _state, trio_options = _split_options(options)
+        return super().run(func, args, kwargs, trio_options)  # type: ignore[arg-type]
+
+    @classmethod
+    def create_test_runner(cls, options: dict[str, Any]) -> TestRunner:
+        _state, trio_options = _split_options(options)
+        return TestRunner(**trio_options)
+
+    @classmethod
+    async def run_sync_in_worker_thread(
+        cls,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        abandon_on_cancel: bool = False,
+        limiter: CapacityLimiter | None = None,
+    ) -> T:
+        token = cls.current_token()
+
+        def wrapper() -> T:
+            with claim_worker_thread(cls, token):
+                return func(*args)
+
+        return await trio.to_thread.run_sync(
+            wrapper,
+            abandon_on_cancel=abandon_on_cancel,
+            limiter=limiter,  # type: ignore[arg-type]
+        )
+
+    # -- TCP through the engine -------------------------------------------
+
+    @classmethod
+    async def connect_tcp(
+        cls, host: str, port: int, local_address: IPSockAddrType | None = None
+    ) -> SocketStream:
+        engine = current_engine()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if local_address:
+                sock.bind(local_address)
+            await engine.connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return EngineSocketStream(engine.open_stream(sock), engine)
+
+    @classmethod
+    def create_tcp_listener(cls, sock: socket.socket) -> SocketListener:
+        engine = current_engine()
+        return EngineTCPListener(engine.open_listener(sock), engine)
+
+    @classmethod
+    async def wrap_listener_socket(cls, sock: socket.socket) -> SocketListener:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            await trio.lowlevel.checkpoint()
+            return cls.create_tcp_listener(sock)
+        return await super().wrap_listener_socket(sock)
+
+    @classmethod
+    async def wrap_stream_socket(cls, sock: socket.socket) -> SocketStream:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            engine = current_engine()
+            await trio.lowlevel.checkpoint()
+            return EngineSocketStream(engine.open_stream(sock), engine)
+        return await super().wrap_stream_socket(sock)
+
+
+backend_class = IocpBackend

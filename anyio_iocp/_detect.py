@@ -1,0 +1,179 @@
+"""Which engine can run here, and why: detected, never assumed.
+
+io_uring can be missing or refused in several ways, each reported by name:
+
+* the shim was not built (not Linux, no compiler when installed, or
+  ``ANYIO_IOCP_NO_URING=1`` at install time);
+* ``kernel.io_uring_disabled`` is 1 (only for members of
+  ``kernel.io_uring_group``) or 2 (off for everyone);
+* ``io_uring_setup`` fails with ENOSYS (kernel built without io_uring, or a
+  seccomp filter that fakes ENOSYS), EPERM (a container's seccomp policy, or
+  the sysctl above), ENOMEM (locked-memory limit on old kernels);
+* an opcode this backend needs is missing (found with ``IORING_REGISTER_PROBE``).
+
+The result is computed once per process and cached.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import socket
+import sys
+from typing import Any
+
+from ._engine import EngineInfo
+
+ENGINE_NAMES = ("auto", "io_uring", "iocp", "readiness")
+ENGINE_ENV = "ANYIO_IOCP_ENGINE"
+
+_SETUP_ERRORS = {
+    errno.ENOSYS: "io_uring_setup failed with ENOSYS: the kernel has no io_uring, "
+    "or a seccomp filter hides it",
+    errno.EPERM: "io_uring_setup failed with EPERM: refused by a seccomp policy "
+    "(containers) or by kernel.io_uring_disabled",
+    errno.EACCES: "io_uring_setup failed with EACCES: refused by a security module",
+    errno.ENOMEM: "io_uring_setup failed with ENOMEM: locked-memory limit "
+    "(RLIMIT_MEMLOCK) too low for the ring",
+    errno.EINVAL: "io_uring_setup failed with EINVAL: the kernel is too old for "
+    "the ring parameters used",
+}
+
+# opcode name -> why it is needed
+_REQUIRED_OPCODES = {
+    "IORING_OP_RECV": "receive",
+    "IORING_OP_SEND": "send",
+    "IORING_OP_ACCEPT": "accept",
+    "IORING_OP_CONNECT": "connect",
+    "IORING_OP_ASYNC_CANCEL": "cancellation",
+}
+
+
+def _read_sysctl_disabled() -> int | None:
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@functools.cache
+def probe_io_uring() -> tuple[bool, str, tuple[tuple[str, Any], ...]]:
+    """(usable, reason, details) for the io_uring engine on this machine."""
+    if not sys.platform.startswith("linux"):
+        return False, f"io_uring exists only on Linux (this is {sys.platform})", ()
+    try:
+        from ._uring import ffi, lib
+    except ImportError as exc:
+        return False, f"the io_uring shim (anyio_iocp._uring) is not built: {exc}", ()
+
+    disabled = _read_sysctl_disabled()
+    ring_pp = ffi.new("iou_ring **")
+    rc = lib.iou_open(ring_pp, 8, 0, 0)
+    if rc < 0:
+        reason = _SETUP_ERRORS.get(-rc, f"io_uring_setup failed: {os.strerror(-rc)}")
+        if disabled:
+            reason += f" (kernel.io_uring_disabled = {disabled})"
+        return False, reason, ()
+    ring = ring_pp[0]
+    try:
+        supported = ffi.new("unsigned char[256]")
+        last = lib.iou_probe(ring, supported, 256)
+        if last < 0:
+            return False, f"IORING_REGISTER_PROBE failed: {os.strerror(-last)}", ()
+        missing = [
+            f"{name} ({purpose})"
+            for name, purpose in _REQUIRED_OPCODES.items()
+            if not supported[getattr(lib, name)]
+        ]
+        features = lib.iou_features(ring)
+    finally:
+        lib.iou_close(ring)
+    if missing:
+        return False, "the kernel lacks io_uring opcodes: " + ", ".join(missing), ()
+    details = (
+        ("features", hex(features)),
+        ("nodrop", bool(features & lib.IORING_FEAT_NODROP)),
+        ("fast_poll", bool(features & lib.IORING_FEAT_FAST_POLL)),
+        ("multishot_accept", _probe_multishot_accept()),
+    )
+    return True, "io_uring_setup succeeded and every opcode needed is supported", details
+
+
+def _probe_multishot_accept() -> bool:
+    """Multishot accept has no probe flag: try it once on a loopback listener."""
+    from ._uring import ffi, lib
+
+    ring_pp = ffi.new("iou_ring **")
+    if lib.iou_open(ring_pp, 8, 0, 0) < 0:
+        return False
+    ring = ring_pp[0]
+    listener = socket.socket()
+    client = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        lib.iou_prep_accept(ring, listener.fileno(), 1, 1)
+        lib.iou_submit(ring, 0)
+        client.connect(listener.getsockname())
+        lib.iou_submit(ring, 1)
+        cqes = ffi.new("iou_cqe[]", 4)
+        n = lib.iou_reap(ring, cqes, 4)
+        ok = False
+        for i in range(n):
+            if cqes[i].res >= 0:
+                os.close(cqes[i].res)
+                ok = bool(cqes[i].flags & lib.IORING_CQE_F_MORE)
+        # cancel the multishot accept and wait for its final completion
+        lib.iou_prep_cancel(ring, 1, 0)
+        lib.iou_submit(ring, 2 if ok else 1)
+        lib.iou_reap(ring, cqes, 4)
+        return ok
+    except OSError:
+        return False
+    finally:
+        client.close()
+        listener.close()
+        lib.iou_close(ring)
+
+
+def validate_engine_name(name: object) -> str:
+    if not isinstance(name, str) or name not in ENGINE_NAMES:
+        raise ValueError(
+            f"unknown engine {name!r}: expected one of {', '.join(map(repr, ENGINE_NAMES))}"
+        )
+    return name
+
+
+def requested_engine(option: object | None) -> tuple[str, str]:
+    """(engine name, how it was chosen) from the option or the environment."""
+    if option is not None:
+        return validate_engine_name(option), "backend_options"
+    env = os.environ.get(ENGINE_ENV)
+    if env:
+        try:
+            return validate_engine_name(env), f"${ENGINE_ENV}"
+        except ValueError as exc:
+            raise ValueError(f"{ENGINE_ENV}: {exc}") from None
+    return "auto", "auto"
+
+
+def select_engine(option: object | None = None) -> EngineInfo:
+    """Choose the engine for a run; raise if a forced engine cannot run."""
+    name, source = requested_engine(option)
+    forced = name != "auto"
+    selected_by = f"forced by {source}" if forced else "auto"
+    if name in ("auto", "io_uring"):
+        usable, reason, details = probe_io_uring()
+        if usable:
+            return EngineInfo("io_uring", selected_by, reason, details)
+        if forced:
+            raise RuntimeError(f"the io_uring engine was requested but cannot run: {reason}")
+        return EngineInfo("readiness", selected_by, f"io_uring unavailable: {reason}")
+    if name == "iocp":
+        raise RuntimeError(
+            "the iocp engine was requested but cannot run: it is the Windows engine "
+            f"and this is {sys.platform}"
+        )
+    return EngineInfo("readiness", selected_by, "requested")

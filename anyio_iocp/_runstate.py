@@ -1,0 +1,97 @@
+"""Per-run state: the engine of one ``anyio.run`` and the Trio instrument that
+ties it to the scheduler.
+
+The instrument does three things, each once per scheduler pass:
+
+* before Trio's I/O wait: the engine submits what tasks queued during the pass;
+* after the I/O wait: the engine reaps completions and wakes their tasks;
+* it keeps ``sniffio`` answering ``"iocp"``.  Trio sets ``sniffio.thread_local.name``
+  to ``"trio"`` when a run starts (and at every tick in guest mode); setting it
+  to ``"iocp"`` in ``before_run`` and ``after_io_wait`` covers every task step,
+  including ``trio.from_thread`` calls, which run in the loop's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sniffio
+import trio
+
+from ._detect import select_engine
+from ._engine import Engine, EngineInfo
+
+BACKEND_NAME = "iocp"
+
+_log = logging.getLogger("anyio_iocp")
+
+
+class RunState(trio.abc.Instrument):
+    """One per run; passed to Trio as an instrument."""
+
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+        self.engine: Engine | None = None
+
+    def get_engine(self) -> Engine:
+        engine = self.engine
+        if engine is None:
+            engine = self.engine = create_engine(self.info)
+        return engine
+
+    def before_run(self) -> None:
+        _current_state.set(self)
+        sniffio.thread_local.name = BACKEND_NAME
+
+    def before_io_wait(self, timeout: float) -> None:
+        engine = self.engine
+        if engine is not None:
+            try:
+                engine.before_io_wait()
+            except Exception:  # an exception here would disable the instrument
+                _log.exception("engine submission failed")
+
+    def after_io_wait(self, timeout: float) -> None:
+        sniffio.thread_local.name = BACKEND_NAME
+        engine = self.engine
+        if engine is not None:
+            try:
+                engine.after_io_wait()
+            except Exception:
+                _log.exception("engine completion processing failed")
+
+    def after_run(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
+
+
+_current_state: trio.lowlevel.RunVar[RunState] = trio.lowlevel.RunVar("anyio_iocp_state")
+
+
+def create_engine(info: EngineInfo) -> Engine:
+    if info.name == "io_uring":
+        from ._uring_engine import UringEngine
+
+        return UringEngine(info)
+    from ._readiness_engine import ReadinessEngine
+
+    return ReadinessEngine(info)
+
+
+def new_run_state(engine_option: object | None) -> RunState:
+    return RunState(select_engine(engine_option))
+
+
+def current_state() -> RunState:
+    try:
+        return _current_state.get()
+    except (LookupError, RuntimeError):
+        raise RuntimeError(
+            'this call needs a run of AnyIO\'s "iocp" backend: '
+            'anyio.run(main, backend="iocp")'
+        ) from None
+
+
+def current_engine() -> Engine:
+    return current_state().get_engine()

@@ -1,0 +1,118 @@
+"""AnyIO socket streams and listeners on top of any engine.
+
+This layer is written once: it gives AnyIO's semantics (resource guards,
+``EndOfStream``, ``BrokenResourceError`` with the OS error as cause,
+``ClosedResourceError``, typed attributes) to whatever engine moves the bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+from anyio import (
+    BrokenResourceError,
+    ClosedResourceError,
+    EndOfStream,
+    ResourceGuard,
+)
+from anyio.abc import SocketListener, SocketStream
+
+from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+
+
+class EngineSocketStream(SocketStream):
+    """A TCP stream whose bytes move through the run's engine."""
+
+    def __init__(self, io: StreamIO, engine: Engine) -> None:
+        self._io = io
+        self._engine_info = engine.info
+        self._closed = False
+        self._receive_guard = ResourceGuard("reading from")
+        self._send_guard = ResourceGuard("writing to")
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._io.sock
+
+    @property
+    def engine_info(self) -> EngineInfo:
+        """The engine this stream's bytes go through."""
+        return self._engine_info
+
+    def _error(self, exc: OSError) -> Exception:
+        if self._closed:
+            return ClosedResourceError()
+        return BrokenResourceError(str(exc))
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        with self._receive_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                data = await self._io.receive(max_bytes)
+            except OSError as exc:
+                raise self._error(exc) from exc
+            if data:
+                return data
+            if self._closed:
+                raise ClosedResourceError
+            raise EndOfStream
+
+    async def send(self, item: bytes) -> None:
+        with self._send_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                await self._io.send(memoryview(item).cast("B"))
+            except OSError as exc:
+                raise self._error(exc) from exc
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise ClosedResourceError
+        try:
+            self._io.shutdown_write()
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._io.close()
+        await trio.lowlevel.checkpoint()
+
+
+class EngineTCPListener(SocketListener):
+    """A TCP listener whose accepts go through the run's engine."""
+
+    def __init__(self, io: ListenerIO, engine: Engine) -> None:
+        self._io = io
+        self._engine = engine
+        self._closed = False
+        self._accept_guard = ResourceGuard("accepting connections from")
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._io.sock
+
+    async def accept(self) -> EngineSocketStream:
+        with self._accept_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                sock = await self._io.accept()
+            except OSError as exc:
+                if self._closed:
+                    raise ClosedResourceError from None
+                raise BrokenResourceError(str(exc)) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return EngineSocketStream(self._engine.open_stream(sock), self._engine)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._io.close()
+        await trio.lowlevel.checkpoint()

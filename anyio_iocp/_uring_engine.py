@@ -1,0 +1,483 @@
+"""The io_uring engine: completion-based socket I/O on Linux.
+
+The model
+---------
+A socket operation (accept, connect, receive, send) is *posted* as a submission
+queue entry before the event it waits for has happened.  The kernel performs it
+when it can and posts a completion queue entry: "here is what got done".  The
+program never asks "is this socket ready?".
+
+Driving the ring from Trio, without a thread
+--------------------------------------------
+* Tasks prepare entries in the shared submission ring (C, ``iou_prep_*``); no
+  system call happens then.  Once per scheduler pass, just before Trio waits for
+  I/O, the instrument hook :meth:`UringEngine.before_io_wait` hands everything
+  prepared during that pass to the kernel with one ``io_uring_enter``.
+* The ring's file descriptor is readable while completions are waiting.  A
+  system task sleeps in ``trio.lowlevel.wait_readable(ring_fd)`` so that Trio's
+  epoll wakes up for completions.  The completions themselves are reaped right
+  after the I/O wait (:meth:`UringEngine.after_io_wait`) in batches that the C
+  shim copies into one array, and the waiting tasks are rescheduled in the same
+  pass.  (Reaping in ``before_io_wait`` would be wrong: Trio has already chosen
+  its sleep time, and an emptied completion ring would no longer wake it.)
+
+The traps, and what this module does about them
+-----------------------------------------------
+* Memory lent to the kernel (receive buffers, send data, socket addresses) must
+  outlive the operation.  Each :class:`Op` holds a reference to its memory, and
+  the engine's table holds the op until its *final* completion is reaped,
+  whatever happens to the task that posted it (cancelled, failed, gone).
+* Cancelling the waiting task does not cancel the operation.  For a receive the
+  operation stays posted and its bytes go to the next ``receive()``; for an
+  accept the connection goes to the next ``accept()``.  For a send or a
+  connect, the operation is cancelled in the kernel (``IORING_OP_ASYNC_CANCEL``)
+  and the task waits for the completion before Cancelled propagates: the
+  completion tells whether it happened after all.
+* Closing a stream or listener cancels its operations and waits for their
+  completions before the descriptor is closed.  At the end of the run every op
+  still in the table is cancelled and drained before the ring is unmapped.
+* The submission ring can be full: the engine then submits at once and retries,
+  so the user never sees it.  The completion ring can overflow when the reaper
+  falls behind: the kernel (``IORING_FEAT_NODROP``) parks completions on an
+  overflow list that the shim flushes while reaping.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from ._engine import DEFAULT_BUFFER_SIZE, Engine, EngineInfo, ListenerIO, StreamIO
+from ._uring import ffi, lib
+
+#: completions copied out of the ring per call into the shim
+REAP_BATCH = 1024
+#: user_data of requests whose completions nobody waits for (cancel requests)
+IGNORED = 0
+#: largest single send handed to the kernel (the length field is 32 bits)
+MAX_SEND = 1 << 30
+SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
+F_MORE = lib.IORING_CQE_F_MORE
+
+_new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def oserror(res: int, what: str) -> OSError:
+    code = -res
+    return OSError(code, f"{what}: {os.strerror(code)}")
+
+
+class Op:
+    """One posted operation.  ``keep`` holds the memory the kernel may touch."""
+
+    __slots__ = ("cancel_requested", "done", "drainers", "keep", "result", "task", "user_data")
+
+    def __init__(self, user_data: int, keep: object) -> None:
+        self.user_data = user_data
+        self.keep = keep
+        self.result = 0
+        self.done = False
+        self.cancel_requested = False
+        self.task: Task | None = None
+        self.drainers: list[Task] | None = None
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+        if self.drainers:
+            for drainer in self.drainers:
+                trio.lowlevel.reschedule(drainer)
+            self.drainers = None
+
+
+class AcceptOp(Op):
+    """A (multishot) accept: every completion is one connection, or an error."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, user_data: int, listener: UringListenerIO) -> None:
+        super().__init__(user_data, None)
+        self.listener = listener
+
+    def complete(self, res: int, flags: int) -> None:
+        if not flags & F_MORE:
+            self.done = True
+        self.listener.on_accept_completion(self, res)
+        if self.done:
+            self._wake()
+
+
+class UringEngine(Engine):
+    def __init__(self, info: EngineInfo, entries: int = 4096) -> None:
+        self.info = info
+        ring_pp = ffi.new("iou_ring **")
+        rc = lib.iou_open(ring_pp, entries, entries * 4, 0)
+        if rc < 0:
+            raise oserror(rc, "io_uring_setup")
+        self._ring = ring_pp[0]
+        self.fd = lib.iou_fd(self._ring)
+        self._ops: dict[int, Op] = {}
+        self._next_id = 1
+        self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
+        self._multishot_accept = bool(dict(info.details).get("multishot_accept", False))
+        self._closed = False
+        self._reaper_started = False
+
+    # -- posting -------------------------------------------------------------
+
+    def _post(self, prep: Callable[..., int], *args: Any) -> int:
+        rc: int = prep(self._ring, *args)
+        if rc == -errno.EBUSY:
+            # The submission ring is full: hand it to the kernel now and retry.
+            self._submit()
+            rc = prep(self._ring, *args)
+        if rc < 0:
+            raise oserror(rc, "io_uring submission")
+        return rc
+
+    def _new_op(self, keep: object) -> Op:
+        uid = self._next_id
+        self._next_id = uid + 1
+        op = Op(uid, keep)
+        self._ops[uid] = op
+        return op
+
+    def post_recv(self, fd: int, buf: Any, size: int) -> Op:
+        op = self._new_op(buf)
+        self._post(lib.iou_prep_recv, fd, buf, size, 0, op.user_data)
+        return op
+
+    def post_send(self, fd: int, data: memoryview) -> Op:
+        ptr = ffi.from_buffer(data)
+        op = self._new_op(ptr)
+        self._post(lib.iou_prep_send, fd, ptr, len(data), SEND_FLAGS, op.user_data)
+        return op
+
+    def post_accept(self, listener: UringListenerIO) -> AcceptOp:
+        uid = self._next_id
+        self._next_id = uid + 1
+        op = AcceptOp(uid, listener)
+        self._ops[uid] = op
+        self._post(lib.iou_prep_accept, listener.fd, int(self._multishot_accept), uid)
+        return op
+
+    def request_cancel(self, op: Op) -> None:
+        if not op.done and not op.cancel_requested:
+            op.cancel_requested = True
+            self._post(lib.iou_prep_cancel, op.user_data, IGNORED)
+
+    def _submit(self) -> None:
+        rc = lib.iou_submit(self._ring, 0)
+        if rc in (-errno.EAGAIN, -errno.EBUSY):
+            # The kernel is short of memory or completion space right now:
+            # reap what is there, then try once more; leftovers go next pass.
+            self.after_io_wait()
+            rc = lib.iou_submit(self._ring, 0)
+        if rc < 0 and rc not in (-errno.EAGAIN, -errno.EBUSY):
+            raise oserror(rc, "io_uring_enter")
+
+    # -- scheduler hooks -----------------------------------------------------
+
+    def before_io_wait(self) -> None:
+        if lib.iou_unsubmitted(self._ring):
+            self._submit()
+
+    def after_io_wait(self) -> None:
+        ops = self._ops
+        cqes = self._cqes
+        while True:
+            n = lib.iou_reap(self._ring, cqes, REAP_BATCH)
+            for i in range(n):
+                cqe = cqes[i]
+                uid = cqe.user_data
+                if uid == IGNORED:
+                    continue
+                flags = cqe.flags
+                op = ops[uid] if flags & F_MORE else ops.pop(uid)
+                op.complete(cqe.res, flags)
+            if n < REAP_BATCH:
+                return
+
+    def ensure_reaper(self) -> None:
+        if not self._reaper_started:
+            self._reaper_started = True
+            trio.lowlevel.spawn_system_task(self._reaper, name="anyio_iocp io_uring reaper")
+
+    async def _reaper(self) -> None:
+        # Only here so that Trio's epoll wakes up for completions; the reaping
+        # itself happens in after_io_wait, in the same scheduler pass.
+        while True:
+            await trio.lowlevel.wait_readable(self.fd)
+            self.after_io_wait()
+
+    # -- waiting -------------------------------------------------------------
+
+    async def wait(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, ``op`` stays posted (receive, accept)."""
+        op.task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            op.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def wait_or_cancel(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, cancel it in the kernel and wait for the
+        completion, then raise Cancelled only if the operation did not happen."""
+        task = trio.lowlevel.current_task()
+        op.task = task
+        raise_cancel: list[Callable[[], object]] = []
+
+        def abort(rc: Callable[[], object]) -> Abort:
+            raise_cancel.append(rc)
+            self.request_cancel(op)
+            return Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if raise_cancel and op.result in (-errno.ECANCELED, -errno.EINTR):
+            raise_cancel[0]()
+
+    async def drain(self, ops: list[Op]) -> None:
+        """Cancel ``ops`` and wait for all their completions, shielded."""
+        for op in ops:
+            self.request_cancel(op)
+        task = trio.lowlevel.current_task()
+        for op in ops:
+            while not op.done:
+                if op.drainers is None:
+                    op.drainers = []
+                op.drainers.append(task)
+                await trio.lowlevel.wait_task_rescheduled(lambda _: Abort.FAILED)
+
+    # -- Engine interface ----------------------------------------------------
+
+    def open_stream(self, sock: socket.socket) -> StreamIO:
+        self.ensure_reaper()
+        return UringStreamIO(self, sock)
+
+    def open_listener(self, sock: socket.socket) -> ListenerIO:
+        self.ensure_reaper()
+        return UringListenerIO(self, sock)
+
+    async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        self.ensure_reaper()
+        sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
+        op = self._new_op(sockaddr)
+        self._post(lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), op.user_data)
+        await self.wait_or_cancel(op)
+        if op.result < 0:
+            raise oserror(op.result, f"connect to {address!r}")
+
+    def close(self) -> None:
+        """End of the run: cancel and drain everything, then release the ring."""
+        if self._closed:
+            return
+        self._closed = True
+        for op in list(self._ops.values()):
+            # No task is left to wake: every task of the run has finished.
+            op.task = None
+            op.drainers = None
+            if isinstance(op, AcceptOp):
+                op.listener.discard_queued()
+            self.request_cancel(op)
+        while self._ops:
+            rc = lib.iou_submit(self._ring, 1)
+            if rc < 0 and rc != -errno.EINTR:
+                break
+            self.after_io_wait()
+        lib.iou_close(self._ring)
+
+
+def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
+    """``struct sockaddr_in`` / ``sockaddr_in6`` for a numeric address tuple."""
+    host, port = address[0], address[1]
+    if family == socket.AF_INET:
+        return struct.pack("=H", family) + struct.pack("!H4s8x", port, socket.inet_pton(family, host))
+    if family == socket.AF_INET6:
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope_id = address[3] if len(address) > 3 else 0
+        if "%" in host:
+            host, _, scope = host.partition("%")
+            scope_id = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+        return (
+            struct.pack("=H", family)
+            + struct.pack("!HI16s", port, flowinfo, socket.inet_pton(family, host))
+            + struct.pack("=I", scope_id)
+        )
+    raise ValueError(f"unsupported address family {family!r}: expected AF_INET or AF_INET6")
+
+
+class UringStreamIO(StreamIO):
+    """One receive is kept posted ahead of the reader; sends are awaited."""
+
+    def __init__(self, engine: UringEngine, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._engine = engine
+        self._buffer_size = DEFAULT_BUFFER_SIZE
+        self._recv_op: Op | None = None
+        self._send_op: Op | None = None
+        self._leftover = b""
+        self._eof = False
+
+    def _post_recv(self) -> Op:
+        op = self._engine.post_recv(self.fd, _new_buffer("char[]", self._buffer_size), self._buffer_size)
+        self._recv_op = op
+        return op
+
+    async def receive(self, max_bytes: int) -> bytes:
+        if self._leftover:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = self._leftover
+            self._leftover = data[max_bytes:]
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data[:max_bytes]
+        if self._eof:
+            await trio.lowlevel.checkpoint()
+            return b""
+        op = self._recv_op or self._post_recv()
+        if op.done:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = self._take(op, max_bytes)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        await self._engine.wait(op)
+        return self._take(op, max_bytes)
+
+    def _take(self, op: Op, max_bytes: int) -> bytes:
+        self._recv_op = None
+        res = op.result
+        if res < 0:
+            raise oserror(res, "recv")
+        if res == 0:
+            self._eof = True
+            return b""
+        data: bytes = ffi.buffer(op.keep, res)[:]
+        # Keep one receive posted ahead, so bytes that arrive while the
+        # application works are already here when it asks for them.
+        self._post_recv()
+        if res > max_bytes:
+            self._leftover = data[max_bytes:]
+            return data[:max_bytes]
+        return data
+
+    async def send(self, data: memoryview) -> None:
+        engine = self._engine
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while data:
+            chunk = data[:MAX_SEND]
+            op = self._send_op = engine.post_send(self.fd, chunk)
+            try:
+                await engine.wait_or_cancel(op)
+            finally:
+                self._send_op = None
+            if op.result < 0:
+                raise oserror(op.result, "send")
+            data = data[op.result :]
+
+    async def close(self) -> None:
+        pending = [op for op in (self._recv_op, self._send_op) if op is not None and not op.done]
+        if pending:
+            with trio.CancelScope(shield=True):
+                await self._engine.drain(pending)
+        self._recv_op = None
+        self.sock.close()
+
+
+class UringListenerIO(ListenerIO):
+    """One accept is kept posted (multishot where the kernel has it).
+
+    Connections the kernel accepted before the application asked for them
+    wait in a queue; when it holds ``queue_cap`` of them the accept is not
+    re-armed until the application catches up.
+    """
+
+    def __init__(self, engine: UringEngine, sock: socket.socket, queue_cap: int = 128) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._engine = engine
+        self._family = sock.family
+        self._queue: deque[int] = deque()
+        self._error: OSError | None = None
+        self._queue_cap = queue_cap
+        self._op: AcceptOp | None = None
+        self._waiter: Task | None = None
+        self._closing = False
+
+    def on_accept_completion(self, op: AcceptOp, res: int) -> None:
+        if op.done and self._op is op:
+            self._op = None
+        if res >= 0:
+            if self._closing:
+                os.close(res)
+                return
+            self._queue.append(res)
+            if len(self._queue) >= self._queue_cap and not op.done:
+                self._engine.request_cancel(op)
+        elif res != -errno.ECANCELED:
+            self._error = oserror(res, "accept")
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _arm(self) -> None:
+        if self._op is None and len(self._queue) < self._queue_cap:
+            self._op = self._engine.post_accept(self)
+
+    async def accept(self) -> socket.socket:
+        if self._queue or self._error is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not self._queue and self._error is None:
+            if self._closing:
+                raise OSError(errno.EBADF, "listener closed")
+            self._arm()
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Callable[[], object]) -> Abort:
+                self._waiter = None
+                return Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._queue:
+            fd = self._queue.popleft()
+            self._arm()
+            return socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=fd)
+        error, self._error = self._error, None
+        assert error is not None
+        raise error
+
+    def discard_queued(self) -> None:
+        """Close connections accepted by the kernel but never taken."""
+        self._closing = True
+        while self._queue:
+            os.close(self._queue.popleft())
+
+    async def close(self) -> None:
+        self.discard_queued()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+        if self._op is not None and not self._op.done:
+            with trio.CancelScope(shield=True):
+                await self._engine.drain([self._op])
+        self.sock.close()
+
