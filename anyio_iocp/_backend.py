@@ -20,7 +20,8 @@ check_anyio()
 import trio  # noqa: E402
 from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
-from anyio.abc import CapacityLimiter, IPSockAddrType, SocketListener, SocketStream  # noqa: E402
+from anyio import CapacityLimiter  # noqa: E402
+from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
 
 from ._runstate import RunState, current_engine, new_run_state  # noqa: E402
 from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402

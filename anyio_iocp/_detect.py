@@ -61,6 +61,19 @@ def _read_sysctl_disabled() -> int | None:
 @functools.cache
 def probe_io_uring() -> tuple[bool, str, tuple[tuple[str, Any], ...]]:
     """(usable, reason, details) for the io_uring engine on this machine."""
+    return _probe_io_uring(_required_opcodes())
+
+
+def _required_opcodes() -> dict[int, str]:
+    """opcode number -> "NAME (purpose)" for every opcode the engine posts."""
+    try:
+        from ._uring import lib
+    except ImportError:
+        return {}
+    return {getattr(lib, name): f"{name} ({purpose})" for name, purpose in _REQUIRED_OPCODES.items()}
+
+
+def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[str, Any], ...]]:
     if not sys.platform.startswith("linux"):
         return False, f"io_uring exists only on Linux (this is {sys.platform})", ()
     try:
@@ -82,11 +95,7 @@ def probe_io_uring() -> tuple[bool, str, tuple[tuple[str, Any], ...]]:
         last = lib.iou_probe(ring, supported, 256)
         if last < 0:
             return False, f"IORING_REGISTER_PROBE failed: {os.strerror(-last)}", ()
-        missing = [
-            f"{name} ({purpose})"
-            for name, purpose in _REQUIRED_OPCODES.items()
-            if not supported[getattr(lib, name)]
-        ]
+        missing = [label for opcode, label in required.items() if not supported[opcode]]
         features = lib.iou_features(ring)
     finally:
         lib.iou_close(ring)

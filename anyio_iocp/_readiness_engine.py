@@ -9,6 +9,7 @@ cancellation is simple: a cancelled wait has taken no data and sent nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any
@@ -16,6 +17,21 @@ from typing import Any
 import trio
 
 from ._engine import DEFAULT_BUFFER_SIZE, Engine, EngineInfo, ListenerIO, StreamIO
+
+
+async def _wait_readable(sock: socket.socket) -> None:
+    try:
+        await trio.lowlevel.wait_readable(sock)
+    except trio.ClosedResourceError:
+        # notify_closing() from close() in another task
+        raise OSError(errno.EBADF, "socket closed while waiting") from None
+
+
+async def _wait_writable(sock: socket.socket) -> None:
+    try:
+        await trio.lowlevel.wait_writable(sock)
+    except trio.ClosedResourceError:
+        raise OSError(errno.EBADF, "socket closed while waiting") from None
 
 
 class ReadinessStreamIO(StreamIO):
@@ -31,7 +47,7 @@ class ReadinessStreamIO(StreamIO):
             try:
                 data = sock.recv(size)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
+                await _wait_readable(sock)
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
@@ -43,7 +59,7 @@ class ReadinessStreamIO(StreamIO):
             try:
                 sent = sock.send(data)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                await _wait_writable(sock)
             else:
                 data = data[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -64,7 +80,7 @@ class ReadinessListenerIO(ListenerIO):
             try:
                 conn, _addr = self.sock.accept()
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.sock)
+                await _wait_readable(self.sock)
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return conn
@@ -96,7 +112,7 @@ class ReadinessEngine(Engine):
             return
         # In progress: wait until writable, then read the outcome.  Cancelling
         # here abandons the attempt; the caller closes the socket.
-        await trio.lowlevel.wait_writable(sock)
+        await _wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, f"connect to {address!r}: {os.strerror(err)}")

@@ -6,9 +6,10 @@ The instrument does three things, each once per scheduler pass:
 * before Trio's I/O wait: the engine submits what tasks queued during the pass;
 * after the I/O wait: the engine reaps completions and wakes their tasks;
 * it keeps ``sniffio`` answering ``"iocp"``.  Trio sets ``sniffio.thread_local.name``
-  to ``"trio"`` when a run starts (and at every tick in guest mode); setting it
-  to ``"iocp"`` in ``before_run`` and ``after_io_wait`` covers every task step,
-  including ``trio.from_thread`` calls, which run in the loop's thread.
+  to ``"trio"`` when a run starts (and at every tick in guest mode, restoring
+  the host's value after the tick); replacing ``"trio"`` with ``"iocp"`` in
+  ``before_run`` and ``after_io_wait`` covers every task step, including
+  ``trio.from_thread`` calls, which run in the loop's thread.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class RunState(trio.abc.Instrument):
 
     def before_run(self) -> None:
         _current_state.set(self)
-        sniffio.thread_local.name = BACKEND_NAME
+        _claim_sniffio()
 
     def before_io_wait(self, timeout: float) -> None:
         engine = self.engine
@@ -52,7 +53,7 @@ class RunState(trio.abc.Instrument):
                 _log.exception("engine submission failed")
 
     def after_io_wait(self, timeout: float) -> None:
-        sniffio.thread_local.name = BACKEND_NAME
+        _claim_sniffio()
         engine = self.engine
         if engine is not None:
             try:
@@ -64,6 +65,13 @@ class RunState(trio.abc.Instrument):
         engine, self.engine = self.engine, None
         if engine is not None:
             engine.close()
+
+
+def _claim_sniffio() -> None:
+    # Only where Trio itself has just set its name: in guest mode Trio runs its
+    # first steps outside a tick, where the name must stay as the host left it.
+    if sniffio.thread_local.name == "trio":
+        sniffio.thread_local.name = BACKEND_NAME
 
 
 _current_state: trio.lowlevel.RunVar[RunState] = trio.lowlevel.RunVar("anyio_iocp_state")

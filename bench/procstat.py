@@ -1,0 +1,17 @@
+"""CPU time of a running process, from /proc/PID/stat."""
+
+from __future__ import annotations
+
+import os
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by all threads of process `pid`."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read()
+    # The command name (field 2) may contain spaces, so split after its ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat
+    return (utime + stime) / _TICKS_PER_SECOND

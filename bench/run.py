@@ -1,0 +1,172 @@
+"""Benchmark driver: every test against every backend, then a markdown table.
+
+Usage: python bench/run.py [--backends floor,trio,...] [--tests echo1,...]
+                           [--seconds 5] [--storm 3000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from compile_c import DEFAULT_BUILD_DIR, build_programs
+from measure import Outcome, measure
+from pinning import PIN_MODES, placement
+from report import Results, machine_line, markdown_table, notes, read_somaxconn
+from scenarios import SCENARIOS, Settings
+
+ALL_BACKENDS = ["floor", "asyncio", "asyncio+uvloop", "trio", "iocp"]
+
+
+def _list(choices: list[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = [x for x in items if x not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)}")
+        return items
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add(
+        "--backends",
+        type=_list(ALL_BACKENDS),
+        default=ALL_BACKENDS,
+        help=f"comma-separated (default {','.join(ALL_BACKENDS)})",
+    )
+    add(
+        "--tests",
+        type=_list(list(SCENARIOS)),
+        default=list(SCENARIOS),
+        help=f"comma-separated (default {','.join(SCENARIOS)})",
+    )
+    add(
+        "--seconds",
+        type=float,
+        default=Settings.seconds,
+        help="duration of each timed test (default %(default)s)",
+    )
+    add(
+        "--storm",
+        type=int,
+        default=Settings.storm_n,
+        metavar="N",
+        help="connections opened at once by the storm test (default %(default)s)",
+    )
+    add(
+        "--msgsize",
+        type=int,
+        default=Settings.msgsize,
+        help="echo message size in bytes (default %(default)s)",
+    )
+    add(
+        "--churn-concurrency",
+        type=int,
+        default=Settings.churn_concurrency,
+        help="concurrent connect/exchange/close loops (default %(default)s)",
+    )
+    add(
+        "--bulk-conns",
+        type=int,
+        default=Settings.bulk_conns,
+        help="connections writing to the sink (default %(default)s)",
+    )
+    add(
+        "--pin",
+        choices=PIN_MODES,
+        default="same",
+        help="CPU placement of server and loadgen, see pinning.py (default %(default)s)",
+    )
+    add(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per backend and test, interleaved; the median run is reported",
+    )
+    add(
+        "--python", default=sys.executable, help="interpreter for server_app.py (default: this one)"
+    )
+    add("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    add("--json", type=Path, metavar="FILE", help="save raw results (every run) here")
+    return p.parse_args(argv)
+
+
+def median_run(runs: list[Outcome], key: str) -> Outcome:
+    """The run whose `key` value is the median (an error run if all failed)."""
+    good = [o for o in runs if o.error is None and key in o.load]
+    if not good:
+        return runs[-1]
+    good.sort(key=lambda o: float(o.load[key]))
+    return good[(len(good) - 1) // 2]
+
+
+def _cpus(cpus: frozenset[int] | None) -> str:
+    return "any" if cpus is None else ",".join(map(str, sorted(cpus)))
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = Settings(
+        seconds=args.seconds,
+        msgsize=args.msgsize,
+        churn_concurrency=args.churn_concurrency,
+        bulk_conns=args.bulk_conns,
+        storm_n=args.storm,
+    )
+    where = placement(args.pin)
+    binaries = build_programs(args.build_dir)
+    log_dir = args.build_dir / "logs"
+
+    runs: dict[tuple[str, str], list[Outcome]] = {}
+    for rep in range(args.repeat):
+        for backend in args.backends:
+            for test in args.tests:
+                print(f"# [{rep + 1}/{args.repeat}] {backend} {test}", file=sys.stderr)
+                outcome = measure(
+                    backend, SCENARIOS[test], settings, binaries, args.python, where, log_dir
+                )
+                runs.setdefault((backend, test), []).append(outcome)
+                print(f"#   {outcome.error or json.dumps(outcome.load)}", file=sys.stderr)
+    results: Results = {k: median_run(v, SCENARIOS[k[1]].primary) for k, v in runs.items()}
+
+    command = shlex.join([sys.executable, *sys.argv])
+    print(markdown_table(results, args.backends, args.tests))
+    print()
+    print(machine_line())
+    print(f"Command: `{command}`")
+    print(
+        f"Placement: --pin {args.pin} (server CPUs {_cpus(where.server)}, "
+        f"loadgen CPUs {_cpus(where.loadgen)}); median of {args.repeat} run(s)"
+    )
+    somaxconn = read_somaxconn()
+    if "storm" in args.tests and somaxconn is not None and somaxconn < args.storm:
+        print(
+            f"Note: net.core.somaxconn={somaxconn} caps the listen backlog below "
+            f"--storm {args.storm}."
+        )
+    for line in notes(results.values()):
+        print(line)
+
+    if args.json is not None:
+        raw = {
+            "command": command,
+            "machine": machine_line(),
+            "pin": args.pin,
+            "settings": asdict(settings),
+            "runs": [asdict(o) for rs in runs.values() for o in rs],
+        }
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

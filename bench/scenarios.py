@@ -1,0 +1,77 @@
+"""The benchmark tests: which server mode each needs and how to load it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+HOST = "127.0.0.1"
+BASE_BACKLOG = 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float = 5.0
+    msgsize: int = 64
+    churn_concurrency: int = 32
+    bulk_conns: int = 4
+    storm_n: int = 3000
+    storm_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    server_mode: str
+    # (settings, port) -> loadgen arguments after the binary
+    loadgen_args: Callable[[Settings, int], list[str]]
+    # how long the load generator may run before it is considered hung
+    timeout: Callable[[Settings], float]
+    # loadgen result key used to pick the median of repeated runs
+    primary: str
+
+    def backlog(self, settings: Settings) -> int:
+        if self.name == "storm":
+            return max(BASE_BACKLOG, 2 * settings.storm_n)
+        return BASE_BACKLOG
+
+
+def _echo(conns: int) -> Callable[[Settings, int], list[str]]:
+    def args(s: Settings, port: int) -> list[str]:
+        return ["echo", HOST, str(port), str(conns), str(s.msgsize), str(s.seconds)]
+
+    return args
+
+
+def _timed(s: Settings) -> float:
+    return s.seconds + 60.0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("echo1", "echo", _echo(1), _timed, "ops_per_s"),
+        Scenario("echo64", "echo", _echo(64), _timed, "ops_per_s"),
+        Scenario(
+            "churn",
+            "hello",
+            lambda s, port: ["churn", HOST, str(port), str(s.churn_concurrency), str(s.seconds)],
+            _timed,
+            "exchanges_per_s",
+        ),
+        Scenario(
+            "bulk",
+            "sink",
+            lambda s, port: ["bulk", HOST, str(port), str(s.bulk_conns), str(s.seconds)],
+            _timed,  # includes the loadgen's own 30 s drain limit
+            "mb_per_s",
+        ),
+        Scenario(
+            "storm",
+            "hello",
+            lambda s, port: ["storm", HOST, str(port), str(s.storm_n), str(s.storm_timeout)],
+            lambda s: s.storm_timeout + 30.0,
+            "elapsed_s",
+        ),
+    )
+}

@@ -1,0 +1,115 @@
+"""The benchmark server: one AnyIO application, run on any AnyIO backend.
+
+Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
+
+BACKEND: asyncio | asyncio+uvloop | trio | iocp
+MODE:    echo  - echo back every received chunk
+         hello - read until "hello\\n", reply "hello back\\n", read until the
+                 client closes, then close
+         sink  - read and discard until EOF
+
+Listens on 127.0.0.1 with an ephemeral port and prints the port on one line of
+stdout.  Runs until killed.  Per-connection errors (resets etc.) are ignored.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream
+
+DEFAULT_BACKLOG = 4096
+HELLO = b"hello\n"
+HELLO_BACK = b"hello back\n"
+
+# What a connection handler may see when the peer misbehaves or resets.
+PEER_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+Handler = Callable[[SocketStream], Awaitable[None]]
+
+# name -> (anyio backend, backend options)
+BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "asyncio": ("asyncio", {}),
+    "asyncio+uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": ("trio", {}),
+    "iocp": ("iocp", {}),
+}
+
+
+async def drain_until_eof(stream: SocketStream) -> None:
+    try:
+        while True:
+            await stream.receive()
+    except anyio.EndOfStream:
+        pass
+
+
+async def handle_echo(stream: SocketStream) -> None:
+    while True:
+        data = await stream.receive()
+        await stream.send(data)
+
+
+async def handle_hello(stream: SocketStream) -> None:
+    buf = b""
+    while HELLO not in buf:
+        if len(buf) > 1024:
+            return
+        buf += await stream.receive()
+    await stream.send(HELLO_BACK)
+    await drain_until_eof(stream)
+
+
+HANDLERS: dict[str, Handler] = {
+    "echo": handle_echo,
+    "hello": handle_hello,
+    "sink": drain_until_eof,
+}
+
+
+def quiet(handler: Handler) -> Handler:
+    """Close the stream when done and swallow per-connection errors."""
+
+    async def wrapped(stream: SocketStream) -> None:
+        try:
+            async with stream:
+                await handler(stream)
+        except PEER_ERRORS:
+            pass
+
+    return wrapped
+
+
+def raise_nofile_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+async def serve(mode: str, backlog: int) -> None:
+    listener = await anyio.create_tcp_listener(
+        local_host="127.0.0.1", local_port=0, backlog=backlog
+    )
+    port = listener.extra(SocketAttribute.local_port)
+    print(port, flush=True)
+    await listener.serve(quiet(HANDLERS[mode]))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (3, 4) or argv[1] not in BACKENDS or argv[2] not in HANDLERS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    backend, options = BACKENDS[argv[1]]
+    backlog = int(argv[3]) if len(argv) == 4 else DEFAULT_BACKLOG
+    raise_nofile_limit()
+    anyio.run(serve, argv[2], backlog, backend=backend, backend_options=options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

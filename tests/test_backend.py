@@ -1,0 +1,179 @@
+"""The backend as a user reaches it: name resolution, sniffio, engine choice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import anyio
+import pytest
+import sniffio
+import trio
+
+import anyio_iocp
+from anyio_iocp._detect import ENGINE_ENV
+
+pytestmark = pytest.mark.anyio
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
+
+
+def test_backend_resolves_without_importing_the_package() -> None:
+    result = run_python(
+        """
+        import sys
+        import anyio
+        assert "anyio_iocp" not in sys.modules, "imported too early"
+
+        async def main():
+            import sniffio
+            return sniffio.current_async_library()
+
+        print(anyio.run(main, backend="iocp"))
+        print(type(sys.modules["anyio._backends._iocp"].backend_class).__name__)
+        print(sys.modules["anyio._backends._iocp"].backend_class.__name__)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["iocp", "ABCMeta", "IocpBackend"]
+
+
+def test_import_then_run() -> None:
+    async def main() -> str:
+        return sniffio.current_async_library()
+
+    assert anyio.run(main, backend="iocp") == "iocp"
+
+
+async def test_sniffio_everywhere(anyio_backend: object) -> None:
+    """Main task, child tasks, system tasks and calls back from worker threads."""
+    seen: dict[str, str] = {"main": sniffio.current_async_library()}
+
+    async def child() -> None:
+        seen["child"] = sniffio.current_async_library()
+
+    async def system() -> None:
+        seen["system"] = sniffio.current_async_library()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+    trio.lowlevel.spawn_system_task(system)
+    await anyio.sleep(0.01)
+
+    def in_worker() -> tuple[str, str]:
+        sync = anyio.from_thread.run_sync(sniffio.current_async_library)
+
+        async def async_fn() -> str:
+            return sniffio.current_async_library()
+
+        return sync, anyio.from_thread.run(async_fn)
+
+    seen["from_thread.run_sync"], seen["from_thread.run"] = await anyio.to_thread.run_sync(
+        in_worker
+    )
+    assert seen == dict.fromkeys(
+        ("main", "child", "system", "from_thread.run_sync", "from_thread.run"), "iocp"
+    )
+
+
+async def test_engine_info_in_run(engine_name: str) -> None:
+    info = anyio_iocp.engine_info()
+    assert info.name == engine_name
+    assert info.selected_by == "forced by backend_options"
+    assert engine_name in str(info)
+
+
+def test_auto_engine_is_io_uring_here() -> None:
+    """This project's machines run Linux 6.x with io_uring enabled."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("io_uring is Linux only")
+
+    async def main() -> anyio_iocp.EngineInfo:
+        return anyio_iocp.engine_info()
+
+    info = anyio.run(main, backend="iocp")
+    assert (info.name, info.selected_by) == ("io_uring", "auto")
+    assert dict(info.details)["multishot_accept"] in (True, False)
+
+
+@pytest.mark.parametrize("bad", ["epoll", "", "IO_URING", 3])
+def test_unknown_engine_is_a_clear_error(bad: object) -> None:
+    async def main() -> None:
+        pass
+
+    with pytest.raises(ValueError, match=r"unknown engine .*expected one of 'auto', 'io_uring'"):
+        anyio.run(main, backend="iocp", backend_options={"engine": bad})
+
+
+def test_forcing_the_windows_engine_on_linux_fails() -> None:
+    async def main() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="iocp engine was requested but cannot run"):
+        anyio.run(main, backend="iocp", backend_options={"engine": "iocp"})
+
+
+def test_engine_from_environment() -> None:
+    result = run_python(
+        """
+        import anyio, anyio_iocp
+
+        async def main():
+            return anyio_iocp.engine_info()
+
+        info = anyio.run(main, backend="iocp")
+        print(info.name, "|", info.selected_by)
+        """,
+        env={ENGINE_ENV: "readiness"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"readiness | forced by ${ENGINE_ENV}"
+
+
+def test_bad_engine_in_environment() -> None:
+    result = run_python(
+        "import anyio; anyio.run(lambda: anyio.sleep(0), backend='iocp')",
+        env={ENGINE_ENV: "kqueue"},
+    )
+    assert result.returncode != 0
+    assert f"{ENGINE_ENV}: unknown engine 'kqueue'" in result.stderr
+
+
+def test_trio_options_still_work() -> None:
+    """backend_options keys other than ``engine`` go to trio.run."""
+
+    class Counter(trio.abc.Instrument):
+        steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            Counter.steps += 1
+
+    async def main() -> str:
+        await anyio.sleep(0)
+        return sniffio.current_async_library()
+
+    assert (
+        anyio.run(
+            main, backend="iocp", backend_options={"instruments": [Counter()], "engine": "readiness"}
+        )
+        == "iocp"
+    )
+    assert Counter.steps > 0
+
+
+def test_engine_info_outside_a_run_does_not_start_one() -> None:
+    info = anyio_iocp.engine_info()
+    assert info.name in ("io_uring", "readiness")
+    with pytest.raises(sniffio.AsyncLibraryNotFoundError):
+        sniffio.current_async_library()

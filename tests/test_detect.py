@@ -1,0 +1,67 @@
+"""Engine detection: io_uring refused or incomplete -> readiness, with the reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from anyio_iocp import _detect
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+SNIPPET = textwrap.dedent(
+    """
+    import anyio, anyio_iocp
+
+    async def main():
+        return anyio_iocp.engine_info()
+
+    info = anyio.run(main, backend="iocp")
+    print(info.name)
+    print(info.reason)
+    try:
+        anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
+    except RuntimeError as exc:
+        print("forced:", exc)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("errno_name", "expected"),
+    [
+        ("EPERM", "io_uring_setup failed with EPERM: refused by a seccomp policy"),
+        ("ENOSYS", "io_uring_setup failed with ENOSYS"),
+    ],
+)
+def test_refused_io_uring_falls_back_to_readiness(errno_name: str, expected: str) -> None:
+    helper = Path(__file__).with_name("seccomp_deny.py")
+    result = subprocess.run(
+        [sys.executable, str(helper), errno_name, SNIPPET],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    name, reason, forced = result.stdout.splitlines()
+    assert name == "readiness"
+    assert reason.startswith("io_uring unavailable: " + expected)
+    assert forced.startswith("forced: the io_uring engine was requested but cannot run: " + expected)
+
+
+def test_missing_opcode_is_named() -> None:
+    # opcode 250 does not exist in any kernel: the probe must say so by name
+    required = {**_detect._required_opcodes(), 250: "IORING_OP_FUTURE (test)"}
+    usable, reason, _details = _detect._probe_io_uring(required)
+    assert not usable
+    assert reason == "the kernel lacks io_uring opcodes: IORING_OP_FUTURE (test)"
+
+
+def test_every_needed_opcode_is_present_here() -> None:
+    usable, reason, details = _detect._probe_io_uring(_detect._required_opcodes())
+    assert usable, reason
+    assert dict(details)["nodrop"] is True
