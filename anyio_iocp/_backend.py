@@ -18,9 +18,9 @@ from ._compat import check_anyio
 check_anyio()
 
 import trio  # noqa: E402
+from anyio import CapacityLimiter  # noqa: E402
 from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
-from anyio import CapacityLimiter  # noqa: E402
 from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
 
 from ._runstate import RunState, current_engine, new_run_state  # noqa: E402
@@ -49,7 +49,7 @@ class IocpBackend(TrioBackend):
         options: dict[str, Any],
     ) -> T:
         _state, trio_options = _split_options(options)
-        return super().run(func, args, kwargs, trio_options)  # type: ignore[arg-type]
+        return super().run(func, args, kwargs, trio_options)
 
     @classmethod
     def create_test_runner(cls, options: dict[str, Any]) -> TestRunner:
@@ -78,8 +78,10 @@ class IocpBackend(TrioBackend):
 
     # -- TCP through the engine -------------------------------------------
 
+    # Our streams are not the Trio backend's SocketStream class, by design:
+    # the overrides below return AnyIO's abstract SocketStream.
     @classmethod
-    async def connect_tcp(
+    async def connect_tcp(  # type: ignore[override]
         cls, host: str, port: int, local_address: IPSockAddrType | None = None
     ) -> SocketStream:
         engine = current_engine()
@@ -108,7 +110,7 @@ class IocpBackend(TrioBackend):
         return await super().wrap_listener_socket(sock)
 
     @classmethod
-    async def wrap_stream_socket(cls, sock: socket.socket) -> SocketStream:
+    async def wrap_stream_socket(cls, sock: socket.socket) -> SocketStream:  # type: ignore[override]
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             engine = current_engine()
             await trio.lowlevel.checkpoint()

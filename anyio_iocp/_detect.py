@@ -70,7 +70,9 @@ def _required_opcodes() -> dict[int, str]:
         from ._uring import lib
     except ImportError:
         return {}
-    return {getattr(lib, name): f"{name} ({purpose})" for name, purpose in _REQUIRED_OPCODES.items()}
+    return {
+        getattr(lib, name): f"{name} ({purpose})" for name, purpose in _REQUIRED_OPCODES.items()
+    }
 
 
 def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[str, Any], ...]]:

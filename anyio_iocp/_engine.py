@@ -104,11 +104,11 @@ class Engine(ABC):
     async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         """Connect ``sock`` (not yet connected) to ``address``."""
 
-    def before_io_wait(self) -> None:
+    def before_io_wait(self) -> None:  # noqa: B027 (optional hook)
         """Called once per scheduler pass, before Trio waits for I/O."""
 
-    def after_io_wait(self) -> None:
+    def after_io_wait(self) -> None:  # noqa: B027 (optional hook)
         """Called once per scheduler pass, after Trio's I/O wait."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Called when the run ends, after every task has finished."""

@@ -96,8 +96,7 @@ def current_state() -> RunState:
         return _current_state.get()
     except (LookupError, RuntimeError):
         raise RuntimeError(
-            'this call needs a run of AnyIO\'s "iocp" backend: '
-            'anyio.run(main, backend="iocp")'
+            'this call needs a run of AnyIO\'s "iocp" backend: anyio.run(main, backend="iocp")'
         ) from None
 
 

@@ -308,7 +308,9 @@ def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
     """``struct sockaddr_in`` / ``sockaddr_in6`` for a numeric address tuple."""
     host, port = address[0], address[1]
     if family == socket.AF_INET:
-        return struct.pack("=H", family) + struct.pack("!H4s8x", port, socket.inet_pton(family, host))
+        return struct.pack("=H", family) + struct.pack(
+            "!H4s8x", port, socket.inet_pton(family, host)
+        )
     if family == socket.AF_INET6:
         flowinfo = address[2] if len(address) > 2 else 0
         scope_id = address[3] if len(address) > 3 else 0
@@ -337,7 +339,9 @@ class UringStreamIO(StreamIO):
         self._eof = False
 
     def _post_recv(self) -> Op:
-        op = self._engine.post_recv(self.fd, _new_buffer("char[]", self._buffer_size), self._buffer_size)
+        op = self._engine.post_recv(
+            self.fd, _new_buffer("char[]", self._buffer_size), self._buffer_size
+        )
         self._recv_op = op
         return op
 
@@ -480,4 +484,3 @@ class UringListenerIO(ListenerIO):
             with trio.CancelScope(shield=True):
                 await self._engine.drain([self._op])
         self.sock.close()
-

@@ -165,7 +165,9 @@ def test_trio_options_still_work() -> None:
 
     assert (
         anyio.run(
-            main, backend="iocp", backend_options={"instruments": [Counter()], "engine": "readiness"}
+            main,
+            backend="iocp",
+            backend_options={"instruments": [Counter()], "engine": "readiness"},
         )
         == "iocp"
     )

@@ -50,7 +50,9 @@ def test_refused_io_uring_falls_back_to_readiness(errno_name: str, expected: str
     name, reason, forced = result.stdout.splitlines()
     assert name == "readiness"
     assert reason.startswith("io_uring unavailable: " + expected)
-    assert forced.startswith("forced: the io_uring engine was requested but cannot run: " + expected)
+    assert forced.startswith(
+        "forced: the io_uring engine was requested but cannot run: " + expected
+    )
 
 
 def test_missing_opcode_is_named() -> None:

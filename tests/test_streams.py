@@ -14,7 +14,8 @@ from anyio import (
     ClosedResourceError,
     EndOfStream,
 )
-from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener, open_pair, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._streams import EngineSocketStream, EngineTCPListener
@@ -24,8 +25,6 @@ pytestmark = pytest.mark.anyio
 Handler = Callable[[SocketStream], Awaitable[None]]
 
 
-
-
 async def echo(stream: SocketStream) -> None:
     async with stream:
         try:
@@ -33,24 +32,6 @@ async def echo(stream: SocketStream) -> None:
                 await stream.send(chunk)
         except BrokenResourceError:
             pass
-
-
-async def open_pair(host: str = "127.0.0.1") -> tuple[SocketListener, SocketStream, SocketStream]:
-    multi = await anyio.create_tcp_listener(local_host=host)
-    listener = multi.listeners[0]
-    port = listener.extra(SocketAttribute.local_port)
-    client = await anyio.connect_tcp(host, port)
-    server = await listener.accept()
-    return listener, client, server
-
-
-async def recv_exactly(stream: SocketStream, n: int) -> bytes:
-    parts = []
-    while n:
-        chunk = await stream.receive(n)
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
 
 
 async def test_streams_are_the_engines(engine_name: str) -> None:
@@ -73,9 +54,7 @@ async def test_echo_and_addresses(host: str) -> None:
             host,
             listener.extra(SocketAttribute.local_port),
         )
-        assert server.extra(SocketAttribute.remote_port) == client.extra(
-            SocketAttribute.local_port
-        )
+        assert server.extra(SocketAttribute.remote_port) == client.extra(SocketAttribute.local_port)
         assert isinstance(client.extra(SocketAttribute.raw_socket), socket.socket)
         await client.send(b"ping")
         assert await server.receive() == b"ping"
@@ -145,10 +124,10 @@ async def test_mutable_buffer_reuse_after_send() -> None:
     listener, client, server = await open_pair()
     async with listener, client, server:
         buf = bytearray(b"first")
-        await client.send(buf)
+        await client.send(buf)  # type: ignore[arg-type]  # any buffer works at run time
         buf[:] = b"XXXXX"
         assert await recv_exactly(server, 5) == b"first"
-        await client.send(memoryview(b"0123456789")[2:5])
+        await client.send(memoryview(b"0123456789")[2:5])  # type: ignore[arg-type]
         assert await recv_exactly(server, 3) == b"234"
 
 
@@ -261,7 +240,7 @@ async def test_connect_with_local_address() -> None:
             "127.0.0.1", port, local_host="127.0.0.1", local_port=local_port
         ) as client:
             assert client.extra(SocketAttribute.local_port) == local_port
-            server = await listener.listeners[0].accept()
+            server = await first_listener(listener).accept()
             assert server.extra(SocketAttribute.remote_port) == local_port
             await server.aclose()
 
