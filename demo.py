@@ -380,22 +380,6 @@ def print_table(results: Sequence[Result], sizes: Sizes) -> None:
         )
 
 
-def keep_installed_package() -> None:
-    """Run against the installed anyio_iocp, not the checkout next to this file.
-
-    ``python demo.py`` puts this file's directory first on ``sys.path``, and in a
-    source checkout the ``anyio_iocp/`` there has no compiled io_uring shim, so
-    the iocp backend would silently fall back to the readiness engine.
-    """
-    here = os.path.dirname(os.path.realpath(__file__))
-    if sys.path and os.path.realpath(sys.path[0] or os.curdir) == here:
-        try:
-            importlib.metadata.distribution("anyio-iocp")
-        except importlib.metadata.PackageNotFoundError:
-            return  # not installed: the checkout is all there is
-        del sys.path[0]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run")
@@ -411,7 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not keys:
         parser.error(f"unknown backend column(s) {unknown}; choose from {', '.join(COLUMNS)}")
 
-    keep_installed_package()
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     payload = make_payload(sizes, args.seed)
     print_header()
