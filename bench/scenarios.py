@@ -13,7 +13,7 @@ BASE_BACKLOG = 4096
 class Settings:
     seconds: float = 5.0
     msgsize: int = 64
-    churn_concurrency: int = 32
+    churn_concurrency: int = 16
     bulk_conns: int = 4
     storm_n: int = 3000
     storm_timeout: float = 30.0
