@@ -80,12 +80,14 @@ def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[st
         return False, f"io_uring exists only on Linux (this is {sys.platform})", ()
     try:
         from ._uring import ffi, lib
+        from ._uring_engine import RING_CQ_ENTRIES, RING_ENTRIES
     except ImportError as exc:
         return False, f"the io_uring shim (anyio_iocp._uring) is not built: {exc}", ()
 
     disabled = _read_sysctl_disabled()
     ring_pp = ffi.new("iou_ring **")
-    rc = lib.iou_open(ring_pp, 8, 0, 0)
+    # the engine's own sizes, so that a run never meets a failure the probe missed
+    rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, 0)
     if rc < 0:
         reason = _SETUP_ERRORS.get(-rc, f"io_uring_setup failed: {os.strerror(-rc)}")
         if disabled:

@@ -48,6 +48,7 @@ import errno
 import os
 import socket
 import struct
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,9 @@ from trio.lowlevel import Abort, Task
 from ._engine import DEFAULT_BUFFER_SIZE, Engine, EngineInfo, ListenerIO, StreamIO
 from ._uring import ffi, lib
 
+#: submission and completion ring sizes (detection probes these same sizes)
+RING_ENTRIES = 4096
+RING_CQ_ENTRIES = 4 * RING_ENTRIES
 #: completions copied out of the ring per call into the shim
 REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
@@ -124,10 +128,10 @@ class AcceptOp(Op):
 
 
 class UringEngine(Engine):
-    def __init__(self, info: EngineInfo, entries: int = 4096) -> None:
+    def __init__(self, info: EngineInfo) -> None:
         self.info = info
         ring_pp = ffi.new("iou_ring **")
-        rc = lib.iou_open(ring_pp, entries, entries * 4, 0)
+        rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, 0)
         if rc < 0:
             raise oserror(rc, "io_uring_setup")
         self._ring = ring_pp[0]
@@ -138,6 +142,7 @@ class UringEngine(Engine):
         self._multishot_accept = bool(dict(info.details).get("multishot_accept", False))
         self._closed = False
         self._reaper_started = False
+        self._listeners: weakref.WeakSet[UringListenerIO] = weakref.WeakSet()
 
     # -- posting -------------------------------------------------------------
 
@@ -145,7 +150,11 @@ class UringEngine(Engine):
         rc: int = prep(self._ring, *args)
         if rc == -errno.EBUSY:
             # The submission ring is full: hand it to the kernel now and retry.
-            self._submit()
+            # This runs in a task, so completions may be reaped here if the
+            # kernel asks for room first.
+            if self._submit() < 0:
+                self.after_io_wait()
+                self._submit()
             rc = prep(self._ring, *args)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
@@ -182,19 +191,22 @@ class UringEngine(Engine):
             op.cancel_requested = True
             self._post(lib.iou_prep_cancel, op.user_data, IGNORED)
 
-    def _submit(self) -> None:
-        rc = lib.iou_submit(self._ring, 0)
-        if rc in (-errno.EAGAIN, -errno.EBUSY):
-            # The kernel is short of memory or completion space right now:
-            # reap what is there, then try once more; leftovers go next pass.
-            self.after_io_wait()
-            rc = lib.iou_submit(self._ring, 0)
+    def _submit(self) -> int:
+        """Enter the kernel once with everything prepared.  EAGAIN and EBUSY
+        (short of memory, or completions waiting on the overflow list) leave
+        the entries prepared for the next pass and are returned; other errors
+        are raised."""
+        rc: int = lib.iou_submit(self._ring, 0)
         if rc < 0 and rc not in (-errno.EAGAIN, -errno.EBUSY):
             raise oserror(rc, "io_uring_enter")
+        return rc
 
     # -- scheduler hooks -----------------------------------------------------
 
     def before_io_wait(self) -> None:
+        # Never reap here: Trio has chosen how long to sleep already.  If the
+        # kernel refuses for now, the waiting completions make the ring
+        # readable, so the loop wakes, reaps, and submits on the next pass.
         if lib.iou_unsubmitted(self._ring):
             self._submit()
 
@@ -274,7 +286,9 @@ class UringEngine(Engine):
 
     def open_listener(self, sock: socket.socket) -> ListenerIO:
         self.ensure_reaper()
-        return UringListenerIO(self, sock)
+        listener = UringListenerIO(self, sock)
+        self._listeners.add(listener)
+        return listener
 
     async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self.ensure_reaper()
@@ -294,9 +308,10 @@ class UringEngine(Engine):
             # No task is left to wake: every task of the run has finished.
             op.task = None
             op.drainers = None
-            if isinstance(op, AcceptOp):
-                op.listener.discard_queued()
             self.request_cancel(op)
+        for listener in list(self._listeners):
+            # also those whose accept was already stopped by a full queue
+            listener.discard_queued()
         while self._ops:
             rc = lib.iou_submit(self._ring, 1)
             if rc < 0 and rc != -errno.EINTR:

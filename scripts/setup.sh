@@ -6,20 +6,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the io_uring shim needs to build: a C compiler, the kernel's header and
+# Python's headers.  ANYIO_IOCP_NO_URING=1 skips the shim (readiness engine only).
 need_apt=()
-command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
-[ -f /usr/include/linux/io_uring.h ] || need_apt+=(linux-libc-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ "${ANYIO_IOCP_NO_URING:-}" != 1 ]; then
+    command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+    [ -f /usr/include/linux/io_uring.h ] || need_apt+=(linux-libc-dev)
+    python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' \
+        || need_apt+=(python3-dev)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing ${need_apt[*]} with apt-get"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "setup: missing ${need_apt[*]}; install them (or set ANYIO_IOCP_NO_URING=1 for the readiness engine only)" >&2
+        echo "setup: missing ${need_apt[*]}: install them, or set ANYIO_IOCP_NO_URING=1 to build without the io_uring shim (readiness engine only)" >&2
         exit 1
     fi
 fi
+
+# pip here may print a warning about an unreachable local index on every call;
+# drop that line only, keeping pip's exit status.
+pip_quiet() {
+    "$PY" -m pip -q --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
 
 VENV="${ANYIO_IOCP_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -27,12 +39,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-"$PY" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel "cffi>=1.17" 2>&1 \
-    | grep -v "^WARNING: Location" || true
-# extras: test (pytest, hypothesis), dev (mypy, ruff), bench (uvloop)
-"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps . 2>&1 \
-    | grep -v "^WARNING: Location" || true
-"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation ".[test,dev,bench]" 2>&1 \
-    | grep -v "^WARNING: Location" || true
-"$PY" setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "setup: in-place build of the shim failed (the installed package is used)"
+pip_quiet install --upgrade pip "setuptools>=77" wheel "cffi>=1.17"
+# the package itself, rebuilt from this checkout every time
+pip_quiet install --no-build-isolation --force-reinstall --no-deps .
+# its dependencies and the extras: test (pytest, trustme), dev (mypy, ruff), bench (uvloop)
+pip_quiet install --no-build-isolation ".[test,dev,bench]"
+# `python demo.py` run from the checkout imports the checkout's anyio_iocp/:
+# build the shim there too, so that it finds io_uring as the installed one does.
+if [ "${ANYIO_IOCP_NO_URING:-}" != 1 ]; then
+    "$PY" setup.py -q build_ext --inplace >/dev/null
+fi
 "$PY" -c 'import anyio_iocp; print("setup: anyio-iocp", anyio_iocp.__version__, "engine:", anyio_iocp.engine_info())'
