@@ -181,6 +181,12 @@ unsigned iou_sq_entries(iou_ring *r) { return r->sq_entries; }
 unsigned iou_cq_entries(iou_ring *r) { return r->cq_entries; }
 unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, __ATOMIC_ACQUIRE); }
 
+/* Free submission slots (prepared entries count as used). */
+unsigned iou_sq_space(iou_ring *r)
+{
+    return r->sq_entries - (r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE));
+}
+
 /* Entries prepared but not yet handed to the kernel. */
 unsigned iou_unsubmitted(iou_ring *r)
 {

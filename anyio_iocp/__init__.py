@@ -8,10 +8,42 @@ from __future__ import annotations
 
 import _anyio_iocp_hook
 
+from ._api import configure, connect_tcp, create_tcp_listener
+from ._attributes import TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
 from ._engine import EngineInfo
+from ._tuning import (
+    DEFAULTS,
+    MAX_BACKLOG,
+    MAX_BUFFERSIZE,
+    MAX_RECVBURST,
+    MAX_SENDCAP,
+    PROFILES,
+    Tuning,
+    Usage,
+    tuning,
+)
 
-__all__ = ["ENGINE_ENV", "ENGINE_NAMES", "EngineInfo", "__version__", "engine_info"]
+__all__ = [
+    "DEFAULTS",
+    "ENGINE_ENV",
+    "ENGINE_NAMES",
+    "MAX_BACKLOG",
+    "MAX_BUFFERSIZE",
+    "MAX_RECVBURST",
+    "MAX_SENDCAP",
+    "PROFILES",
+    "EngineInfo",
+    "Tuning",
+    "TuningAttribute",
+    "Usage",
+    "__version__",
+    "configure",
+    "connect_tcp",
+    "create_tcp_listener",
+    "engine_info",
+    "tuning",
+]
 __version__ = "0.1.0"
 
 _anyio_iocp_hook.install()

@@ -23,18 +23,17 @@ from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
 from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
 
-from ._runstate import RunState, current_engine, new_run_state  # noqa: E402
+from ._runstate import RunState, current_state, new_run_state  # noqa: E402
 from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402
+from ._tuning import effective, run_overrides  # noqa: E402
 
 T = TypeVar("T")
-
-#: backend_options keys this backend adds to those of AnyIO's Trio backend
-OWN_OPTIONS = ("engine",)
 
 
 def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
     trio_options = dict(options)
-    state = new_run_state(trio_options.pop("engine", None))
+    overrides = run_overrides(trio_options)  # profile, backlog, sendcap, ...
+    state = new_run_state(trio_options.pop("engine", None), overrides)
     trio_options["instruments"] = [*trio_options.get("instruments", ()), state]
     return state, trio_options
 
@@ -84,7 +83,9 @@ class IocpBackend(TrioBackend):
     async def connect_tcp(  # type: ignore[override]
         cls, host: str, port: int, local_address: IPSockAddrType | None = None
     ) -> SocketStream:
-        engine = current_engine()
+        state = current_state()
+        engine = state.get_engine()
+        tuning = effective(state.overrides)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -95,12 +96,13 @@ class IocpBackend(TrioBackend):
         except BaseException:
             sock.close()
             raise
-        return EngineSocketStream(engine.open_stream(sock), engine)
+        return EngineSocketStream(engine.open_stream(sock, tuning), engine)
 
     @classmethod
     def create_tcp_listener(cls, sock: socket.socket) -> SocketListener:
-        engine = current_engine()
-        return EngineTCPListener(engine.open_listener(sock), engine)
+        state = current_state()
+        engine = state.get_engine()
+        return EngineTCPListener(engine.open_listener(sock, effective(state.overrides)), engine)
 
     @classmethod
     async def wrap_listener_socket(cls, sock: socket.socket) -> SocketListener:
@@ -112,9 +114,12 @@ class IocpBackend(TrioBackend):
     @classmethod
     async def wrap_stream_socket(cls, sock: socket.socket) -> SocketStream:  # type: ignore[override]
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            engine = current_engine()
+            state = current_state()
+            engine = state.get_engine()
             await trio.lowlevel.checkpoint()
-            return EngineSocketStream(engine.open_stream(sock), engine)
+            return EngineSocketStream(
+                engine.open_stream(sock, effective(state.overrides)), engine
+            )
         return await super().wrap_stream_socket(sock)
 
 

@@ -26,13 +26,18 @@ The contract each engine keeps:
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-#: Size of each receive buffer the engines post (AnyIO's default receive size).
-DEFAULT_BUFFER_SIZE = 65536
+from ._tuning import Tuning, Usage
+
+
+def oserror(res: int, what: str) -> OSError:
+    """The OSError for a negative errno result of a completed operation."""
+    return OSError(-res, f"{what}: {os.strerror(-res)}")
 
 
 @dataclass(frozen=True)
@@ -65,18 +70,39 @@ class StreamIO(ABC):
     async def send(self, data: memoryview) -> None:
         """Send every byte of ``data``."""
 
-    def shutdown_write(self) -> None:
-        self.sock.shutdown(socket.SHUT_WR)
+    @abstractmethod
+    async def send_eof(self) -> None:
+        """Wait for write-behind sends to go out, then shut down the sending side."""
 
     @abstractmethod
     async def close(self) -> None:
-        """End operations in flight and close the socket; never raises Cancelled."""
+        """Wait (bounded, cancellable) for write-behind sends, then end the
+        operations in flight and close the socket, also when cancelled.  A
+        write-behind send error nobody has seen yet is raised here."""
+
+    @abstractmethod
+    def usage(self, name: str) -> Usage:
+        """``(cap, in use)`` of a setting: sendcap, recvburst or buffersize."""
+
+    @abstractmethod
+    def configure(self, **settings: int) -> None:
+        """Change settings of the live stream (validated first, all or nothing)."""
 
 
 class ListenerIO(ABC):
     """Accepting side of one listening socket."""
 
     sock: socket.socket
+    #: the listener's own backlog and the defaults of the streams it accepts
+    tuning: Tuning
+
+    @abstractmethod
+    def usage(self, name: str) -> Usage:
+        """``(cap, in use)`` of backlog; stream settings report ``(default, 0)``."""
+
+    @abstractmethod
+    def configure(self, **settings: int) -> None:
+        """Change the backlog or the defaults of streams accepted from now on."""
 
     @abstractmethod
     async def accept(self) -> socket.socket:
@@ -93,11 +119,11 @@ class Engine(ABC):
     info: EngineInfo
 
     @abstractmethod
-    def open_stream(self, sock: socket.socket) -> StreamIO:
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         """Take ownership of a connected stream socket."""
 
     @abstractmethod
-    def open_listener(self, sock: socket.socket) -> ListenerIO:
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         """Take ownership of a listening socket."""
 
     @abstractmethod

@@ -3,8 +3,20 @@
 This is the model of epoll/kqueue: ask the socket; when it answers "would
 block", wait until Trio says the socket is ready, then ask again.  It runs
 wherever Python and Trio do, and gives the same stream semantics as the
-completion engines.  Because nothing is ever handed to the kernel ahead of time,
-cancellation is simple: a cancelled wait has taken no data and sent nothing.
+completion engines.  Nothing is ever handed to the kernel ahead of time, so a
+cancelled wait has taken no data and sent nothing.
+
+The settings keep their meaning where a readiness model can give them one:
+
+* ``recvburst``: after a read that filled its whole buffer, up to ``k - 1``
+  more buffers are read ahead at once (Automatic Burst Detection moves ``k``
+  exactly as on the completion engines); ``in use`` is the number of buffers
+  read ahead and not yet taken.
+* ``sendcap``: with ``sendcap > 1`` a send that cannot go out at once is queued
+  and ``send()`` returns while fewer than ``sendcap`` are queued; a system task
+  writes the queue out as the socket becomes writable.
+* ``backlog``: when a connection arrives, up to ``backlog`` connections are
+  accepted at once into a queue that ``accept()`` takes from.
 """
 
 from __future__ import annotations
@@ -12,11 +24,18 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import trio
+from trio.lowlevel import Abort, Task
 
-from ._engine import DEFAULT_BUFFER_SIZE, Engine, EngineInfo, ListenerIO, StreamIO
+from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
+
+#: how long close() waits for queued write-behind sends before cutting them off
+CLOSE_DRAIN_SECONDS = 10.0
 
 
 async def _wait_readable(sock: socket.socket) -> None:
@@ -35,26 +54,140 @@ async def _wait_writable(sock: socket.socket) -> None:
 
 
 class ReadinessStreamIO(StreamIO):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.sendcap = tuning.sendcap
+        self.recvburst = tuning.recvburst
+        self.buffersize = tuning.buffersize
+        self._ready: deque[bytes] = deque()
+        self._burst = 1
+        self._eof = False
+        self._recv_error: OSError | None = None
+        self._queued: deque[memoryview] = deque()
+        self._send_error: OSError | None = None
+        self._send_error_reported = False
+        self._send_waiter: Task | None = None
+        self._flusher_running = False
+        self._closed = False
 
-    async def receive(self, max_bytes: int) -> bytes:
-        sock = self.sock
-        size = min(max_bytes, DEFAULT_BUFFER_SIZE)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
+    # -- settings -------------------------------------------------------------
+
+    def usage(self, name: str) -> Usage:
+        if name == "sendcap":
+            return Usage(self.sendcap, len(self._queued))
+        if name == "recvburst":
+            return Usage(self.recvburst, len(self._ready))
+        if name == "buffersize":
+            return Usage(self.buffersize, sum(map(len, self._ready)))
+        raise ValueError(f"unknown stream setting {name!r}")
+
+    def configure(self, **settings: int) -> None:
+        checked = check_settings(settings, STREAM_SETTINGS, "a stream")
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self._burst = min(self._burst, self.recvburst)
+
+    # -- receiving ------------------------------------------------------------
+
+    def _detect(self, full: bool) -> None:
+        if full:
+            self._burst = min(self._burst + 1, self.recvburst)
+        elif self._burst > 1:
+            self._burst -= 1
+
+    def _read_ahead(self) -> None:
+        """During a burst, read up to k - 1 more buffers that are already there."""
+        sock, size = self.sock, self.buffersize
+        while len(self._ready) < self._burst - 1:
             try:
                 data = sock.recv(size)
             except BlockingIOError:
-                await _wait_readable(sock)
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            except OSError as exc:
+                self._recv_error = exc
+                return
+            if not data:
+                self._eof = True
+                return
+            self._ready.append(data)
+            self._detect(len(data) == size)
+            if len(data) < size:
+                return
+
+    def _take(self, max_bytes: int) -> bytes:
+        data = self._ready.popleft()
+        if len(data) > max_bytes:
+            self._ready.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        return data
+
+    async def receive(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._ready:
+            data = self._take(max_bytes)
+        elif self._recv_error is not None:
+            error, self._recv_error = self._recv_error, None
+            raise error
+        elif self._eof:
+            data = b""
+        else:
+            size = min(max_bytes, self.buffersize)
+            while True:
+                try:
+                    data = self.sock.recv(size)
+                except BlockingIOError:
+                    if self._send_error is not None:
+                        self._raise_send_error()
+                    await _wait_readable(self.sock)
+                    continue
+                if data:
+                    self._detect(len(data) == self.buffersize)
+                    if len(data) == self.buffersize and self._burst > 1:
+                        self._read_ahead()
                 return data
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    # -- sending --------------------------------------------------------------
+
+    def _raise_send_error(self) -> None:
+        assert self._send_error is not None
+        self._send_error_reported = True
+        raise self._send_error
+
+    async def _wait_queue_below(self, limit: int) -> None:
+        while len(self._queued) >= limit and self._send_error is None:
+            self._send_waiter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> Abort:
+                self._send_waiter = None
+                return Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def send(self, data: memoryview) -> None:
+        if self._send_error is not None:
+            self._raise_send_error()
         sock = self.sock
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self.sendcap > 1 or self._queued:
+            await self._wait_queue_below(self.sendcap)
+            if self._send_error is not None:
+                self._raise_send_error()
+            if not self._queued:
+                try:
+                    data = data[sock.send(data) :]
+                except BlockingIOError:
+                    pass
+            if data:
+                owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
+                self._queued.append(owned)
+                if not self._flusher_running:
+                    self._flusher_running = True
+                    trio.lowlevel.spawn_system_task(self._flusher, name="anyio_iocp write-behind")
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         while data:
             try:
                 sent = sock.send(data)
@@ -64,28 +197,107 @@ class ReadinessStreamIO(StreamIO):
                 data = data[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def _flusher(self) -> None:
+        """Writes queued sends out as the socket becomes writable (system task)."""
+        sock = self.sock
+        try:
+            while self._queued:
+                head = self._queued[0]
+                try:
+                    sent = sock.send(head)
+                except BlockingIOError:
+                    await _wait_writable(sock)
+                    continue
+                if sent < len(head):
+                    self._queued[0] = head[sent:]
+                    continue
+                self._queued.popleft()
+                self._wake_sender()
+        except OSError as exc:
+            if not self._closed:
+                self._send_error = exc
+            self._queued.clear()
+        except trio.Cancelled:
+            # the run is ending: nothing more will be written
+            self._queued.clear()
+        finally:
+            self._flusher_running = False
+            self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        waiter = self._send_waiter
+        if waiter is not None:
+            self._send_waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    async def send_eof(self) -> None:
+        await self._wait_queue_below(1)
+        if self._send_error is not None:
+            self._raise_send_error()
+        self.sock.shutdown(socket.SHUT_WR)
+
+    # -- closing --------------------------------------------------------------
+
     async def close(self) -> None:
-        trio.lowlevel.notify_closing(self.sock)
-        self.sock.close()
+        try:
+            if self._queued and self._send_error is None:
+                with trio.move_on_after(CLOSE_DRAIN_SECONDS):
+                    await self._wait_queue_below(1)
+        finally:
+            self._closed = True
+            self._queued.clear()
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+        if self._send_error is not None and not self._send_error_reported:
+            self._send_error_reported = True
+            raise self._send_error
 
 
 class ReadinessListenerIO(ListenerIO):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.tuning = tuning
+        self._queue: deque[socket.socket] = deque()
+
+    def usage(self, name: str) -> Usage:
+        if name == "backlog":
+            return Usage(self.tuning.backlog, len(self._queue))
+        return Usage(getattr(self.tuning, name), 0)
+
+    def configure(self, **settings: int) -> None:
+        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
+        self.tuning = replace(self.tuning, **checked)
+
+    def _accept_ahead(self) -> None:
+        while len(self._queue) < self.tuning.backlog:
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # EMFILE and the like: report them from accept(), not from here
+                return
+            self._queue.append(conn)
 
     async def accept(self) -> socket.socket:
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._queue:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return self._queue.popleft()
         while True:
             try:
                 conn, _addr = self.sock.accept()
             except BlockingIOError:
                 await _wait_readable(self.sock)
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return conn
+                continue
+            self._accept_ahead()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return conn
 
     async def close(self) -> None:
+        while self._queue:
+            self._queue.popleft().close()
         trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
 
@@ -94,11 +306,11 @@ class ReadinessEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
 
-    def open_stream(self, sock: socket.socket) -> StreamIO:
-        return ReadinessStreamIO(sock)
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
+        return ReadinessStreamIO(sock, tuning)
 
-    def open_listener(self, sock: socket.socket) -> ListenerIO:
-        return ReadinessListenerIO(sock)
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
+        return ReadinessListenerIO(sock, tuning)
 
     async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         sock.setblocking(False)

@@ -21,6 +21,7 @@ import trio
 
 from ._detect import select_engine
 from ._engine import Engine, EngineInfo
+from ._tuning import Overrides
 
 BACKEND_NAME = "iocp"
 
@@ -30,8 +31,10 @@ _log = logging.getLogger("anyio_iocp")
 class RunState(trio.abc.Instrument):
     """One per run; passed to Trio as an instrument."""
 
-    def __init__(self, info: EngineInfo) -> None:
+    def __init__(self, info: EngineInfo, overrides: Overrides) -> None:
         self.info = info
+        #: tuning settings from backend_options
+        self.overrides = overrides
         self.engine: Engine | None = None
 
     def get_engine(self) -> Engine:
@@ -87,8 +90,8 @@ def create_engine(info: EngineInfo) -> Engine:
     return ReadinessEngine(info)
 
 
-def new_run_state(engine_option: object | None) -> RunState:
-    return RunState(select_engine(engine_option))
+def new_run_state(engine_option: object | None, overrides: Overrides) -> RunState:
+    return RunState(select_engine(engine_option), overrides)
 
 
 def current_state() -> RunState:

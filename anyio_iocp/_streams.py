@@ -8,6 +8,8 @@ This layer is written once: it gives AnyIO's semantics (resource guards,
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
 from anyio import (
@@ -18,7 +20,18 @@ from anyio import (
 )
 from anyio.abc import SocketListener, SocketStream
 
+from ._attributes import TuningAttribute
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
+
+
+def _tuning_attributes(io: StreamIO | ListenerIO, names: tuple[str, ...], info: EngineInfo) -> dict[Any, Callable[[], Any]]:
+    attributes: dict[Any, Callable[[], Any]] = {
+        getattr(TuningAttribute, name): (lambda name=name: io.usage(name)) for name in names
+    }
+    attributes[TuningAttribute.engine] = lambda: info
+    attributes[TuningAttribute.configure] = lambda: io.configure
+    return attributes
 
 
 class EngineSocketStream(SocketStream):
@@ -39,6 +52,13 @@ class EngineSocketStream(SocketStream):
     def engine_info(self) -> EngineInfo:
         """The engine this stream's bytes go through."""
         return self._engine_info
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {
+            **super().extra_attributes,
+            **_tuning_attributes(self._io, STREAM_SETTINGS, self._engine_info),
+        }
 
     def _error(self, exc: OSError) -> Exception:
         if self._closed:
@@ -71,17 +91,22 @@ class EngineSocketStream(SocketStream):
                 raise self._error(exc) from exc
 
     async def send_eof(self) -> None:
-        if self._closed:
-            raise ClosedResourceError
-        try:
-            self._io.shutdown_write()
-        except OSError as exc:
-            raise self._error(exc) from exc
+        with self._send_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                await self._io.send_eof()
+            except OSError as exc:
+                raise self._error(exc) from exc
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._io.close()
+            try:
+                await self._io.close()
+            except OSError as exc:
+                # a write-behind send failed and no operation has reported it yet
+                raise BrokenResourceError(str(exc)) from exc
         await trio.lowlevel.checkpoint()
 
 
@@ -109,7 +134,14 @@ class EngineTCPListener(SocketListener):
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return EngineSocketStream(self._engine.open_stream(sock), self._engine)
+        return EngineSocketStream(self._engine.open_stream(sock, self._io.tuning), self._engine)
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {
+            **super().extra_attributes,
+            **_tuning_attributes(self._io, LISTENER_SETTINGS, self._engine.info),
+        }
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -51,13 +51,16 @@ import struct
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
 from trio.lowlevel import Abort, Task
 
-from ._engine import DEFAULT_BUFFER_SIZE, Engine, EngineInfo, ListenerIO, StreamIO
+from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
+from ._tuning import LISTENER_SETTINGS, Tuning, Usage, check_settings
 from ._uring import ffi, lib
+from ._uring_stream import UringStreamIO
 
 #: submission and completion ring sizes (detection probes these same sizes)
 RING_ENTRIES = 4096
@@ -67,17 +70,9 @@ REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
 IGNORED = 0
 #: largest single send handed to the kernel (the length field is 32 bits)
-MAX_SEND = 1 << 30
 SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
-SEND_NOW_FLAGS = socket.MSG_NOSIGNAL
 F_MORE = lib.IORING_CQE_F_MORE
 
-_new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
-
-
-def oserror(res: int, what: str) -> OSError:
-    code = -res
-    return OSError(code, f"{what}: {os.strerror(code)}")
 
 
 class Op:
@@ -108,6 +103,23 @@ class Op:
             for drainer in self.drainers:
                 trio.lowlevel.reschedule(drainer)
             self.drainers = None
+
+
+class SendOp(Op):
+    """A send; its stream hears of the completion before the waiting task."""
+
+    __slots__ = ("pipelined", "stream")
+
+    def __init__(self, user_data: int, keep: object, stream: UringStreamIO, pipelined: bool) -> None:
+        super().__init__(user_data, keep)
+        self.stream = stream
+        self.pipelined = pipelined
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        self.stream.on_send_complete(self)
+        self._wake()
 
 
 class AcceptOp(Op):
@@ -143,6 +155,7 @@ class UringEngine(Engine):
         self._closed = False
         self._reaper_started = False
         self._listeners: weakref.WeakSet[UringListenerIO] = weakref.WeakSet()
+        self._flush: list[UringStreamIO] = []
 
     # -- posting -------------------------------------------------------------
 
@@ -167,16 +180,50 @@ class UringEngine(Engine):
         self._ops[uid] = op
         return op
 
-    def post_recv(self, fd: int, buf: Any, size: int) -> Op:
-        op = self._new_op(buf)
-        self._post(lib.iou_prep_recv, fd, buf, size, 0, op.user_data)
-        return op
+    def _make_room(self, n: int) -> None:
+        """A linked chain must reach the kernel in one submission."""
+        if lib.iou_sq_space(self._ring) < n:
+            self._submit()
+            if lib.iou_sq_space(self._ring) < n:
+                raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
-    def post_send(self, fd: int, data: memoryview) -> Op:
-        ptr = ffi.from_buffer(data)
-        op = self._new_op(ptr)
-        self._post(lib.iou_prep_send, fd, ptr, len(data), SEND_FLAGS, op.user_data)
-        return op
+    def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[Op]:
+        """Receives into ``buffers``, linked so that the kernel runs them in order."""
+        self._make_room(len(buffers))
+        ring = self._ring
+        ops = []
+        last = len(buffers) - 1
+        for i, buf in enumerate(buffers):
+            op = self._new_op(buf)
+            lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
+            if i != last:
+                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            ops.append(op)
+        return ops
+
+    def post_send_chain(
+        self, fd: int, chunks: list[Any], stream: UringStreamIO, pipelined: bool
+    ) -> list[SendOp]:
+        """Sends of ``chunks``, linked so that their bytes leave in order."""
+        self._make_room(len(chunks))
+        ring = self._ring
+        ops = []
+        last = len(chunks) - 1
+        for i, chunk in enumerate(chunks):
+            ptr = ffi.from_buffer(chunk)
+            uid = self._next_id
+            self._next_id = uid + 1
+            op = SendOp(uid, ptr, stream, pipelined)
+            self._ops[uid] = op
+            lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, uid)
+            if i != last:
+                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            ops.append(op)
+        return ops
+
+    def flush_later(self, stream: UringStreamIO) -> None:
+        """Post ``stream``'s queued sends at the end of this scheduler pass."""
+        self._flush.append(stream)
 
     def post_accept(self, listener: UringListenerIO) -> AcceptOp:
         uid = self._next_id
@@ -207,6 +254,10 @@ class UringEngine(Engine):
         # Never reap here: Trio has chosen how long to sleep already.  If the
         # kernel refuses for now, the waiting completions make the ring
         # readable, so the loop wakes, reaps, and submits on the next pass.
+        if self._flush:
+            streams, self._flush = self._flush, []
+            for stream in streams:
+                stream.flush_sends()
         if lib.iou_unsubmitted(self._ring):
             self._submit()
 
@@ -280,13 +331,13 @@ class UringEngine(Engine):
 
     # -- Engine interface ----------------------------------------------------
 
-    def open_stream(self, sock: socket.socket) -> StreamIO:
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         self.ensure_reaper()
-        return UringStreamIO(self, sock)
+        return UringStreamIO(self, sock, tuning)
 
-    def open_listener(self, sock: socket.socket) -> ListenerIO:
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.ensure_reaper()
-        listener = UringListenerIO(self, sock)
+        listener = UringListenerIO(self, sock, tuning)
         self._listeners.add(listener)
         return listener
 
@@ -341,138 +392,28 @@ def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
     raise ValueError(f"unsupported address family {family!r}: expected AF_INET or AF_INET6")
 
 
-class UringStreamIO(StreamIO):
-    """The io_uring side of one connected stream.
-
-    Receiving: ``receive()`` first takes what the socket already holds, without
-    blocking; only when nothing is there is a receive posted, and the task
-    waits for its completion.  A receive whose task was cancelled stays posted:
-    its bytes go to the next ``receive()``, which looks at it before anything
-    else, so at most one receive is in flight and bytes stay in order.
-
-    Sending: a send first goes straight to the socket without blocking (the
-    equivalent of an overlapped send that completes at once); what does not fit
-    is posted, and ``send()`` returns when its completion says all went out.
-
-    Both direct paths were measured against keeping a receive posted ahead of
-    the reader and posting every send (docs/performance.md): on loopback they
-    save a trip through the scheduler and two system calls per message.
-    """
-
-    def __init__(self, engine: UringEngine, sock: socket.socket) -> None:
-        sock.setblocking(False)  # for the direct calls; io_uring ignores the flag
-        self.sock = sock
-        self.fd = sock.fileno()
-        self._engine = engine
-        self._buffer_size = DEFAULT_BUFFER_SIZE
-        self._recv_op: Op | None = None
-        self._send_op: Op | None = None
-        self._leftover = b""
-        self._eof = False
-
-    def _post_recv(self) -> Op:
-        op = self._engine.post_recv(
-            self.fd, _new_buffer("char[]", self._buffer_size), self._buffer_size
-        )
-        self._recv_op = op
-        return op
-
-    async def receive(self, max_bytes: int) -> bytes:
-        if self._leftover:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            data = self._leftover
-            self._leftover = data[max_bytes:]
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data[:max_bytes]
-        if self._eof:
-            await trio.lowlevel.checkpoint()
-            return b""
-        op = self._recv_op
-        if op is None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                data = self.sock.recv(min(max_bytes, self._buffer_size))
-            except BlockingIOError:
-                op = self._post_recv()
-            else:
-                if not data:
-                    self._eof = True
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-        elif op.done:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            data = self._take(op, max_bytes)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
-        await self._engine.wait(op)
-        return self._take(op, max_bytes)
-
-    def _take(self, op: Op, max_bytes: int) -> bytes:
-        self._recv_op = None
-        res = op.result
-        if res <= 0:
-            if res == 0:
-                self._eof = True
-                return b""
-            raise oserror(res, "recv")
-        data: bytes = ffi.buffer(op.keep, res)[:]
-        if res > max_bytes:
-            self._leftover = data[max_bytes:]
-            return data[:max_bytes]
-        return data
-
-    async def send(self, data: memoryview) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            sent = self.sock.send(data, SEND_NOW_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        data = data[sent:]
-        engine = self._engine
-        while True:
-            op = self._send_op = engine.post_send(self.fd, data[:MAX_SEND])
-            try:
-                await engine.wait_or_cancel(op)
-            finally:
-                self._send_op = None
-            if op.result < 0:
-                raise oserror(op.result, "send")
-            data = data[op.result :]
-            if not data:
-                return
-            await trio.lowlevel.checkpoint_if_cancelled()
-
-    async def close(self) -> None:
-        pending = [op for op in (self._recv_op, self._send_op) if op is not None and not op.done]
-        if pending:
-            with trio.CancelScope(shield=True):
-                await self._engine.drain(pending)
-        self._recv_op = None
-        self.sock.close()
-
-
 class UringListenerIO(ListenerIO):
     """One accept is kept posted (multishot where the kernel has it).
 
     Connections the kernel accepted before the application asked for them
-    wait in a queue; when it holds ``queue_cap`` of them the accept is not
-    re-armed until the application catches up.
+    wait in a queue of ``backlog`` entries (iocpsock's pool of posted accepts);
+    when it is full the accept is cancelled, and re-armed as soon as the
+    application takes a connection.
     """
 
-    def __init__(self, engine: UringEngine, sock: socket.socket, queue_cap: int = 128) -> None:
+    def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        self.tuning = tuning
         self._engine = engine
         self._family = sock.family
         self._queue: deque[int] = deque()
         self._error: OSError | None = None
-        self._queue_cap = queue_cap
         self._op: AcceptOp | None = None
         self._waiter: Task | None = None
         self._closing = False
+        # The pool is posted at once, as iocpsock posted its AcceptEx calls.
+        self._arm()
 
     def on_accept_completion(self, op: AcceptOp, res: int) -> None:
         if op.done and self._op is op:
@@ -482,7 +423,7 @@ class UringListenerIO(ListenerIO):
                 os.close(res)
                 return
             self._queue.append(res)
-            if len(self._queue) >= self._queue_cap and not op.done:
+            if len(self._queue) >= self.tuning.backlog and not op.done:
                 self._engine.request_cancel(op)
         elif res != -errno.ECANCELED:
             self._error = oserror(res, "accept")
@@ -492,7 +433,7 @@ class UringListenerIO(ListenerIO):
             trio.lowlevel.reschedule(waiter)
 
     def _arm(self) -> None:
-        if self._op is None and len(self._queue) < self._queue_cap:
+        if self._op is None and len(self._queue) < self.tuning.backlog:
             self._op = self._engine.post_accept(self)
 
     async def accept(self) -> socket.socket:
@@ -517,6 +458,16 @@ class UringListenerIO(ListenerIO):
         error, self._error = self._error, None
         assert error is not None
         raise error
+
+    def usage(self, name: str) -> Usage:
+        if name == "backlog":
+            return Usage(self.tuning.backlog, len(self._queue))
+        return Usage(getattr(self.tuning, name), 0)
+
+    def configure(self, **settings: int) -> None:
+        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
+        self.tuning = replace(self.tuning, **checked)
+        self._arm()
 
     def discard_queued(self) -> None:
         """Close connections accepted by the kernel but never taken."""

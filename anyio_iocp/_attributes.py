@@ -1,0 +1,34 @@
+"""Typed attributes through which streams and listeners report their settings.
+
+Queried with AnyIO's ``extra()``, which also looks through wrappers such as
+``TLSStream``::
+
+    stream.extra(TuningAttribute.sendcap)      # Usage(cap=20, in_use=3)
+    stream.extra(TuningAttribute.configure)(recvburst=8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from anyio import TypedAttributeSet, typed_attribute
+
+from ._engine import EngineInfo
+from ._tuning import Usage
+
+
+class TuningAttribute(TypedAttributeSet):
+    #: listeners: connections accepted ahead of the application, and the cap
+    backlog: Usage = typed_attribute()
+    #: streams: sends pending (handed over, not yet completed), and the cap;
+    #: listeners: the default for accepted streams, with 0 in use
+    sendcap: Usage = typed_attribute()
+    #: streams: receives posted (io_uring) or buffers read ahead (readiness)
+    #: right now, and the cap of Automatic Burst Detection
+    recvburst: Usage = typed_attribute()
+    #: streams: bytes received ahead of the reader, and the receive buffer size
+    buffersize: Usage = typed_attribute()
+    #: the engine that moves this object's bytes
+    engine: EngineInfo = typed_attribute()
+    #: a function that changes settings of the live object (like Tcl's fconfigure)
+    configure: Callable[..., None] = typed_attribute()

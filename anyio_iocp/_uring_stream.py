@@ -1,0 +1,319 @@
+"""One connected stream on the io_uring engine: sendcap and Automatic Burst
+Detection (recvburst).
+
+Receiving
+---------
+``receive()`` first takes bytes already received ahead, then bytes the socket
+already holds (a direct non-blocking ``recv``), and only when there are none it
+posts receives and waits.  Automatic Burst Detection decides how many: ``k``
+receives, posted as one *linked chain* (``IOSQE_IO_LINK``), so that the kernel
+runs them one after the other and their bytes arrive in order; io_uring does
+not order independent receives on one socket.  ``k`` starts at 1, grows by one
+for every receive that completes full (the sender outruns the reader) and
+shrinks by one for every receive that completes partly filled, within
+``1..recvburst``.  While a burst lasts (the last receive came back full and
+``k > 1``), the next chain is posted as soon as the reader has taken what the
+previous one brought, ahead of the next ``receive()``.  Bytes held ahead of the
+reader are therefore bounded by ``k * buffersize``.  A new chain is only
+posted once the previous one has completed entirely: chains are not ordered
+relative to each other.
+
+A cancelled ``receive()`` leaves its receives posted; their bytes go to the
+next ``receive()``.
+
+Sending
+-------
+With ``sendcap == 1`` a send goes straight to the socket without blocking;
+what does not fit is posted and ``send()`` waits for its completion (cancelling
+it in the kernel if the task is cancelled).
+
+With ``sendcap > 1``, ``send()`` returns as soon as its data is handed over
+while fewer than ``sendcap`` sends are pending, and otherwise first waits for
+the oldest to complete.  The data is copied unless it is an immutable
+``bytes`` object, so the caller may reuse a mutable buffer at once.  Pending
+sends are posted once per scheduler pass as one linked chain, and a new chain
+only after the previous one completed, so bytes leave in order.  An error of a
+send that completes after ``send()`` returned is raised by the next operation
+on the stream; ``close()`` first waits (bounded, cancellable) for pending
+sends to go out.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from ._engine import StreamIO, oserror
+from ._tuning import STREAM_SETTINGS, Tuning, Usage, check_settings
+from ._uring import ffi, lib
+
+if TYPE_CHECKING:
+    from ._uring_engine import Op, SendOp, UringEngine
+
+#: how long close() waits for pending write-behind sends before cutting them off
+CLOSE_DRAIN_SECONDS = 10.0
+MAX_SEND = 1 << 30
+SEND_NOW_FLAGS = socket.MSG_NOSIGNAL
+
+_new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+class UringStreamIO(StreamIO):
+    def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
+        sock.setblocking(False)  # for the direct calls; io_uring ignores the flag
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._engine = engine
+        self.sendcap = tuning.sendcap
+        self.recvburst = tuning.recvburst
+        self.buffersize = tuning.buffersize
+        # receive side
+        self._posted: deque[Op] = deque()  # one linked chain of receives, in order
+        self._ready: deque[bytes] = deque()  # bytes received ahead of the reader
+        self._burst = 1  # ABD's k
+        self._bursting = False  # the last receive came back full
+        self._eof = False
+        self._recv_error: OSError | None = None
+        # send side
+        self._queued: deque[bytes | memoryview] = deque()  # accepted, not yet posted
+        self._sending: deque[Op] = deque()  # one linked chain of sends, oldest first
+        self._send_error: OSError | None = None
+        self._send_error_reported = False
+        self._send_waiter: Task | None = None
+
+    # -- settings -------------------------------------------------------------
+
+    def usage(self, name: str) -> Usage:
+        if name == "sendcap":
+            return Usage(self.sendcap, len(self._queued) + len(self._sending))
+        if name == "recvburst":
+            return Usage(self.recvburst, len(self._posted))
+        if name == "buffersize":
+            return Usage(self.buffersize, sum(map(len, self._ready)))
+        raise ValueError(f"unknown stream setting {name!r}")
+
+    def configure(self, **settings: int) -> None:
+        checked = check_settings(settings, STREAM_SETTINGS, "a stream")
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self._burst = min(self._burst, self.recvburst)
+
+    # -- receiving ------------------------------------------------------------
+
+    async def receive(self, max_bytes: int) -> bytes:
+        posted = self._posted
+        if not self._ready and posted and not posted[0].done:
+            await self._engine.wait(posted[0])
+            self._collect()
+            return self._take(max_bytes)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._collect()
+        if not (self._ready or posted or self._eof or self._recv_error):
+            try:
+                data = self.sock.recv(min(max_bytes, self.buffersize))
+            except BlockingIOError:
+                if self._send_error is not None:
+                    self._raise_send_error()
+                self._post_chain()
+                await self._engine.wait(posted[0])
+                self._collect()
+                return self._take(max_bytes)
+            if data:
+                self._detect(len(data) == self.buffersize)
+                self._post_ahead()
+            else:
+                self._eof = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        data = self._take(max_bytes)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def _detect(self, full: bool) -> None:
+        """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
+        self._bursting = full
+        if full:
+            self._burst = min(self._burst + 1, self.recvburst)
+        elif self._burst > 1:
+            self._burst -= 1
+
+    def _post_chain(self) -> None:
+        size = self.buffersize
+        buffers = [_new_buffer("char[]", size) for _ in range(self._burst)]
+        self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
+
+    def _post_ahead(self) -> None:
+        """During a burst, post the next chain once the reader has caught up."""
+        if (
+            self._bursting
+            and self._burst > 1
+            and not self._posted
+            and not self._ready
+            and not self._eof
+            and self._recv_error is None
+        ):
+            self._post_chain()
+
+    def _collect(self) -> None:
+        """Move completed receives, in order, into the read-ahead queue."""
+        posted = self._posted
+        while posted and posted[0].done:
+            op = posted.popleft()
+            res = op.result
+            if res > 0:
+                self._ready.append(ffi.buffer(op.keep, res)[:])
+                self._detect(res == self.buffersize)
+            elif res == 0:
+                self._eof = True
+            elif res != -errno.ECANCELED and self._recv_error is None:
+                # ECANCELED: cancelled by close(), or by the kernel because an
+                # earlier receive of the chain failed (that error is recorded)
+                self._recv_error = oserror(res, "recv")
+
+    def _take(self, max_bytes: int) -> bytes:
+        ready = self._ready
+        if ready:
+            data = ready.popleft()
+            if len(data) > max_bytes:
+                ready.appendleft(data[max_bytes:])
+                data = data[:max_bytes]
+            if not ready:
+                self._post_ahead()
+            return data
+        if self._recv_error is not None:
+            raise self._recv_error
+        if self._send_error is not None:
+            self._raise_send_error()
+        if self._eof:
+            return b""
+        # every posted receive was cancelled (close): nothing came
+        raise OSError(errno.ECANCELED, "receive cancelled")
+
+    # -- sending --------------------------------------------------------------
+
+    def _pending_sends(self) -> int:
+        return len(self._queued) + len(self._sending)
+
+    def _raise_send_error(self) -> None:
+        assert self._send_error is not None
+        self._send_error_reported = True
+        raise self._send_error
+
+    async def _wait_sends_below(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` sends are pending (cancellable)."""
+        while self._pending_sends() >= limit and self._send_error is None:
+            self._send_waiter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> Abort:
+                self._send_waiter = None
+                return Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def send(self, data: memoryview) -> None:
+        if self._send_error is not None:
+            self._raise_send_error()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._queued and not self._sending:
+            try:
+                sent = self.sock.send(data, SEND_NOW_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            data = data[sent:]
+        if self.sendcap == 1:
+            await self._send_and_wait(data)
+            return
+        await self._wait_sends_below(self.sendcap)
+        if self._send_error is not None:
+            self._raise_send_error()
+        # The caller may reuse a mutable buffer as soon as send() returns.
+        owned = data if isinstance(data.obj, bytes) else bytes(data)
+        self._queued.append(owned)
+        self._engine.flush_later(self)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _send_and_wait(self, data: memoryview) -> None:
+        await self._wait_sends_below(1)  # write-behind sends of an earlier sendcap
+        if self._send_error is not None:
+            self._raise_send_error()
+        engine = self._engine
+        while True:
+            (op,) = engine.post_send_chain(self.fd, [data[:MAX_SEND]], self, pipelined=False)
+            self._sending.append(op)
+            await engine.wait_or_cancel(op)
+            if op.result < 0:
+                raise oserror(op.result, "send")
+            data = data[op.result :]
+            if not data:
+                return
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def flush_sends(self) -> None:
+        """Called once per scheduler pass: post queued sends as one linked chain."""
+        if self._sending or not self._queued or self._send_error is not None:
+            return
+        chunks: list[bytes | memoryview] = []
+        while self._queued:
+            item = memoryview(self._queued.popleft())
+            while len(item) > MAX_SEND:
+                chunks.append(item[:MAX_SEND])
+                item = item[MAX_SEND:]
+            chunks.append(item)
+        self._sending.extend(self._engine.post_send_chain(self.fd, chunks, self, pipelined=True))
+
+    def on_send_complete(self, op: SendOp) -> None:
+        """A send completed (completions of a chain come in order)."""
+        if op in self._sending:
+            self._sending.remove(op)
+        res = op.result
+        if op.pipelined and (res < 0 or res < len(op.keep)):
+            # Nobody waits for this send: remember its error for the next
+            # operation.  The kernel cancels the rest of the chain (ECANCELED).
+            if self._send_error is None and res != -errno.ECANCELED:
+                self._send_error = (
+                    oserror(res, "send") if res < 0 else OSError(errno.EPIPE, "short send")
+                )
+            if self._send_error is not None:
+                self._queued.clear()
+        elif not self._sending and self._queued:
+            self._engine.flush_later(self)
+        waiter = self._send_waiter
+        if waiter is not None:
+            self._send_waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    async def send_eof(self) -> None:
+        await self._wait_sends_below(1)
+        if self._send_error is not None:
+            self._raise_send_error()
+        self.sock.shutdown(socket.SHUT_WR)
+
+    # -- closing --------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Wait (bounded, cancellable) for pending sends, then cancel and drain
+        every operation in flight and close the socket, even when cancelled."""
+        try:
+            if self._pending_sends() and self._send_error is None:
+                with trio.move_on_after(CLOSE_DRAIN_SECONDS):
+                    await self._wait_sends_below(1)
+        finally:
+            self._queued.clear()
+            pending = [op for op in (*self._posted, *self._sending) if not op.done]
+            if pending:
+                with trio.CancelScope(shield=True):
+                    await self._engine.drain(pending)
+            self._posted.clear()
+            self._sending.clear()
+            self.sock.close()
+        if self._send_error is not None and not self._send_error_reported:
+            self._send_error_reported = True
+            raise self._send_error
