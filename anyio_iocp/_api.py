@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+import anyio.abc
 
 from ._attributes import TuningAttribute
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, check_settings, tuning
@@ -31,6 +31,11 @@ async def connect_tcp(
     Every keyword of ``anyio.connect_tcp`` (happy eyeballs, TLS, local address)
     is accepted too.  Returns what ``anyio.connect_tcp`` returns.
     """
+    if "backlog" in kwargs:
+        raise TypeError(
+            "backlog is a listener setting (the accept pool): connect_tcp takes "
+            "sendcap, recvburst, buffersize and profile"
+        )
     settings = _given(sendcap=sendcap, recvburst=recvburst, buffersize=buffersize)
     with tuning(profile, **settings):
         return await anyio.connect_tcp(remote_host, remote_port, **kwargs)
@@ -74,8 +79,9 @@ def configure(obj: Any, **settings: int) -> None:
                 f"{type(target).__name__} is not a stream or listener of the iocp backend"
             )
         functions.append(function)
-    allowed = STREAM_SETTINGS if isinstance(obj, SocketStream) else LISTENER_SETTINGS
-    check_settings(settings, allowed if listeners is None else LISTENER_SETTINGS, "it")
+    is_stream = isinstance(obj, anyio.abc.ByteStream)
+    allowed = STREAM_SETTINGS if is_stream else LISTENER_SETTINGS
+    check_settings(settings, allowed, "a stream" if is_stream else "a listener")
     for function in functions:
         function(**settings)
 

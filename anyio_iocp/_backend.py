@@ -9,6 +9,7 @@ the engine of the run.
 
 from __future__ import annotations
 
+import inspect
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,12 +26,25 @@ from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
 
 from ._runstate import RunState, current_state, new_run_state  # noqa: E402
 from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402
-from ._tuning import effective, run_overrides  # noqa: E402
+from ._tuning import RANGES, effective, run_overrides  # noqa: E402
 
 T = TypeVar("T")
 
 
+#: backend_options that go to trio.run, as for AnyIO's Trio backend
+TRIO_OPTIONS = tuple(
+    name for name in inspect.signature(trio.run).parameters if name not in ("async_fn", "args")
+)
+OWN_OPTIONS = ("engine", "profile", *RANGES)
+
+
 def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
+    unknown = [name for name in options if name not in TRIO_OPTIONS and name not in OWN_OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown backend option {unknown[0]!r}: expected one of "
+            + ", ".join(map(repr, (*OWN_OPTIONS, *TRIO_OPTIONS)))
+        )
     trio_options = dict(options)
     overrides = run_overrides(trio_options)  # profile, backlog, sendcap, ...
     state = new_run_state(trio_options.pop("engine", None), overrides)
@@ -117,9 +131,7 @@ class IocpBackend(TrioBackend):
             state = current_state()
             engine = state.get_engine()
             await trio.lowlevel.checkpoint()
-            return EngineSocketStream(
-                engine.open_stream(sock, effective(state.overrides)), engine
-            )
+            return EngineSocketStream(engine.open_stream(sock, effective(state.overrides)), engine)
         return await super().wrap_stream_socket(sock)
 
 

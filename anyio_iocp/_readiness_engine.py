@@ -21,6 +21,7 @@ The settings keep their meaning where a readiness model can give them one:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -176,10 +177,8 @@ class ReadinessStreamIO(StreamIO):
             if self._send_error is not None:
                 self._raise_send_error()
             if not self._queued:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     data = data[sock.send(data) :]
-                except BlockingIOError:
-                    pass
             if data:
                 owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
                 self._queued.append(owned)

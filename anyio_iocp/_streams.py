@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -25,9 +26,11 @@ from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
 
 
-def _tuning_attributes(io: StreamIO | ListenerIO, names: tuple[str, ...], info: EngineInfo) -> dict[Any, Callable[[], Any]]:
+def _tuning_attributes(
+    io: StreamIO | ListenerIO, names: tuple[str, ...], info: EngineInfo
+) -> dict[Any, Callable[[], Any]]:
     attributes: dict[Any, Callable[[], Any]] = {
-        getattr(TuningAttribute, name): (lambda name=name: io.usage(name)) for name in names
+        getattr(TuningAttribute, name): partial(io.usage, name) for name in names
     }
     attributes[TuningAttribute.engine] = lambda: info
     attributes[TuningAttribute.configure] = lambda: io.configure

@@ -97,15 +97,16 @@ def validate_profile(profile: object) -> Tuning:
     return PROFILES[profile]
 
 
-def check_settings(settings: Mapping[str, object], allowed: tuple[str, ...], what: str) -> dict[str, int]:
+def check_settings(
+    settings: Mapping[str, object], allowed: tuple[str, ...], what: str
+) -> dict[str, int]:
     """Validate every setting (all before any is used); names outside ``allowed``
     are refused with the reason."""
     checked: dict[str, int] = {}
     for name, value in settings.items():
         if name in RANGES and name not in allowed:
-            raise ValueError(
-                f"{name!r} is not a setting of {what}: expected one of {', '.join(map(repr, allowed))}"
-            )
+            expected = ", ".join(map(repr, allowed))
+            raise ValueError(f"{name!r} is not a setting of {what}: expected one of {expected}")
         checked[name] = validate_setting(name, value)
     return checked
 
@@ -120,8 +121,11 @@ class Overrides:
 
     @classmethod
     def parse(
-        cls, profile: object = None, allowed: tuple[str, ...] = LISTENER_SETTINGS,
-        what: str = "a listener", **settings: object
+        cls,
+        profile: object,
+        settings: Mapping[str, object],
+        allowed: tuple[str, ...] = LISTENER_SETTINGS,
+        what: str = "a listener",
     ) -> Overrides:
         given = {name: value for name, value in settings.items() if value is not None}
         checked = check_settings(given, allowed, what)
@@ -149,7 +153,7 @@ def tuning(profile: str | None = None, **settings: int) -> Iterator[None]:
     Scoped like a context variable: tasks started inside inherit it, and an
     inner scope overrides an outer one setting by setting.
     """
-    overrides = Overrides.parse(profile, **settings)
+    overrides = Overrides.parse(profile, settings)
     token = _scope.set((*_scope.get(), overrides))
     try:
         yield
@@ -171,7 +175,7 @@ def run_overrides(options: dict[str, Any]) -> Overrides:
     """Pop this backend's tuning keys from ``backend_options``."""
     settings = {name: options.pop(name) for name in list(options) if name in RANGES}
     profile = options.pop("profile", None)
-    return Overrides.parse(profile, what="backend_options", **settings)
+    return Overrides.parse(profile, settings, what="backend_options")
 
 
 def setting_names(tuning: Tuning) -> dict[str, int]:

@@ -74,7 +74,6 @@ SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
 F_MORE = lib.IORING_CQE_F_MORE
 
 
-
 class Op:
     """One posted operation.  ``keep`` holds the memory the kernel may touch."""
 
@@ -110,7 +109,9 @@ class SendOp(Op):
 
     __slots__ = ("pipelined", "stream")
 
-    def __init__(self, user_data: int, keep: object, stream: UringStreamIO, pipelined: bool) -> None:
+    def __init__(
+        self, user_data: int, keep: object, stream: UringStreamIO, pipelined: bool
+    ) -> None:
         super().__init__(user_data, keep)
         self.stream = stream
         self.pipelined = pipelined
@@ -123,7 +124,7 @@ class SendOp(Op):
 
 
 class AcceptOp(Op):
-    """A (multishot) accept: every completion is one connection, or an error."""
+    """One posted accept of a listener's pool: one connection, or an error."""
 
     __slots__ = ("listener",)
 
@@ -132,11 +133,10 @@ class AcceptOp(Op):
         self.listener = listener
 
     def complete(self, res: int, flags: int) -> None:
-        if not flags & F_MORE:
-            self.done = True
+        self.result = res
+        self.done = True
         self.listener.on_accept_completion(self, res)
-        if self.done:
-            self._wake()
+        self._wake()
 
 
 class UringEngine(Engine):
@@ -151,7 +151,6 @@ class UringEngine(Engine):
         self._ops: dict[int, Op] = {}
         self._next_id = 1
         self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
-        self._multishot_accept = bool(dict(info.details).get("multishot_accept", False))
         self._closed = False
         self._reaper_started = False
         self._listeners: weakref.WeakSet[UringListenerIO] = weakref.WeakSet()
@@ -230,7 +229,7 @@ class UringEngine(Engine):
         self._next_id = uid + 1
         op = AcceptOp(uid, listener)
         self._ops[uid] = op
-        self._post(lib.iou_prep_accept, listener.fd, int(self._multishot_accept), uid)
+        self._post(lib.iou_prep_accept, listener.fd, 0, uid)
         return op
 
     def request_cancel(self, op: Op) -> None:
@@ -393,12 +392,15 @@ def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
 
 
 class UringListenerIO(ListenerIO):
-    """One accept is kept posted (multishot where the kernel has it).
+    """A pool of ``backlog`` posted accepts, iocpsock's ``-backlog``.
 
-    Connections the kernel accepted before the application asked for them
-    wait in a queue of ``backlog`` entries (iocpsock's pool of posted accepts);
-    when it is full the accept is cancelled, and re-armed as soon as the
-    application takes a connection.
+    Each accept is single-shot.  Connections accepted before the application
+    asks for them wait in a queue.  Queued connections plus posted accepts
+    never exceed ``backlog``, and ``accept()`` refills the pool as it takes
+    from the queue.  (A multishot accept takes every pending connection as
+    soon as it is armed, so it could not keep this bound.)  After an accept
+    error (EMFILE, say) the pool is refilled only by the next ``accept()``,
+    which first raises the error: a full descriptor table does not spin.
     """
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
@@ -408,33 +410,32 @@ class UringListenerIO(ListenerIO):
         self._engine = engine
         self._family = sock.family
         self._queue: deque[int] = deque()
+        self._posted: set[AcceptOp] = set()
         self._error: OSError | None = None
-        self._op: AcceptOp | None = None
         self._waiter: Task | None = None
         self._closing = False
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
-        self._arm()
+        self._refill()
 
     def on_accept_completion(self, op: AcceptOp, res: int) -> None:
-        if op.done and self._op is op:
-            self._op = None
+        self._posted.discard(op)
         if res >= 0:
             if self._closing:
                 os.close(res)
                 return
             self._queue.append(res)
-            if len(self._queue) >= self.tuning.backlog and not op.done:
-                self._engine.request_cancel(op)
-        elif res != -errno.ECANCELED:
+        elif res != -errno.ECANCELED and self._error is None:
             self._error = oserror(res, "accept")
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             trio.lowlevel.reschedule(waiter)
 
-    def _arm(self) -> None:
-        if self._op is None and len(self._queue) < self.tuning.backlog:
-            self._op = self._engine.post_accept(self)
+    def _refill(self) -> None:
+        if self._closing or self._error is not None:
+            return
+        while len(self._queue) + len(self._posted) < self.tuning.backlog:
+            self._posted.add(self._engine.post_accept(self))
 
     async def accept(self) -> socket.socket:
         if self._queue or self._error is not None:
@@ -443,7 +444,7 @@ class UringListenerIO(ListenerIO):
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")
-            self._arm()
+            self._refill()
             self._waiter = trio.lowlevel.current_task()
 
             def abort(_: Callable[[], object]) -> Abort:
@@ -453,7 +454,7 @@ class UringListenerIO(ListenerIO):
             await trio.lowlevel.wait_task_rescheduled(abort)
         if self._queue:
             fd = self._queue.popleft()
-            self._arm()
+            self._refill()
             return socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=fd)
         error, self._error = self._error, None
         assert error is not None
@@ -467,7 +468,10 @@ class UringListenerIO(ListenerIO):
     def configure(self, **settings: int) -> None:
         checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
         self.tuning = replace(self.tuning, **checked)
-        self._arm()
+        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
+        for op in list(self._posted)[: max(excess, 0)]:
+            self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
+        self._refill()
 
     def discard_queued(self) -> None:
         """Close connections accepted by the kernel but never taken."""
@@ -481,7 +485,7 @@ class UringListenerIO(ListenerIO):
         if waiter is not None:
             self._waiter = None
             trio.lowlevel.reschedule(waiter)
-        if self._op is not None and not self._op.done:
+        if self._posted:
             with trio.CancelScope(shield=True):
-                await self._engine.drain([self._op])
+                await self._engine.drain(list(self._posted))
         self.sock.close()

@@ -43,14 +43,14 @@ from __future__ import annotations
 import errno
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from trio.lowlevel import Abort, Task
 
 from ._engine import StreamIO, oserror
 from ._tuning import STREAM_SETTINGS, Tuning, Usage, check_settings
-from ._uring import ffi, lib
+from ._uring import ffi
 
 if TYPE_CHECKING:
     from ._uring_engine import Op, SendOp, UringEngine
@@ -199,6 +199,9 @@ class UringStreamIO(StreamIO):
     def _pending_sends(self) -> int:
         return len(self._queued) + len(self._sending)
 
+    def _write_behind(self) -> int:
+        return len(self._queued) + sum(op.pipelined for op in self._sending)
+
     def _raise_send_error(self) -> None:
         assert self._send_error is not None
         self._send_error_reported = True
@@ -274,7 +277,7 @@ class UringStreamIO(StreamIO):
         if op in self._sending:
             self._sending.remove(op)
         res = op.result
-        if op.pipelined and (res < 0 or res < len(op.keep)):
+        if op.pipelined and (res < 0 or res < len(cast(Any, op.keep))):
             # Nobody waits for this send: remember its error for the next
             # operation.  The kernel cancels the rest of the chain (ECANCELED).
             if self._send_error is None and res != -errno.ECANCELED:
@@ -302,9 +305,13 @@ class UringStreamIO(StreamIO):
         """Wait (bounded, cancellable) for pending sends, then cancel and drain
         every operation in flight and close the socket, even when cancelled."""
         try:
-            if self._pending_sends() and self._send_error is None:
+            # Write-behind sends belong to nobody but the stream: let them go
+            # out.  A send that a task is waiting for is cancelled right away
+            # (that task gets ClosedResourceError).
+            if self._write_behind() and self._send_error is None:
                 with trio.move_on_after(CLOSE_DRAIN_SECONDS):
-                    await self._wait_sends_below(1)
+                    while self._write_behind() and self._send_error is None:
+                        await self._wait_sends_below(self._pending_sends())
         finally:
             self._queued.clear()
             pending = [op for op in (*self._posted, *self._sending) if not op.done]
