@@ -81,7 +81,7 @@ class UringStreamIO(StreamIO):
         self._recv_error: OSError | None = None
         # send side
         self._queued: deque[bytes | memoryview] = deque()  # accepted, not yet posted
-        self._sending: deque[Op] = deque()  # one linked chain of sends, oldest first
+        self._sending: deque[SendOp] = deque()  # one linked chain of sends, oldest first
         self._send_error: OSError | None = None
         self._send_error_reported = False
         self._send_waiter: Task | None = None
