@@ -1,6 +1,6 @@
 """Pytest plugin that runs AnyIO's own test suite against the "iocp" backend.
 
-Loaded with ``-p plugin`` by ``conformance/run.py`` (which puts this directory on
+Loaded with ``-p plugin`` by ``conformance/anyio_suite.py`` (which puts this directory on
 ``PYTHONPATH``).  AnyIO's files stay untouched; the plugin:
 
 * re-parametrises the ``anyio_backend`` fixture of AnyIO's ``tests/conftest.py``
@@ -10,19 +10,19 @@ Loaded with ``-p plugin`` by ``conformance/run.py`` (which puts this directory o
   mark (``indirect=True``, so AnyIO's fixture still produces the value) and its
   fixture manager skips the conftest's own params, exactly as for a test that
   carries ``@pytest.mark.parametrize("anyio_backend", ...)`` itself;
-* deselects, with a reason each, what run.py lists (``CONFORMANCE_CONFIG``), the
+* deselects, with a reason each, what anyio_suite.py lists (``CONFORMANCE_CONFIG``), the
   tests that do not request ``anyio_backend`` (they cannot exercise a backend) and
   the tests that pin ``anyio_backend`` to a backend themselves (asyncio or trio);
 * writes one JSON line per test outcome (``CONFORMANCE_REPORT``) as tests finish,
   so that a run killed half-way still leaves its results.  Each line carries the
   backend id and a *key* that is the same for the three backend variants of one
   test (the node id without the backend, with the other parameters' indices),
-  which is what run.py compares across backends;
+  which is what anyio_suite.py compares across backends;
 * counts, per test, the TCP streams and listeners that anyio_iocp created and
   through which engine (a wrapper around their ``__init__``, behaviour unchanged),
   so that the report can show that the iocp variants really went through the
   engines and the trio ones did not;
-* with ``"only"`` in the config (run.py's rerun of failures), runs just those
+* with ``"only"`` in the config (anyio_suite.py's rerun of failures), runs just those
   node ids.
 """
 

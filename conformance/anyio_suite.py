@@ -3,8 +3,8 @@
 Usage (with the interpreter of the environment where anyio and anyio-iocp are
 installed; run it from anywhere, the working directory does not matter)::
 
-    .venv/bin/python conformance/run.py            # everything
-    .venv/bin/python conformance/run.py -k tcp     # extra args go to pytest
+    .venv/bin/python conformance/anyio_suite.py            # everything
+    .venv/bin/python conformance/anyio_suite.py -k tcp     # extra args go to pytest
 
 Steps:
 
