@@ -23,8 +23,9 @@ class TuningAttribute(TypedAttributeSet):
     #: streams: sends pending (handed over, not yet completed), and the cap;
     #: listeners: the default for accepted streams, with 0 in use
     sendcap: Usage = typed_attribute()
-    #: streams: receives posted (io_uring) or buffers read ahead (readiness)
-    #: right now, and the cap of Automatic Burst Detection
+    #: streams: receive buffers in use right now (posted to the kernel, or
+    #: filled and not yet taken by the reader), and the cap of Automatic
+    #: Burst Detection
     recvburst: Usage = typed_attribute()
     #: streams: bytes received ahead of the reader, and the receive buffer size
     buffersize: Usage = typed_attribute()

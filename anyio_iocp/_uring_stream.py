@@ -92,7 +92,8 @@ class UringStreamIO(StreamIO):
         if name == "sendcap":
             return Usage(self.sendcap, len(self._queued) + len(self._sending))
         if name == "recvburst":
-            return Usage(self.recvburst, len(self._posted))
+            # receives in use: posted, or completed with bytes not yet taken
+            return Usage(self.recvburst, len(self._posted) + len(self._ready))
         if name == "buffersize":
             return Usage(self.buffersize, sum(map(len, self._ready)))
         raise ValueError(f"unknown stream setting {name!r}")
