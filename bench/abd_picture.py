@@ -5,8 +5,9 @@ engine forced:
 
 * the receiver accepts one connection (``recvburst`` 32, ``buffersize`` 16 KiB
   by default) and reads as fast as it can; a second task samples, every
-  ~20 ms, ``stream.extra(TuningAttribute.recvburst).in_use`` (receives posted
-  right now) and the bytes read since the previous sample;
+  ~20 ms, ``stream.extra(TuningAttribute.recvburst).in_use`` (receive buffers
+  in use: posted, or filled and not yet taken) and the bytes read since the
+  previous sample;
 * the sender writes 64 KiB chunks without pause and raises its ``sendcap`` with
   ``anyio_iocp.configure`` step by step (1, 2, 4, 8, 16, 32; ~1.5 s each).
 
@@ -275,13 +276,13 @@ def draw(
     bottom.plot(t, in_use, ".", color="#fc9272", markersize=3, label="in_use per sample")
     bottom.plot(t, _rolling_mean(in_use, 10), color="#a50f15", linewidth=1.8, label="mean of 10")
     bottom.axhline(recvburst, color="grey", linestyle=":", linewidth=1)
-    bottom.set_ylabel(f"receives posted\n(recvburst in_use, cap {recvburst})")
+    bottom.set_ylabel(f"receive buffers in use\n(recvburst in_use, cap {recvburst})")
     bottom.set_ylim(-0.5, recvburst + 1.5)
     bottom.set_xlabel("seconds since the first sendcap step")
     bottom.legend(loc="upper left", fontsize=9)
     bottom.set_title(
-        "in_use at any instant is k (a chain of k receives posted) or 0 (the reader is "
-        "taking the previous chain's bytes)",
+        "in_use: receive buffers posted to the kernel or filled and not yet taken; "
+        "it falls from k to 0 as the reader takes a chain's bytes",
         fontsize=9,
         loc="left",
     )
