@@ -187,10 +187,12 @@ unsigned iou_sq_space(iou_ring *r)
     return r->sq_entries - (r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE));
 }
 
-/* Entries prepared but not yet handed to the kernel. */
+/* Entries the kernel has not consumed yet: prepared here and not published,
+ * or published but refused by the last io_uring_enter (EAGAIN, EBUSY, or a
+ * partial submission); they go in again on the next submit. */
 unsigned iou_unsubmitted(iou_ring *r)
 {
-    return r->sqe_tail - *r->sq_ktail;
+    return r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
 }
 
 static struct io_uring_sqe *next_sqe(iou_ring *r)

@@ -47,8 +47,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import logging
+import select
 import struct
-import weakref
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -62,9 +64,13 @@ from ._tuning import LISTENER_SETTINGS, Tuning, Usage, check_settings
 from ._uring import ffi, lib
 from ._uring_stream import UringStreamIO
 
+_log = logging.getLogger("anyio_iocp")
+
 #: submission and completion ring sizes (detection probes these same sizes)
 RING_ENTRIES = 4096
 RING_CQ_ENTRIES = 4 * RING_ENTRIES
+#: how long the end of a run waits for the last completions
+CLOSE_DRAIN_SECONDS = 5.0
 #: completions copied out of the ring per call into the shim
 REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
@@ -153,34 +159,43 @@ class UringEngine(Engine):
         self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
         self._closed = False
         self._reaper_started = False
-        self._listeners: weakref.WeakSet[UringListenerIO] = weakref.WeakSet()
+        self._reaping = False
+        # strong references: a listener dropped without aclose() must still
+        # have its queued connections closed at the end of the run
+        self._listeners: set[UringListenerIO] = set()
         self._flush: list[UringStreamIO] = []
+        self._pending_cancels: list[Op] = []
 
     # -- posting -------------------------------------------------------------
 
-    def _post(self, prep: Callable[..., int], *args: Any) -> int:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(
+                errno.EBADF, "the run that created this socket has ended: its io_uring is closed"
+            )
+
+    def _post(self, prep: Callable[..., int], *args: Any) -> None:
+        self._check_open()
         rc: int = prep(self._ring, *args)
         if rc == -errno.EBUSY:
             # The submission ring is full: hand it to the kernel now and retry.
-            # This runs in a task, so completions may be reaped here if the
-            # kernel asks for room first.
-            if self._submit() < 0:
+            # In a task (not while reaping) completions may be reaped first if
+            # the kernel asks for room.
+            if self._submit() < 0 and not self._reaping:
                 self.after_io_wait()
                 self._submit()
             rc = prep(self._ring, *args)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
-        return rc
 
-    def _new_op(self, keep: object) -> Op:
+    def _new_id(self) -> int:
         uid = self._next_id
         self._next_id = uid + 1
-        op = Op(uid, keep)
-        self._ops[uid] = op
-        return op
+        return uid
 
     def _make_room(self, n: int) -> None:
         """A linked chain must reach the kernel in one submission."""
+        self._check_open()
         if lib.iou_sq_space(self._ring) < n:
             self._submit()
             if lib.iou_sq_space(self._ring) < n:
@@ -193,10 +208,11 @@ class UringEngine(Engine):
         ops = []
         last = len(buffers) - 1
         for i, buf in enumerate(buffers):
-            op = self._new_op(buf)
+            op = Op(self._new_id(), buf)
             lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            self._ops[op.user_data] = op  # registered once its entry exists
             ops.append(op)
         return ops
 
@@ -210,13 +226,11 @@ class UringEngine(Engine):
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             ptr = ffi.from_buffer(chunk)
-            uid = self._next_id
-            self._next_id = uid + 1
-            op = SendOp(uid, ptr, stream, pipelined)
-            self._ops[uid] = op
-            lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, uid)
+            op = SendOp(self._new_id(), ptr, stream, pipelined)
+            lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            self._ops[op.user_data] = op
             ops.append(op)
         return ops
 
@@ -225,17 +239,20 @@ class UringEngine(Engine):
         self._flush.append(stream)
 
     def post_accept(self, listener: UringListenerIO) -> AcceptOp:
-        uid = self._next_id
-        self._next_id = uid + 1
-        op = AcceptOp(uid, listener)
-        self._ops[uid] = op
-        self._post(lib.iou_prep_accept, listener.fd, 0, uid)
+        op = AcceptOp(self._new_id(), listener)
+        self._post(lib.iou_prep_accept, listener.fd, 0, op.user_data)
+        self._ops[op.user_data] = op
         return op
 
     def request_cancel(self, op: Op) -> None:
-        if not op.done and not op.cancel_requested:
+        """Ask the kernel to cancel ``op``; never raises (it runs in abort
+        functions): a cancel that finds no room is retried every pass."""
+        if op.done or op.cancel_requested or self._closed:
+            return
+        if lib.iou_prep_cancel(self._ring, op.user_data, IGNORED) == 0:
             op.cancel_requested = True
-            self._post(lib.iou_prep_cancel, op.user_data, IGNORED)
+        elif op not in self._pending_cancels:
+            self._pending_cancels.append(op)
 
     def _submit(self) -> int:
         """Enter the kernel once with everything prepared.  EAGAIN and EBUSY
@@ -253,6 +270,12 @@ class UringEngine(Engine):
         # Never reap here: Trio has chosen how long to sleep already.  If the
         # kernel refuses for now, the waiting completions make the ring
         # readable, so the loop wakes, reaps, and submits on the next pass.
+        if self._closed:
+            return
+        if self._pending_cancels:
+            retry, self._pending_cancels = self._pending_cancels, []
+            for op in retry:
+                self.request_cancel(op)
         if self._flush:
             streams, self._flush = self._flush, []
             for stream in streams:
@@ -261,6 +284,15 @@ class UringEngine(Engine):
             self._submit()
 
     def after_io_wait(self) -> None:
+        if self._closed or self._reaping:
+            return
+        self._reaping = True
+        try:
+            self._reap()
+        finally:
+            self._reaping = False
+
+    def _reap(self) -> None:
         ops = self._ops
         cqes = self._cqes
         while True:
@@ -271,8 +303,15 @@ class UringEngine(Engine):
                 if uid == IGNORED:
                     continue
                 flags = cqe.flags
-                op = ops[uid] if flags & F_MORE else ops.pop(uid)
-                op.complete(cqe.res, flags)
+                op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
+                if op is None:
+                    _log.error("io_uring completion for unknown user_data %d", uid)
+                    continue
+                try:
+                    op.complete(cqe.res, flags)
+                except Exception:
+                    # one faulty completion must not lose the rest of the batch
+                    _log.exception("completion handler failed")
             if n < REAP_BATCH:
                 return
 
@@ -340,34 +379,67 @@ class UringEngine(Engine):
         self._listeners.add(listener)
         return listener
 
+    def forget_listener(self, listener: UringListenerIO) -> None:
+        self._listeners.discard(listener)
+
     async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self.ensure_reaper()
         sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
-        op = self._new_op(sockaddr)
+        op = Op(self._new_id(), sockaddr)
         self._post(lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), op.user_data)
+        self._ops[op.user_data] = op
         await self.wait_or_cancel(op)
         if op.result < 0:
             raise oserror(op.result, f"connect to {address!r}")
 
     def close(self) -> None:
-        """End of the run: cancel and drain everything, then release the ring."""
+        """End of the run: cancel and drain everything, then release the ring.
+
+        The wait for the last completions is bounded (CLOSE_DRAIN_SECONDS) and
+        interruptible.  Operations still in flight after it are abandoned, not
+        freed: their memory is kept alive for the life of the process, since
+        the kernel may still touch it while it tears the ring down.
+        """
         if self._closed:
             return
-        self._closed = True
+        for listener in list(self._listeners):
+            listener.discard_queued()
         for op in list(self._ops.values()):
             # No task is left to wake: every task of the run has finished.
             op.task = None
             op.drainers = None
             self.request_cancel(op)
-        for listener in list(self._listeners):
-            # also those whose accept was already stopped by a full queue
-            listener.discard_queued()
-        while self._ops:
-            rc = lib.iou_submit(self._ring, 1)
-            if rc < 0 and rc != -errno.EINTR:
-                break
-            self.after_io_wait()
-        lib.iou_close(self._ring)
+        for op in self._pending_cancels:
+            self.request_cancel(op)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+        try:
+            while self._ops:
+                self._submit()
+                self._reap()
+                remaining = deadline - time.monotonic()
+                if not self._ops or remaining <= 0:
+                    break
+                poller.poll(min(remaining, 0.1) * 1000)
+                for listener in list(self._listeners):
+                    listener.discard_queued()
+        finally:
+            if self._ops:
+                _abandoned.extend(self._ops.values())
+                _log.warning(
+                    "%d io_uring operations did not complete at the end of the run; "
+                    "their buffers are kept alive",
+                    len(self._ops),
+                )
+            self._closed = True
+            self._listeners.clear()
+            lib.iou_close(self._ring)
+            self._ring = ffi.NULL
+
+
+#: operations abandoned by a ring that closed before they completed
+_abandoned: list[Op] = []
 
 
 def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
@@ -488,4 +560,5 @@ class UringListenerIO(ListenerIO):
         if self._posted:
             with trio.CancelScope(shield=True):
                 await self._engine.drain(list(self._posted))
+        self._engine.forget_listener(self)
         self.sock.close()

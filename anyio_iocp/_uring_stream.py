@@ -85,6 +85,10 @@ class UringStreamIO(StreamIO):
         self._send_error: OSError | None = None
         self._send_error_reported = False
         self._send_waiter: Task | None = None
+        # set by close() before it cancels: from then on nothing is posted, so
+        # no operation can reach the descriptor number after it is closed
+        # (the kernel would find whatever socket reuses it)
+        self._closing = False
 
     # -- settings -------------------------------------------------------------
 
@@ -143,7 +147,12 @@ class UringStreamIO(StreamIO):
         elif self._burst > 1:
             self._burst -= 1
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise OSError(errno.EBADF, "stream closed")
+
     def _post_chain(self) -> None:
+        self._check_open()
         size = self.buffersize
         buffers = [_new_buffer("char[]", size) for _ in range(self._burst)]
         self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
@@ -157,6 +166,7 @@ class UringStreamIO(StreamIO):
             and not self._ready
             and not self._eof
             and self._recv_error is None
+            and not self._closing
         ):
             self._post_chain()
 
@@ -250,6 +260,7 @@ class UringStreamIO(StreamIO):
             self._raise_send_error()
         engine = self._engine
         while True:
+            self._check_open()
             (op,) = engine.post_send_chain(self.fd, [data[:MAX_SEND]], self, pipelined=False)
             self._sending.append(op)
             await engine.wait_or_cancel(op)
@@ -262,7 +273,7 @@ class UringStreamIO(StreamIO):
 
     def flush_sends(self) -> None:
         """Called once per scheduler pass: post queued sends as one linked chain."""
-        if self._sending or not self._queued or self._send_error is not None:
+        if self._sending or not self._queued or self._send_error is not None or self._closing:
             return
         chunks: list[bytes | memoryview] = []
         while self._queued:
@@ -314,6 +325,7 @@ class UringStreamIO(StreamIO):
                     while self._write_behind() and self._send_error is None:
                         await self._wait_sends_below(self._pending_sends())
         finally:
+            self._closing = True
             self._queued.clear()
             pending = [op for op in (*self._posted, *self._sending) if not op.done]
             if pending:
