@@ -45,10 +45,10 @@ The traps, and what this module does about them
 from __future__ import annotations
 
 import errno
-import os
-import socket
 import logging
+import os
 import select
+import socket
 import struct
 import time
 from collections import deque
