@@ -294,6 +294,8 @@ async def test_recvburst_grows_under_a_burst_and_shrinks_after() -> None:
             while got < len(payload):
                 got += len(await server.receive(16384))
                 seen.append(server.extra(TuningAttribute.recvburst).in_use)
+                # bytes held ahead of the reader stay within k * buffersize
+                assert server.extra(TuningAttribute.buffersize).in_use <= 8 * 16384
         assert max(seen) >= 4, "k grew during the burst"
         assert max(seen) <= 8, "never above the cap"
         # small, sparse messages: k shrinks back
