@@ -30,10 +30,10 @@ from dataclasses import replace
 from typing import Any
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
+from ._write_behind import WriteBehind
 
 #: how long close() waits for queued write-behind sends before cutting them off
 CLOSE_DRAIN_SECONDS = 10.0
@@ -54,7 +54,7 @@ async def _wait_writable(sock: socket.socket) -> None:
         raise OSError(errno.EBADF, "socket closed while waiting") from None
 
 
-class ReadinessStreamIO(StreamIO):
+class ReadinessStreamIO(WriteBehind, StreamIO):
     def __init__(self, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -66,9 +66,7 @@ class ReadinessStreamIO(StreamIO):
         self._eof = False
         self._recv_error: OSError | None = None
         self._queued: deque[memoryview] = deque()
-        self._send_error: OSError | None = None
-        self._send_error_reported = False
-        self._send_waiter: Task | None = None
+        self._init_write_behind()
         self._flusher_running = False
         self._closed = False
 
@@ -138,8 +136,7 @@ class ReadinessStreamIO(StreamIO):
                 try:
                     data = self.sock.recv(size)
                 except BlockingIOError:
-                    if self._send_error is not None:
-                        self._raise_send_error()
+                    self._check_send_error()
                     await _wait_readable(self.sock)
                     continue
                 if data:
@@ -152,30 +149,16 @@ class ReadinessStreamIO(StreamIO):
 
     # -- sending --------------------------------------------------------------
 
-    def _raise_send_error(self) -> None:
-        assert self._send_error is not None
-        self._send_error_reported = True
-        raise self._send_error
-
-    async def _wait_queue_below(self, limit: int) -> None:
-        while len(self._queued) >= limit and self._send_error is None:
-            self._send_waiter = trio.lowlevel.current_task()
-
-            def abort(_: object) -> Abort:
-                self._send_waiter = None
-                return Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+    def _pending_sends(self) -> int:
+        return len(self._queued)
 
     async def send(self, data: memoryview) -> None:
-        if self._send_error is not None:
-            self._raise_send_error()
+        self._check_send_error()
         sock = self.sock
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.sendcap > 1 or self._queued:
-            await self._wait_queue_below(self.sendcap)
-            if self._send_error is not None:
-                self._raise_send_error()
+            await self._wait_sends_below(self.sendcap)
+            self._check_send_error()
             if not self._queued:
                 with contextlib.suppress(BlockingIOError):
                     data = data[sock.send(data) :]
@@ -223,33 +206,19 @@ class ReadinessStreamIO(StreamIO):
             self._flusher_running = False
             self._wake_sender()
 
-    def _wake_sender(self) -> None:
-        waiter = self._send_waiter
-        if waiter is not None:
-            self._send_waiter = None
-            trio.lowlevel.reschedule(waiter)
-
-    async def send_eof(self) -> None:
-        await self._wait_queue_below(1)
-        if self._send_error is not None:
-            self._raise_send_error()
-        self.sock.shutdown(socket.SHUT_WR)
-
     # -- closing --------------------------------------------------------------
 
     async def close(self) -> None:
         try:
             if self._queued and self._send_error is None:
                 with trio.move_on_after(CLOSE_DRAIN_SECONDS):
-                    await self._wait_queue_below(1)
+                    await self._wait_sends_below(1)
         finally:
             self._closed = True
             self._queued.clear()
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
-        if self._send_error is not None and not self._send_error_reported:
-            self._send_error_reported = True
-            raise self._send_error
+        self._raise_unreported_send_error()
 
 
 class ReadinessListenerIO(ListenerIO):

@@ -46,11 +46,11 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from ._engine import StreamIO, oserror
 from ._tuning import STREAM_SETTINGS, Tuning, Usage, check_settings
 from ._uring import ffi
+from ._write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from ._uring_engine import Op, SendOp, UringEngine
@@ -63,7 +63,7 @@ SEND_NOW_FLAGS = socket.MSG_NOSIGNAL
 _new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
 
 
-class UringStreamIO(StreamIO):
+class UringStreamIO(WriteBehind, StreamIO):
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)  # for the direct calls; io_uring ignores the flag
         self.sock = sock
@@ -82,9 +82,7 @@ class UringStreamIO(StreamIO):
         # send side
         self._queued: deque[bytes | memoryview] = deque()  # accepted, not yet posted
         self._sending: deque[SendOp] = deque()  # one linked chain of sends, oldest first
-        self._send_error: OSError | None = None
-        self._send_error_reported = False
-        self._send_waiter: Task | None = None
+        self._init_write_behind()
         # set by close() before it cancels: from then on nothing is posted, so
         # no operation can reach the descriptor number after it is closed
         # (the kernel would find whatever socket reuses it)
@@ -122,8 +120,7 @@ class UringStreamIO(StreamIO):
             try:
                 data = self.sock.recv(min(max_bytes, self.buffersize))
             except BlockingIOError:
-                if self._send_error is not None:
-                    self._raise_send_error()
+                self._check_send_error()
                 self._post_chain()
                 await self._engine.wait(posted[0])
                 self._collect()
@@ -198,8 +195,7 @@ class UringStreamIO(StreamIO):
             return data
         if self._recv_error is not None:
             raise self._recv_error
-        if self._send_error is not None:
-            self._raise_send_error()
+        self._check_send_error()
         if self._eof:
             return b""
         # every posted receive was cancelled (close): nothing came
@@ -213,25 +209,8 @@ class UringStreamIO(StreamIO):
     def _write_behind(self) -> int:
         return len(self._queued) + sum(op.pipelined for op in self._sending)
 
-    def _raise_send_error(self) -> None:
-        assert self._send_error is not None
-        self._send_error_reported = True
-        raise self._send_error
-
-    async def _wait_sends_below(self, limit: int) -> None:
-        """Wait until fewer than ``limit`` sends are pending (cancellable)."""
-        while self._pending_sends() >= limit and self._send_error is None:
-            self._send_waiter = trio.lowlevel.current_task()
-
-            def abort(_: object) -> Abort:
-                self._send_waiter = None
-                return Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-
     async def send(self, data: memoryview) -> None:
-        if self._send_error is not None:
-            self._raise_send_error()
+        self._check_send_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._queued and not self._sending:
             try:
@@ -246,8 +225,7 @@ class UringStreamIO(StreamIO):
             await self._send_and_wait(data)
             return
         await self._wait_sends_below(self.sendcap)
-        if self._send_error is not None:
-            self._raise_send_error()
+        self._check_send_error()
         # The caller may reuse a mutable buffer as soon as send() returns.
         owned = data if isinstance(data.obj, bytes) else bytes(data)
         self._queued.append(owned)
@@ -256,8 +234,7 @@ class UringStreamIO(StreamIO):
 
     async def _send_and_wait(self, data: memoryview) -> None:
         await self._wait_sends_below(1)  # write-behind sends of an earlier sendcap
-        if self._send_error is not None:
-            self._raise_send_error()
+        self._check_send_error()
         engine = self._engine
         while True:
             self._check_open()
@@ -300,16 +277,7 @@ class UringStreamIO(StreamIO):
                 self._queued.clear()
         elif not self._sending and self._queued:
             self._engine.flush_later(self)
-        waiter = self._send_waiter
-        if waiter is not None:
-            self._send_waiter = None
-            trio.lowlevel.reschedule(waiter)
-
-    async def send_eof(self) -> None:
-        await self._wait_sends_below(1)
-        if self._send_error is not None:
-            self._raise_send_error()
-        self.sock.shutdown(socket.SHUT_WR)
+        self._wake_sender()
 
     # -- closing --------------------------------------------------------------
 
@@ -334,6 +302,4 @@ class UringStreamIO(StreamIO):
             self._posted.clear()
             self._sending.clear()
             self.sock.close()
-        if self._send_error is not None and not self._send_error_reported:
-            self._send_error_reported = True
-            raise self._send_error
+        self._raise_unreported_send_error()
