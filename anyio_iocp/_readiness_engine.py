@@ -68,7 +68,6 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         self._queued: deque[memoryview] = deque()
         self._init_write_behind()
         self._flusher_running = False
-        self._closed = False
 
     # -- settings -------------------------------------------------------------
 
@@ -122,6 +121,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         return data
 
     async def receive(self, max_bytes: int) -> bytes:
+        self._raise_unreported_send_error()  # a write-behind send failed
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._ready:
             data = self._take(max_bytes)
@@ -156,9 +156,16 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         self._check_send_error()
         sock = self.sock
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self.sendcap > 1 or self._queued:
+        if self._queued and self.sendcap == 1:
+            # write-behind sends of an earlier sendcap go first, then this one
+            # is sent in full before send() returns, as sendcap 1 promises
+            await self._wait_sends_below(1)
+            self._check_send_error()
+            self._check_not_closing()
+        if self.sendcap > 1:
             await self._wait_sends_below(self.sendcap)
             self._check_send_error()
+            self._check_not_closing()
             if not self._queued:
                 with contextlib.suppress(BlockingIOError):
                     data = data[sock.send(data) :]
@@ -196,7 +203,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                 self._queued.popleft()
                 self._wake_sender()
         except OSError as exc:
-            if not self._closed:
+            if not self._closing:
                 self._send_error = exc
             self._queued.clear()
         except trio.Cancelled:
@@ -214,7 +221,8 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                 with trio.move_on_after(CLOSE_DRAIN_SECONDS):
                     await self._wait_sends_below(1)
         finally:
-            self._closed = True
+            self._closing = True
+            self._wake_sender()  # a sender waiting for room learns of the close
             self._queued.clear()
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()

@@ -4,8 +4,9 @@ These are iocpsock's tunables (``-backlog``, ``-sendcap``, ``-recvburst``) made
 per-listener and per-stream settings of AnyIO objects:
 
 * ``backlog`` (listeners): how many connections the engine keeps accepting ahead
-  of the application (io_uring: multishot accept into a queue of this size;
-  readiness: connections accepted per wake-up into the same queue).
+  of the application (io_uring: a pool of this many posted single-shot
+  accepts feeding a queue; readiness: up to this many connections accepted per
+  wake-up into the same kind of queue).
 * ``sendcap`` (streams): how many sends may be in flight.  ``send()`` returns
   once its data is handed over while fewer than ``sendcap`` are in flight.
 * ``recvburst`` (streams): the cap of Automatic Burst Detection, how many

@@ -525,9 +525,13 @@ class UringListenerIO(ListenerIO):
 
             await trio.lowlevel.wait_task_rescheduled(abort)
         if self._queue:
-            fd = self._queue.popleft()
-            self._refill()
-            return socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=fd)
+            conn = socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=self._queue.popleft())
+            try:
+                self._refill()
+            except OSError:
+                # the pool refills on the next accept(); this connection is taken
+                _log.exception("could not refill the accept pool")
+            return conn
         error, self._error = self._error, None
         assert error is not None
         raise error

@@ -40,6 +40,7 @@ sends to go out.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections import deque
@@ -83,10 +84,9 @@ class UringStreamIO(WriteBehind, StreamIO):
         self._queued: deque[bytes | memoryview] = deque()  # accepted, not yet posted
         self._sending: deque[SendOp] = deque()  # one linked chain of sends, oldest first
         self._init_write_behind()
-        # set by close() before it cancels: from then on nothing is posted, so
-        # no operation can reach the descriptor number after it is closed
-        # (the kernel would find whatever socket reuses it)
-        self._closing = False
+        # _closing (WriteBehind) is set by close() before it cancels: from then
+        # on nothing is posted, so no operation can reach the descriptor number
+        # after it is closed (the kernel would find whatever socket reuses it)
 
     # -- settings -------------------------------------------------------------
 
@@ -109,6 +109,7 @@ class UringStreamIO(WriteBehind, StreamIO):
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
+        self._raise_unreported_send_error()  # a write-behind send failed
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
             await self._engine.wait(posted[0])
@@ -144,12 +145,8 @@ class UringStreamIO(WriteBehind, StreamIO):
         elif self._burst > 1:
             self._burst -= 1
 
-    def _check_open(self) -> None:
-        if self._closing:
-            raise OSError(errno.EBADF, "stream closed")
-
     def _post_chain(self) -> None:
-        self._check_open()
+        self._check_not_closing()
         size = self.buffersize
         buffers = [_new_buffer("char[]", size) for _ in range(self._burst)]
         self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
@@ -165,7 +162,10 @@ class UringStreamIO(WriteBehind, StreamIO):
             and self._recv_error is None
             and not self._closing
         ):
-            self._post_chain()
+            # best effort: bytes already taken must reach the caller; the next
+            # receive() posts (and reports a failure) if it needs to
+            with contextlib.suppress(OSError):
+                self._post_chain()
 
     def _collect(self) -> None:
         """Move completed receives, in order, into the read-ahead queue."""
@@ -226,6 +226,7 @@ class UringStreamIO(WriteBehind, StreamIO):
             return
         await self._wait_sends_below(self.sendcap)
         self._check_send_error()
+        self._check_not_closing()
         # The caller may reuse a mutable buffer as soon as send() returns.
         owned = data if isinstance(data.obj, bytes) else bytes(data)
         self._queued.append(owned)
@@ -237,7 +238,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         self._check_send_error()
         engine = self._engine
         while True:
-            self._check_open()
+            self._check_not_closing()
             (op,) = engine.post_send_chain(self.fd, [data[:MAX_SEND]], self, pipelined=False)
             self._sending.append(op)
             await engine.wait_or_cancel(op)
@@ -253,13 +254,23 @@ class UringStreamIO(WriteBehind, StreamIO):
         if self._sending or not self._queued or self._send_error is not None or self._closing:
             return
         chunks: list[bytes | memoryview] = []
-        while self._queued:
-            item = memoryview(self._queued.popleft())
+        for queued in self._queued:
+            item = memoryview(queued)
             while len(item) > MAX_SEND:
                 chunks.append(item[:MAX_SEND])
                 item = item[MAX_SEND:]
             chunks.append(item)
-        self._sending.extend(self._engine.post_send_chain(self.fd, chunks, self, pipelined=True))
+        try:
+            ops = self._engine.post_send_chain(self.fd, chunks, self, pipelined=True)
+        except OSError as exc:
+            # Nothing of the chain reached the kernel.  Bytes cannot be skipped
+            # on a stream: the stream is broken, and the next operation says so.
+            self._send_error = exc
+            self._queued.clear()
+            self._wake_sender()
+            return
+        self._queued.clear()
+        self._sending.extend(ops)
 
     def on_send_complete(self, op: SendOp) -> None:
         """A send completed (completions of a chain come in order)."""
@@ -294,6 +305,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                         await self._wait_sends_below(self._pending_sends())
         finally:
             self._closing = True
+            self._wake_sender()  # a sender waiting for room learns of the close
             self._queued.clear()
             pending = [op for op in (*self._posted, *self._sending) if not op.done]
             if pending:

@@ -1,9 +1,11 @@
 """Bookkeeping that every engine's stream needs for ``sendcap > 1``: sends that
-complete after ``send()`` returned, their first error, and the one task that
-waits for room.  The engines differ only in what counts as pending."""
+complete after ``send()`` returned, their first error, and the tasks that wait
+for room (the sender, and a task closing the stream).  The engines differ only
+in what counts as pending."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from abc import abstractmethod
 
@@ -18,7 +20,9 @@ class WriteBehind:
         #: the first error of a send that completed after its send() returned
         self._send_error: OSError | None = None
         self._send_error_reported = False
-        self._send_waiter: Task | None = None
+        self._send_waiters: list[Task] = []
+        #: set when close() starts cancelling: nothing more may be handed over
+        self._closing = False
 
     @abstractmethod
     def _pending_sends(self) -> int:
@@ -31,26 +35,32 @@ class WriteBehind:
             raise self._send_error
 
     def _raise_unreported_send_error(self) -> None:
-        """At close: an error nobody has seen yet is not lost."""
+        """An error nobody has seen yet is raised once, by the next operation
+        (a receive too) or at close: it is never lost."""
         if self._send_error is not None and not self._send_error_reported:
             self._check_send_error()
 
+    def _check_not_closing(self) -> None:
+        if self._closing:
+            raise OSError(errno.EBADF, "stream closed")
+
     def _wake_sender(self) -> None:
-        waiter = self._send_waiter
-        if waiter is not None:
-            self._send_waiter = None
+        waiters, self._send_waiters = self._send_waiters, []
+        for waiter in waiters:
             trio.lowlevel.reschedule(waiter)
 
     async def _wait_sends_below(self, limit: int) -> None:
-        """Wait until fewer than ``limit`` sends are pending, or one failed
-        (cancellable: nothing is handed over while waiting)."""
-        while self._pending_sends() >= limit and self._send_error is None:
-            self._send_waiter = trio.lowlevel.current_task()
+        """Wait until fewer than ``limit`` sends are pending, one failed, or the
+        stream is closing (cancellable: nothing is handed over while waiting)."""
+        task = trio.lowlevel.current_task()
 
-            def abort(_: object) -> Abort:
-                self._send_waiter = None
-                return Abort.SUCCEEDED
+        def abort(_: object) -> Abort:
+            if task in self._send_waiters:
+                self._send_waiters.remove(task)
+            return Abort.SUCCEEDED
 
+        while self._pending_sends() >= limit and self._send_error is None and not self._closing:
+            self._send_waiters.append(task)
             await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def send_eof(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import random
 import socket
 import ssl
@@ -347,3 +349,115 @@ async def test_backlog_pool_is_bounded_and_refilled() -> None:
         for client in clients:
             await client.aclose()
         await multi.aclose()
+
+
+async def test_close_wakes_a_sender_waiting_for_room() -> None:
+    """aclose() from another task while send() waits for room: the pending sends
+    go out, and the waiting sender gets ClosedResourceError instead of hanging."""
+    server_sock = socket.create_server(("127.0.0.1", 0))
+    client = await anyio_iocp.connect_tcp("127.0.0.1", server_sock.getsockname()[1], sendcap=2)
+    peer, _ = server_sock.accept()
+    peer.setblocking(False)
+    chunk = b"x" * (8 << 20)
+    outcome: list[str] = []
+    received = 0
+
+    async def sender() -> None:
+        with anyio.move_on_after(10):
+            try:
+                for _ in range(4):
+                    await client.send(chunk)
+                outcome.append("returned")
+            except anyio.ClosedResourceError:
+                outcome.append("closed")
+            return
+        outcome.append("hung")
+
+    async def reader() -> None:
+        nonlocal received
+        await anyio.sleep(0.3)
+        while True:
+            try:
+                data = peer.recv(1 << 20)
+            except BlockingIOError:
+                await anyio.sleep(0.005)
+                continue
+            if not data:
+                return
+            received += len(data)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sender)
+        await anyio.sleep(0.2)  # the sender now waits for room
+        tg.start_soon(reader)
+        await client.aclose()
+    peer.close()
+    server_sock.close()
+    assert outcome == ["closed"]
+    assert received % len(chunk) == 0 and received >= 2 * len(chunk)
+
+
+async def test_sendcap_back_to_one_sends_in_full() -> None:
+    """After configure(sendcap=1) with write-behind pending, send() again
+    returns only once its bytes are in the kernel: with a peer that reads the
+    earlier data and then stops, a big send must block, not return."""
+    server_sock = socket.create_server(("127.0.0.1", 0))
+    client = await anyio_iocp.connect_tcp("127.0.0.1", server_sock.getsockname()[1], sendcap=4)
+    peer, _ = server_sock.accept()
+    first = 16 << 20
+    await client.send(b"x" * first)  # fills the buffers; the rest is write-behind
+    assert client.extra(TuningAttribute.sendcap).in_use == 1
+    anyio_iocp.configure(client, sendcap=1)
+
+    def read_first() -> None:
+        left = first
+        while left:
+            left -= len(peer.recv(min(left, 1 << 20)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, read_first)
+        with anyio.move_on_after(2) as scope:
+            await client.send(b"y" * (32 << 20))
+        assert scope.cancelled_caught, "send() returned with bytes still pending"
+    await client.aclose()
+    peer.close()
+    server_sock.close()
+
+
+async def test_write_behind_that_cannot_be_posted_breaks_the_stream(engine_name: str) -> None:
+    """If queued sends cannot be handed to the kernel, the stream is broken and
+    says so: no later byte may go out after a hole."""
+    if engine_name != "io_uring":
+        pytest.skip("io_uring submission")
+    from anyio_iocp._runstate import current_engine
+
+    engine: Any = current_engine()
+    listener, client, server = await tuned_pair(sendcap=8)
+    async with listener, client, server:
+        real_post = engine.post_send_chain
+        failures: list[bool] = []
+
+        def refuse_once(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("pipelined") and not failures:
+                failures.append(True)
+                raise OSError(errno.EBUSY, "submission refused")
+            return real_post(*args, **kwargs)
+
+        engine.post_send_chain = refuse_once
+        try:
+            with pytest.raises(BrokenResourceError):
+                for _ in range(50):
+                    await client.send(b"y" * (1 << 20))
+                    await anyio.sleep(0)
+            assert failures
+            with pytest.raises(BrokenResourceError):
+                await client.send(b"Z")
+        finally:
+            engine.post_send_chain = real_post
+        # what the peer got is a prefix of the y's, never a Z after a hole
+        await client.aclose()
+        received = b""
+        with contextlib.suppress(anyio.EndOfStream, BrokenResourceError):
+            while True:
+                received += await server.receive()
+        assert set(received) <= {ord("y")}
