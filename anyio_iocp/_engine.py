@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._tuning import Tuning, Usage
+from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
 
 
 def oserror(res: int, what: str) -> OSError:
@@ -80,13 +80,22 @@ class StreamIO(ABC):
         operations in flight and close the socket, also when cancelled.  A
         write-behind send error nobody has seen yet is raised here."""
 
+    sendcap: int
+    recvburst: int
+    buffersize: int
+    #: Automatic Burst Detection's current k, within 1..recvburst
+    _burst: int
+
     @abstractmethod
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of a setting: sendcap, recvburst or buffersize."""
 
-    @abstractmethod
     def configure(self, **settings: int) -> None:
         """Change settings of the live stream (validated first, all or nothing)."""
+        checked = check_settings(settings, STREAM_SETTINGS, "a stream")
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self._burst = min(self._burst, self.recvburst)
 
 
 class ListenerIO(ABC):
@@ -97,12 +106,19 @@ class ListenerIO(ABC):
     tuning: Tuning
 
     @abstractmethod
+    def queued(self) -> int:
+        """Connections accepted ahead of the application, waiting for accept()."""
+
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of backlog; stream settings report ``(default, 0)``."""
+        if name == "backlog":
+            return Usage(self.tuning.backlog, self.queued())
+        return Usage(getattr(self.tuning, name), 0)
 
-    @abstractmethod
     def configure(self, **settings: int) -> None:
         """Change the backlog or the defaults of streams accepted from now on."""
+        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
+        self.tuning = replace(self.tuning, **checked)
 
     @abstractmethod
     async def accept(self) -> socket.socket:

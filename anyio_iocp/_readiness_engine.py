@@ -26,13 +26,12 @@ import errno
 import os
 import socket
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
 import trio
 
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
-from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
+from ._tuning import Tuning, Usage
 from ._write_behind import WriteBehind
 
 #: how long close() waits for queued write-behind sends before cutting them off
@@ -79,12 +78,6 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         if name == "buffersize":
             return Usage(self.buffersize, sum(map(len, self._ready)))
         raise ValueError(f"unknown stream setting {name!r}")
-
-    def configure(self, **settings: int) -> None:
-        checked = check_settings(settings, STREAM_SETTINGS, "a stream")
-        for name, value in checked.items():
-            setattr(self, name, value)
-        self._burst = min(self._burst, self.recvburst)
 
     # -- receiving ------------------------------------------------------------
 
@@ -236,14 +229,8 @@ class ReadinessListenerIO(ListenerIO):
         self.tuning = tuning
         self._queue: deque[socket.socket] = deque()
 
-    def usage(self, name: str) -> Usage:
-        if name == "backlog":
-            return Usage(self.tuning.backlog, len(self._queue))
-        return Usage(getattr(self.tuning, name), 0)
-
-    def configure(self, **settings: int) -> None:
-        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
-        self.tuning = replace(self.tuning, **checked)
+    def queued(self) -> int:
+        return len(self._queue)
 
     def _accept_ahead(self) -> None:
         while len(self._queue) < self.tuning.backlog:

@@ -53,14 +53,13 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import trio
 from trio.lowlevel import Abort, Task
 
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
-from ._tuning import LISTENER_SETTINGS, Tuning, Usage, check_settings
+from ._tuning import Tuning
 from ._uring import ffi, lib
 from ._uring_stream import UringStreamIO
 
@@ -536,14 +535,11 @@ class UringListenerIO(ListenerIO):
         assert error is not None
         raise error
 
-    def usage(self, name: str) -> Usage:
-        if name == "backlog":
-            return Usage(self.tuning.backlog, len(self._queue))
-        return Usage(getattr(self.tuning, name), 0)
+    def queued(self) -> int:
+        return len(self._queue)
 
     def configure(self, **settings: int) -> None:
-        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
-        self.tuning = replace(self.tuning, **checked)
+        super().configure(**settings)
         excess = len(self._queue) + len(self._posted) - self.tuning.backlog
         for op in list(self._posted)[: max(excess, 0)]:
             self._engine.request_cancel(op)  # a smaller pool: withdraw accepts

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from ._engine import StreamIO, oserror
-from ._tuning import STREAM_SETTINGS, Tuning, Usage, check_settings
+from ._tuning import Tuning, Usage
 from ._uring import ffi
 from ._write_behind import WriteBehind
 
@@ -99,12 +99,6 @@ class UringStreamIO(WriteBehind, StreamIO):
         if name == "buffersize":
             return Usage(self.buffersize, sum(map(len, self._ready)))
         raise ValueError(f"unknown stream setting {name!r}")
-
-    def configure(self, **settings: int) -> None:
-        checked = check_settings(settings, STREAM_SETTINGS, "a stream")
-        for name, value in checked.items():
-            setattr(self, name, value)
-        self._burst = min(self._burst, self.recvburst)
 
     # -- receiving ------------------------------------------------------------
 
