@@ -88,6 +88,17 @@ static int ms_until(uint64_t deadline) {
     return (int)((deadline - t + 999999u) / 1000000u);
 }
 
+/* Ready events, or 0 once the deadline has passed (EINTR is retried). */
+static int wait_events(int ep, struct epoll_event *evs, uint64_t deadline) {
+    for (;;) {
+        int timeout = ms_until(deadline);
+        if (timeout == 0) return 0;
+        int k = epoll_wait(ep, evs, MAX_EVENTS, timeout);
+        if (k >= 0) return k;
+        if (errno != EINTR) die("epoll_wait");
+    }
+}
+
 static void raise_nofile(rlim_t want) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) die("getrlimit");
@@ -189,8 +200,7 @@ static void connect_all(int ep, int *fds, int n) {
     struct epoll_event evs[MAX_EVENTS];
     uint64_t deadline = now_ns() + 10ull * 1000000000u;
     while (pending > 0) {
-        int k = epoll_wait(ep, evs, MAX_EVENTS, ms_until(deadline));
-        if (k < 0 && errno != EINTR) die("epoll_wait");
+        int k = wait_events(ep, evs, deadline);
         if (k == 0) die_msg("timed out connecting");
         for (int j = 0; j < k; j++) {
             int i = (int)evs[j].data.u32;
@@ -328,13 +338,8 @@ static int mode_echo(int conns, size_t msgsize, double seconds) {
 
     struct epoll_event evs[MAX_EVENTS];
     while (alive > 0) {
-        int timeout = ms_until(deadline);
-        if (timeout == 0) break;
-        int k = epoll_wait(ep, evs, MAX_EVENTS, timeout);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
+        int k = wait_events(ep, evs, deadline);
+        if (k == 0) break;
         for (int j = 0; j < k; j++) {
             uint32_t id = evs[j].data.u32;
             struct echo_conn *c = &cs[id];
@@ -574,13 +579,8 @@ static int mode_bulk(int conns, double seconds) {
     if (!dead) die_msg("out of memory");
 
     while (alive > 0) {
-        int timeout = ms_until(deadline);
-        if (timeout == 0) break;
-        int k = epoll_wait(ep, evs, MAX_EVENTS, timeout);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
+        int k = wait_events(ep, evs, deadline);
+        if (k == 0) break;
         for (int j = 0; j < k; j++) {
             uint32_t id = evs[j].data.u32;
             if (dead[id]) continue;
@@ -662,13 +662,8 @@ static int mode_storm(int n, double timeout_s) {
     struct epoll_event evs[MAX_EVENTS];
 
     while (pending > 0) {
-        int timeout = ms_until(deadline);
-        if (timeout == 0) break;
-        int k = epoll_wait(ep, evs, MAX_EVENTS, timeout);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
+        int k = wait_events(ep, evs, deadline);
+        if (k == 0) break;
         for (int j = 0; j < k; j++) {
             uint32_t id = evs[j].data.u32;
             if (cs[id].phase == HP_IDLE) continue;
