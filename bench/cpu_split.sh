@@ -7,13 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 conns=$2 seconds=${3:-4}
 py=${PYTHON:-python3}
-portfile=$(mktemp)
-"$py" bench/server_app.py "$backend" echo >"$portfile" 2>/dev/null &
-srv=$!
-trap 'kill $srv 2>/dev/null; rm -f "$portfile"' EXIT
-for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done
-taskset -apc 1 "$srv" >/dev/null
-port=$(head -1 "$portfile")
+. bench/echo_server.sh
+start_echo_server "$backend"
 read -r u0 s0 < <(awk '{print $14, $15}' /proc/$srv/stat)
 result=$(taskset -c 0 bench/.build/loadgen echo 127.0.0.1 "$port" "$conns" 64 "$seconds")
 read -r u1 s1 < <(awk '{print $14, $15}' /proc/$srv/stat)

@@ -7,16 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 conns=$2 seconds=${3:-3}
 py=${PYTHON:-python3}
-portfile=$(mktemp) perfout=$(mktemp)
-"$py" bench/server_app.py "$backend" echo >"$portfile" 2>/dev/null &
-srv=$!
-trap 'kill $srv 2>/dev/null; rm -f "$portfile" "$perfout"' EXIT
-for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done
-taskset -apc 1 "$srv" >/dev/null
-port=$(head -1 "$portfile")
+. bench/echo_server.sh
+perfout=$(mktemp)
+cleanup_files+=("$perfout")
+start_echo_server "$backend"
 events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendto
 events=$events,syscalls:sys_enter_recvfrom,syscalls:sys_enter_io_uring_enter
-perf stat -x, -e "$events" -p "$srv" -o "$perfout" -- sleep "$(echo "$seconds + 0.2" | bc)" &
+perf stat -x, -e "$events" -p "$srv" -o "$perfout" -- sleep "$("$py" -c "print($seconds + 0.2)")" &
 perf_pid=$!
 sleep 0.1
 result=$(taskset -c 1 bench/.build/loadgen echo 127.0.0.1 "$port" "$conns" 64 "$seconds")
