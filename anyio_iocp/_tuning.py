@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 MAX_BACKLOG = 65535
@@ -177,7 +177,3 @@ def run_overrides(options: dict[str, Any]) -> Overrides:
     settings = {name: options.pop(name) for name in list(options) if name in RANGES}
     profile = options.pop("profile", None)
     return Overrides.parse(profile, settings, what="backend_options")
-
-
-def setting_names(tuning: Tuning) -> dict[str, int]:
-    return {f.name: getattr(tuning, f.name) for f in fields(tuning)}
