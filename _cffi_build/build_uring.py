@@ -12,6 +12,18 @@ HERE = Path(__file__).resolve().parent
 
 CDEF = """
 typedef struct iou_ring iou_ring;
+typedef int... socklen_t;
+struct iovec { void *iov_base; size_t iov_len; };
+struct msghdr {
+    void *msg_name;
+    socklen_t msg_namelen;
+    struct iovec *msg_iov;
+    size_t msg_iovlen;
+    void *msg_control;
+    size_t msg_controllen;
+    int msg_flags;
+    ...;
+};
 typedef struct iou_cqe {
     uint64_t user_data;
     int32_t res;
@@ -32,6 +44,10 @@ int iou_prep_recv(iou_ring *r, int fd, void *buf, unsigned len, int msg_flags,
                   uint64_t user_data);
 int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_flags,
                   uint64_t user_data);
+int iou_prep_recvmsg(iou_ring *r, int fd, struct msghdr *msg, int msg_flags,
+                     uint64_t user_data);
+int iou_prep_sendmsg(iou_ring *r, int fd, const struct msghdr *msg, int msg_flags,
+                     uint64_t user_data);
 int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data);
 int iou_prep_connect(iou_ring *r, int fd, const void *addr, unsigned addrlen,
                      uint64_t user_data);
@@ -50,6 +66,8 @@ int iou_probe(iou_ring *r, unsigned char *supported, int n);
 #define IORING_OP_CLOSE ...
 #define IORING_OP_SEND ...
 #define IORING_OP_RECV ...
+#define IORING_OP_RECVMSG ...
+#define IORING_OP_SENDMSG ...
 #define IORING_CQE_F_MORE ...
 #define IOSQE_IO_LINK ...
 #define IORING_SETUP_SUBMIT_ALL ...

@@ -247,6 +247,29 @@ int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_fl
     return rc;
 }
 
+/* recvmsg/sendmsg: the message header (address, iovecs, control buffer) is
+ * the caller's and must stay alive until the completion, like every buffer. */
+int iou_prep_recvmsg(iou_ring *r, int fd, struct msghdr *msg, int msg_flags, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_RECVMSG, fd, msg, 1, 0, user_data, &sqe);
+
+    if (rc == 0)
+        sqe->msg_flags = (unsigned)msg_flags;
+    return rc;
+}
+
+int iou_prep_sendmsg(iou_ring *r, int fd, const struct msghdr *msg, int msg_flags,
+                     uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_SENDMSG, fd, msg, 1, 0, user_data, &sqe);
+
+    if (rc == 0)
+        sqe->msg_flags = (unsigned)msg_flags;
+    return rc;
+}
+
 int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data)
 {
     struct io_uring_sqe *sqe;

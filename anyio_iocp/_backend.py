@@ -22,11 +22,31 @@ import trio  # noqa: E402
 from anyio import CapacityLimiter  # noqa: E402
 from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
-from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
+from anyio.abc import (  # noqa: E402
+    ConnectedUDPSocket,
+    ConnectedUNIXDatagramSocket,
+    IPSockAddrType,
+    SocketListener,
+    SocketStream,
+    UDPSocket,
+    UNIXDatagramSocket,
+    UNIXSocketStream,
+)
 
+from ._datagrams import (  # noqa: E402
+    EngineConnectedUDPSocket,
+    EngineConnectedUNIXDatagramSocket,
+    EngineUDPSocket,
+    EngineUNIXDatagramSocket,
+)
+from ._engine import Engine, EngineInfo, MessageIO  # noqa: E402
 from ._runstate import RunState, current_state, new_run_state  # noqa: E402
-from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402
-from ._tuning import RANGES, effective, run_overrides  # noqa: E402
+from ._streams import (  # noqa: E402
+    EngineSocketStream,
+    EngineTCPListener,
+    EngineUNIXSocketStream,
+)
+from ._tuning import RANGES, Tuning, effective, run_overrides  # noqa: E402
 
 T = TypeVar("T")
 
@@ -118,21 +138,131 @@ class IocpBackend(TrioBackend):
         engine = state.get_engine()
         return EngineTCPListener(engine.open_listener(sock, effective(state.overrides)), engine)
 
+    # -- UNIX streams through the engine -----------------------------------
+
+    @classmethod
+    async def connect_unix(
+        cls, path: str | bytes, kind: socket.SocketKind = socket.SOCK_STREAM
+    ) -> UNIXSocketStream:
+        if kind != socket.SOCK_STREAM:
+            # SOCK_SEQPACKET keeps record boundaries that byte streams do not
+            return await super().connect_unix(path, kind)  # type: ignore[arg-type]
+        engine, tuning = _engine_and_tuning()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await engine.connect(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+        return EngineUNIXSocketStream(engine.open_stream(sock, tuning), engine)
+
+    @classmethod
+    def create_unix_listener(cls, sock: socket.socket) -> SocketListener:
+        if sock.type != socket.SOCK_STREAM:
+            return super().create_unix_listener(sock)
+        return cls.create_tcp_listener(sock)
+
+    # -- datagrams through the engine --------------------------------------
+
+    @classmethod
+    async def create_udp_socket(  # type: ignore[override]
+        cls,
+        family: socket.AddressFamily,
+        local_address: IPSockAddrType | None,
+        remote_address: IPSockAddrType | None,
+        reuse_port: bool,
+    ) -> UDPSocket | ConnectedUDPSocket:
+        engine, _tuning = _engine_and_tuning()
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if local_address:
+                sock.bind(local_address)
+            if remote_address:
+                sock.connect(remote_address)  # no network traffic for UDP
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            sock.close()
+            raise
+        io = engine.open_messages(sock)
+        if remote_address:
+            return EngineConnectedUDPSocket(io, engine.info)
+        return EngineUDPSocket(io, engine.info)
+
+    @classmethod
+    async def create_unix_datagram_socket(  # type: ignore[override]
+        cls, raw_socket: socket.socket, remote_path: str | bytes | None
+    ) -> UNIXDatagramSocket | ConnectedUNIXDatagramSocket:
+        engine, _tuning = _engine_and_tuning()
+        raw_socket.setblocking(False)
+        if remote_path:
+            raw_socket.connect(remote_path)  # a datagram connect does not block
+        await trio.lowlevel.checkpoint()
+        io = engine.open_messages(raw_socket)
+        if remote_path:
+            return EngineConnectedUNIXDatagramSocket(io, engine.info)
+        return EngineUNIXDatagramSocket(io, engine.info)
+
+    # -- wrapping existing sockets -----------------------------------------
+
     @classmethod
     async def wrap_listener_socket(cls, sock: socket.socket) -> SocketListener:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            await trio.lowlevel.checkpoint()
-            return cls.create_tcp_listener(sock)
-        return await super().wrap_listener_socket(sock)
+        await trio.lowlevel.checkpoint()
+        return cls.create_tcp_listener(sock)
 
     @classmethod
     async def wrap_stream_socket(cls, sock: socket.socket) -> SocketStream:  # type: ignore[override]
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            state = current_state()
-            engine = state.get_engine()
-            await trio.lowlevel.checkpoint()
-            return EngineSocketStream(engine.open_stream(sock, effective(state.overrides)), engine)
-        return await super().wrap_stream_socket(sock)
+        engine, tuning = _engine_and_tuning()
+        await trio.lowlevel.checkpoint()
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return EngineUNIXSocketStream(engine.open_stream(sock, tuning), engine)
+        return EngineSocketStream(engine.open_stream(sock, tuning), engine)
+
+    @classmethod
+    async def wrap_unix_stream_socket(  # type: ignore[override]
+        cls, sock: socket.socket
+    ) -> UNIXSocketStream:
+        engine, tuning = _engine_and_tuning()
+        await trio.lowlevel.checkpoint()
+        return EngineUNIXSocketStream(engine.open_stream(sock, tuning), engine)
+
+    @classmethod
+    async def wrap_udp_socket(cls, sock: socket.socket) -> UDPSocket:  # type: ignore[override]
+        return await _wrap_messages(sock, EngineUDPSocket)
+
+    @classmethod
+    async def wrap_connected_udp_socket(  # type: ignore[override]
+        cls, sock: socket.socket
+    ) -> ConnectedUDPSocket:
+        return await _wrap_messages(sock, EngineConnectedUDPSocket)
+
+    @classmethod
+    async def wrap_unix_datagram_socket(  # type: ignore[override]
+        cls, sock: socket.socket
+    ) -> UNIXDatagramSocket:
+        return await _wrap_messages(sock, EngineUNIXDatagramSocket)
+
+    @classmethod
+    async def wrap_connected_unix_datagram_socket(  # type: ignore[override]
+        cls, sock: socket.socket
+    ) -> ConnectedUNIXDatagramSocket:
+        return await _wrap_messages(sock, EngineConnectedUNIXDatagramSocket)
+
+
+D = TypeVar("D")
+
+
+async def _wrap_messages(sock: socket.socket, wrapper: Callable[[MessageIO, EngineInfo], D]) -> D:
+    engine, _tuning = _engine_and_tuning()
+    await trio.lowlevel.checkpoint()
+    return wrapper(engine.open_messages(sock), engine.info)
+
+
+def _engine_and_tuning() -> tuple[Engine, Tuning]:
+    state = current_state()
+    return state.get_engine(), effective(state.overrides)
 
 
 backend_class = IocpBackend

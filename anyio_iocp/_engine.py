@@ -22,6 +22,11 @@ The contract each engine keeps:
   completion: memory lent to the kernel stays alive until then) and close the
   socket.
 * ``ListenerIO.accept`` loses no connection when the caller is cancelled.
+* ``MessageIO`` (datagram sockets, and descriptor passing on UNIX streams)
+  receives and sends whole messages with addresses and ancillary data.  A
+  cancelled receive either did not happen or returns its message: none is
+  dropped in between.  Engines without a completion path for messages use the
+  readiness implementation that :meth:`Engine.open_messages` returns.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ._sockaddr import AncData
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
 
 
@@ -90,6 +96,13 @@ class StreamIO(ABC):
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of a setting: sendcap, recvburst or buffersize."""
 
+    async def flush(self) -> None:  # noqa: B027 (engines without write-behind)
+        """Wait until write-behind sends have gone out; raise their error."""
+
+    def has_read_ahead(self) -> bool:
+        """Bytes received ahead of the reader, or receives posted ahead."""
+        return False
+
     def configure(self, **settings: int) -> None:
         """Change settings of the live stream (validated first, all or nothing)."""
         checked = check_settings(settings, STREAM_SETTINGS, "a stream")
@@ -129,6 +142,30 @@ class ListenerIO(ABC):
         """Stop accepting, end operations in flight and close the socket."""
 
 
+#: what ``socket.recvmsg`` returns: data, ancillary data, flags, address
+Message = tuple[bytes, AncData, int, Any]
+
+
+class MessageIO(ABC):
+    """Whole messages on one socket: datagrams, or descriptors on a UNIX stream."""
+
+    sock: socket.socket
+
+    @abstractmethod
+    async def receive_msg(self, bufsize: int, ancbufsize: int) -> Message:
+        """One message of at most ``bufsize`` bytes, as ``socket.recvmsg``."""
+
+    @abstractmethod
+    async def send_msg(self, data: memoryview, ancdata: AncData, address: Any) -> int:
+        """Send one message (to ``address``, or to the peer if None); return
+        the bytes sent."""
+
+    @abstractmethod
+    async def close(self, close_socket: bool = True) -> None:
+        """End the operations in flight; close the socket unless it belongs to
+        a stream that closes it itself."""
+
+
 class Engine(ABC):
     """One engine instance serves one ``anyio.run`` (one Trio run)."""
 
@@ -143,8 +180,16 @@ class Engine(ABC):
         """Take ownership of a listening socket."""
 
     @abstractmethod
-    async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
-        """Connect ``sock`` (not yet connected) to ``address``."""
+    async def connect(self, sock: socket.socket, address: Any) -> None:
+        """Connect ``sock`` (not yet connected) to ``address`` (a numeric
+        address tuple, or a path for a UNIX socket)."""
+
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        """Take ownership of a datagram socket (or lend a UNIX stream's socket
+        for descriptor passing).  The default waits for readiness."""
+        from ._readiness_messages import ReadinessMessageIO
+
+        return ReadinessMessageIO(sock)
 
     def before_io_wait(self) -> None:  # noqa: B027 (optional hook)
         """Called once per scheduler pass, before Trio waits for I/O."""

@@ -36,6 +36,8 @@ from ._write_behind import WriteBehind
 
 #: how long close() waits for queued write-behind sends before cutting them off
 CLOSE_DRAIN_SECONDS = 10.0
+#: retry interval of a UNIX connect refused for now (EAGAIN: backlog full)
+CONNECT_RETRY_SECONDS = 0.005
 
 
 async def _wait_readable(sock: socket.socket) -> None:
@@ -80,6 +82,9 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         raise ValueError(f"unknown stream setting {name!r}")
 
     # -- receiving ------------------------------------------------------------
+
+    def has_read_ahead(self) -> bool:
+        return bool(self._ready)
 
     def _detect(self, full: bool) -> None:
         if full:
@@ -275,16 +280,21 @@ class ReadinessEngine(Engine):
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         return ReadinessListenerIO(sock, tuning)
 
-    async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    async def connect(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            sock.connect(address)
-        except BlockingIOError:
-            pass
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+        while True:
+            try:
+                sock.connect(address)
+            except BlockingIOError as exc:
+                if exc.errno != errno.EAGAIN:
+                    break  # EINPROGRESS: the kernel goes on with it
+                # EAGAIN (a UNIX listener's backlog is full): nothing started,
+                # and no readiness event announces room, so try again shortly
+                await trio.sleep(CONNECT_RETRY_SECONDS)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         # In progress: wait until writable, then read the outcome.  Cancelling
         # here abandons the attempt; the caller closes the socket.
         await _wait_writable(sock)

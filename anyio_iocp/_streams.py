@@ -7,9 +7,11 @@ This layer is written once: it gives AnyIO's semantics (resource guards,
 
 from __future__ import annotations
 
+import array
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
+from io import IOBase
 from typing import Any
 
 import trio
@@ -19,10 +21,10 @@ from anyio import (
     EndOfStream,
     ResourceGuard,
 )
-from anyio.abc import SocketListener, SocketStream
+from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
 
 from ._attributes import TuningAttribute
-from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
 
 
@@ -42,6 +44,7 @@ class EngineSocketStream(SocketStream):
 
     def __init__(self, io: StreamIO, engine: Engine) -> None:
         self._io = io
+        self._engine = engine
         self._engine_info = engine.info
         self._closed = False
         self._receive_guard = ResourceGuard("reading from")
@@ -102,19 +105,103 @@ class EngineSocketStream(SocketStream):
             except OSError as exc:
                 raise self._error(exc) from exc
 
+    async def _close_io(self) -> None:
+        await self._io.close()
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
             try:
-                await self._io.close()
+                await self._close_io()
             except OSError as exc:
                 # a write-behind send failed and no operation has reported it yet
                 raise BrokenResourceError(str(exc)) from exc
         await trio.lowlevel.checkpoint()
 
 
+class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
+    """A UNIX stream through the run's engine; descriptors travel as messages.
+
+    Descriptors ride on the bytes they were sent with, and a plain receive
+    drops them: with ``recvburst > 1`` bytes received ahead lose theirs, so
+    streams that pass descriptors keep the default ``recvburst`` of 1.
+    """
+
+    _messages: MessageIO | None = None
+
+    def _message_io(self) -> MessageIO:
+        if self._messages is None:
+            self._messages = self._engine.open_messages(self._io.sock)
+        return self._messages
+
+    async def receive_fds(self, msglen: int, maxfds: int) -> tuple[bytes, list[int]]:
+        if not isinstance(msglen, int) or msglen < 0:
+            raise ValueError("msglen must be a non-negative integer")
+        if not isinstance(maxfds, int) or maxfds < 1:
+            raise ValueError("maxfds must be a positive integer")
+        fds = array.array("i")
+        ancdata: list[tuple[int, int, bytes]]
+        with self._receive_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                if self._io.has_read_ahead():
+                    # bytes already taken from the socket come first, in order
+                    message, ancdata = await self._io.receive(max(msglen, 1)), []
+                else:
+                    message, ancdata, _flags, _address = await self._message_io().receive_msg(
+                        msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)
+                    )
+            except OSError as exc:
+                raise self._error(exc) from exc
+        if not message and not ancdata:
+            if self._closed:
+                raise ClosedResourceError
+            raise EndOfStream
+        for level, kind, data in ancdata:
+            if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+                raise RuntimeError(
+                    f"unexpected ancillary data: level {level}, type {kind} "
+                    f"(expected SOL_SOCKET, SCM_RIGHTS); message = {message!r}"
+                )
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        return message, list(fds)
+
+    async def send_fds(self, message: bytes, fds: Collection[int | IOBase]) -> None:
+        if not message:
+            raise ValueError("message must not be empty")
+        if not fds:
+            raise ValueError("fds must not be empty")
+        filenos = [fd if isinstance(fd, int) else fd.fileno() for fd in fds]
+        ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", filenos).tobytes())]
+        view = memoryview(message).cast("B")
+        with self._send_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                await self._io.flush()  # bytes sent before go first
+                while view:
+                    sent = await self._message_io().send_msg(view, ancdata, None)
+                    view = view[sent:]
+                    ancdata = []  # the descriptors went with the first bytes
+            except OSError as exc:
+                raise self._error(exc) from exc
+
+    async def _close_io(self) -> None:
+        if self._messages is not None:
+            await self._messages.close(close_socket=False)
+        await self._io.close()
+
+
+def _wrap_accepted(sock: socket.socket, io: ListenerIO, engine: Engine) -> EngineSocketStream:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return EngineUNIXSocketStream(engine.open_stream(sock, io.tuning), engine)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return EngineSocketStream(engine.open_stream(sock, io.tuning), engine)
+
+
 class EngineTCPListener(SocketListener):
-    """A TCP listener whose accepts go through the run's engine."""
+    """A TCP (or UNIX) listener whose accepts go through the run's engine."""
 
     def __init__(self, io: ListenerIO, engine: Engine) -> None:
         self._io = io
@@ -136,8 +223,7 @@ class EngineTCPListener(SocketListener):
                 if self._closed:
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return EngineSocketStream(self._engine.open_stream(sock, self._io.tuning), self._engine)
+        return _wrap_accepted(sock, self._io, self._engine)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:

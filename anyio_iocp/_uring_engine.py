@@ -49,7 +49,6 @@ import logging
 import os
 import select
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,9 +57,11 @@ from typing import Any
 import trio
 from trio.lowlevel import Abort, Task
 
-from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
+from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO, oserror
+from ._sockaddr import pack_sockaddr
 from ._tuning import Tuning
 from ._uring import ffi, lib
+from ._uring_messages import UringMessageIO
 from ._uring_stream import UringStreamIO
 
 _log = logging.getLogger("anyio_iocp")
@@ -80,13 +81,33 @@ F_MORE = lib.IORING_CQE_F_MORE
 
 
 class Op:
-    """One posted operation.  ``keep`` holds the memory the kernel may touch."""
+    """One posted operation.  ``keep`` holds the memory the kernel may touch.
 
-    __slots__ = ("cancel_requested", "done", "drainers", "keep", "result", "task", "user_data")
+    ``pins`` are the ``ffi.from_buffer`` views among it (data lent by the
+    caller, not allocated here).  They are released as soon as the final
+    completion is reaped: the kernel is done with the memory then, and an
+    export held longer would keep a ``memoryview`` pinned.  CPython's cycle
+    collector cannot clear a memoryview that has exports, and clearing its
+    managed buffer around it corrupts memory, so a finished op that ends up in
+    cyclic garbage (a traceback's frames hold ops and their data) must not hold
+    one.
+    """
 
-    def __init__(self, user_data: int, keep: object) -> None:
+    __slots__ = (
+        "cancel_requested",
+        "done",
+        "drainers",
+        "keep",
+        "pins",
+        "result",
+        "task",
+        "user_data",
+    )
+
+    def __init__(self, user_data: int, keep: object, pins: tuple[Any, ...] = ()) -> None:
         self.user_data = user_data
         self.keep = keep
+        self.pins = pins
         self.result = 0
         self.done = False
         self.cancel_requested = False
@@ -117,7 +138,7 @@ class SendOp(Op):
     def __init__(
         self, user_data: int, keep: object, stream: UringStreamIO, pipelined: bool
     ) -> None:
-        super().__init__(user_data, keep)
+        super().__init__(user_data, keep, (keep,))
         self.stream = stream
         self.pipelined = pipelined
 
@@ -237,6 +258,16 @@ class UringEngine(Engine):
         """Post ``stream``'s queued sends at the end of this scheduler pass."""
         self._flush.append(stream)
 
+    def post_op(
+        self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
+    ) -> Op:
+        """Post one operation; ``keep`` holds its memory until the completion
+        (``pins``: its ``ffi.from_buffer`` views, released then)."""
+        op = Op(self._new_id(), keep, pins)
+        self._post(prep, *args, op.user_data)
+        self._ops[op.user_data] = op
+        return op
+
     def post_accept(self, listener: UringListenerIO) -> AcceptOp:
         op = AcceptOp(self._new_id(), listener)
         self._post(lib.iou_prep_accept, listener.fd, 0, op.user_data)
@@ -311,6 +342,9 @@ class UringEngine(Engine):
                 except Exception:
                     # one faulty completion must not lose the rest of the batch
                     _log.exception("completion handler failed")
+                finally:
+                    if op.pins and not flags & F_MORE:
+                        _release_pins(op)
             if n < REAP_BATCH:
                 return
 
@@ -372,6 +406,10 @@ class UringEngine(Engine):
         self.ensure_reaper()
         return UringStreamIO(self, sock, tuning)
 
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        self.ensure_reaper()
+        return UringMessageIO(self, sock)
+
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.ensure_reaper()
         listener = UringListenerIO(self, sock, tuning)
@@ -381,12 +419,12 @@ class UringEngine(Engine):
     def forget_listener(self, listener: UringListenerIO) -> None:
         self._listeners.discard(listener)
 
-    async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    async def connect(self, sock: socket.socket, address: Any) -> None:
         self.ensure_reaper()
         sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
-        op = Op(self._new_id(), sockaddr)
-        self._post(lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), op.user_data)
-        self._ops[op.user_data] = op
+        op = self.post_op(
+            sockaddr, lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), pins=(sockaddr,)
+        )
         await self.wait_or_cancel(op)
         if op.result < 0:
             raise oserror(op.result, f"connect to {address!r}")
@@ -437,29 +475,14 @@ class UringEngine(Engine):
             self._ring = ffi.NULL
 
 
+def _release_pins(op: Op) -> None:
+    pins, op.pins = op.pins, ()
+    for pin in pins:
+        ffi.release(pin)
+
+
 #: operations abandoned by a ring that closed before they completed
 _abandoned: list[Op] = []
-
-
-def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
-    """``struct sockaddr_in`` / ``sockaddr_in6`` for a numeric address tuple."""
-    host, port = address[0], address[1]
-    if family == socket.AF_INET:
-        return struct.pack("=H", family) + struct.pack(
-            "!H4s8x", port, socket.inet_pton(family, host)
-        )
-    if family == socket.AF_INET6:
-        flowinfo = address[2] if len(address) > 2 else 0
-        scope_id = address[3] if len(address) > 3 else 0
-        if "%" in host:
-            host, _, scope = host.partition("%")
-            scope_id = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
-        return (
-            struct.pack("=H", family)
-            + struct.pack("!HI16s", port, flowinfo, socket.inet_pton(family, host))
-            + struct.pack("=I", scope_id)
-        )
-    raise ValueError(f"unsupported address family {family!r}: expected AF_INET or AF_INET6")
 
 
 class UringListenerIO(ListenerIO):

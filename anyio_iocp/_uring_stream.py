@@ -131,6 +131,9 @@ class UringStreamIO(WriteBehind, StreamIO):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
+    def has_read_ahead(self) -> bool:
+        return bool(self._ready or self._posted)
+
     def _detect(self, full: bool) -> None:
         """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
         self._bursting = full

@@ -65,6 +65,10 @@ class WriteBehind:
 
     async def send_eof(self) -> None:
         """Let pending sends go out, then shut down the sending side."""
+        await self.flush()
+        self.sock.shutdown(socket.SHUT_WR)
+
+    async def flush(self) -> None:
+        """Wait until write-behind sends have gone out; raise their error."""
         await self._wait_sends_below(1)
         self._check_send_error()
-        self.sock.shutdown(socket.SHUT_WR)

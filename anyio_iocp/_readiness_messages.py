@@ -1,0 +1,63 @@
+"""Messages (datagrams, descriptor passing) by readiness: try the call, and
+wait with Trio's ``wait_readable``/``wait_writable`` when it would block.
+
+This is the readiness engine's implementation and the default of every engine
+that has no completion path for messages.  A cancelled wait has received
+nothing, so no message can be lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import trio
+
+from ._engine import Message, MessageIO
+from ._sockaddr import AncData
+
+
+class ReadinessMessageIO(MessageIO):
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+
+    async def _wait(self, readable: bool) -> None:
+        try:
+            if readable:
+                await trio.lowlevel.wait_readable(self.sock)
+            else:
+                await trio.lowlevel.wait_writable(self.sock)
+        except trio.ClosedResourceError:
+            raise OSError(errno.EBADF, "socket closed while waiting") from None
+
+    async def receive_msg(self, bufsize: int, ancbufsize: int) -> Message:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data, ancdata, flags, address = self.sock.recvmsg(bufsize, ancbufsize)
+            except BlockingIOError:
+                await self._wait(readable=True)
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data, ancdata, flags, address
+
+    async def send_msg(self, data: memoryview, ancdata: AncData, address: Any) -> int:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                if address is None:
+                    sent = self.sock.sendmsg([data], ancdata)
+                else:
+                    sent = self.sock.sendmsg([data], ancdata, 0, address)
+            except BlockingIOError:
+                await self._wait(readable=False)
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return sent
+
+    async def close(self, close_socket: bool = True) -> None:
+        if close_socket:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()

@@ -1,0 +1,281 @@
+"""UDP and UNIX datagram sockets through the engines (both Linux engines)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio import BrokenResourceError, ClosedResourceError
+from anyio.abc import SocketAttribute, UDPSocket
+
+from anyio_iocp import TuningAttribute
+from anyio_iocp._datagrams import (
+    EngineConnectedUDPSocket,
+    EngineConnectedUNIXDatagramSocket,
+    EngineUDPSocket,
+    EngineUNIXDatagramSocket,
+)
+from anyio_iocp._runstate import current_engine
+
+pytestmark = pytest.mark.anyio
+
+HOSTS = ["127.0.0.1", "::1"]
+
+
+def ops_in_flight() -> int:
+    return len(getattr(current_engine(), "_ops", {}))
+
+
+def message_io(sock: Any) -> Any:
+    return sock._io
+
+
+async def wait_until_posted(sock: Any, engine_name: str) -> None:
+    """Let a receiver block; on io_uring, check its receive is on the ring."""
+    await anyio.wait_all_tasks_blocked()
+    if engine_name == "io_uring":
+        assert len(message_io(sock)._in_flight) == 1, "the receive waits on the ring"
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_both_directions_with_addresses(host: str, engine_name: str) -> None:
+    async with (
+        await anyio.create_udp_socket(local_host=host) as a,
+        await anyio.create_udp_socket(local_host=host) as b,
+    ):
+        assert isinstance(a, EngineUDPSocket)
+        assert a.extra(TuningAttribute.engine).name == engine_name
+        a_port = a.extra(SocketAttribute.local_port)
+        b_port = b.extra(SocketAttribute.local_port)
+        await a.sendto(b"ping", host, b_port)
+        assert await b.receive() == (b"ping", (host, a_port))
+        await b.send((b"pong", (host, a_port)))
+        assert await a.receive() == (b"pong", (host, b_port))
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_connected_udp(host: str, engine_name: str) -> None:
+    async with await anyio.create_udp_socket(local_host=host) as server:
+        port = server.extra(SocketAttribute.local_port)
+        async with await anyio.create_connected_udp_socket(host, port, local_host=host) as client:
+            assert isinstance(client, EngineConnectedUDPSocket)
+            assert client.extra(SocketAttribute.remote_port) == port
+            await client.send(b"hello")
+            data, address = await server.receive()
+            assert data == b"hello"
+            await server.send((b"hello back", address))
+            assert await client.receive() == b"hello back"
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_receive_waits_then_gets_the_datagram(host: str, engine_name: str) -> None:
+    async with (
+        await anyio.create_udp_socket(local_host=host) as a,
+        await anyio.create_udp_socket(local_host=host) as b,
+    ):
+        port = b.extra(SocketAttribute.local_port)
+        received: list[tuple[bytes, tuple[str, int]]] = []
+
+        async def receiver() -> None:
+            received.append(await b.receive())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await wait_until_posted(b, engine_name)
+            await a.sendto(b"late", host, port)
+        assert received == [(b"late", (host, a.extra(SocketAttribute.local_port)))]
+        assert not message_io(b).__dict__.get("_in_flight")
+
+
+async def test_many_datagrams_of_random_sizes_arrive_intact(engine_name: str) -> None:
+    rng = random.Random(5)
+    payloads = [rng.randbytes(rng.randrange(0, 9000)) for _ in range(300)]
+    async with (
+        await anyio.create_udp_socket(local_host="127.0.0.1") as a,
+        await anyio.create_udp_socket(local_host="127.0.0.1") as b,
+    ):
+        port = b.extra(SocketAttribute.local_port)
+        b.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        got: list[bytes] = []
+
+        async def receiver() -> None:
+            for _ in payloads:
+                got.append((await b.receive())[0])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            for i, payload in enumerate(payloads):
+                await a.sendto(payload, "127.0.0.1", port)
+                if i % 10 == 0:
+                    await anyio.wait_all_tasks_blocked()  # let the receiver wait on the ring
+        assert got == payloads  # loopback keeps datagrams whole and in order
+
+
+async def test_cancelled_receive_loses_no_datagram(engine_name: str) -> None:
+    async with (
+        await anyio.create_udp_socket(local_host="127.0.0.1") as a,
+        await anyio.create_udp_socket(local_host="127.0.0.1") as b,
+    ):
+        port = b.extra(SocketAttribute.local_port)
+        for round_ in range(50):
+            got: list[bytes] = []
+
+            async def receiver(got: list[bytes] = got) -> None:
+                got.append((await b.receive())[0])
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                await wait_until_posted(b, engine_name)
+                # the datagram and the cancellation race within one pass
+                await a.sendto(b"d%d" % round_, "127.0.0.1", port)
+                tg.cancel_scope.cancel()
+            if not got:
+                with anyio.fail_after(5):
+                    got.append((await b.receive())[0])
+            assert got == [b"d%d" % round_]
+        assert ops_in_flight() == 0
+
+
+async def test_name_is_resolved_for_sendto(engine_name: str) -> None:
+    async with (
+        await anyio.create_udp_socket(local_host="127.0.0.1") as a,
+        await anyio.create_udp_socket(local_host="127.0.0.1") as b,
+    ):
+        await a.sendto(b"by name", "localhost", b.extra(SocketAttribute.local_port))
+        assert (await b.receive())[0] == b"by name"
+
+
+async def test_close_while_receiving(engine_name: str) -> None:
+    udp = await anyio.create_udp_socket(local_host="127.0.0.1")
+    outcome: list[type[BaseException]] = []
+
+    async def receiver() -> None:
+        try:
+            await udp.receive()
+        except ClosedResourceError as exc:
+            outcome.append(type(exc))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(receiver)
+        await wait_until_posted(udp, engine_name)
+        await udp.aclose()
+    assert outcome == [ClosedResourceError]
+    assert ops_in_flight() == 0
+    with pytest.raises(ClosedResourceError):
+        await udp.send((b"x", ("127.0.0.1", 9)))
+
+
+async def test_connected_udp_to_a_closed_port_is_broken(engine_name: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with await anyio.create_connected_udp_socket("127.0.0.1", port) as udp:
+        await udp.send(b"anyone?")
+        with anyio.fail_after(5), pytest.raises(BrokenResourceError) as info:
+            await udp.receive()
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
+async def test_wrapped_udp_socket_goes_through_the_engine(engine_name: str) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    async with await UDPSocket.from_socket(raw) as udp:
+        assert isinstance(udp, EngineUDPSocket)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"raw", raw.getsockname())
+            assert (await udp.receive())[0] == b"raw"
+
+
+async def test_unix_datagrams(tmp_path: Path, engine_name: str) -> None:
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    async with (
+        await anyio.create_unix_datagram_socket(local_path=first) as a,
+        await anyio.create_connected_unix_datagram_socket(first, local_path=second) as b,
+    ):
+        assert isinstance(a, EngineUNIXDatagramSocket)
+        assert isinstance(b, EngineConnectedUNIXDatagramSocket)
+        got: list[tuple[bytes, str]] = []
+
+        async def receiver() -> None:
+            got.append(await a.receive())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await wait_until_posted(a, engine_name)
+            await b.send(b"to a")
+        assert got == [(b"to a", second)]
+        await a.sendto(b"to b", second)
+        assert await b.receive() == b"to b"
+
+
+async def test_unix_datagram_abstract_address(engine_name: str) -> None:
+    name = b"\0anyio-iocp-test-%d" % os.getpid()
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    raw.bind(name)
+    async with await anyio.abc.UNIXDatagramSocket.from_socket(raw) as a:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer:
+            peer.bind(name + b"-peer")
+            got: list[tuple[bytes, Any]] = []
+
+            async def receiver() -> None:
+                got.append(await a.receive())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                await wait_until_posted(a, engine_name)
+                peer.sendto(b"abstract", name)
+            assert got == [(b"abstract", name + b"-peer")]
+            await a.send((b"reply", name + b"-peer"))  # type: ignore[arg-type]
+            assert peer.recv(100) == b"reply"
+
+
+async def test_send_waits_for_room_then_delivers_to_the_address(
+    tmp_path: Path, engine_name: str
+) -> None:
+    peer_path, local_path = str(tmp_path / "peer"), str(tmp_path / "local")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer:
+        peer.bind(peer_path)
+        peer.setblocking(False)
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        raw.bind(local_path)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
+        async with await anyio.abc.UNIXDatagramSocket.from_socket(raw) as udp:
+            sent = 0
+            with anyio.move_on_after(0.2):  # fill the peer's queue until a send waits
+                while True:
+                    await udp.send((b"%04d" % sent + b"x" * 500, peer_path))
+                    sent += 1
+            if engine_name == "io_uring":
+                assert ops_in_flight() == 0, "the cancelled send left nothing posted"
+            done = anyio.Event()
+
+            async def last_send() -> None:
+                await udp.send((b"last", peer_path))
+                done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(last_send)
+                await anyio.wait_all_tasks_blocked()
+                assert not done.is_set()
+                if engine_name == "io_uring":
+                    assert len(message_io(udp)._in_flight) == 1, "the send waits on the ring"
+                received = []
+                while not done.is_set():
+                    try:
+                        received.append(peer.recvfrom(2048))
+                    except BlockingIOError:
+                        await anyio.sleep(0.001)
+            while True:
+                try:
+                    received.append(peer.recvfrom(2048))
+                except BlockingIOError:
+                    break
+            assert [data for data, _ in received] == [
+                b"%04d" % i + b"x" * 500 for i in range(sent)
+            ] + [b"last"]
+            assert {address for _, address in received} == {local_path}

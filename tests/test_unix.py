@@ -1,0 +1,156 @@
+"""UNIX stream sockets through the engines: streams, listeners, descriptor passing."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, UNIXSocketStream
+from helpers import recv_exactly
+
+import anyio_iocp
+from anyio_iocp import TuningAttribute
+from anyio_iocp._runstate import current_engine
+from anyio_iocp._streams import EngineTCPListener, EngineUNIXSocketStream
+
+pytestmark = pytest.mark.anyio
+
+
+def ops_in_flight() -> int:
+    return len(getattr(current_engine(), "_ops", {}))
+
+
+async def open_unix_pair(
+    path: Path,
+) -> tuple[anyio.abc.SocketListener, UNIXSocketStream, UNIXSocketStream]:
+    listener = await anyio.create_unix_listener(path)
+    assert isinstance(listener, EngineTCPListener)
+    client = await anyio.connect_unix(path)
+    server = await listener.accept()
+    assert isinstance(server, EngineUNIXSocketStream)
+    return listener, client, server
+
+
+async def test_unix_stream_bulk_in_order(tmp_path: Path, engine_name: str) -> None:
+    listener, client, server = await open_unix_pair(tmp_path / "s")
+    assert isinstance(client, EngineUNIXSocketStream)
+    assert client.extra(TuningAttribute.engine).name == engine_name
+    assert client.extra(SocketAttribute.remote_address) == str(tmp_path / "s")
+    payload = random.Random(1).randbytes(3 << 20)
+    async with listener, client, server:
+
+        async def sender() -> None:
+            view = memoryview(payload)
+            while view:
+                size = random.randrange(1, 200_000)
+                await client.send(bytes(view[:size]))
+                view = view[size:]
+            await client.send_eof()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            assert await recv_exactly(server, len(payload)) == payload
+            with pytest.raises(anyio.EndOfStream):
+                await server.receive()
+
+
+async def test_send_and_receive_fds(tmp_path: Path, engine_name: str) -> None:
+    listener, client, server = await open_unix_pair(tmp_path / "s")
+    async with listener, client, server:
+        r, w = os.pipe()
+        try:
+            got: list[tuple[bytes, list[int]]] = []
+
+            async def receiver() -> None:
+                got.append(await server.receive_fds(10, 4))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                await anyio.wait_all_tasks_blocked()
+                if engine_name == "io_uring":
+                    assert ops_in_flight() >= 1, "receive_fds waits on the ring"
+                await client.send_fds(b"pipe", [r, w])
+            ((message, fds),) = got
+            assert message == b"pipe"
+            assert len(fds) == 2 and not {r, w} & set(fds)
+            os.write(fds[1], b"through the passed pipe")
+            assert os.read(r, 100) == b"through the passed pipe"
+            for fd in fds:
+                os.close(fd)
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+async def test_fds_keep_their_place_after_write_behind_bytes(
+    tmp_path: Path, engine_name: str
+) -> None:
+    """With sendcap > 1, bytes handed over before send_fds go out before it."""
+    listener, client, server = await open_unix_pair(tmp_path / "s")
+    bulk = random.Random(2).randbytes(1 << 20)
+    async with listener, client, server:
+        client.extra(TuningAttribute.configure)(sendcap=8)
+        r, w = os.pipe()
+        try:
+
+            async def sender() -> None:
+                for i in range(0, len(bulk), 65536):
+                    await client.send(bulk[i : i + 65536])
+                await client.send_fds(b"F", [r])
+                await client.send(b"after")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sender)
+                assert await recv_exactly(server, len(bulk)) == bulk
+                message, fds = await server.receive_fds(1, 1)
+                assert message == b"F" and len(fds) == 1
+                os.close(fds[0])
+                assert await recv_exactly(server, 5) == b"after"
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+async def test_close_while_receiving_fds(tmp_path: Path, engine_name: str) -> None:
+    listener, client, server = await open_unix_pair(tmp_path / "s")
+    outcome: list[str] = []
+    async with listener, client:
+
+        async def receiver() -> None:
+            try:
+                await server.receive_fds(10, 1)
+            except anyio.ClosedResourceError:
+                outcome.append("closed")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await anyio.wait_all_tasks_blocked()
+            await server.aclose()
+    assert outcome == ["closed"]
+    assert ops_in_flight() == 0
+
+
+async def test_wrapped_socketpair_is_an_engine_stream(engine_name: str) -> None:
+    left, right = socket.socketpair()
+    async with (
+        await UNIXSocketStream.from_socket(left) as a,
+        await UNIXSocketStream.from_socket(right) as b,
+    ):
+        assert isinstance(a, EngineUNIXSocketStream)
+        await a.send(b"over a socketpair")
+        assert await recv_exactly(b, 17) == b"over a socketpair"
+
+
+async def test_unix_listener_tuning_applies(tmp_path: Path, engine_name: str) -> None:
+    with anyio_iocp.tuning(profile="ftpd"):
+        listener = await anyio.create_unix_listener(tmp_path / "s")
+    async with listener:
+        assert listener.extra(TuningAttribute.backlog).cap == 10
+        async with await anyio.connect_unix(tmp_path / "s"):
+            stream = await listener.accept()
+            async with stream:
+                assert stream.extra(TuningAttribute.sendcap).cap == 20
