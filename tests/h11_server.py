@@ -95,8 +95,8 @@ async def serve_connection(stream: ByteStream, stats: Stats) -> None:
                     h11.Data(data=payload),
                     h11.EndOfMessage(),
                 )
+                stats.requests += 1  # before the client can see the response
                 await stream.send(b"".join(conn.send(e) or b"" for e in events))
-                stats.requests += 1
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # the client asked to close, or HTTP/1.0
                 conn.start_next_cycle()
