@@ -4,6 +4,7 @@
   making many requests with keep-alive, over plain TCP and TLS, to two real
   servers on loopback: Python's ``http.server`` in a thread, and an AnyIO server
   on h11 (tests/h11_server.py) in the same run.
+* Starlette, through httpx's ASGITransport.
 * The h11 server, alone in a process on iocp, answering Debian's ``wrk``, with
   every response checked by a Lua script (tests/wrk_check.lua).
 
@@ -22,7 +23,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ import sniffio
 import trustme
 from anyio.abc import IPSockAddrType, SocketAttribute, SocketStream, TaskStatus
 from h11_server import Stats, echo_body, respond, serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
 import anyio_iocp
 from anyio_iocp._backend import IocpBackend
@@ -310,6 +315,39 @@ async def test_httpx_asgi_transport_waits_for_disconnect(adapted: None) -> None:
     assert response.content == b"cba"
     assert seen[-1] == "http.disconnect"
     assert set(seen[:-1]) == {"http.request"}
+
+
+@pytest.mark.anyio
+async def test_starlette_streaming_through_httpx_asgi_transport(adapted: None) -> None:
+    # Starlette's StreamingResponse listens for http.disconnect while it
+    # streams: the case of the test above, in a real framework.
+    async def numbers(request: Request) -> StreamingResponse:
+        count = int(request.path_params["count"])
+
+        async def lines() -> AsyncIterator[bytes]:
+            for i in range(count):
+                yield f"{i}\n".encode()
+                await anyio.sleep(0)
+
+        return StreamingResponse(lines())
+
+    async def reverse(request: Request) -> JSONResponse:
+        return JSONResponse({"reversed": (await request.body()).decode()[::-1]})
+
+    app = Starlette(
+        routes=[
+            Route("/numbers/{count:int}", numbers),
+            Route("/reverse", reverse, methods=["POST"]),
+        ]
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        for count in (0, 1, 50):
+            response = await client.get(f"/numbers/{count}")
+            assert response.status_code == 200
+            assert response.text == "".join(f"{i}\n" for i in range(count))
+        response = await client.post("/reverse", content=b"iocp")
+        assert response.json() == {"reversed": "pcoi"}
 
 
 def test_adapter_changes_nothing_outside_iocp(adapted: None) -> None:
