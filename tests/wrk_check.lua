@@ -2,7 +2,8 @@
 -- token (GET /echo/<token>), and every response is checked against the
 -- requests of its thread that are still waiting for an answer: status 200,
 -- and the exact body tests/h11_server.py makes for that token.  done() prints
--- one line: RESULT key=value ...
+-- a line RESULT key=value ... (integers), then a line
+-- FIRST_MISMATCH with the start of the first response that failed the check
 
 local threads = {}
 local next_id = 0
@@ -66,7 +67,8 @@ function done(summary, latency, requests)
    end
    local e = summary.errors
    io.write(string.format(
-      "RESULT requests=%d checked=%d mismatches=%d connect=%d read=%d write=%d status=%d timeout=%d first_mismatch=%q\n",
+      "RESULT requests=%d checked=%d mismatches=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
       summary.requests, total_checked, total_mismatches,
-      e.connect, e.read, e.write, e.status, e.timeout, first))
+      e.connect, e.read, e.write, e.status, e.timeout))
+   io.write("FIRST_MISMATCH " .. first .. "\n")
 end
