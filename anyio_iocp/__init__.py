@@ -12,6 +12,7 @@ from ._api import configure, connect_tcp, create_tcp_listener
 from ._attributes import TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
 from ._engine import EngineInfo
+from ._libcompat import disable_for, enable_for, enabled_libraries
 from ._tuning import (
     DEFAULTS,
     MAX_BACKLOG,
@@ -41,6 +42,9 @@ __all__ = [
     "configure",
     "connect_tcp",
     "create_tcp_listener",
+    "disable_for",
+    "enable_for",
+    "enabled_libraries",
     "engine_info",
     "tuning",
 ]

@@ -16,6 +16,15 @@ if [ "${ANYIO_IOCP_NO_URING:-}" != 1 ]; then
     python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' \
         || need_apt+=(python3-dev)
 fi
+# wrk, the HTTP load tool that tests/test_real_libraries.py runs: installed
+# when missing and running as root; otherwise that test is skipped.
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        need_apt+=(wrk)
+    else
+        echo "setup: wrk is not installed: its test will be skipped (Debian: apt-get install wrk)" >&2
+    fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing ${need_apt[*]} with apt-get"
