@@ -26,9 +26,10 @@ Steps:
    with a copy that has it (see :func:`ipv6_localhost_wrapper`).
 4. Rerun once, all three backend variants, every test where an iocp engine failed
    and trio passed or failed, to tell flaky failures from real ones.
-5. Print the counts per backend, how many TCP streams/listeners each backend
-   param created through which engine (a check that the iocp variants really ran
-   on the engines), and the tests that pass on trio but fail on an iocp engine.
+5. Print the counts per backend, how many socket objects (streams, listeners,
+   datagram sockets) each backend param created through which engine (a check
+   that the iocp variants really ran on the engines), and the tests that pass
+   on trio but fail on an iocp engine.
    Everything is saved under ``conformance/.cache/results``:
    ``junit-*.xml`` (pytest's junit), ``outcomes-*.jsonl`` (one line per test, from
    the plugin), ``pytest-*.log`` and ``summary.json``.
@@ -409,7 +410,10 @@ def print_report(summary: dict[str, Any], deps: DepReport | None) -> None:
             + "".join(f"{c.get(o, 0):>9}" for o in OUTCOMES)
             + f"{sum(c.values()):>9}"
         )
-    print("\nTCP streams/listeners created by anyio_iocp, by class:engine, per backend param:")
+    print(
+        "\nSocket objects (streams, listeners, datagram sockets) created by anyio_iocp,"
+        " by class:engine, per backend param:"
+    )
     for backend, objects in summary["engine_objects"].items():
         text = ", ".join(f"{k}={v}" for k, v in sorted(objects.items())) or "none"
         print(f"  {backend:<16}{text}")

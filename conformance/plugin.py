@@ -55,20 +55,26 @@ _usage: Counter[str] = Counter()
 
 
 def _instrument_engines() -> None:
+    """Count the engine objects each test creates, as ``class:engine``."""
     try:
-        from anyio_iocp import _streams
+        from anyio_iocp import _datagrams, _streams
     except ImportError:
         return
     for cls in (_streams.EngineSocketStream, _streams.EngineTCPListener):
         original: Any = cls.__init__
 
-        def init(
-            self: Any, io: Any, engine: Any, *, _original: Any = original, _kind: str = cls.__name__
-        ) -> None:
+        def init(self: Any, io: Any, engine: Any, *, _original: Any = original) -> None:
             _original(self, io, engine)
-            _usage[f"{_kind}:{engine.info.name}"] += 1
+            _usage[f"{type(self).__name__}:{engine.info.name}"] += 1
 
         cls.__init__ = init  # type: ignore[method-assign]
+    original_datagrams: Any = _datagrams._EngineDatagrams.__init__
+
+    def init_datagrams(self: Any, io: Any, info: Any) -> None:
+        original_datagrams(self, io, info)
+        _usage[f"{type(self).__name__}:{info.name}"] += 1
+
+    _datagrams._EngineDatagrams.__init__ = init_datagrams  # type: ignore[method-assign]
 
 
 def _backend_id(value: object) -> str | None:

@@ -34,7 +34,7 @@ import pytest
 import sniffio
 import trustme
 from anyio.abc import IPSockAddrType, SocketAttribute, SocketStream, TaskStatus
-from h11_server import Stats, echo_body, respond, serve
+from h11_server import Stats, echo_body, respond, serve, serve_connection
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 import anyio_iocp
 from anyio_iocp._backend import IocpBackend
-from anyio_iocp._streams import EngineSocketStream
+from anyio_iocp._streams import EngineSocketStream, EngineUNIXSocketStream
 
 HERE = Path(__file__).parent
 REQUESTS = 200
@@ -219,6 +219,32 @@ def check_connections(
 
 
 # -- the tests -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_httpx_over_a_unix_socket(adapted: None, engine_name: str, tmp_path: Path) -> None:
+    """httpx's ``uds=`` transport: both ends are UNIX streams of the engine."""
+    stats = Stats()
+    server_streams: list[object] = []
+    listener = await anyio.create_unix_listener(tmp_path / "http.sock")
+
+    async def handle(stream: SocketStream) -> None:
+        server_streams.append(stream)
+        stats.connections += 1
+        await serve_connection(stream, stats)
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "http.sock"))
+        async with httpx.AsyncClient(transport=transport) as client:
+            checked, tls_seen = await fetch_all(client, "http://localhost")
+        tg.cancel_scope.cancel()
+    assert checked == stats.requests == REQUESTS
+    assert tls_seen == {False}
+    assert 1 <= stats.connections <= CONCURRENCY  # keep-alive reused them
+    for stream in server_streams:
+        assert isinstance(stream, EngineUNIXSocketStream)
+        assert stream.engine_info.name == engine_name
 
 
 @pytest.mark.anyio
