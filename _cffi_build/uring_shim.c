@@ -270,6 +270,27 @@ int iou_prep_sendmsg(iou_ring *r, int fd, const struct msghdr *msg, int msg_flag
     return rc;
 }
 
+/* Multishot receive with a provided buffer: the kernel picks a buffer of
+ * group `bgid` only when data arrives, and keeps the operation armed
+ * (IORING_CQE_F_MORE) until an error, end of stream, cancellation, an empty
+ * buffer group (ENOBUFS), or, with `total_cap` > 0, until that many bytes have
+ * been received (Linux 6.17, "multishot receive len cap").  The cap travels in
+ * sqe->optlen, which older headers call file_index (same field). */
+int iou_prep_recv_multishot(iou_ring *r, int fd, unsigned bgid, unsigned total_cap,
+                            uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_RECV, fd, NULL, 0, 0, user_data, &sqe);
+
+    if (rc == 0) {
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = (__u16)bgid;
+        sqe->ioprio |= IORING_RECV_MULTISHOT;
+        sqe->file_index = total_cap;
+    }
+    return rc;
+}
+
 int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data)
 {
     struct io_uring_sqe *sqe;
@@ -397,4 +418,119 @@ int iou_probe(iou_ring *r, unsigned char *supported, int n)
     rc = p->last_op;
     free(p);
     return rc;
+}
+
+
+/* ---- provided buffer rings (IORING_REGISTER_PBUF_RING, Linux 5.19) ---------
+ *
+ * A pool of `entries` buffers of `size` bytes for one buffer group.  The ring
+ * of buffer descriptors and the buffers are this process's memory, shared with
+ * the kernel: they must stay mapped until every operation that may pick a
+ * buffer of the group has completed (the engine drains them first).  A buffer
+ * the kernel filled is named in its completion (IORING_CQE_F_BUFFER, the id in
+ * the upper 16 bits of the flags); the engine copies the bytes out and gives
+ * the buffer back at once with iou_pbuf_recycle. */
+
+typedef struct iou_pbuf {
+    struct io_uring_buf_ring *br;
+    size_t ring_bytes;
+    char *base;
+    size_t base_bytes;
+    unsigned entries;
+    unsigned size;
+    unsigned bgid;
+    unsigned short tail;
+} iou_pbuf;
+
+static void pbuf_add(iou_pbuf *p, unsigned bid)
+{
+    struct io_uring_buf *buf = &p->br->bufs[p->tail & (p->entries - 1)];
+
+    buf->addr = (uint64_t)(uintptr_t)(p->base + (size_t)bid * p->size);
+    buf->len = p->size;
+    buf->bid = (__u16)bid;
+    p->tail++;
+}
+
+static void pbuf_publish(iou_pbuf *p)
+{
+    __atomic_store_n(&p->br->tail, p->tail, __ATOMIC_RELEASE);
+}
+
+static void pbuf_unmap(iou_pbuf *p)
+{
+    if (p->br && (void *)p->br != MAP_FAILED)
+        munmap(p->br, p->ring_bytes);
+    if (p->base && (void *)p->base != MAP_FAILED)
+        munmap(p->base, p->base_bytes);
+    free(p);
+}
+
+/* entries: a power of two, at most 32768. */
+int iou_pbuf_open(iou_ring *r, iou_pbuf **out, unsigned bgid, unsigned entries, unsigned size)
+{
+    struct io_uring_buf_reg reg;
+    iou_pbuf *p;
+    unsigned i;
+    int rc;
+
+    *out = NULL;
+    if (entries == 0 || entries > 32768 || (entries & (entries - 1)) || size == 0)
+        return -EINVAL;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->entries = entries;
+    p->size = size;
+    p->bgid = bgid;
+    p->ring_bytes = (size_t)entries * sizeof(struct io_uring_buf);
+    p->base_bytes = (size_t)entries * size;
+    p->br = mmap(NULL, p->ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p->base = mmap(NULL, p->base_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if ((void *)p->br == MAP_FAILED || (void *)p->base == MAP_FAILED) {
+        pbuf_unmap(p);
+        return -ENOMEM;
+    }
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)p->br;
+    reg.ring_entries = entries;
+    reg.bgid = (__u16)bgid;
+    rc = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    if (rc < 0) {
+        rc = -errno;
+        pbuf_unmap(p);
+        return rc;
+    }
+    for (i = 0; i < entries; i++)
+        pbuf_add(p, i);
+    pbuf_publish(p);
+    *out = p;
+    return 0;
+}
+
+/* Unregister (while the ring is open) and unmap; or, with r NULL (the ring is
+ * closed already), unmap only. */
+void iou_pbuf_close(iou_ring *r, iou_pbuf *p)
+{
+    struct io_uring_buf_reg reg;
+
+    if (!p)
+        return;
+    if (r) {
+        memset(&reg, 0, sizeof reg);
+        reg.bgid = (__u16)p->bgid;
+        sys_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+    }
+    pbuf_unmap(p);
+}
+
+char *iou_pbuf_data(iou_pbuf *p, unsigned bid)
+{
+    return p->base + (size_t)(bid % p->entries) * p->size;
+}
+
+void iou_pbuf_recycle(iou_pbuf *p, unsigned bid)
+{
+    pbuf_add(p, bid % p->entries);
+    pbuf_publish(p);
 }

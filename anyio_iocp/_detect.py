@@ -110,18 +110,28 @@ def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[st
         ("nodrop", bool(features & lib.IORING_FEAT_NODROP)),
         ("fast_poll", bool(features & lib.IORING_FEAT_FAST_POLL)),
         ("multishot_accept", _probe_multishot_accept()),
+        ("multishot_recv", _probe_multishot_recv()),
     )
     return True, "io_uring_setup succeeded and every opcode needed is supported", details
+
+
+def _scratch_ring() -> Any:
+    """A small ring for one probe (the caller closes it), or None."""
+    from ._uring import ffi, lib
+
+    ring_pp = ffi.new("iou_ring **")
+    if lib.iou_open(ring_pp, 8, 0, 0) < 0:
+        return None
+    return ring_pp[0]
 
 
 def _probe_multishot_accept() -> bool:
     """Multishot accept has no probe flag: try it once on a loopback listener."""
     from ._uring import ffi, lib
 
-    ring_pp = ffi.new("iou_ring **")
-    if lib.iou_open(ring_pp, 8, 0, 0) < 0:
+    ring = _scratch_ring()
+    if ring is None:
         return False
-    ring = ring_pp[0]
     listener = socket.socket()
     client = socket.socket()
     try:
@@ -149,6 +159,52 @@ def _probe_multishot_accept() -> bool:
         client.close()
         listener.close()
         lib.iou_close(ring)
+
+
+def _probe_multishot_recv() -> bool:
+    """Multishot receive into a provided buffer ring, capped in total bytes
+    (the cap is Linux 6.17's; multishot receive itself is 6.0's): try it once.
+
+    Armed with a cap of 1 byte and given 2, a kernel that honours the cap ends
+    the operation with the first completion (no ``IORING_CQE_F_MORE``).  One
+    that ignores the cap would keep it armed, and a stream could not bound what
+    it reads ahead: streams then post single receives with buffers of their own."""
+    from ._uring import ffi, lib
+
+    ring = _scratch_ring()
+    if ring is None:
+        return False
+    pool_pp = ffi.new("iou_pbuf **")
+    left, right = socket.socketpair()
+    try:
+        if lib.iou_pbuf_open(ring, pool_pp, 0, 2, 64) < 0:
+            return False
+        lib.iou_prep_recv_multishot(ring, left.fileno(), 0, 1, 1)
+        lib.iou_submit(ring, 0)
+        right.send(b"xy")
+        lib.iou_submit(ring, 1)
+        cqes = ffi.new("iou_cqe[]", 4)
+        n = lib.iou_reap(ring, cqes, 4)
+        ok = n >= 1 and all(
+            cqes[i].res > 0
+            and not cqes[i].flags & lib.IORING_CQE_F_MORE
+            and cqes[i].flags & lib.IORING_CQE_F_BUFFER
+            for i in range(n)
+        )
+        more = any(cqes[i].flags & lib.IORING_CQE_F_MORE for i in range(n))
+        if more:  # still armed: cancel it and wait for the final completion
+            lib.iou_prep_cancel(ring, 1, 0)
+            lib.iou_submit(ring, 2)
+            lib.iou_reap(ring, cqes, 4)
+        return ok
+    except OSError:
+        return False
+    finally:
+        left.close()
+        right.close()
+        lib.iou_close(ring)
+        if pool_pp[0] != ffi.NULL:
+            lib.iou_pbuf_close(ffi.NULL, pool_pp[0])
 
 
 def validate_engine_name(name: object) -> str:

@@ -62,6 +62,8 @@ from ._sockaddr import pack_sockaddr
 from ._tuning import Tuning
 from ._uring import ffi, lib
 from ._uring_messages import UringMessageIO
+from ._uring_multishot import BufferPool
+from ._uring_op import Op
 from ._uring_stream import UringStreamIO
 
 _log = logging.getLogger("anyio_iocp")
@@ -78,56 +80,12 @@ IGNORED = 0
 #: largest single send handed to the kernel (the length field is 32 bits)
 SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
 F_MORE = lib.IORING_CQE_F_MORE
-
-
-class Op:
-    """One posted operation.  ``keep`` holds the memory the kernel may touch.
-
-    ``pins`` are the ``ffi.from_buffer`` views among it (data lent by the
-    caller, not allocated here).  They are released as soon as the final
-    completion is reaped: the kernel is done with the memory then, and an
-    export held longer would keep a ``memoryview`` pinned.  CPython's cycle
-    collector cannot clear a memoryview that has exports, and clearing its
-    managed buffer around it corrupts memory, so a finished op that ends up in
-    cyclic garbage (a traceback's frames hold ops and their data) must not hold
-    one.
-    """
-
-    __slots__ = (
-        "cancel_requested",
-        "done",
-        "drainers",
-        "keep",
-        "pins",
-        "result",
-        "task",
-        "user_data",
-    )
-
-    def __init__(self, user_data: int, keep: object, pins: tuple[Any, ...] = ()) -> None:
-        self.user_data = user_data
-        self.keep = keep
-        self.pins = pins
-        self.result = 0
-        self.done = False
-        self.cancel_requested = False
-        self.task: Task | None = None
-        self.drainers: list[Task] | None = None
-
-    def complete(self, res: int, flags: int) -> None:
-        self.result = res
-        self.done = True
-        self._wake()
-
-    def _wake(self) -> None:
-        task = self.task
-        if task is not None:
-            self.task = None
-            trio.lowlevel.reschedule(task)
-        if self.drainers:
-            for drainer in self.drainers:
-                trio.lowlevel.reschedule(drainer)
-            self.drainers = None
+#: buffer pools of the multishot receives: about POOL_BYTES each, in
+#: POOL_MIN_ENTRIES..POOL_MAX_ENTRIES buffers
+POOL_BYTES = 16 << 20
+POOL_MIN_ENTRIES = 16
+POOL_MAX_ENTRIES = 1024
+RECV_MODE_ENV = "ANYIO_IOCP_RECV"
 
 
 class SendOp(Op):
@@ -185,6 +143,13 @@ class UringEngine(Engine):
         self._listeners: set[UringListenerIO] = set()
         self._flush: list[UringStreamIO] = []
         self._pending_cancels: list[Op] = []
+        # streams receive with one multishot receive each, into shared buffer
+        # pools (one per buffer size), where the kernel has it
+        # ($ANYIO_IOCP_RECV=single turns it off, to compare)
+        self.multishot_recv = bool(dict(info.details).get("multishot_recv")) and (
+            os.environ.get(RECV_MODE_ENV, "multishot") != "single"
+        )
+        self._pools: dict[int, BufferPool] = {}
 
     # -- posting -------------------------------------------------------------
 
@@ -212,6 +177,23 @@ class UringEngine(Engine):
         uid = self._next_id
         self._next_id = uid + 1
         return uid
+
+    new_id = _new_id
+
+    def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
+        """Post ``op`` (built with :meth:`new_id`) and register it."""
+        self._post(prep, *args, op.user_data)
+        self._ops[op.user_data] = op
+
+    def buffer_pool(self, size: int) -> BufferPool:
+        """The provided buffer ring for receives of ``size`` bytes."""
+        pool = self._pools.get(size)
+        if pool is None:
+            self._check_open()
+            entries = max(POOL_MIN_ENTRIES, min(POOL_MAX_ENTRIES, POOL_BYTES // size))
+            entries = 1 << (entries.bit_length() - 1)  # a power of two
+            pool = self._pools[size] = BufferPool(self._ring, len(self._pools), entries, size)
+        return pool
 
     def _make_room(self, n: int) -> None:
         """A linked chain must reach the kernel in one submission."""
@@ -462,6 +444,7 @@ class UringEngine(Engine):
                 for listener in list(self._listeners):
                     listener.discard_queued()
         finally:
+            abandoned = bool(self._ops)
             if self._ops:
                 _abandoned.extend(self._ops.values())
                 _log.warning(
@@ -473,6 +456,12 @@ class UringEngine(Engine):
             self._listeners.clear()
             lib.iou_close(self._ring)
             self._ring = ffi.NULL
+            for pool in self._pools.values():
+                if abandoned:
+                    _abandoned_pools.append(pool)  # an operation may still pick from it
+                else:
+                    pool.close(ffi.NULL)
+            self._pools.clear()
 
 
 def _release_pins(op: Op) -> None:
@@ -483,6 +472,7 @@ def _release_pins(op: Op) -> None:
 
 #: operations abandoned by a ring that closed before they completed
 _abandoned: list[Op] = []
+_abandoned_pools: list[BufferPool] = []
 
 
 class UringListenerIO(ListenerIO):

@@ -37,7 +37,8 @@ from ._sockaddr import (
 from ._uring import ffi, lib
 
 if TYPE_CHECKING:
-    from ._uring_engine import Op, UringEngine
+    from ._uring_engine import UringEngine
+    from ._uring_op import Op
 
 SEND_FLAGS = socket.MSG_NOSIGNAL
 

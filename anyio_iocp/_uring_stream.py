@@ -51,10 +51,12 @@ import trio
 from ._engine import StreamIO, oserror
 from ._tuning import Tuning, Usage
 from ._uring import ffi
+from ._uring_multishot import MultishotReceiver
 from ._write_behind import WriteBehind
 
 if TYPE_CHECKING:
-    from ._uring_engine import Op, SendOp, UringEngine
+    from ._uring_engine import SendOp, UringEngine
+    from ._uring_op import Op
 
 #: how long close() waits for pending write-behind sends before cutting them off
 CLOSE_DRAIN_SECONDS = 10.0
@@ -80,6 +82,14 @@ class UringStreamIO(WriteBehind, StreamIO):
         self._bursting = False  # the last receive came back full
         self._eof = False
         self._recv_error: OSError | None = None
+        # one multishot receive into the engine's buffer pool, where the kernel
+        # has it; UNIX streams keep single receives: a receive ahead of the
+        # reader would drop descriptors passed with the bytes
+        self._ms = (
+            MultishotReceiver(engine, self)
+            if engine.multishot_recv and sock.family != getattr(socket, "AF_UNIX", None)
+            else None
+        )
         # send side
         self._queued: deque[bytes | memoryview] = deque()  # accepted, not yet posted
         self._sending: deque[SendOp] = deque()  # one linked chain of sends, oldest first
@@ -93,17 +103,24 @@ class UringStreamIO(WriteBehind, StreamIO):
     def usage(self, name: str) -> Usage:
         if name == "sendcap":
             return Usage(self.sendcap, len(self._queued) + len(self._sending))
+        ms = self._ms
         if name == "recvburst":
             # receives in use: posted, or completed with bytes not yet taken
-            return Usage(self.recvburst, len(self._posted) + len(self._ready))
+            used = len(self._posted) + len(self._ready)
+            if ms is not None:
+                used += len(ms.ready) + (ms.armed is not None)
+            return Usage(self.recvburst, used)
         if name == "buffersize":
-            return Usage(self.buffersize, sum(map(len, self._ready)))
+            held = sum(map(len, self._ready)) + (ms.ready_bytes if ms is not None else 0)
+            return Usage(self.buffersize, held)
         raise ValueError(f"unknown stream setting {name!r}")
 
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
         self._raise_unreported_send_error()  # a write-behind send failed
+        if self._ms is not None and not (self._ready or self._posted):
+            return await self._receive_multishot(self._ms, max_bytes)
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
             await self._engine.wait(posted[0])
@@ -132,7 +149,53 @@ class UringStreamIO(WriteBehind, StreamIO):
         return data
 
     def has_read_ahead(self) -> bool:
-        return bool(self._ready or self._posted)
+        ms = self._ms
+        return bool(self._ready or self._posted or (ms is not None and (ms.ready or ms.armed)))
+
+    async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        if ms.has_data():
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = self._take_multishot(ms, max_bytes)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        if ms.armed is None:
+            # Bytes may be there already: take them without waiting a pass.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_not_closing()
+            try:
+                data = self.sock.recv(min(max_bytes, self.buffersize))
+            except BlockingIOError:
+                self._check_send_error()
+            else:
+                if data:
+                    self._detect(len(data) == self.buffersize)
+                    self._post_ahead()  # a burst: k receives ahead, as a linked chain
+                else:
+                    ms.eof = True
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        while not ms.has_data():
+            if ms.armed is None:
+                self._check_not_closing()
+                if ms.starved:
+                    # the pool ran dry: this time, a receive with its own buffer
+                    self._post_chain()
+                    await self._engine.wait(self._posted[0])
+                    self._collect()
+                    return self._take(max_bytes)
+                ms.arm(self.fd)
+            await ms.wait()  # cancellable: the receive stays armed
+        return self._take_multishot(ms, max_bytes)
+
+    def _take_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        if ms.ready:
+            data = ms.take(max_bytes)
+            self._post_ahead()  # during a burst, once the reader has caught up
+            return data
+        if ms.error is not None:
+            raise ms.error
+        self._check_send_error()
+        return b""  # end of stream
 
     def _detect(self, full: bool) -> None:
         """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
@@ -158,6 +221,7 @@ class UringStreamIO(WriteBehind, StreamIO):
             and not self._eof
             and self._recv_error is None
             and not self._closing
+            and (self._ms is None or self._ms.idle())
         ):
             # best effort: bytes already taken must reach the caller; the next
             # receive() posts (and reports a failure) if it needs to
@@ -304,7 +368,9 @@ class UringStreamIO(WriteBehind, StreamIO):
             self._closing = True
             self._wake_sender()  # a sender waiting for room learns of the close
             self._queued.clear()
-            pending = [op for op in (*self._posted, *self._sending) if not op.done]
+            pending: list[Any] = [op for op in (*self._posted, *self._sending) if not op.done]
+            if self._ms is not None:
+                pending += self._ms.pending()
             if pending:
                 with trio.CancelScope(shield=True):
                     await self._engine.drain(pending)

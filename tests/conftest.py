@@ -1,6 +1,16 @@
-"""Every test that takes ``anyio_backend`` runs once per Linux engine of the
-``"iocp"`` backend: io_uring and readiness (``ANYIO_IOCP_TEST_ENGINES`` narrows
-the list, e.g. to ``readiness`` on a machine without io_uring)."""
+"""Every test that takes ``anyio_backend`` runs once per Linux engine variant of
+the ``"iocp"`` backend:
+
+* ``io_uring``: streams receive with one multishot receive each, into the
+  engine's buffer pool (where the kernel supports it, as here);
+* ``io_uring+single``: the same engine with ``$ANYIO_IOCP_RECV=single``, where
+  every wait posts single receives with buffers of their own (what kernels
+  without a capped multishot receive get);
+* ``readiness``.
+
+``ANYIO_IOCP_TEST_ENGINES`` narrows the list (e.g. to ``readiness`` on a machine
+without io_uring).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +19,32 @@ from typing import Any
 
 import pytest
 
+#: variant -> (engine, $ANYIO_IOCP_RECV or None)
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "io_uring": ("io_uring", None),
+    "io_uring+single": ("io_uring", "single"),
+    "readiness": ("readiness", None),
+}
+
 ENGINES = tuple(
     name
-    for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", "io_uring,readiness").split(",")
+    for name in os.environ.get(
+        "ANYIO_IOCP_TEST_ENGINES", "io_uring,io_uring+single,readiness"
+    ).split(",")
     if name
 )
 
 
 @pytest.fixture(params=ENGINES)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return "iocp", {"engine": request.param}
+def anyio_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, Any]]:
+    engine, recv_mode = VARIANTS[request.param]
+    if recv_mode is not None:
+        monkeypatch.setenv("ANYIO_IOCP_RECV", recv_mode)
+    else:
+        monkeypatch.delenv("ANYIO_IOCP_RECV", raising=False)
+    return "iocp", {"engine": engine}
 
 
 @pytest.fixture

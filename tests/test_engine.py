@@ -34,6 +34,11 @@ def ops_in_flight() -> dict[int, Any]:
     return dict(getattr(engine, "_ops", {}))
 
 
+def receive_ops() -> list[Any]:
+    """Operations in flight other than the listeners' posted accepts."""
+    return [op for op in ops_in_flight().values() if type(op).__name__ != "AcceptOp"]
+
+
 async def test_cancelled_receive_loses_no_data() -> None:
     """Bytes that land after a receive was cancelled go to the next receive."""
     listener, client, server = await open_pair()
@@ -72,19 +77,71 @@ async def test_cancel_after_data_arrived_keeps_it() -> None:
 async def test_posted_receive_keeps_its_buffer_until_completion(engine_name: str) -> None:
     if engine_name != "io_uring":
         pytest.skip("the readiness engine lends no memory to the kernel")
+    engine: Any = current_engine()
     listener, client, server = await open_pair()
     async with listener, client:
         with anyio.move_on_after(0.01):
             await server.receive()
-        inflight = [op for op in ops_in_flight().values() if op.keep is not None]
+        inflight = receive_ops()
         assert len(inflight) == 1, "the cancelled receive stays posted"
         op = inflight[0]
         assert not op.done
         gc.collect()
-        assert op.keep is not None  # its buffer is still referenced by the op
+        if engine.multishot_recv:
+            # a waiting multishot receive holds no buffer: the kernel picks one
+            # from the engine's pool when bytes arrive, and the pool stays
+            # registered until the ring is closed
+            assert op.keep is None
+            (pool,) = engine._pools.values()
+            await client.send(b"picked from the pool")
+            assert await server.receive() == b"picked from the pool"
+            assert not op.done, "still armed for the next bytes"
+        else:
+            assert op.keep is not None  # its buffer is still referenced by the op
         await server.aclose()  # cancels the receive and waits for its completion
         assert op.done
         assert op.user_data not in ops_in_flight()
+        if engine.multishot_recv:
+            assert engine._pools == {buffer_size_of(pool): pool}
+
+
+def buffer_size_of(pool: Any) -> int:
+    return int(pool.size)
+
+
+async def test_idle_streams_hold_no_receive_buffer(engine_name: str) -> None:
+    """With multishot receives, 200 streams waiting in receive() hold no memory
+    of their own: one pool serves them all (iocpsock's posted receives each
+    held a buffer; so did this engine's single receives)."""
+    engine: Any = current_engine()
+    if engine_name != "io_uring" or not engine.multishot_recv:
+        pytest.skip("multishot receives are the io_uring engine's")
+    multi = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    async with multi, anyio.create_task_group() as tg:
+        pairs = []
+        for _ in range(200):
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            pairs.append((client, await listener.accept()))
+        received: list[bytes] = []
+
+        async def reader(stream: SocketStream) -> None:
+            received.append(await stream.receive())
+
+        for _client, server in pairs:
+            tg.start_soon(reader, server)
+        await anyio.wait_all_tasks_blocked()
+        waiting = [op for op in receive_ops() if not op.done]
+        assert len(waiting) == 200
+        assert all(op.keep is None for op in waiting)
+        assert len(engine._pools) == 1
+        for i, (client, _server) in enumerate(pairs):
+            await client.send(b"%d" % i)
+    assert sorted(received) == sorted(b"%d" % i for i in range(200))
+    for client, server in pairs:
+        await client.aclose()
+        await server.aclose()
 
 
 async def test_cancelled_send_then_next_send_in_order() -> None:

@@ -1,0 +1,199 @@
+"""Receiving with one multishot receive per stream and a shared buffer pool.
+
+The model
+---------
+A stream that has to wait for bytes arms *one* multishot receive
+(``IORING_RECV_MULTISHOT``) with ``IOSQE_BUFFER_SELECT``.  It stays armed across
+``receive()`` calls: every time bytes arrive the kernel picks a buffer from the
+engine's pool (a provided buffer ring of the stream's ``buffersize``), fills it
+and posts a completion naming it, while the operation stays armed
+(``IORING_CQE_F_MORE``).  The reaper copies the bytes out and gives the buffer
+back to the pool at once, so a pool of a few hundred buffers serves any number
+of connections: buffers are only in use between the kernel filling them and the
+next reap.
+
+What this buys, measured against posting one receive per ``receive()``: no
+``recv`` attempt that fails with EAGAIN before each wait, no submission entry
+and no buffer allocation per message, and no memory at all held by a
+connection that waits (a waiting receive used to hold a whole buffer).
+
+The traps
+---------
+* Order: completions of one operation arrive in order, and there is only one
+  operation per stream, so bytes stay in order.
+* Bursts (receives that come back full) are served as before multishot
+  receives existed: ``k`` single receives posted ahead as one linked chain
+  (see :mod:`anyio_iocp._uring_stream`), which bounds read-ahead exactly.  The
+  multishot receive is armed only when the reader waits with nothing there.
+* Read-ahead of a multishot receive is bounded, by the kernel: the operation is armed with a cap of
+  ``k * buffersize`` bytes in total (``k`` from Automatic Burst Detection,
+  within ``1..recvburst``), and ends by itself once that much has arrived (the
+  cap is Linux 6.17's; detection checks that the kernel honours it, and streams
+  post single receives otherwise).  It is armed again only when the reader has
+  taken everything and has to wait.  A completion may cross the cap by less
+  than one buffer, so at most ``(k + 1) * buffersize - 1`` bytes wait for the
+  reader.  Cancelling to stop the operation would not do: between two scheduler
+  passes the kernel can fill every buffer of the pool for one stream.
+* Cancellation of the reader never cancels the operation: bytes that arrive
+  later wait in the read-ahead queue for the next ``receive()``.
+* The operation ends by itself at end of stream (``res == 0``), on an error,
+  and with ENOBUFS when the pool is empty (the reaper fell far behind).  After
+  ENOBUFS the next wait uses a single receive into a buffer of its own.
+* The pool's memory is lent to the kernel for as long as any operation may pick
+  from it: the engine unregisters and frees it only after its ring drained.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from ._engine import oserror
+from ._uring import ffi, lib
+from ._uring_op import Op
+
+if TYPE_CHECKING:
+    from ._uring_engine import UringEngine
+
+F_MORE = lib.IORING_CQE_F_MORE
+F_BUFFER = lib.IORING_CQE_F_BUFFER
+BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
+
+
+class BufferPool:
+    """A provided buffer ring: ``entries`` buffers of ``size`` bytes, group ``bgid``."""
+
+    def __init__(self, ring: Any, bgid: int, entries: int, size: int) -> None:
+        pool_pp = ffi.new("iou_pbuf **")
+        rc = lib.iou_pbuf_open(ring, pool_pp, bgid, entries, size)
+        if rc < 0:
+            raise oserror(rc, "IORING_REGISTER_PBUF_RING")
+        self.pool = pool_pp[0]
+        self.bgid = bgid
+        self.size = size
+
+    def take(self, bid: int, length: int) -> bytes:
+        """Copy out what the kernel put in buffer ``bid`` and give it back."""
+        pool = self.pool
+        data: bytes = ffi.buffer(lib.iou_pbuf_data(pool, bid), length)[:]
+        lib.iou_pbuf_recycle(pool, bid)
+        return data
+
+    def close(self, ring: Any) -> None:
+        """Unregister (``ring`` open) or just unmap (``ring`` is NULL)."""
+        if self.pool != ffi.NULL:
+            lib.iou_pbuf_close(ring, self.pool)
+            self.pool = ffi.NULL
+
+
+class MultishotOp(Op):
+    """The armed receive of one stream: many completions, the last one final."""
+
+    __slots__ = ("pool", "receiver")
+
+    def __init__(self, user_data: int, receiver: MultishotReceiver, pool: BufferPool) -> None:
+        super().__init__(user_data, None)
+        self.receiver = receiver
+        self.pool = pool  # the buffers it picks from (buffersize may change meanwhile)
+
+    def complete(self, res: int, flags: int) -> None:
+        final = not flags & F_MORE
+        if final:
+            self.result = res
+            self.done = True
+        self.receiver.on_completion(self, res, flags, final)
+        if final:
+            self._wake()  # tasks draining it (close); no task waits on the op itself
+
+
+class MultishotReceiver:
+    """The receive side of one stream on a multishot receive.
+
+    The stream keeps its ABD fields (``_burst``, ``recvburst``, ``buffersize``)
+    and hands them in through ``stream``; everything else is here.
+    """
+
+    def __init__(self, engine: UringEngine, stream: Any) -> None:
+        self._engine = engine
+        self._stream = stream
+        self.ready: deque[bytes] = deque()
+        self.ready_bytes = 0
+        self.armed: MultishotOp | None = None
+        self.eof = False
+        self.error: OSError | None = None
+        self.starved = False  # the last operation ended with ENOBUFS
+        self.starvations = 0  # how often (for tests and diagnostics)
+        self._waiter: Task | None = None
+
+    # -- completions (called by the reaper) -----------------------------------
+
+    def on_completion(self, op: MultishotOp, res: int, flags: int, final: bool) -> None:
+        if res > 0:
+            pool = op.pool
+            self.ready.append(pool.take(flags >> BUFFER_SHIFT, res))
+            self.ready_bytes += res
+            self._stream._detect(res == pool.size)
+        elif res == 0:
+            self.eof = True
+        elif res == -errno.ENOBUFS:
+            self.starved = True
+            self.starvations += 1
+        elif res != -errno.ECANCELED and self.error is None:
+            self.error = oserror(res, "recv")
+        if final and self.armed is op:
+            self.armed = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    # -- the reader -----------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Nothing armed and nothing waiting for the reader."""
+        return self.armed is None and not self.ready
+
+    def has_data(self) -> bool:
+        return bool(self.ready) or self.eof or self.error is not None
+
+    def arm(self, fd: int) -> None:
+        """Arm the receive, capped at ``k * buffersize`` bytes in total."""
+        engine, stream = self._engine, self._stream
+        pool = engine.buffer_pool(stream.buffersize)
+        op = MultishotOp(engine.new_id(), self, pool)
+        cap = stream._burst * stream.buffersize
+        engine.post_registered(op, lib.iou_prep_recv_multishot, fd, pool.bgid, cap)
+        self.armed = op
+        self.starved = False
+
+    async def wait(self) -> None:
+        """Wait (cancellable) for bytes, end of stream, an error, or the end of
+        the armed operation.  The operation stays armed when cancelled."""
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            self._waiter = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def take(self, max_bytes: int) -> bytes:
+        ready = self.ready
+        data = ready.popleft()
+        if len(data) > max_bytes:
+            ready.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self.ready_bytes -= len(data)
+        return data
+
+    def pending(self) -> list[MultishotOp]:
+        armed = self.armed
+        return [armed] if armed is not None and not armed.done else []

@@ -1,0 +1,58 @@
+"""One operation posted to the io_uring engine's ring, and the memory it holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from trio.lowlevel import Task
+
+
+class Op:
+    """One posted operation.  ``keep`` holds the memory the kernel may touch.
+
+    ``pins`` are the ``ffi.from_buffer`` views among it (data lent by the
+    caller, not allocated here).  They are released as soon as the final
+    completion is reaped: the kernel is done with the memory then, and an
+    export held longer would keep a ``memoryview`` pinned.  CPython's cycle
+    collector cannot clear a memoryview that has exports, and clearing its
+    managed buffer around it corrupts memory, so a finished op that ends up in
+    cyclic garbage (a traceback's frames hold ops and their data) must not hold
+    one.
+    """
+
+    __slots__ = (
+        "cancel_requested",
+        "done",
+        "drainers",
+        "keep",
+        "pins",
+        "result",
+        "task",
+        "user_data",
+    )
+
+    def __init__(self, user_data: int, keep: object, pins: tuple[Any, ...] = ()) -> None:
+        self.user_data = user_data
+        self.keep = keep
+        self.pins = pins
+        self.result = 0
+        self.done = False
+        self.cancel_requested = False
+        self.task: Task | None = None
+        self.drainers: list[Task] | None = None
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+        if self.drainers:
+            for drainer in self.drainers:
+                trio.lowlevel.reschedule(drainer)
+            self.drainers = None

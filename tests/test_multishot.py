@@ -1,0 +1,119 @@
+"""The io_uring engine's multishot receives: buffer pool, cap, starvation."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener, recv_exactly
+
+import anyio_iocp
+from anyio_iocp._runstate import current_engine
+
+pytestmark = pytest.mark.anyio
+
+
+def multishot_engine(engine_name: str) -> Any:
+    engine: Any = current_engine()
+    if engine_name != "io_uring" or not engine.multishot_recv:
+        pytest.skip("multishot receives are the io_uring engine's, where the kernel has them")
+    return engine
+
+
+async def open_pairs(n: int, **tuning: int) -> tuple[Any, list[tuple[SocketStream, Any]]]:
+    with anyio_iocp.tuning(None, **tuning):
+        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1")
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    pairs = []
+    for _ in range(n):
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        pairs.append((client, await listener.accept()))
+    return multi, pairs
+
+
+async def test_receive_stays_armed_and_stops_at_its_cap(engine_name: str) -> None:
+    """Armed with k * buffersize bytes in total, the receive ends by itself once
+    they arrived, so a reader that does not read holds at most one buffer
+    more than that."""
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1, buffersize=4096)
+    async with multi, client, server:
+        with anyio.move_on_after(0.01):
+            await server.receive()  # arms the receive, then gives up waiting
+        ms: Any = server._io._ms
+        armed = ms.armed
+        assert armed is not None and not armed.done
+        for i in range(10):  # 10 small messages: the same operation takes them all
+            await client.send(b"m%d;" % i)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(0.001)
+        assert ms.armed is armed, "one operation for many messages"
+        got = b""
+        while len(got) < len(b"".join(b"m%d;" % i for i in range(10))):
+            got += await server.receive()
+        assert got == b"".join(b"m%d;" % i for i in range(10))
+        # nobody reads now: 64 KiB arrive, the receive stops after 4 KiB
+        payload = random.Random(3).randbytes(65536)
+        await client.send(payload)
+        with anyio.fail_after(5):
+            while ms.armed is not None:
+                await anyio.sleep(0.001)
+        assert ms.ready_bytes < 2 * 4096, "the cap bounds what waits for the reader"
+        assert await recv_exactly(server, len(payload)) == payload
+
+
+async def test_a_dry_pool_falls_back_to_single_receives(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = multishot_engine(engine_name)
+    from anyio_iocp import _uring_engine
+
+    # a pool of 2 buffers for 24 streams that all get bytes in the same pass
+    monkeypatch.setattr(_uring_engine, "POOL_BYTES", 2 * 8192)
+    monkeypatch.setattr(_uring_engine, "POOL_MIN_ENTRIES", 2)
+    multi, pairs = await open_pairs(24, buffersize=8192)
+    starved = 0
+    async with multi, anyio.create_task_group() as tg:
+        results: dict[int, bytes] = {}
+        payloads = [random.Random(i).randbytes(30000) for i in range(len(pairs))]
+
+        async def reader(i: int, stream: Any) -> None:
+            nonlocal starved
+            results[i] = await recv_exactly(stream, len(payloads[i]))
+            starved += stream._io._ms.starvations
+
+        for i, (_client, server) in enumerate(pairs):
+            tg.start_soon(reader, i, server)
+        await anyio.wait_all_tasks_blocked()
+        assert [pool.size for pool in engine._pools.values()] == [8192]
+        # all bytes sent at once, with no scheduler pass (no reap) in between
+        for i, (client, _server) in enumerate(pairs):
+            client.extra(SocketAttribute.raw_socket).sendall(payloads[i])
+    assert results == dict(enumerate(payloads))
+    assert starved > 0, "the pool ran dry (ENOBUFS) and the streams fell back"
+    for client, server in pairs:
+        await client.aclose()
+        await server.aclose()
+
+
+async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str) -> None:
+    """Small messages (multishot), a burst (linked chains), small again."""
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1, buffersize=8192, recvburst=6)
+    rng = random.Random(11)
+    blocks = [rng.randbytes(rng.choice([7, 100, 8192, 50000, 300000])) for _ in range(60)]
+    async with multi, client, server, anyio.create_task_group() as tg:
+
+        async def sender() -> None:
+            for block in blocks:
+                await client.send(block)
+                if len(block) < 200:
+                    await anyio.sleep(0.002)  # let the reader wait: multishot again
+
+        tg.start_soon(sender)
+        expected = b"".join(blocks)
+        assert await recv_exactly(server, len(expected)) == expected
