@@ -46,7 +46,6 @@ The traps
 from __future__ import annotations
 
 import errno
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +120,7 @@ class MultishotReceiver:
     def __init__(self, engine: UringEngine, stream: Any) -> None:
         self._engine = engine
         self._stream = stream
-        self.ready: deque[bytes] = deque()
+        self.ready: list[bytes] = []  # usually 0 or 1 chunks; a deque costs 760 bytes
         self.ready_bytes = 0
         self.armed: MultishotOp | None = None
         self.eof = False
@@ -187,10 +186,12 @@ class MultishotReceiver:
 
     def take(self, max_bytes: int) -> bytes:
         ready = self.ready
-        data = ready.popleft()
+        data = ready[0]
         if len(data) > max_bytes:
-            ready.appendleft(data[max_bytes:])
+            ready[0] = data[max_bytes:]
             data = data[:max_bytes]
+        else:
+            del ready[0]
         self.ready_bytes -= len(data)
         return data
 
