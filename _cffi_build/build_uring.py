@@ -38,6 +38,7 @@ unsigned iou_sq_entries(iou_ring *r);
 unsigned iou_cq_entries(iou_ring *r);
 unsigned iou_cq_overflow(iou_ring *r);
 unsigned iou_unsubmitted(iou_ring *r);
+unsigned iou_cq_ready(iou_ring *r);
 unsigned iou_sq_space(iou_ring *r);
 
 int iou_prep_recv(iou_ring *r, int fd, void *buf, unsigned len, int msg_flags,

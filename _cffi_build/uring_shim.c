@@ -181,6 +181,12 @@ unsigned iou_sq_entries(iou_ring *r) { return r->sq_entries; }
 unsigned iou_cq_entries(iou_ring *r) { return r->cq_entries; }
 unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, __ATOMIC_ACQUIRE); }
 
+/* Completions waiting in the completion ring (shared memory: no system call). */
+unsigned iou_cq_ready(iou_ring *r)
+{
+    return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
+}
+
 /* Free submission slots (prepared entries count as used). */
 unsigned iou_sq_space(iou_ring *r)
 {

@@ -191,8 +191,9 @@ class Engine(ABC):
 
         return ReadinessMessageIO(sock)
 
-    def before_io_wait(self) -> None:  # noqa: B027 (optional hook)
-        """Called once per scheduler pass, before Trio waits for I/O."""
+    def before_io_wait(self, timeout: float) -> None:  # noqa: B027 (optional hook)
+        """Called once per scheduler pass, before Trio waits for I/O for up to
+        ``timeout`` seconds (0: tasks are runnable, the wait will not block)."""
 
     def after_io_wait(self) -> None:  # noqa: B027 (optional hook)
         """Called once per scheduler pass, after Trio's I/O wait."""

@@ -51,7 +51,7 @@ class RunState(trio.abc.Instrument):
         engine = self.engine
         if engine is not None:
             try:
-                engine.before_io_wait()
+                engine.before_io_wait(timeout)
             except Exception:  # an exception here would disable the instrument
                 _log.exception("engine submission failed")
 

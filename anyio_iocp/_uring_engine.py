@@ -278,10 +278,12 @@ class UringEngine(Engine):
 
     # -- scheduler hooks -----------------------------------------------------
 
-    def before_io_wait(self) -> None:
-        # Never reap here: Trio has chosen how long to sleep already.  If the
-        # kernel refuses for now, the waiting completions make the ring
-        # readable, so the loop wakes, reaps, and submits on the next pass.
+    def before_io_wait(self, timeout: float) -> None:
+        # Reap here only when the loop will not sleep (timeout 0): otherwise
+        # Trio has chosen how long to sleep already, and tasks woken now would
+        # wait for that.  If the kernel refuses for now, the waiting
+        # completions make the ring readable, so the loop wakes, reaps, and
+        # submits on the next pass.
         if self._closed:
             return
         if self._pending_cancels:
@@ -294,6 +296,12 @@ class UringEngine(Engine):
                 stream.flush_sends()
         if lib.iou_unsubmitted(self._ring):
             self._submit()
+        if timeout == 0 and lib.iou_cq_ready(self._ring):
+            # Tasks are runnable, so the I/O wait will not block.  Completions
+            # reaped now leave the ring unreadable for it: the reaper task is
+            # not woken just to find them gone (one task step and one epoll
+            # re-arm per completion on ping-pong traffic).
+            self.after_io_wait()
 
     def after_io_wait(self) -> None:
         if self._closed or self._reaping:
@@ -303,6 +311,16 @@ class UringEngine(Engine):
             self._reap()
         finally:
             self._reaping = False
+
+    def reap_ready(self) -> None:
+        """Reap completions already in the ring, from a task (no system call).
+
+        A task about to wait for a completion calls this first: the kernel
+        often finished while the task ran (on loopback, the peer's reply is
+        there by the time the request went out), and reaping it here saves the
+        reaper task's wake-up and the re-arm of its epoll registration."""
+        if not self._closed and lib.iou_cq_ready(self._ring):
+            self.after_io_wait()
 
     def _reap(self) -> None:
         ops = self._ops

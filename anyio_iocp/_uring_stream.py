@@ -175,6 +175,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                     ms.eof = True
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
+        self._engine.reap_ready()
         while not ms.has_data():
             if ms.armed is None:
                 self._check_not_closing()
