@@ -689,13 +689,98 @@ static int mode_storm(int n, double timeout_s) {
 }
 
 /* ------------------------------------------------------------------ */
+/* idle: N connections held open, each having done one 1-byte echo     */
+/* ------------------------------------------------------------------ */
+
+#define IDLE_WAVE 500
+
+/* Wait until every fd of ids [lo, hi) saw an event of its phase; returns how
+ * many failed (error, or the server closed).  `want_byte`: wait for the echo
+ * of one byte instead of for the connection to be established. */
+static int idle_wave_wait(int ep, int *fds, int lo, int hi, int want_byte) {
+    int pending = hi - lo, failed = 0;
+    struct epoll_event evs[MAX_EVENTS];
+    uint64_t deadline = now_ns() + 30ull * 1000000000u;
+    while (pending > 0) {
+        int k = wait_events(ep, evs, deadline);
+        if (k == 0) die_msg("idle: timed out");
+        for (int j = 0; j < k; j++) {
+            int i = (int)evs[j].data.u32;
+            if (i < lo || i >= hi || fds[i] < 0) continue;
+            char b;
+            int ok = want_byte ? recv(fds[i], &b, 1, 0) == 1 && b == 'x'
+                               : socket_error(fds[i]) == 0;
+            ep_ctl(ep, EPOLL_CTL_MOD, fds[i], 0, (uint32_t)i); /* park */
+            if (!ok) {
+                close(fds[i]);
+                fds[i] = -1;
+                failed++;
+            }
+            pending--;
+        }
+    }
+    return failed;
+}
+
+static int mode_idle(int n, double hold_s) {
+    raise_nofile((rlim_t)n + 64);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll_create1");
+    int *fds = calloc((size_t)n, sizeof(int));
+    if (!fds) die_msg("out of memory");
+    int failed = 0;
+    uint64_t t_start = now_ns();
+    for (int lo = 0; lo < n; lo += IDLE_WAVE) {
+        int hi = lo + IDLE_WAVE < n ? lo + IDLE_WAVE : n;
+        for (int i = lo; i < hi; i++) {
+            int err;
+            fds[i] = start_connect(&err);
+            if (fds[i] < 0) {
+                errno = err;
+                die("connect");
+            }
+            ep_ctl(ep, EPOLL_CTL_ADD, fds[i], EPOLLOUT, (uint32_t)i);
+        }
+        failed += idle_wave_wait(ep, fds, lo, hi, 0);
+        for (int i = lo; i < hi; i++) {
+            if (fds[i] < 0) continue;
+            if (send(fds[i], "x", 1, MSG_NOSIGNAL) != 1) die("send");
+            ep_ctl(ep, EPOLL_CTL_MOD, fds[i], EPOLLIN, (uint32_t)i);
+        }
+        failed += idle_wave_wait(ep, fds, lo, hi, 1);
+    }
+    uint64_t t_held = now_ns();
+    /* hold: every connection idle; any event now means the server gave up on it */
+    struct epoll_event evs[MAX_EVENTS];
+    uint64_t deadline = t_held + (uint64_t)(hold_s * 1e9);
+    int lost = 0;
+    for (;;) {
+        int k = wait_events(ep, evs, deadline);
+        if (k == 0) break;
+        for (int j = 0; j < k; j++) {
+            int i = (int)evs[j].data.u32;
+            if (fds[i] < 0) continue;
+            ep_ctl(ep, EPOLL_CTL_DEL, fds[i], 0, 0);
+            close(fds[i]);
+            fds[i] = -1;
+            lost++;
+        }
+    }
+    printf("{\"mode\":\"idle\",\"n\":%d,\"held\":%d,\"failed\":%d,\"lost\":%d,"
+           "\"setup_s\":%.3f,\"hold_s\":%.3f}\n",
+           n, n - failed - lost, failed, lost, ns_to_s(t_held - t_start), hold_s);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen echo  HOST PORT CONNS MSGSIZE SECONDS\n"
             "       loadgen churn HOST PORT CONCURRENCY SECONDS\n"
             "       loadgen bulk  HOST PORT CONNS SECONDS\n"
-            "       loadgen storm HOST PORT N [TIMEOUT_SECONDS]\n");
+            "       loadgen storm HOST PORT N [TIMEOUT_SECONDS]\n"
+            "       loadgen idle  HOST PORT N HOLD_SECONDS\n");
     exit(2);
 }
 
@@ -714,6 +799,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "storm") == 0 && (argc == 5 || argc == 6)) {
         rc = mode_storm((int)parse_long(argv[4], "N", 1),
                         argc == 6 ? parse_seconds(argv[5]) : 60.0);
+    } else if (strcmp(mode, "idle") == 0 && argc == 6) {
+        rc = mode_idle((int)parse_long(argv[4], "N", 1), parse_seconds(argv[5]));
     } else {
         usage();
         return 2;

@@ -46,6 +46,19 @@ def _cpu(o: Outcome) -> float | None:
     return o.server_cpu_s
 
 
+def _rss_growth(o: Outcome) -> float | None:
+    if o.server_rss_peak is None or o.server_rss_before is None:
+        return None
+    return float(o.server_rss_peak - o.server_rss_before)
+
+
+def _rss_per_connection(o: Outcome) -> float | None:
+    growth, held = _rss_growth(o), o.load.get("held")
+    if growth is None or not held:
+        return None
+    return growth / float(held)
+
+
 METRICS: list[Metric] = [
     Metric("echo1", "round trips/s", _field("ops_per_s")),
     Metric("echo1", "median RTT us (lower=better)", _field("rtt_median_us"), ",.1f"),
@@ -63,11 +76,19 @@ METRICS: list[Metric] = [
     Metric("bulk", "MB/s", _field("mb_per_s"), ",.1f"),
     Metric("bulk", "server CPU s", _cpu, ".2f"),
     Metric("bulk", "MB per server CPU-s", _per_cpu("bytes", 1e-6), ",.1f"),
+    Metric("idle", "connections held", _field("held")),
+    Metric("idle", "server RSS growth MB (lower=better)", lambda o: _scaled(_rss_growth(o))),
+    Metric("idle", "RSS bytes per connection (lower=better)", _rss_per_connection),
     Metric("storm", "answered", _field("answered")),
     Metric("storm", "failed", _field("failures")),
     Metric("storm", "elapsed s (lower=better)", _field("elapsed_s"), ".2f"),
     Metric("storm", "server CPU s", _cpu, ".2f"),
 ]
+
+
+def _scaled(value: float | None, scale: float = 1e-6) -> float | None:
+    return None if value is None else value * scale
+
 
 Results = dict[tuple[str, str], Outcome]  # (backend, test) -> outcome
 

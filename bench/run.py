@@ -14,13 +14,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from chart import write_chart
 from compile_c import DEFAULT_BUILD_DIR, build_programs
 from measure import Outcome, measure
 from pinning import PIN_MODES, placement
 from report import Results, machine_line, markdown_table, notes, read_somaxconn
 from scenarios import SCENARIOS, Settings
+from targets import target_lines
 
 ALL_BACKENDS = ["floor", "asyncio", "asyncio+uvloop", "trio", "iocp"]
+#: also accepted by --backends, for comparing steps (see server_app.py)
+EXTRA_BACKENDS = ["iocp-single", "iocp-readiness"]
 
 
 def _list(choices: list[str]) -> Callable[[str], list[str]]:
@@ -39,9 +43,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add = p.add_argument
     add(
         "--backends",
-        type=_list(ALL_BACKENDS),
+        type=_list(ALL_BACKENDS + EXTRA_BACKENDS),
         default=ALL_BACKENDS,
-        help=f"comma-separated (default {','.join(ALL_BACKENDS)})",
+        help=f"comma-separated (default {','.join(ALL_BACKENDS)}; also "
+        f"{', '.join(EXTRA_BACKENDS)})",
     )
     add(
         "--tests",
@@ -61,6 +66,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=Settings.storm_n,
         metavar="N",
         help="connections opened at once by the storm test (default %(default)s)",
+    )
+    add(
+        "--idle",
+        type=int,
+        default=Settings.idle_n,
+        metavar="N",
+        help="connections held idle by the idle test (default %(default)s)",
     )
     add(
         "--msgsize",
@@ -97,6 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     add("--json", type=Path, metavar="FILE", help="save raw results (every run) here")
+    add("--chart", type=Path, metavar="PNG", help="write a chart of the table here (matplotlib)")
     return p.parse_args(argv)
 
 
@@ -121,6 +134,7 @@ def main(argv: list[str]) -> int:
         churn_concurrency=args.churn_concurrency,
         bulk_conns=args.bulk_conns,
         storm_n=args.storm,
+        idle_n=args.idle,
     )
     where = placement(args.pin)
     binaries = build_programs(args.build_dir)
@@ -155,6 +169,16 @@ def main(argv: list[str]) -> int:
         )
     for line in notes(results.values()):
         print(line)
+    print()
+    print("Targets (issue 6), from this run:")
+    print()
+    for line in target_lines(results):
+        print(line)
+    if args.chart is not None:
+        if write_chart(results, args.backends, args.chart, machine_line()):
+            print(f"\nChart: {args.chart}")
+        else:
+            print("\nChart: not written (needs matplotlib and a trio column)")
 
     if args.json is not None:
         raw = {

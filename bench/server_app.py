@@ -2,7 +2,7 @@
 
 Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
 
-BACKEND: asyncio | asyncio+uvloop | trio | iocp
+BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness
 MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
@@ -14,6 +14,7 @@ stdout.  Runs until killed.  Per-connection errors (resets etc.) are ignored.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,13 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio+uvloop": ("asyncio", {"use_uvloop": True}),
     "trio": ("trio", {}),
     "iocp": ("iocp", {}),
+    # the same backend, to compare steps: io_uring with single receives
+    # (no multishot), and the readiness engine
+    "iocp-single": ("iocp", {"engine": "io_uring"}),
+    "iocp-readiness": ("iocp", {"engine": "readiness"}),
 }
+#: environment each backend needs ($ANYIO_IOCP_RECV is read when the engine starts)
+BACKEND_ENV: dict[str, dict[str, str]] = {"iocp-single": {"ANYIO_IOCP_RECV": "single"}}
 
 
 async def drain_until_eof(stream: SocketStream) -> None:
@@ -107,6 +114,7 @@ def main(argv: list[str]) -> int:
     backend, options = BACKENDS[argv[1]]
     backlog = int(argv[3]) if len(argv) == 4 else DEFAULT_BACKLOG
     raise_nofile_limit()
+    os.environ.update(BACKEND_ENV.get(argv[1], {}))
     anyio.run(serve, argv[2], backlog, backend=backend, backend_options=options)
     return 0
 
