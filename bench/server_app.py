@@ -2,7 +2,7 @@
 
 Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
 
-BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness
+BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness | iocp-httpd
 MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
@@ -42,6 +42,8 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     # (no multishot), and the readiness engine
     "iocp-single": ("iocp", {"engine": "io_uring"}),
     "iocp-readiness": ("iocp", {"engine": "readiness"}),
+    # iocpsock's httpd profile: a pool of 500 posted accepts (docs/tuning.md)
+    "iocp-httpd": ("iocp", {"profile": "httpd"}),
 }
 #: environment each backend needs ($ANYIO_IOCP_RECV is read when the engine starts)
 BACKEND_ENV: dict[str, dict[str, str]] = {"iocp-single": {"ANYIO_IOCP_RECV": "single"}}

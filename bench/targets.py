@@ -86,7 +86,9 @@ def _latency(r: Results) -> tuple[str, bool] | None:
 
 
 def _storm(r: Results) -> tuple[str, bool] | None:
-    o, t = r.get(("iocp", "storm")), r.get(("trio", "storm"))
+    # the target names the httpd profile: its column when it ran, else iocp's
+    name = "iocp-httpd" if ("iocp-httpd", "storm") in r else "iocp"
+    o, t = r.get((name, "storm")), r.get(("trio", "storm"))
     if o is None or t is None or o.error or t.error:
         return None
     n = int(o.load.get("n", 0))
@@ -94,7 +96,7 @@ def _storm(r: Results) -> tuple[str, bool] | None:
     elapsed, trio_elapsed = float(o.load["elapsed_s"]), float(t.load["elapsed_s"])
     met = n >= 20000 and answered == n and failed == 0 and elapsed < trio_elapsed
     return (
-        f"{answered:,} of {n:,} answered, {failed} failed, {elapsed:.2f} s vs trio "
+        f"{name}: {answered:,} of {n:,} answered, {failed} failed, {elapsed:.2f} s vs trio "
         f"{trio_elapsed:.2f} s (trio: {int(t.load.get('answered', 0)):,} answered)",
         met,
     )
