@@ -153,6 +153,8 @@ class UringEngine(Engine):
             raise oserror(rc, "io_uring_setup")
         self._ring = ring_pp[0]
         self.fd = lib.iou_fd(self._ring)
+        #: longest linked chain: one chain must fit in the submission ring
+        self.max_chain: int = lib.iou_sq_entries(self._ring)
         self._ops: dict[int, Op] = {}
         self._next_id = 1
         self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
@@ -196,7 +198,9 @@ class UringEngine(Engine):
         """A linked chain must reach the kernel in one submission."""
         self._check_open()
         if lib.iou_sq_space(self._ring) < n:
-            self._submit()
+            if self._submit() < 0 and not self._reaping:
+                self.after_io_wait()  # the kernel asks for room first, as in _post
+                self._submit()
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 

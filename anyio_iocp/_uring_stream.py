@@ -142,7 +142,8 @@ class UringStreamIO(WriteBehind, StreamIO):
     def _post_chain(self) -> None:
         self._check_not_closing()
         size = self.buffersize
-        buffers = [_new_buffer("char[]", size) for _ in range(self._burst)]
+        count = min(self._burst, self._engine.max_chain)
+        buffers = [_new_buffer("char[]", size) for _ in range(count)]
         self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
 
     def _post_ahead(self) -> None:
@@ -247,13 +248,21 @@ class UringStreamIO(WriteBehind, StreamIO):
         """Called once per scheduler pass: post queued sends as one linked chain."""
         if self._sending or not self._queued or self._send_error is not None or self._closing:
             return
-        chunks: list[bytes | memoryview] = []
+        # a chain must fit in the submission ring: the rest waits for the next one
+        limit = self._engine.max_chain
+        chunks: list[memoryview] = []
+        taken = split = 0
         for queued in self._queued:
             item = memoryview(queued)
-            while len(item) > MAX_SEND:
-                chunks.append(item[:MAX_SEND])
-                item = item[MAX_SEND:]
-            chunks.append(item)
+            pieces = [item[i : i + MAX_SEND] for i in range(0, len(item), MAX_SEND)] or [item]
+            room = limit - len(chunks)
+            if len(pieces) > room:
+                if not chunks:  # one send longer than a whole chain: its head goes now
+                    chunks = pieces[:room]
+                    split = room * MAX_SEND
+                break
+            chunks.extend(pieces)
+            taken += 1
         try:
             ops = self._engine.post_send_chain(self.fd, chunks, self, pipelined=True)
         except OSError as exc:
@@ -263,7 +272,10 @@ class UringStreamIO(WriteBehind, StreamIO):
             self._queued.clear()
             self._wake_sender()
             return
-        self._queued.clear()
+        for _ in range(taken):
+            self._queued.popleft()
+        if split:
+            self._queued[0] = memoryview(self._queued[0])[split:]
         self._sending.extend(ops)
 
     def on_send_complete(self, op: SendOp) -> None:
