@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
 from ._tuning import Tuning, Usage
 from ._write_behind import WriteBehind
@@ -228,6 +229,7 @@ class ReadinessListenerIO(ListenerIO):
         self.sock = sock
         self.tuning = tuning
         self._queue: deque[socket.socket] = deque()
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
 
     def queued(self) -> int:
         return len(self._queue)
@@ -254,6 +256,14 @@ class ReadinessListenerIO(ListenerIO):
             except BlockingIOError:
                 await _wait_readable(self.sock)
                 continue
+            except OSError as exc:
+                if exc.errno not in EXHAUSTION:
+                    raise
+                # out of descriptors: pause with back-off (see _accept_backoff)
+                self._backoff.failed(exc.errno)
+                await trio.sleep(self._backoff.pause())
+                continue
+            self._backoff.succeeded()
             self._accept_ahead()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return conn

@@ -58,6 +58,7 @@ from typing import Any
 import trio
 from trio.lowlevel import Abort, Task
 
+from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
 from ._tuning import Tuning
 from ._uring import ffi, lib
@@ -473,9 +474,11 @@ class UringListenerIO(ListenerIO):
     asks for them wait in a queue.  Queued connections plus posted accepts
     never exceed ``backlog``, and ``accept()`` refills the pool as it takes
     from the queue.  (A multishot accept takes every pending connection as
-    soon as it is armed, so it could not keep this bound.)  After an accept
-    error (EMFILE, say) the pool is refilled only by the next ``accept()``,
-    which first raises the error: a full descriptor table does not spin.
+    soon as it is armed, so it could not keep this bound.)  When descriptors
+    run out (EMFILE, ENFILE), accepting pauses with back-off and a single
+    accept probes until one succeeds (:mod:`._accept_backoff`); ``accept()``
+    keeps waiting.  After any other accept error the pool is refilled only
+    by the next ``accept()``, which first raises the error.
     """
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
@@ -489,6 +492,7 @@ class UringListenerIO(ListenerIO):
         self._error: OSError | None = None
         self._waiter: Task | None = None
         self._closing = False
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
 
@@ -499,6 +503,9 @@ class UringListenerIO(ListenerIO):
                 os.close(res)
                 return
             self._queue.append(res)
+            self._backoff.succeeded()
+        elif -res in EXHAUSTION:
+            self._backoff.failed(-res)  # a pause, not an error of accept()
         elif res != -errno.ECANCELED and self._error is None:
             self._error = oserror(res, "accept")
         waiter = self._waiter
@@ -507,9 +514,11 @@ class UringListenerIO(ListenerIO):
             trio.lowlevel.reschedule(waiter)
 
     def _refill(self) -> None:
-        if self._closing or self._error is not None:
+        if self._closing or self._error is not None or self._backoff.pause() > 0:
             return
-        while len(self._queue) + len(self._posted) < self.tuning.backlog:
+        # short of descriptors: one accept probes instead of the whole pool
+        target = 1 if self._backoff.starving else self.tuning.backlog
+        while len(self._queue) + len(self._posted) < target:
             self._posted.add(self._engine.post_accept(self))
 
     async def accept(self) -> socket.socket:
@@ -519,6 +528,10 @@ class UringListenerIO(ListenerIO):
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")
+            pause = self._backoff.pause()
+            if pause > 0 and not self._posted:
+                await trio.sleep(pause)  # out of descriptors: nothing taken yet
+                continue
             self._refill()
             self._waiter = trio.lowlevel.current_task()
 
