@@ -120,9 +120,9 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         if self._ready:
             data = self._take(max_bytes)
         elif self._recv_error is not None:
-            error, self._recv_error = self._recv_error, None
-            raise error
+            raise self._recv_error  # the stream stays broken (a reset socket reads as EOF)
         elif self._eof:
+            self._check_send_error()  # a reset seen by a send: not a clean end
             data = b""
         else:
             size = min(max_bytes, self.buffersize)
@@ -133,10 +133,17 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     self._check_send_error()
                     await _wait_readable(self.sock)
                     continue
+                except OSError as exc:
+                    self._recv_error = exc
+                    raise
                 if data:
                     self._detect(len(data) == self.buffersize)
                     if len(data) == self.buffersize and self._burst > 1:
                         self._read_ahead()
+                else:
+                    # after a reset that a write-behind send consumed, the
+                    # socket reads as end of stream: report the reset instead
+                    self._check_send_error()
                 return data
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
