@@ -17,7 +17,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -46,12 +46,16 @@ PROGRAM = st.one_of(
     st.lists(st.one_of(SEND, SEND, RECEIVE, RECEIVE, SEND_EOF), min_size=6, max_size=30),
     st.lists(st.one_of(SEND, SEND, RECEIVE, RECEIVE, SEND_EOF, CLOSE), min_size=6, max_size=30),
 )
-TUNING = st.fixed_dictionaries(
-    {
-        "sendcap": st.sampled_from((1, 4)),
-        "recvburst": st.sampled_from((1, 4)),
-        "buffersize": st.sampled_from((512, 65536)),
-    }
+
+
+class Tuned(NamedTuple):
+    sendcap: int
+    recvburst: int
+    buffersize: int
+
+
+TUNING = st.builds(
+    Tuned, st.sampled_from((1, 4)), st.sampled_from((1, 4)), st.sampled_from((512, 65536))
 )
 RECEIVE_WAIT = 0.02
 STEP_LIMIT = 1.0
@@ -179,14 +183,26 @@ async def finish(ends: list[End]) -> None:
                     end.failed = True
 
 
-def run_program(engine: str, tunings: list[dict[str, int]], program: list[Any]) -> list[End]:
+def run_program(engine: str, tunings: list[Tuned], program: list[Any]) -> list[End]:
     ends: list[End] = []
 
     async def main() -> None:
-        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", **tunings[1])
+        server, client_tuning = tunings[1], tunings[0]
+        multi = await anyio_iocp.create_tcp_listener(
+            local_host="127.0.0.1",
+            sendcap=server.sendcap,
+            recvburst=server.recvburst,
+            buffersize=server.buffersize,
+        )
         listener = first_listener(multi)
         port = listener.extra(SocketAttribute.local_port)
-        client = await anyio_iocp.connect_tcp("127.0.0.1", port, **tunings[0])
+        client = await anyio_iocp.connect_tcp(
+            "127.0.0.1",
+            port,
+            sendcap=client_tuning.sendcap,
+            recvburst=client_tuning.recvburst,
+            buffersize=client_tuning.buffersize,
+        )
         ends.extend([End(client), End(await listener.accept())])
         await multi.aclose()
         early_close = False
@@ -213,7 +229,7 @@ def test_random_interleavings(engine_name: str) -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(tunings=st.lists(TUNING, min_size=2, max_size=2), program=PROGRAM)
-    def check(tunings: list[dict[str, int]], program: list[Any]) -> None:
+    def check(tunings: list[Tuned], program: list[Any]) -> None:
         ends = run_program(engine_name, tunings, program)
         totals["examples"] += 1
         clean = not any(step[0] == "close" for step in program) and not any(
