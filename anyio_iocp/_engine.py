@@ -90,6 +90,11 @@ class StreamIO(ABC):
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of a setting: sendcap, recvburst or buffersize."""
 
+    def abandon(self) -> None:
+        """End of the run, the stream never closed: close the socket at once
+        (the engine has ended every operation already)."""
+        self.sock.close()
+
     def configure(self, **settings: int) -> None:
         """Change settings of the live stream (validated first, all or nothing)."""
         checked = check_settings(settings, STREAM_SETTINGS, "a stream")
@@ -114,6 +119,11 @@ class ListenerIO(ABC):
         if name == "backlog":
             return Usage(self.tuning.backlog, self.queued())
         return Usage(getattr(self.tuning, name), 0)
+
+    def abandon(self) -> None:
+        """End of the run, the listener never closed: close its socket and the
+        connections accepted ahead (the engine has ended every operation)."""
+        self.sock.close()
 
     def configure(self, **settings: int) -> None:
         """Change the backlog or the defaults of streams accepted from now on."""

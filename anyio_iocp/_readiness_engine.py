@@ -275,6 +275,11 @@ class ReadinessListenerIO(ListenerIO):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return conn
 
+    def abandon(self) -> None:
+        while self._queue:
+            self._queue.popleft().close()
+        self.sock.close()
+
     async def close(self) -> None:
         while self._queue:
             self._queue.popleft().close()

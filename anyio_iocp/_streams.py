@@ -23,6 +23,7 @@ from anyio.abc import SocketListener, SocketStream
 
 from ._attributes import TuningAttribute
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._runstate import current_state
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
 
 
@@ -44,6 +45,8 @@ class EngineSocketStream(SocketStream):
         self._io = io
         self._engine_info = engine.info
         self._closed = False
+        self._leftovers = current_state().leftovers
+        self._leftovers.add(io)  # closed at the end of the run if nobody closes it
         self._receive_guard = ResourceGuard("reading from")
         self._send_guard = ResourceGuard("writing to")
 
@@ -110,6 +113,8 @@ class EngineSocketStream(SocketStream):
             except OSError as exc:
                 # a write-behind send failed and no operation has reported it yet
                 raise BrokenResourceError(str(exc)) from exc
+            finally:
+                self._leftovers.discard(self._io)
         await trio.lowlevel.checkpoint()
 
 
@@ -120,6 +125,8 @@ class EngineTCPListener(SocketListener):
         self._io = io
         self._engine = engine
         self._closed = False
+        self._leftovers = current_state().leftovers
+        self._leftovers.add(io)
         self._accept_guard = ResourceGuard("accepting connections from")
 
     @property
@@ -149,5 +156,8 @@ class EngineTCPListener(SocketListener):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._io.close()
+            try:
+                await self._io.close()
+            finally:
+                self._leftovers.discard(self._io)
         await trio.lowlevel.checkpoint()

@@ -56,12 +56,13 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio.lowlevel import Abort, Task
+from trio.lowlevel import Abort, Task, enable_ki_protection
 
 from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
 from ._tuning import Tuning
 from ._uring import ffi, lib
+from ._uring_fork import track as track_for_fork
 from ._uring_stream import UringStreamIO
 
 _log = logging.getLogger("anyio_iocp")
@@ -167,6 +168,7 @@ class UringEngine(Engine):
         self._listeners: set[UringListenerIO] = set()
         self._flush: list[UringStreamIO] = []
         self._pending_cancels: list[Op] = []
+        track_for_fork(self)  # a forked child lets go of this ring
 
     # -- posting -------------------------------------------------------------
 
@@ -176,7 +178,8 @@ class UringEngine(Engine):
                 errno.EBADF, "the run that created this socket has ended: its io_uring is closed"
             )
 
-    def _post(self, prep: Callable[..., int], *args: Any) -> None:
+    @enable_ki_protection  # posted and registered, or neither (Ctrl+C waits)
+    def _post(self, op: Op, prep: Callable[..., int], *args: Any) -> None:
         self._check_open()
         rc: int = prep(self._ring, *args)
         if rc == -errno.EBUSY:
@@ -189,6 +192,7 @@ class UringEngine(Engine):
             rc = prep(self._ring, *args)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
+        self._ops[op.user_data] = op
 
     def _new_id(self) -> int:
         uid = self._next_id
@@ -205,6 +209,7 @@ class UringEngine(Engine):
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
+    @enable_ki_protection
     def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[Op]:
         """Receives into ``buffers``, linked so that the kernel runs them in order."""
         self._make_room(len(buffers))
@@ -220,6 +225,7 @@ class UringEngine(Engine):
             ops.append(op)
         return ops
 
+    @enable_ki_protection
     def post_send_chain(
         self, fd: int, chunks: list[Any], stream: UringStreamIO, pipelined: bool
     ) -> list[SendOp]:
@@ -244,8 +250,7 @@ class UringEngine(Engine):
 
     def post_accept(self, listener: UringListenerIO) -> AcceptOp:
         op = AcceptOp(self._new_id(), listener)
-        self._post(lib.iou_prep_accept, listener.fd, 0, op.user_data)
-        self._ops[op.user_data] = op
+        self._post(op, lib.iou_prep_accept, listener.fd, 0, op.user_data)
         return op
 
     def request_cancel(self, op: Op) -> None:
@@ -390,8 +395,7 @@ class UringEngine(Engine):
         self.ensure_reaper()
         sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
         op = Op(self._new_id(), sockaddr)
-        self._post(lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), op.user_data)
-        self._ops[op.user_data] = op
+        self._post(op, lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), op.user_data)
         await self.wait_or_cancel(op)
         if op.result < 0:
             raise oserror(op.result, f"connect to {address!r}")
@@ -440,6 +444,17 @@ class UringEngine(Engine):
             self._listeners.clear()
             lib.iou_close(self._ring)
             self._ring = ffi.NULL
+
+    def disown(self) -> None:
+        """In a forked child: release this process's copy of the parent's ring
+        (descriptor, mappings) without submitting or reaping anything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ops.clear()
+        self._listeners.clear()
+        lib.iou_close(self._ring)
+        self._ring = ffi.NULL
 
 
 #: operations abandoned by a ring that closed before they completed
@@ -561,6 +576,10 @@ class UringListenerIO(ListenerIO):
         for op in list(self._posted)[: max(excess, 0)]:
             self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
         self._refill()
+
+    def abandon(self) -> None:
+        self.discard_queued()
+        self.sock.close()
 
     def discard_queued(self) -> None:
         """Close connections accepted by the kernel but never taken."""
