@@ -23,8 +23,9 @@ from anyio.abc import SocketListener, SocketStream
 
 from ._attributes import TuningAttribute
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._idle import IdleGate
 from ._runstate import current_state
-from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
+from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
 
 
 def _tuning_attributes(
@@ -128,6 +129,8 @@ class EngineTCPListener(SocketListener):
         self._leftovers = current_state().leftovers
         self._leftovers.add(io)
         self._accept_guard = ResourceGuard("accepting connections from")
+        #: holds connections back until their first bytes (idletimeout > 0)
+        self._gate: IdleGate | None = None
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -137,26 +140,40 @@ class EngineTCPListener(SocketListener):
         with self._accept_guard:
             if self._closed:
                 raise ClosedResourceError
+            if self._gate is None and self._io.tuning.idletimeout:
+                self._gate = IdleGate(self._io, self._engine)
             try:
-                sock = await self._io.accept()
+                if self._gate is not None:
+                    io = await self._gate.accept()
+                else:
+                    sock = await self._io.accept()
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    io = self._engine.open_stream(sock, self._io.tuning)
             except OSError as exc:
                 if self._closed:
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return EngineSocketStream(self._engine.open_stream(sock, self._io.tuning), self._engine)
+        return EngineSocketStream(io, self._engine)
+
+    def _idle_usage(self) -> Usage:
+        if self._gate is not None:
+            return self._gate.usage()
+        return Usage(self._io.tuning.idletimeout, 0)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return {
             **super().extra_attributes,
             **_tuning_attributes(self._io, LISTENER_SETTINGS, self._engine.info),
+            TuningAttribute.idletimeout: self._idle_usage,
         }
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
             try:
+                if self._gate is not None:
+                    await self._gate.close()  # connections waiting for first bytes
                 await self._io.close()
             finally:
                 self._leftovers.discard(self._io)
