@@ -37,6 +37,7 @@ async def connect_tcp(
                 f"{name} is a listener setting: connect_tcp takes "
                 "sendcap, recvburst, buffersize and profile"
             )
+    check_port(remote_port)
     settings = _given(sendcap=sendcap, recvburst=recvburst, buffersize=buffersize)
     with tuning(profile, **settings):
         return await anyio.connect_tcp(remote_host, remote_port, **kwargs)
@@ -94,6 +95,15 @@ def configure(obj: Any, **settings: int) -> None:
     check_settings(settings, allowed, "a stream" if is_stream else "a listener")
     for function in functions:
         function(**settings)
+
+
+def check_port(port: object) -> None:
+    """A clear error for a port that is not one (AnyIO would report it from
+    inside its happy-eyeballs task group, wrapped in an ExceptionGroup)."""
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an integer, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, got {port}")
 
 
 def _given(**settings: int | None) -> dict[str, int]:

@@ -24,6 +24,7 @@ from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
 from anyio.abc import IPSockAddrType, SocketListener, SocketStream  # noqa: E402
 
+from ._api import check_port  # noqa: E402
 from ._runstate import RunState, current_state, new_run_state  # noqa: E402
 from ._streams import EngineSocketStream, EngineTCPListener  # noqa: E402
 from ._tuning import RANGES, effective, run_overrides  # noqa: E402
@@ -97,6 +98,7 @@ class IocpBackend(TrioBackend):
     async def connect_tcp(  # type: ignore[override]
         cls, host: str, port: int, local_address: IPSockAddrType | None = None
     ) -> SocketStream:
+        check_port(port)  # before an engine could see it
         state = current_state()
         engine = state.get_engine()
         tuning = effective(state.overrides)

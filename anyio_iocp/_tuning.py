@@ -137,7 +137,12 @@ class Overrides:
         allowed: tuple[str, ...] = LISTENER_SETTINGS,
         what: str = "a listener",
     ) -> Overrides:
-        given = {name: value for name, value in settings.items() if value is not None}
+        # None means "not given" for a known setting; an unknown name is refused
+        given = {
+            name: value
+            for name, value in settings.items()
+            if value is not None or name not in RANGES
+        }
         checked = check_settings(given, allowed, what)
         base = validate_profile(profile) if profile is not None else None
         return cls(base, tuple(checked.items()))
