@@ -195,7 +195,11 @@ class IdleGate:
                             self._error = exc  # raised by the next accept()
                             self._wake_accepter()
                             continue
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        try:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        except OSError:  # reset already: nothing to hand over
+                            sock.close()
+                            continue
                         stream = self._engine.open_stream(sock, self._io.tuning)
                         self._waiting.add(stream)
                         nursery.start_soon(self._watch, stream)
