@@ -60,6 +60,7 @@ from trio.lowlevel import Abort, Task, enable_ki_protection
 
 from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO, oserror
+from ._submit_retry import SubmitRetry
 from ._tuning import Tuning
 from ._uring import ffi, lib
 from ._uring_fork import track as track_for_fork
@@ -168,6 +169,7 @@ class UringEngine(Engine):
         self._listeners: set[UringListenerIO] = set()
         self._flush: list[UringStreamIO] = []
         self._pending_cancels: list[Op] = []
+        self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
         track_for_fork(self)  # a forked child lets go of this ring
 
     # -- posting -------------------------------------------------------------
@@ -277,8 +279,8 @@ class UringEngine(Engine):
 
     def before_io_wait(self) -> None:
         # Never reap here: Trio has chosen how long to sleep already.  If the
-        # kernel refuses for now, the waiting completions make the ring
-        # readable, so the loop wakes, reaps, and submits on the next pass.
+        # kernel refuses for now, the entries stay prepared and the retry
+        # timer (or a waiting completion) wakes the loop to submit them.
         if self._closed:
             return
         if self._pending_cancels:
@@ -289,8 +291,12 @@ class UringEngine(Engine):
             streams, self._flush = self._flush, []
             for stream in streams:
                 stream.flush_sends()
-        if lib.iou_unsubmitted(self._ring):
+        if lib.iou_unsubmitted(self._ring) and self._retry.due():
             self._submit()
+            if lib.iou_unsubmitted(self._ring):
+                self._retry.refused()
+            else:
+                self._retry.accepted()
 
     def after_io_wait(self) -> None:
         if self._closed or self._reaping:
@@ -333,7 +339,7 @@ class UringEngine(Engine):
         # Only here so that Trio's epoll wakes up for completions; the reaping
         # itself happens in after_io_wait, in the same scheduler pass.
         while True:
-            await trio.lowlevel.wait_readable(self.fd)
+            await self._retry.wait_readable(self.fd)
             self.after_io_wait()
 
     # -- waiting -------------------------------------------------------------

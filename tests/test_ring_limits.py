@@ -4,6 +4,7 @@ interrupted by signals."""
 
 from __future__ import annotations
 
+import errno
 import random
 import signal
 import socket
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from helpers import first_listener, recv_exactly
+from helpers import first_listener, open_pair, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._runstate import current_engine
@@ -179,3 +180,34 @@ def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
         lib.iou_close(ring)
         a.close()
         b.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("iocp", {"engine": "io_uring"})])
+async def test_refused_submission_is_retried_without_another_wakeup() -> None:
+    """The kernel refuses the submission (EAGAIN) eight times while nothing
+    else could wake the loop: the retry timer resubmits, and the receive
+    completes (before the fix it waited for the fail_after deadline)."""
+    engine: Any = current_engine()
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        real_submit = engine._submit
+        refusals = [8]
+
+        def refusing() -> int:
+            if refusals[0]:
+                refusals[0] -= 1
+                return -errno.EAGAIN  # the entries stay prepared
+            result: int = real_submit()
+            return result
+
+        engine._submit = refusing
+        try:
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.send, b"after the refusals")
+                    assert await recv_exactly(server, 18) == b"after the refusals"
+        finally:
+            engine._submit = real_submit
+        assert refusals == [0]
+        assert engine._retry.refusals >= 4
