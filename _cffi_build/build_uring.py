@@ -4,6 +4,7 @@ Compiled against the kernel's own ``<linux/io_uring.h>`` (Debian: linux-libc-dev
 no liburing is needed at build or run time.
 """
 
+import os
 from pathlib import Path
 
 from cffi import FFI
@@ -37,6 +38,7 @@ unsigned iou_features(iou_ring *r);
 unsigned iou_sq_entries(iou_ring *r);
 unsigned iou_cq_entries(iou_ring *r);
 unsigned iou_cq_overflow(iou_ring *r);
+unsigned iou_sq_flags(iou_ring *r);
 unsigned iou_unsubmitted(iou_ring *r);
 unsigned iou_cq_ready(iou_ring *r);
 unsigned iou_sq_space(iou_ring *r);
@@ -84,17 +86,24 @@ int iou_probe(iou_ring *r, unsigned char *supported, int n);
 #define IORING_SETUP_COOP_TASKRUN ...
 #define IORING_SETUP_SINGLE_ISSUER ...
 #define IORING_FEAT_NODROP ...
+#define IORING_SQ_CQ_OVERFLOW ...
 #define IORING_FEAT_FAST_POLL ...
 #define MSG_NOSIGNAL ...
 #define MSG_WAITALL ...
 """
+
+#: ANYIO_IOCP_SANITIZE=address builds the shim with AddressSanitizer (for
+#: scripts/sanitize.sh; Python then needs LD_PRELOAD of libasan)
+SANITIZE = os.environ.get("ANYIO_IOCP_SANITIZE", "")
+SANITIZE_FLAGS = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"] if SANITIZE else []
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "anyio_iocp._uring",
     (HERE / "uring_shim.c").read_text(),
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+    extra_compile_args=["-O2" if not SANITIZE else "-O1", "-std=gnu11", "-Wall", *SANITIZE_FLAGS],
+    extra_link_args=SANITIZE_FLAGS,
 )
 
 if __name__ == "__main__":

@@ -180,6 +180,9 @@ unsigned iou_features(iou_ring *r) { return r->features; }
 unsigned iou_sq_entries(iou_ring *r) { return r->sq_entries; }
 unsigned iou_cq_entries(iou_ring *r) { return r->cq_entries; }
 unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, __ATOMIC_ACQUIRE); }
+/* The kernel's submission ring flags: IORING_SQ_CQ_OVERFLOW while completions
+ * wait on the overflow list. */
+unsigned iou_sq_flags(iou_ring *r) { return __atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE); }
 
 /* Completions waiting in the completion ring (shared memory: no system call). */
 unsigned iou_cq_ready(iou_ring *r)

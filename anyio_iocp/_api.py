@@ -31,11 +31,13 @@ async def connect_tcp(
     Every keyword of ``anyio.connect_tcp`` (happy eyeballs, TLS, local address)
     is accepted too.  Returns what ``anyio.connect_tcp`` returns.
     """
-    if "backlog" in kwargs:
-        raise TypeError(
-            "backlog is a listener setting (the accept pool): connect_tcp takes "
-            "sendcap, recvburst, buffersize and profile"
-        )
+    for name in ("backlog", "idletimeout"):
+        if name in kwargs:
+            raise TypeError(
+                f"{name} is a listener setting: connect_tcp takes "
+                "sendcap, recvburst, buffersize and profile"
+            )
+    check_port(remote_port)
     settings = _given(sendcap=sendcap, recvburst=recvburst, buffersize=buffersize)
     with tuning(profile, **settings):
         return await anyio.connect_tcp(remote_host, remote_port, **kwargs)
@@ -47,6 +49,7 @@ async def create_tcp_listener(
     sendcap: int | None = None,
     recvburst: int | None = None,
     buffersize: int | None = None,
+    idletimeout: int | None = None,
     profile: str | None = None,
     listen_backlog: int = 65536,
     **kwargs: Any,
@@ -56,9 +59,17 @@ async def create_tcp_listener(
     ``backlog`` is the accept pool (iocpsock's ``-backlog``); the kernel's
     ``listen()`` queue is ``listen_backlog`` (AnyIO's own ``backlog`` argument).
     ``sendcap``, ``recvburst`` and ``buffersize`` are the defaults of the
-    streams the listener accepts.  The other keywords go to AnyIO.
+    streams the listener accepts.  ``idletimeout`` (milliseconds, 0: off)
+    holds each accepted connection back until its first bytes arrive, and
+    closes it if none arrive in time.  The other keywords go to AnyIO.
     """
-    settings = _given(backlog=backlog, sendcap=sendcap, recvburst=recvburst, buffersize=buffersize)
+    settings = _given(
+        backlog=backlog,
+        sendcap=sendcap,
+        recvburst=recvburst,
+        buffersize=buffersize,
+        idletimeout=idletimeout,
+    )
     with tuning(profile, **settings):
         return await anyio.create_tcp_listener(backlog=listen_backlog, **kwargs)
 
@@ -84,6 +95,15 @@ def configure(obj: Any, **settings: int) -> None:
     check_settings(settings, allowed, "a stream" if is_stream else "a listener")
     for function in functions:
         function(**settings)
+
+
+def check_port(port: object) -> None:
+    """A clear error for a port that is not one (AnyIO would report it from
+    inside its happy-eyeballs task group, wrapped in an ExceptionGroup)."""
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an integer, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, got {port}")
 
 
 def _given(**settings: int | None) -> dict[str, int]:

@@ -29,6 +29,9 @@ class TuningAttribute(TypedAttributeSet):
     recvburst: Usage = typed_attribute()
     #: streams: bytes received ahead of the reader, and the receive buffer size
     buffersize: Usage = typed_attribute()
+    #: listeners: the idle timeout in milliseconds (0: off), and how many
+    #: accepted connections are waiting for their first byte
+    idletimeout: Usage = typed_attribute()
     #: the engine that moves this object's bytes
     engine: EngineInfo = typed_attribute()
     #: a function that changes settings of the live object (like Tcl's fconfigure)

@@ -33,6 +33,7 @@ from anyio.abc import (  # noqa: E402
     UNIXSocketStream,
 )
 
+from ._api import check_port  # noqa: E402
 from ._datagrams import (  # noqa: E402
     EngineConnectedUDPSocket,
     EngineConnectedUNIXDatagramSocket,
@@ -117,6 +118,7 @@ class IocpBackend(TrioBackend):
     async def connect_tcp(  # type: ignore[override]
         cls, host: str, port: int, local_address: IPSockAddrType | None = None
     ) -> SocketStream:
+        check_port(port)  # before an engine could see it
         state = current_state()
         engine = state.get_engine()
         tuning = effective(state.overrides)

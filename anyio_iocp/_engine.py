@@ -46,6 +46,12 @@ def oserror(res: int, what: str) -> OSError:
     return OSError(-res, f"{what}: {os.strerror(-res)}")
 
 
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on TCP sockets (a UNIX socket has no such option)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """Which engine runs, and why that one."""
@@ -103,6 +109,11 @@ class StreamIO(ABC):
         """Bytes received ahead of the reader, or receives posted ahead."""
         return False
 
+    def abandon(self) -> None:
+        """End of the run, the stream never closed: close the socket at once
+        (the engine has ended every operation already)."""
+        self.sock.close()
+
     def configure(self, **settings: int) -> None:
         """Change settings of the live stream (validated first, all or nothing)."""
         checked = check_settings(settings, STREAM_SETTINGS, "a stream")
@@ -127,6 +138,11 @@ class ListenerIO(ABC):
         if name == "backlog":
             return Usage(self.tuning.backlog, self.queued())
         return Usage(getattr(self.tuning, name), 0)
+
+    def abandon(self) -> None:
+        """End of the run, the listener never closed: close its socket and the
+        connections accepted ahead (the engine has ended every operation)."""
+        self.sock.close()
 
     def configure(self, **settings: int) -> None:
         """Change the backlog or the defaults of streams accepted from now on."""

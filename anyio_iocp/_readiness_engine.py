@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
 from ._tuning import Tuning, Usage
 from ._write_behind import WriteBehind
@@ -124,9 +125,9 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
         if self._ready:
             data = self._take(max_bytes)
         elif self._recv_error is not None:
-            error, self._recv_error = self._recv_error, None
-            raise error
+            raise self._recv_error  # the stream stays broken (a reset socket reads as EOF)
         elif self._eof:
+            self._check_send_error()  # a reset seen by a send: not a clean end
             data = b""
         else:
             size = min(max_bytes, self.buffersize)
@@ -137,10 +138,17 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     self._check_send_error()
                     await _wait_readable(self.sock)
                     continue
+                except OSError as exc:
+                    self._recv_error = exc
+                    raise
                 if data:
                     self._detect(len(data) == self.buffersize)
                     if len(data) == self.buffersize and self._burst > 1:
                         self._read_ahead()
+                else:
+                    # after a reset that a write-behind send consumed, the
+                    # socket reads as end of stream: report the reset instead
+                    self._check_send_error()
                 return data
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
@@ -233,6 +241,7 @@ class ReadinessListenerIO(ListenerIO):
         self.sock = sock
         self.tuning = tuning
         self._queue: deque[socket.socket] = deque()
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
 
     def queued(self) -> int:
         return len(self._queue)
@@ -259,9 +268,22 @@ class ReadinessListenerIO(ListenerIO):
             except BlockingIOError:
                 await _wait_readable(self.sock)
                 continue
+            except OSError as exc:
+                if exc.errno not in EXHAUSTION:
+                    raise
+                # out of descriptors: pause with back-off (see _accept_backoff)
+                self._backoff.failed(exc.errno)
+                await trio.sleep(self._backoff.pause())
+                continue
+            self._backoff.succeeded()
             self._accept_ahead()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return conn
+
+    def abandon(self) -> None:
+        while self._queue:
+            self._queue.popleft().close()
+        self.sock.close()
 
     async def close(self) -> None:
         while self._queue:

@@ -21,6 +21,7 @@ import trio
 
 from ._detect import select_engine
 from ._engine import Engine, EngineInfo
+from ._leftovers import Leftovers
 from ._tuning import Overrides
 
 BACKEND_NAME = "iocp"
@@ -36,6 +37,8 @@ class RunState(trio.abc.Instrument):
         #: tuning settings from backend_options
         self.overrides = overrides
         self.engine: Engine | None = None
+        #: streams and listeners not closed yet, closed when the run ends
+        self.leftovers = Leftovers()
 
     def get_engine(self) -> Engine:
         engine = self.engine
@@ -66,8 +69,11 @@ class RunState(trio.abc.Instrument):
 
     def after_run(self) -> None:
         engine, self.engine = self.engine, None
-        if engine is not None:
-            engine.close()
+        try:
+            if engine is not None:
+                engine.close()  # every operation ended, the ring closed
+        finally:
+            self.leftovers.close_all()
 
 
 def _claim_sniffio() -> None:

@@ -24,8 +24,10 @@ from anyio import (
 from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
 
 from ._attributes import TuningAttribute
-from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
-from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS
+from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO, set_nodelay
+from ._idle import IdleGate
+from ._runstate import current_state
+from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
 
 
 def _tuning_attributes(
@@ -47,6 +49,8 @@ class EngineSocketStream(SocketStream):
         self._engine = engine
         self._engine_info = engine.info
         self._closed = False
+        self._leftovers = current_state().leftovers
+        self._leftovers.add(io)  # closed at the end of the run if nobody closes it
         self._receive_guard = ResourceGuard("reading from")
         self._send_guard = ResourceGuard("writing to")
 
@@ -72,6 +76,8 @@ class EngineSocketStream(SocketStream):
         return BrokenResourceError(str(exc))
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+            raise TypeError(f"max_bytes must be an integer, not {type(max_bytes).__name__}")
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
         with self._receive_guard:
@@ -116,6 +122,8 @@ class EngineSocketStream(SocketStream):
             except OSError as exc:
                 # a write-behind send failed and no operation has reported it yet
                 raise BrokenResourceError(str(exc)) from exc
+            finally:
+                self._leftovers.discard(self._io)
         await trio.lowlevel.checkpoint()
 
 
@@ -193,11 +201,10 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
         await self._io.close()
 
 
-def _wrap_accepted(sock: socket.socket, io: ListenerIO, engine: Engine) -> EngineSocketStream:
+def _stream_class(sock: socket.socket) -> type[EngineSocketStream]:
     if sock.family == getattr(socket, "AF_UNIX", None):
-        return EngineUNIXSocketStream(engine.open_stream(sock, io.tuning), engine)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return EngineSocketStream(engine.open_stream(sock, io.tuning), engine)
+        return EngineUNIXSocketStream
+    return EngineSocketStream
 
 
 class EngineTCPListener(SocketListener):
@@ -207,7 +214,11 @@ class EngineTCPListener(SocketListener):
         self._io = io
         self._engine = engine
         self._closed = False
+        self._leftovers = current_state().leftovers
+        self._leftovers.add(io)
         self._accept_guard = ResourceGuard("accepting connections from")
+        #: holds connections back until their first bytes (idletimeout > 0)
+        self._gate: IdleGate | None = None
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -217,23 +228,41 @@ class EngineTCPListener(SocketListener):
         with self._accept_guard:
             if self._closed:
                 raise ClosedResourceError
+            if self._gate is None and self._io.tuning.idletimeout:
+                self._gate = IdleGate(self._io, self._engine)
             try:
-                sock = await self._io.accept()
+                if self._gate is not None:
+                    io = await self._gate.accept()
+                else:
+                    sock = await self._io.accept()
+                    set_nodelay(sock)
+                    io = self._engine.open_stream(sock, self._io.tuning)
             except OSError as exc:
                 if self._closed:
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
-        return _wrap_accepted(sock, self._io, self._engine)
+        return _stream_class(io.sock)(io, self._engine)
+
+    def _idle_usage(self) -> Usage:
+        if self._gate is not None:
+            return self._gate.usage()
+        return Usage(self._io.tuning.idletimeout, 0)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return {
             **super().extra_attributes,
             **_tuning_attributes(self._io, LISTENER_SETTINGS, self._engine.info),
+            TuningAttribute.idletimeout: self._idle_usage,
         }
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._io.close()
+            try:
+                if self._gate is not None:
+                    await self._gate.close()  # connections waiting for first bytes
+                await self._io.close()
+            finally:
+                self._leftovers.discard(self._io)
         await trio.lowlevel.checkpoint()

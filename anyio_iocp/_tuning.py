@@ -12,6 +12,10 @@ per-listener and per-stream settings of AnyIO objects:
 * ``recvburst`` (streams): the cap of Automatic Burst Detection, how many
   receives may be posted ahead of the reader during a burst.
 * ``buffersize`` (streams): the size of each posted receive buffer.
+* ``idletimeout`` (listeners): iocpsock 0.2's watchdog.  When above 0, an
+  accepted connection reaches ``accept()`` only once its first bytes have
+  arrived, and is closed if none arrive within this many milliseconds.  0
+  (the default) turns it off.
 
 A listener's ``sendcap``, ``recvburst`` and ``buffersize`` are the defaults of
 the streams it accepts.
@@ -35,6 +39,8 @@ MAX_SENDCAP = 1024
 MAX_RECVBURST = 1024
 #: receive buffers above this are refused (a posted receive holds one each)
 MAX_BUFFERSIZE = 16 * 1024 * 1024
+#: one day, in milliseconds
+MAX_IDLETIMEOUT = 86_400_000
 
 #: setting name -> (minimum, maximum)
 RANGES: dict[str, tuple[int, int]] = {
@@ -42,9 +48,10 @@ RANGES: dict[str, tuple[int, int]] = {
     "sendcap": (1, MAX_SENDCAP),
     "recvburst": (1, MAX_RECVBURST),
     "buffersize": (1, MAX_BUFFERSIZE),
+    "idletimeout": (0, MAX_IDLETIMEOUT),
 }
 STREAM_SETTINGS = ("sendcap", "recvburst", "buffersize")
-LISTENER_SETTINGS = ("backlog", *STREAM_SETTINGS)
+LISTENER_SETTINGS = ("backlog", "idletimeout", *STREAM_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class Tuning:
     sendcap: int = 1
     recvburst: int = 1
     buffersize: int = 65536
+    #: milliseconds an accepted connection may take to send its first byte; 0: off
+    idletimeout: int = 0
 
 
 DEFAULTS = Tuning()
@@ -128,7 +137,12 @@ class Overrides:
         allowed: tuple[str, ...] = LISTENER_SETTINGS,
         what: str = "a listener",
     ) -> Overrides:
-        given = {name: value for name, value in settings.items() if value is not None}
+        # None means "not given" for a known setting; an unknown name is refused
+        given = {
+            name: value
+            for name, value in settings.items()
+            if value is not None or name not in RANGES
+        }
         checked = check_settings(given, allowed, what)
         base = validate_profile(profile) if profile is not None else None
         return cls(base, tuple(checked.items()))

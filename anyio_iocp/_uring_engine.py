@@ -55,12 +55,15 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio.lowlevel import Abort, Task
+from trio.lowlevel import Abort, Task, enable_ki_protection
 
+from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO, oserror
 from ._sockaddr import pack_sockaddr
+from ._submit_retry import SubmitRetry
 from ._tuning import Tuning
 from ._uring import ffi, lib
+from ._uring_fork import track as track_for_fork
 from ._uring_messages import UringMessageIO
 from ._uring_multishot import BufferPool
 from ._uring_op import Op
@@ -132,6 +135,8 @@ class UringEngine(Engine):
             raise oserror(rc, "io_uring_setup")
         self._ring = ring_pp[0]
         self.fd = lib.iou_fd(self._ring)
+        #: longest linked chain: one chain must fit in the submission ring
+        self.max_chain: int = lib.iou_sq_entries(self._ring)
         self._ops: dict[int, Op] = {}
         self._next_id = 1
         self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
@@ -150,6 +155,8 @@ class UringEngine(Engine):
             os.environ.get(RECV_MODE_ENV, "multishot") != "single"
         )
         self._pools: dict[int, BufferPool] = {}
+        self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
+        track_for_fork(self)  # a forked child lets go of this ring
 
     # -- posting -------------------------------------------------------------
 
@@ -159,7 +166,8 @@ class UringEngine(Engine):
                 errno.EBADF, "the run that created this socket has ended: its io_uring is closed"
             )
 
-    def _post(self, prep: Callable[..., int], *args: Any) -> None:
+    @enable_ki_protection  # posted and registered, or neither (Ctrl+C waits)
+    def _post(self, op: Op, prep: Callable[..., int], *args: Any) -> None:
         self._check_open()
         rc: int = prep(self._ring, *args)
         if rc == -errno.EBUSY:
@@ -172,6 +180,7 @@ class UringEngine(Engine):
             rc = prep(self._ring, *args)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
+        self._ops[op.user_data] = op
 
     def _new_id(self) -> int:
         uid = self._next_id
@@ -182,8 +191,7 @@ class UringEngine(Engine):
 
     def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
         """Post ``op`` (built with :meth:`new_id`) and register it."""
-        self._post(prep, *args, op.user_data)
-        self._ops[op.user_data] = op
+        self._post(op, prep, *args, op.user_data)
 
     def buffer_pool(self, size: int) -> BufferPool:
         """The provided buffer ring for receives of ``size`` bytes."""
@@ -199,10 +207,13 @@ class UringEngine(Engine):
         """A linked chain must reach the kernel in one submission."""
         self._check_open()
         if lib.iou_sq_space(self._ring) < n:
-            self._submit()
+            if self._submit() < 0 and not self._reaping:
+                self.after_io_wait()  # the kernel asks for room first, as in _post
+                self._submit()
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
+    @enable_ki_protection
     def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[Op]:
         """Receives into ``buffers``, linked so that the kernel runs them in order."""
         self._make_room(len(buffers))
@@ -218,6 +229,7 @@ class UringEngine(Engine):
             ops.append(op)
         return ops
 
+    @enable_ki_protection
     def post_send_chain(
         self, fd: int, chunks: list[Any], stream: UringStreamIO, pipelined: bool
     ) -> list[SendOp]:
@@ -246,14 +258,12 @@ class UringEngine(Engine):
         """Post one operation; ``keep`` holds its memory until the completion
         (``pins``: its ``ffi.from_buffer`` views, released then)."""
         op = Op(self._new_id(), keep, pins)
-        self._post(prep, *args, op.user_data)
-        self._ops[op.user_data] = op
+        self._post(op, prep, *args, op.user_data)
         return op
 
     def post_accept(self, listener: UringListenerIO) -> AcceptOp:
         op = AcceptOp(self._new_id(), listener)
-        self._post(lib.iou_prep_accept, listener.fd, 0, op.user_data)
-        self._ops[op.user_data] = op
+        self._post(op, lib.iou_prep_accept, listener.fd, 0, op.user_data)
         return op
 
     def request_cancel(self, op: Op) -> None:
@@ -281,9 +291,9 @@ class UringEngine(Engine):
     def before_io_wait(self, timeout: float) -> None:
         # Reap here only when the loop will not sleep (timeout 0): otherwise
         # Trio has chosen how long to sleep already, and tasks woken now would
-        # wait for that.  If the kernel refuses for now, the waiting
-        # completions make the ring readable, so the loop wakes, reaps, and
-        # submits on the next pass.
+        # wait for that.  If the kernel refuses for now, the entries stay
+        # prepared and the retry timer (or a waiting completion) wakes the
+        # loop to submit them.
         if self._closed:
             return
         if self._pending_cancels:
@@ -294,8 +304,12 @@ class UringEngine(Engine):
             streams, self._flush = self._flush, []
             for stream in streams:
                 stream.flush_sends()
-        if lib.iou_unsubmitted(self._ring):
+        if lib.iou_unsubmitted(self._ring) and self._retry.due():
             self._submit()
+            if lib.iou_unsubmitted(self._ring):
+                self._retry.refused()
+            else:
+                self._retry.accepted()
         if timeout == 0 and lib.iou_cq_ready(self._ring):
             # Tasks are runnable, so the I/O wait will not block.  Completions
             # reaped now leave the ring unreadable for it: the reaper task is
@@ -357,7 +371,7 @@ class UringEngine(Engine):
         # Only here so that Trio's epoll wakes up for completions; the reaping
         # itself happens in after_io_wait, in the same scheduler pass.
         while True:
-            await trio.lowlevel.wait_readable(self.fd)
+            await self._retry.wait_readable(self.fd)
             self.after_io_wait()
 
     # -- waiting -------------------------------------------------------------
@@ -481,6 +495,21 @@ class UringEngine(Engine):
                     pool.close(ffi.NULL)
             self._pools.clear()
 
+    def disown(self) -> None:
+        """In a forked child: release this process's copy of the parent's ring
+        (descriptor, mappings) without submitting or reaping anything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ops.clear()
+        self._listeners.clear()
+        lib.iou_close(self._ring)
+        self._ring = ffi.NULL
+        # the buffer pools are this process's copies of the parent's memory:
+        # forgotten, not unmapped (the parent's kernel operations may use the
+        # parent's pages; the child's copies are simply never used)
+        self._pools.clear()
+
 
 def _release_pins(op: Op) -> None:
     pins, op.pins = op.pins, ()
@@ -500,9 +529,11 @@ class UringListenerIO(ListenerIO):
     asks for them wait in a queue.  Queued connections plus posted accepts
     never exceed ``backlog``, and ``accept()`` refills the pool as it takes
     from the queue.  (A multishot accept takes every pending connection as
-    soon as it is armed, so it could not keep this bound.)  After an accept
-    error (EMFILE, say) the pool is refilled only by the next ``accept()``,
-    which first raises the error: a full descriptor table does not spin.
+    soon as it is armed, so it could not keep this bound.)  When descriptors
+    run out (EMFILE, ENFILE), accepting pauses with back-off and a single
+    accept probes until one succeeds (:mod:`._accept_backoff`); ``accept()``
+    keeps waiting.  After any other accept error the pool is refilled only
+    by the next ``accept()``, which first raises the error.
     """
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
@@ -516,6 +547,7 @@ class UringListenerIO(ListenerIO):
         self._error: OSError | None = None
         self._waiter: Task | None = None
         self._closing = False
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
 
@@ -526,6 +558,9 @@ class UringListenerIO(ListenerIO):
                 os.close(res)
                 return
             self._queue.append(res)
+            self._backoff.succeeded()
+        elif -res in EXHAUSTION:
+            self._backoff.failed(-res)  # a pause, not an error of accept()
         elif res != -errno.ECANCELED and self._error is None:
             self._error = oserror(res, "accept")
         waiter = self._waiter
@@ -534,9 +569,11 @@ class UringListenerIO(ListenerIO):
             trio.lowlevel.reschedule(waiter)
 
     def _refill(self) -> None:
-        if self._closing or self._error is not None:
+        if self._closing or self._error is not None or self._backoff.pause() > 0:
             return
-        while len(self._queue) + len(self._posted) < self.tuning.backlog:
+        # short of descriptors: one accept probes instead of the whole pool
+        target = 1 if self._backoff.starving else self.tuning.backlog
+        while len(self._queue) + len(self._posted) < target:
             self._posted.add(self._engine.post_accept(self))
 
     async def accept(self) -> socket.socket:
@@ -546,6 +583,10 @@ class UringListenerIO(ListenerIO):
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")
+            pause = self._backoff.pause()
+            if pause > 0 and not self._posted:
+                await trio.sleep(pause)  # out of descriptors: nothing taken yet
+                continue
             self._refill()
             self._waiter = trio.lowlevel.current_task()
 
@@ -575,6 +616,10 @@ class UringListenerIO(ListenerIO):
         for op in list(self._posted)[: max(excess, 0)]:
             self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
         self._refill()
+
+    def abandon(self) -> None:
+        self.discard_queued()
+        self.sock.close()
 
     def discard_queued(self) -> None:
         """Close connections accepted by the kernel but never taken."""

@@ -119,8 +119,11 @@ class UringStreamIO(WriteBehind, StreamIO):
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
+        self._engine._check_open()  # a stream kept past its run: a clear error
         self._raise_unreported_send_error()  # a write-behind send failed
-        if self._ms is not None and not (self._ready or self._posted):
+        if self._ms is not None and not (
+            self._ready or self._posted or self._eof or self._recv_error
+        ):
             return await self._receive_multishot(self._ms, max_bytes)
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
@@ -143,6 +146,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                 self._post_ahead()
             else:
                 self._eof = True
+                self._check_send_error()  # a reset that a send reported first
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         data = self._take(max_bytes)
@@ -173,6 +177,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                     self._post_ahead()  # a burst: k receives ahead, as a linked chain
                 else:
                     ms.eof = True
+                    self._check_send_error()  # a reset that a send reported first
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         self._engine.reap_ready()
@@ -210,7 +215,8 @@ class UringStreamIO(WriteBehind, StreamIO):
     def _post_chain(self) -> None:
         self._check_not_closing()
         size = self.buffersize
-        buffers = [_new_buffer("char[]", size) for _ in range(self._burst)]
+        count = min(self._burst, self._engine.max_chain)
+        buffers = [_new_buffer("char[]", size) for _ in range(count)]
         self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
 
     def _post_ahead(self) -> None:
@@ -275,6 +281,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         return len(self._queued) + sum(op.pipelined for op in self._sending)
 
     async def send(self, data: memoryview) -> None:
+        self._engine._check_open()
         self._check_send_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._queued and not self._sending:
@@ -318,13 +325,21 @@ class UringStreamIO(WriteBehind, StreamIO):
         """Called once per scheduler pass: post queued sends as one linked chain."""
         if self._sending or not self._queued or self._send_error is not None or self._closing:
             return
-        chunks: list[bytes | memoryview] = []
+        # a chain must fit in the submission ring: the rest waits for the next one
+        limit = self._engine.max_chain
+        chunks: list[memoryview] = []
+        taken = split = 0
         for queued in self._queued:
             item = memoryview(queued)
-            while len(item) > MAX_SEND:
-                chunks.append(item[:MAX_SEND])
-                item = item[MAX_SEND:]
-            chunks.append(item)
+            pieces = [item[i : i + MAX_SEND] for i in range(0, len(item), MAX_SEND)] or [item]
+            room = limit - len(chunks)
+            if len(pieces) > room:
+                if not chunks:  # one send longer than a whole chain: its head goes now
+                    chunks = pieces[:room]
+                    split = room * MAX_SEND
+                break
+            chunks.extend(pieces)
+            taken += 1
         try:
             ops = self._engine.post_send_chain(self.fd, chunks, self, pipelined=True)
         except OSError as exc:
@@ -334,7 +349,9 @@ class UringStreamIO(WriteBehind, StreamIO):
             self._queued.clear()
             self._wake_sender()
             return
-        self._queued.clear()
+        del self._queued[:taken]
+        if split:
+            self._queued[0] = memoryview(self._queued[0])[split:]
         self._sending.extend(ops)
 
     def on_send_complete(self, op: SendOp) -> None:

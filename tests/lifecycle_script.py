@@ -1,0 +1,164 @@
+"""Scenarios of tests/test_lifecycle.py, each run in its own interpreter
+(``python -X dev -W error tests/lifecycle_script.py SCENARIO ENGINE``).
+
+Every scenario prints ``fds N`` before and after, and ``ring fds [...]`` (the
+io_uring descriptors left open) once everything has ended."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import anyio
+from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from helpers import first_listener
+
+import anyio_iocp
+
+
+def ring_fds() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "io_uring" in os.readlink(f"/proc/self/fd/{fd}"):
+                found.append(fd)
+        except OSError:
+            pass
+    return found
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def busy_pair() -> tuple[SocketListener, SocketStream, SocketStream]:
+    """A listener with its accept pool posted, a client with write-behind
+    sends pending, and a server stream with a receive posted."""
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=4)
+    listener = multi.listeners[0]
+    port = listener.extra(SocketAttribute.local_port)
+    client = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=8)
+    server = await listener.accept()
+    with anyio.move_on_after(0.05):
+        await server.receive()  # stays posted on io_uring
+    with anyio.move_on_after(0.3):
+        while True:
+            await client.send(b"x" * 65536)  # the server reads nothing
+    return listener, client, server
+
+
+async def end_with_everything_open(mode: str) -> None:
+    await busy_pair()  # dropped without aclose()
+    if mode == "raise":
+        raise RuntimeError("the program failed")
+
+
+async def interrupted_mid_io() -> None:
+    _listener, client, server = await busy_pair()
+
+    async def pump(stream: SocketStream) -> None:
+        while True:
+            await stream.send(os.urandom(4096))
+            await stream.receive()
+
+    def interrupt_soon() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_soon, daemon=True).start()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pump, client)
+        tg.start_soon(pump, server)
+
+
+async def echo_once(engine_fd_out: list[int]) -> bytes:
+    from anyio_iocp._runstate import current_engine
+
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    port = listener.extra(SocketAttribute.local_port)
+    client = await anyio.connect_tcp("127.0.0.1", port)
+    async with listener, client, await listener.accept() as server:
+        engine_fd_out.append(getattr(current_engine(), "fd", -1))
+        await client.send(b"child echo")
+        data: bytes = await server.receive()
+        return data
+
+
+async def parent_with_child() -> None:
+    """Fork from a worker thread while this run's ring has a receive posted;
+    the child runs its own loop; the parent's receive still completes here."""
+    from anyio_iocp._runstate import current_engine
+
+    listener, client, server = await busy_pair()
+    parent_fd = getattr(current_engine(), "fd", -1)
+
+    def fork_child() -> int:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # the parent's signal wakeup descriptor is Trio's business,
+                # not this package's: a child resets it before its own run
+                signal.set_wakeup_fd(-1)
+                inherited = ring_fds()
+                fds: list[int] = []
+                data = anyio.run(
+                    echo_once, fds, backend="iocp", backend_options={"engine": sys.argv[2]}
+                )
+                own_ring = fds[0] == -1 or fds[0] != parent_fd
+                print(f"child inherited rings {inherited}, got {data!r}", flush=True)
+                code = 0 if data == b"child echo" and own_ring and not inherited else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        return pid
+
+    pid = await anyio.to_thread.run_sync(fork_child)
+    _, status = await anyio.to_thread.run_sync(os.waitpid, pid, 0)
+    print(f"child exit {os.waitstatus_to_exitcode(status)}", flush=True)
+    # the parent's ring is intact: its posted receive gets the bytes sent now
+    peer_sock = server.extra(SocketAttribute.raw_socket)
+    assert isinstance(peer_sock, socket.socket)
+    received = bytearray()
+    with anyio.fail_after(10):
+        while not received.endswith(b"x" * 100):
+            received += await server.receive()
+    print("parent still receives", flush=True)
+    del listener, client  # left open: the end of the run closes them
+
+
+def main() -> None:
+    scenario, engine = sys.argv[1], sys.argv[2]
+    options: dict[str, Any] = {"engine": engine}
+    gc.collect()
+    print(f"fds {open_fds()}", flush=True)
+    if scenario in ("return", "raise"):
+        try:
+            anyio.run(end_with_everything_open, scenario, backend="iocp", backend_options=options)
+        except RuntimeError as exc:
+            print(f"raised {exc}", flush=True)
+    elif scenario == "interrupt":
+        try:
+            anyio.run(interrupted_mid_io, backend="iocp", backend_options=options)
+        except* KeyboardInterrupt:
+            print("KeyboardInterrupt", flush=True)
+        # the process can run again afterwards
+        fds: list[int] = []
+        assert anyio.run(echo_once, fds, backend="iocp", backend_options=options) == b"child echo"
+    elif scenario == "fork":
+        anyio.run(parent_with_child, backend="iocp", backend_options=options)
+    gc.collect()
+    print(f"fds {open_fds()}", flush=True)
+    print(f"ring fds {ring_fds()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Out of descriptors during an accept storm: the listener pauses with back-off
+instead of spinning or ending, says so once, and serves every connection once
+descriptors are free again."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener, recv_exactly
+
+import anyio_iocp
+
+pytestmark = pytest.mark.anyio
+
+CLIENTS = 30
+STARVED_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def low_descriptor_limit(room: int) -> Iterator[None]:
+    """A soft RLIMIT_NOFILE ``room`` above the highest descriptor in use.
+
+    It must be lowered before the listener exists: io_uring reads the limit
+    when an accept is posted, not when it runs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + room, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def fill_descriptor_table() -> list[int]:
+    """Take every free descriptor: the next socket gets EMFILE."""
+    fillers: list[int] = []
+    with contextlib.suppress(OSError):
+        while True:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+    return fillers
+
+
+async def test_accept_storm_out_of_descriptors(caplog: pytest.LogCaptureFixture) -> None:
+    clients = [socket.socket() for _ in range(CLIENTS)]  # made while descriptors are free
+    accepted: list[SocketStream] = []
+    caplog.set_level(logging.INFO, logger="anyio_iocp")
+    with low_descriptor_limit(room=64):
+        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=8)
+        listener = first_listener(multi)
+        backoff: Any = listener._io._backoff  # type: ignore[attr-defined]
+        port = listener.extra(SocketAttribute.local_port)
+
+        async def serve() -> None:
+            while True:
+                accepted.append(await listener.accept())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            await anyio.sleep(0.05)
+            fillers = fill_descriptor_table()
+            try:
+                for client in clients:
+                    client.connect(("127.0.0.1", port))  # the kernel completes these
+                await anyio.sleep(STARVED_SECONDS)
+                starved_failures = backoff.failures
+                assert starved_failures > 0, "accept must have hit EMFILE"
+                assert not accepted
+                # back-off, not a spin: 10 ms doubling to 1 s is a handful of
+                # attempts per second (a spinning listener makes thousands)
+                assert starved_failures < 40
+            finally:
+                for fd in fillers:
+                    os.close(fd)
+            with anyio.fail_after(10):
+                while len(accepted) < CLIENTS:
+                    await anyio.sleep(0.01)
+            assert not backoff.starving
+            # every accepted connection works, matched to its client by port
+            by_port = {s.extra(SocketAttribute.remote_port): s for s in accepted}
+            for i, client in enumerate(clients):
+                client.sendall(b"client %03d" % i)
+                stream = by_port[client.getsockname()[1]]
+                assert await recv_exactly(stream, 10) == b"client %03d" % i
+            tg.cancel_scope.cancel()
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "EMFILE" in warnings[0].getMessage()
+    infos = [r.getMessage() for r in caplog.records if "accepting again" in r.getMessage()]
+    assert len(infos) == 1
+    for stream in accepted:
+        await stream.aclose()
+    for client in clients:
+        client.close()
+    await multi.aclose()
+
+
+async def test_other_accept_errors_still_raise() -> None:
+    """Only descriptor shortages pause: a listener whose socket is shut down
+    (EINVAL from accept) still raises from accept()."""
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=2)
+    listener = first_listener(multi)
+    raw = listener.extra(SocketAttribute.raw_socket)
+    async with multi:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+
+                async def shut_down_soon() -> None:
+                    await anyio.sleep(0.1)
+                    raw.shutdown(socket.SHUT_RDWR)
+
+                tg.start_soon(shut_down_soon)
+                with pytest.raises(anyio.BrokenResourceError):
+                    await listener.accept()

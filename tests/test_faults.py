@@ -1,0 +1,179 @@
+"""Faults from the peer and the network: resets with sends in flight and
+receives posted ahead, half-close both ways, the peer closing mid-receive,
+refused and timed-out connects.  Each checks that nothing is left behind."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import struct
+from typing import Any
+
+import anyio
+import pytest
+from anyio import BrokenResourceError, EndOfStream
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener, recv_exactly
+
+import anyio_iocp
+from anyio_iocp._runstate import current_engine
+
+pytestmark = pytest.mark.anyio
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def engine_ops() -> dict[int, Any]:
+    return dict(getattr(current_engine(), "_ops", {}))
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """SO_LINGER 0: close() sends RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def tuned_client_and_raw_peer(
+    sendcap: int = 1, recvburst: int = 1, buffersize: int = 65536
+) -> tuple[SocketStream, socket.socket]:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stream = await anyio_iocp.connect_tcp(
+        "127.0.0.1", port, sendcap=sendcap, recvburst=recvburst, buffersize=buffersize
+    )
+    peer, _ = server.accept()
+    server.close()
+    return stream, peer
+
+
+async def test_peer_reset_with_sends_in_flight_and_receives_posted_ahead(engine_name: str) -> None:
+    stream, peer = await tuned_client_and_raw_peer(sendcap=8, recvburst=8, buffersize=1024)
+    ops_before = set(engine_ops())
+    # a burst grows k, so that receives are posted ahead of the reader
+    peer.sendall(os.urandom(256 * 1024))
+    await recv_exactly(stream, 256 * 1024)
+    errors: list[BaseException] = []
+
+    async def reader() -> None:
+        try:
+            while True:
+                await stream.receive()
+        except BrokenResourceError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        # sends pile up in flight: the peer reads nothing
+        with anyio.move_on_after(0.5):
+            while True:
+                await stream.send(b"x" * 65536)
+        in_flight = [op for uid, op in engine_ops().items() if uid not in ops_before]
+        sends = stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use
+        receives = stream.extra(anyio_iocp.TuningAttribute.recvburst).in_use
+        assert sends > 1, "several sends must be pending when the reset comes"
+        if engine_name == "io_uring":
+            assert receives > 1, "a chain of receives must be posted ahead"
+        reset_on_close(peer)
+        peer.close()
+    assert len(errors) == 1 and isinstance(errors[0].__cause__, ConnectionResetError)
+    # the stream stays broken: every later operation says so, aclose() does not repeat it
+    with pytest.raises(BrokenResourceError):
+        await stream.send(b"more")
+    with pytest.raises(BrokenResourceError):
+        await stream.receive()
+    await stream.aclose()
+    # every operation lent to the kernel completed before the engine let it go
+    assert all(op.done for op in in_flight)
+    assert not set(engine_ops()) - ops_before
+
+
+@pytest.mark.parametrize("sendcap", [1, 8])
+async def test_half_close_in_both_directions(sendcap: int) -> None:
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", sendcap=sendcap)
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    client = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=sendcap)
+    server = await listener.accept()
+    async with multi, client, server:
+        up, down = os.urandom(300_000), os.urandom(200_000)
+        # client -> server, then the client's side is shut
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, up)
+            assert await recv_exactly(server, len(up)) == up
+        await client.send_eof()
+        with pytest.raises(EndOfStream):
+            await server.receive()
+        # the other direction still works, then it is shut too
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.send, down)
+            assert await recv_exactly(client, len(down)) == down
+        await server.send_eof()
+        with pytest.raises(EndOfStream):
+            await client.receive()
+        with pytest.raises(EndOfStream):  # and it stays at end of stream
+            await client.receive()
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+async def test_peer_closes_mid_receive(how: str) -> None:
+    stream, peer = await tuned_client_and_raw_peer(recvburst=4)
+    outcome: list[type[BaseException]] = []
+
+    async def receive() -> None:
+        try:
+            await stream.receive()
+        except (EndOfStream, BrokenResourceError) as exc:
+            outcome.append(type(exc))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(receive)
+        await anyio.sleep(0.05)  # the receive is waiting (posted on io_uring)
+        if how == "rst":
+            reset_on_close(peer)
+        peer.close()
+    assert outcome == [EndOfStream if how == "fin" else BrokenResourceError]
+    await stream.aclose()
+    assert not engine_ops()
+
+
+async def test_connect_refused_leaves_nothing() -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now
+    current_engine()  # the ring (io_uring) exists before counting
+    gc.collect()
+    fds = open_fds()
+    for _ in range(20):
+        with pytest.raises(OSError) as info:
+            await anyio.connect_tcp("127.0.0.1", port)
+        assert "Connection refused" in str(info.value) or isinstance(
+            info.value.__cause__, ConnectionRefusedError
+        )
+    gc.collect()
+    assert open_fds() == fds
+    assert not engine_ops()
+
+
+async def test_connect_timing_out_on_a_full_backlog() -> None:
+    """A listener with listen(0) and one connection queued drops further SYNs:
+    the connect hangs until the timeout cancels it, and nothing leaks."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    current_engine()  # the ring (io_uring) exists before counting
+    gc.collect()
+    fds = open_fds()
+    try:
+        for _ in range(3):
+            with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+                await anyio_iocp.connect_tcp("127.0.0.1", port)
+        gc.collect()
+        assert open_fds() == fds
+        assert not engine_ops()
+    finally:
+        filler.close()
+        server.close()

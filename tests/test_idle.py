@@ -1,0 +1,125 @@
+"""The listener setting idletimeout (iocpsock 0.2's watchdog): connections
+reach accept() with their first bytes; silent ones are closed unseen."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketListener
+from helpers import first_listener, open_pair
+
+import anyio_iocp
+from anyio_iocp import TuningAttribute
+from anyio_iocp._runstate import current_engine
+from anyio_iocp._tuning import Usage
+
+pytestmark = pytest.mark.anyio
+
+
+async def gated_listener(idletimeout: int) -> tuple[Any, SocketListener, int]:
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", idletimeout=idletimeout)
+    listener = first_listener(multi)
+    return multi, listener, listener.extra(SocketAttribute.local_port)
+
+
+def peer_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_silent_connections_never_reach_accept() -> None:
+    multi, listener, port = await gated_listener(200)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    talker = socket.create_connection(("127.0.0.1", port))
+    late = socket.create_connection(("127.0.0.1", port))  # silent for less than the timeout
+    async with multi:
+        talker.sendall(b"hello")
+        stream = await listener.accept()
+        assert await stream.receive() == b"hello"  # the first bytes come first
+        await stream.send(b"hi")
+        assert talker.recv(2) == b"hi"
+        await anyio.sleep(0.1)
+        late.sendall(b"late but in time")
+        second = await listener.accept()
+        assert await second.receive(4) == b"late"  # max_bytes respected
+        assert await second.receive() == b" but in time"
+        with anyio.move_on_after(0.5) as scope:
+            await listener.accept()
+        assert scope.cancelled_caught, "silent connections are never handed over"
+        for sock in silent:
+            assert await anyio.to_thread.run_sync(peer_closed, sock)
+        assert listener._gate.expired == 3  # type: ignore[attr-defined]
+        assert listener.extra(TuningAttribute.idletimeout) == Usage(200, 0)
+        await stream.aclose()
+        await second.aclose()
+    for sock in [*silent, talker, late]:
+        sock.close()
+
+
+async def test_peer_that_closes_without_sending_reads_end_of_stream() -> None:
+    multi, listener, port = await gated_listener(5000)
+    client = socket.create_connection(("127.0.0.1", port))
+    client.close()
+    async with multi:
+        with anyio.fail_after(5):
+            stream = await listener.accept()
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        await stream.aclose()
+
+
+async def test_closing_the_listener_closes_connections_waiting() -> None:
+    current_engine()
+    gc.collect()
+    fds = len(os.listdir("/proc/self/fd"))
+    multi, listener, port = await gated_listener(60_000)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    with anyio.move_on_after(0.2):
+        await listener.accept()  # starts the gate; all four wait for first bytes
+    assert listener.extra(TuningAttribute.idletimeout) == Usage(60_000, 4)
+    await multi.aclose()
+    for client in clients:
+        assert await anyio.to_thread.run_sync(peer_closed, client)
+        client.close()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+async def test_turned_off_on_a_live_listener() -> None:
+    multi, listener, port = await gated_listener(60_000)
+    async with multi:
+        with anyio.move_on_after(0.05):
+            await listener.accept()
+        anyio_iocp.configure(listener, idletimeout=0)
+        client = socket.create_connection(("127.0.0.1", port))
+        with anyio.fail_after(5):
+            stream = await listener.accept()  # handed over without a byte sent
+        client.sendall(b"x")
+        assert await stream.receive() == b"x"
+        await stream.aclose()
+        client.close()
+
+
+async def test_off_by_default_and_validated() -> None:
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        assert listener.extra(TuningAttribute.idletimeout) == Usage(0, 0)
+        with pytest.raises(ValueError, match="idletimeout must be from 0 to 86400000, got -1"):
+            anyio_iocp.configure(listener, idletimeout=-1)
+        with pytest.raises(TypeError, match="idletimeout must be an integer"):
+            anyio_iocp.configure(listener, idletimeout=0.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="'idletimeout' is not a setting of a stream"):
+            anyio_iocp.configure(client, idletimeout=100)
+        assert listener.extra(TuningAttribute.idletimeout) == Usage(0, 0)
+    with pytest.raises(TypeError, match="idletimeout is a listener setting"):
+        await anyio_iocp.connect_tcp("127.0.0.1", 1, idletimeout=5)
+    with pytest.raises(ValueError, match="idletimeout must be from 0"):
+        await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", idletimeout=86_400_001)

@@ -1,0 +1,53 @@
+"""Runs that end with everything open, Ctrl+C in the middle of I/O, and a
+forked child running its own loop.  Each scenario runs in a fresh interpreter
+with warnings as errors (``-X dev -W error``): see ``lifecycle_script.py``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("lifecycle_script.py")
+
+
+def run_scenario(scenario: str, engine: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", str(SCRIPT), scenario, engine],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", "warnings or errors were printed"
+    lines = result.stdout.splitlines()
+    fds = [line for line in lines if line.startswith("fds ")]
+    assert len(fds) == 2 and fds[0] == fds[1], "every descriptor closed again"
+    assert lines[-1] == "ring fds []"
+    return lines
+
+
+@pytest.mark.parametrize("ending", ["return", "raise"])
+def test_run_ends_with_streams_open_and_operations_pending(engine_name: str, ending: str) -> None:
+    """A listener with its accept pool posted, a stream with a receive posted,
+    another with write-behind sends pending, all dropped without aclose():
+    the run ends cleanly either way, with no warning."""
+    lines = run_scenario(ending, engine_name)
+    assert ("raised the program failed" in lines) == (ending == "raise")
+
+
+def test_keyboard_interrupt_in_the_middle_of_io(engine_name: str) -> None:
+    lines = run_scenario("interrupt", engine_name)
+    assert "KeyboardInterrupt" in lines
+
+
+def test_forked_child_gets_its_own_ring(engine_name: str) -> None:
+    """The child lets go of the parent's ring (it has no ring descriptor
+    before its own run) and runs its own; the parent's posted receive still
+    completes in the parent afterwards."""
+    lines = run_scenario("fork", engine_name)
+    assert "child inherited rings [], got b'child echo'" in lines
+    assert "child exit 0" in lines
+    assert "parent still receives" in lines

@@ -1,0 +1,213 @@
+"""io_uring at its limits: a submission ring smaller than the work, a
+completion ring that overflows while nobody reaps, and io_uring_enter
+interrupted by signals."""
+
+from __future__ import annotations
+
+import errno
+import random
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute
+from helpers import first_listener, open_pair, recv_exactly
+
+import anyio_iocp
+from anyio_iocp._runstate import current_engine
+
+uring = pytest.importorskip("anyio_iocp._uring")
+lib, ffi = uring.lib, uring.ffi
+
+
+@pytest.fixture
+def small_ring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rings of 4 submission and 8 completion entries for runs started in the test."""
+    from anyio_iocp import _uring_engine
+
+    monkeypatch.setattr(_uring_engine, "RING_ENTRIES", 4)
+    monkeypatch.setattr(_uring_engine, "RING_CQ_ENTRIES", 8)
+
+
+def run_uring(main: Any) -> Any:
+    return anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
+
+
+def test_more_operations_than_submission_entries(small_ring: None) -> None:
+    """64 connections echoing with chains of up to 16 sends and 16 receives,
+    through a submission ring of 4 entries: no error, every byte in order."""
+    rng = random.Random(7)
+    payloads = [
+        [rng.randbytes(rng.choice((1, 100, 5000, 70000))) for _ in range(12)] for _ in range(64)
+    ]
+    ring_entries: list[int] = []
+
+    async def main() -> None:
+        multi = await anyio_iocp.create_tcp_listener(
+            local_host="127.0.0.1", backlog=16, sendcap=16, recvburst=16, buffersize=1024
+        )
+        listener = first_listener(multi)
+        port = listener.extra(SocketAttribute.local_port)
+        ring_entries.append(current_engine().max_chain)  # type: ignore[attr-defined]
+
+        async def echo_server() -> None:
+            async with anyio.create_task_group() as tg:
+                for _ in payloads:
+                    stream = await listener.accept()
+                    tg.start_soon(echo, stream)
+
+        async def echo(stream: Any) -> None:
+            async with stream:
+                try:
+                    while True:
+                        await stream.send(await stream.receive())
+                except anyio.EndOfStream:
+                    pass
+
+        async def client(parts: list[bytes]) -> None:
+            stream = await anyio_iocp.connect_tcp(
+                "127.0.0.1", port, sendcap=16, recvburst=16, buffersize=1024
+            )
+            async with stream:
+                async with anyio.create_task_group() as tg:
+                    received: list[bytes] = []
+
+                    async def reader() -> None:
+                        received.append(await recv_exactly(stream, sum(map(len, parts))))
+
+                    tg.start_soon(reader)
+                    for part in parts:
+                        await stream.send(part)
+                assert received == [b"".join(parts)]
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(echo_server)
+                async with anyio.create_task_group() as clients:
+                    for parts in payloads:
+                        clients.start_soon(client, parts)
+        await multi.aclose()
+
+    run_uring(main)
+    assert ring_entries == [4]
+
+
+def test_completion_ring_overflow_loses_nothing(small_ring: None) -> None:
+    """40 receives complete while the loop is blocked and nobody reaps: the
+    8-entry completion ring overflows (the kernel says so), and every receive
+    still gets its own bytes."""
+    count = 40
+    overflowed: list[bool] = []
+
+    async def main() -> None:
+        engine: Any = current_engine()
+        server = socket.create_server(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        raw_clients = []
+        streams = []
+        for _ in range(count):
+            streams.append(await anyio.connect_tcp("127.0.0.1", port))
+            raw_clients.append(server.accept()[0])
+        results: dict[int, bytes] = {}
+
+        async def receive(i: int) -> None:
+            results[i] = await recv_exactly(streams[i], 6)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(count):
+                tg.start_soon(receive, i)
+            while len(engine._ops) < count:  # every receive posted
+                await anyio.sleep(0.01)
+            for i, raw in enumerate(raw_clients):
+                raw.sendall(b"msg%03d" % i)
+            time.sleep(0.3)  # block the loop: completions pile up unreaped
+            overflowed.append(bool(lib.iou_sq_flags(engine._ring) & lib.IORING_SQ_CQ_OVERFLOW))
+        assert results == {i: b"msg%03d" % i for i in range(count)}
+        for stream in streams:
+            await stream.aclose()
+        for raw in raw_clients:
+            raw.close()
+        server.close()
+
+    run_uring(main)
+    assert overflowed == [True], "the test must overflow the completion ring"
+
+
+def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
+    """A blocking io_uring_enter is hit by a signal every millisecond while it
+    waits for a receive: the shim retries after EINTR and the completion
+    arrives with its bytes."""
+    ring_pp = ffi.new("iou_ring **")
+    assert lib.iou_open(ring_pp, 8, 16, 0) == 0
+    ring = ring_pp[0]
+    a, b = socket.socketpair()
+    alarms = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: alarms.append(1))
+    try:
+        buf = ffi.new("char[]", 64)
+        assert lib.iou_prep_recv(ring, a.fileno(), buf, 64, 0, 42) == 0
+        assert lib.iou_submit(ring, 0) == 1
+
+        def write_later() -> None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(0.3)
+            b.send(b"after the signals")
+
+        writer = threading.Thread(target=write_later)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        writer.start()  # the writer inherits the blocked mask
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+        started = time.monotonic()
+        rc = lib.iou_submit(ring, 1)  # waits for the completion
+        waited = time.monotonic() - started
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        writer.join()
+        assert rc == 0
+        assert waited > 0.1, "the wait must have overlapped many signals"
+        cqes = ffi.new("iou_cqe[]", 4)
+        assert lib.iou_reap(ring, cqes, 4) == 1
+        assert (cqes[0].user_data, cqes[0].res) == (42, len(b"after the signals"))
+        assert ffi.buffer(buf, cqes[0].res)[:] == b"after the signals"
+        assert alarms, "the Python handler saw the signals after the call"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        lib.iou_close(ring)
+        a.close()
+        b.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("iocp", {"engine": "io_uring"})])
+async def test_refused_submission_is_retried_without_another_wakeup() -> None:
+    """The kernel refuses the submission (EAGAIN) eight times while nothing
+    else could wake the loop: the retry timer resubmits, and the receive
+    completes (before the fix it waited for the fail_after deadline)."""
+    engine: Any = current_engine()
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        real_submit = engine._submit
+        refusals = [8]
+
+        def refusing() -> int:
+            if refusals[0]:
+                refusals[0] -= 1
+                return -errno.EAGAIN  # the entries stay prepared
+            result: int = real_submit()
+            return result
+
+        engine._submit = refusing
+        try:
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.send, b"after the refusals")
+                    assert await recv_exactly(server, 18) == b"after the refusals"
+        finally:
+            engine._submit = real_submit
+        assert refusals == [0]
+        assert engine._retry.refusals >= 4
