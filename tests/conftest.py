@@ -1,17 +1,20 @@
-"""Every test that takes ``anyio_backend`` runs once per Linux engine of the
-``"iocp"`` backend: io_uring and readiness (``ANYIO_IOCP_TEST_ENGINES`` narrows
-the list, e.g. to ``readiness`` on a machine without io_uring)."""
+"""Every test that takes ``anyio_backend`` runs once per engine of the
+``"iocp"`` backend: io_uring and readiness on Linux, iocp and readiness on
+Windows (``ANYIO_IOCP_TEST_ENGINES`` narrows the list, e.g. to ``readiness`` on
+a machine without io_uring)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import pytest
 
+DEFAULT_ENGINES = "iocp,readiness" if sys.platform == "win32" else "io_uring,readiness"
 ENGINES = tuple(
     name
-    for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", "io_uring,readiness").split(",")
+    for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", DEFAULT_ENGINES).split(",")
     if name
 )
 
