@@ -62,6 +62,7 @@ The traps, and what this module does about them
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import warnings
@@ -200,7 +201,8 @@ class IocpEngine(Engine):
     def _check_open(self) -> None:
         if self._closed:
             raise OSError(
-                None, "the run that created this socket has ended: its completion port is gone"
+                errno.EBADF,
+                "the run that created this socket has ended: its completion port is gone",
             )
 
     def associate(self, sock: socket.socket) -> None:
@@ -377,7 +379,9 @@ class IocpEngine(Engine):
         if op.error:
             raise op.oserror(f"connect to {address!r}")
         # without it, getpeername() and shutdown() fail on this socket
-        if ws2.setsockopt(sock.fileno(), ws2.SOL_SOCKET, ws2.SO_UPDATE_CONNECT_CONTEXT, ffi.NULL, 0):
+        if ws2.setsockopt(
+            sock.fileno(), ws2.SOL_SOCKET, ws2.SO_UPDATE_CONNECT_CONTEXT, ffi.NULL, 0
+        ):
             raise winerror(last_error(), "setsockopt(SO_UPDATE_CONNECT_CONTEXT)")
 
 
@@ -478,7 +482,7 @@ class IocpListenerIO(ListenerIO):
             await trio.lowlevel.cancel_shielded_checkpoint()
         while not self._queue and self._error is None:
             if self._closing:
-                raise OSError(None, "listener closed")
+                raise OSError(errno.EBADF, "listener closed")
             self._refill()
             self._waiter = trio.lowlevel.current_task()
 

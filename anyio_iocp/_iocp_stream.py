@@ -260,13 +260,14 @@ class IocpStreamIO(WriteBehind, StreamIO):
         if op in self._pipelined:
             self._pipelined.discard(op)
             length = len(op.keep[0])  # type: ignore[index]
-            if (op.error or op.transferred < length) and self._send_error is None:
-                if not op.cancelled:
-                    self._send_error = (
-                        op.oserror("WSASend")
-                        if op.error
-                        else OSError(None, "short send", None, ws2.WSAECONNRESET)
-                    )
+            failed = op.error or op.transferred < length
+            # cancelled: by close(), which cut write-behind sends off on purpose
+            if failed and not op.cancelled and self._send_error is None:
+                self._send_error = (
+                    op.oserror("WSASend")
+                    if op.error
+                    else OSError(None, "short send", None, ws2.WSAECONNRESET)
+                )
         self._wake_sender()
 
     # -- closing --------------------------------------------------------------

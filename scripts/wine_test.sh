@@ -29,6 +29,9 @@ HOST_PY="${HOST_PYTHON:-python3}"
 REQUIREMENTS=(
     "anyio>=4.16,<4.17" "trio>=0.35,<0.36" "cffi>=1.17" "sniffio>=1.3"
     pytest pytest-timeout trustme
+    # newer cryptography wheels fail to load their Rust module under Wine 8
+    # ("DLL load failed while importing _rust"); 42.0.8 loads
+    "cryptography<43"
 )
 
 log() { echo "wine_test: $*" >&2; }
@@ -116,5 +119,5 @@ export ANYIO_IOCP_TEST_ENGINES="${ANYIO_IOCP_TEST_ENGINES:-iocp,readiness}"
 log "pytest under Wine, engines: $ANYIO_IOCP_TEST_ENGINES"
 status=0
 wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread "$@" || status=$?
-"$WINE" wineserver -k 2>/dev/null || true
+"$(command -v wineserver || echo /usr/lib/wine/wineserver64)" -k 2>/dev/null || true
 exit "$status"

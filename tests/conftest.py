@@ -13,9 +13,7 @@ import pytest
 
 DEFAULT_ENGINES = "iocp,readiness" if sys.platform == "win32" else "io_uring,readiness"
 ENGINES = tuple(
-    name
-    for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", DEFAULT_ENGINES).split(",")
-    if name
+    name for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", DEFAULT_ENGINES).split(",") if name
 )
 
 

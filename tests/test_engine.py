@@ -16,17 +16,13 @@ import pytest
 import trio
 from anyio import ClosedResourceError
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_pair
+from helpers import first_listener, open_fds, open_pair, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
 from anyio_iocp._runstate import current_engine
 
 pytestmark = pytest.mark.anyio
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def ops_in_flight() -> dict[int, Any]:
@@ -205,7 +201,12 @@ async def test_no_leaks_after_10000_cycles() -> None:
                 clients.start_soon(cycles, 1000)
         await anyio.wait_all_tasks_blocked()
         gc.collect()
-        assert open_fds() == fds_before
+        if not under_wine():
+            # Under Wine neither measure counts the program's sockets: the
+            # handle count reads 0, and the Wine process's own descriptors
+            # move by a dozen either way between identical rounds without
+            # growing (Wine's caches).  The operation count still must hold.
+            assert open_fds() == fds_before
         assert len(ops_in_flight()) == ops_before
         tg.cancel_scope.cancel()
 
@@ -349,9 +350,9 @@ async def second():
     except anyio.BrokenResourceError as exc:
         print("clean:", exc)
 
-anyio.run(first, backend="iocp", backend_options={"engine": "io_uring"})
-anyio.run(second, backend="iocp", backend_options={"engine": "io_uring"})
-"""
+anyio.run(first, backend="iocp", backend_options={"engine": ENGINE})
+anyio.run(second, backend="iocp", backend_options={"engine": ENGINE})
+""".replace("ENGINE", repr("iocp" if sys.platform == "win32" else "io_uring"))
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
+import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -207,7 +209,9 @@ async def test_peer_reset_is_broken_resource_with_cause() -> None:
     listener, client, server = await open_pair()
     async with listener, server:
         raw = client.extra(SocketAttribute.raw_socket)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # struct linger {l_onoff = 1, l_linger = 0}: close() resets the connection
+        linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         await client.aclose()
         with pytest.raises(BrokenResourceError) as info:
             await server.receive()
