@@ -17,7 +17,7 @@ from anyio import (
     EndOfStream,
 )
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_pair, recv_exactly
+from helpers import first_listener, open_pair, recv_exactly, under_wine
 
 import anyio_iocp
 from anyio_iocp._streams import EngineSocketStream, EngineTCPListener
@@ -205,6 +205,12 @@ async def test_close_while_another_task_receives() -> None:
             await client.receive()
 
 
+@pytest.mark.xfail(
+    under_wine(),
+    reason="Wine 8 closes a socket with SO_LINGER {1, 0} gracefully (FIN, not RST): "
+    "a plain blocking recv() under Wine sees b'' too",
+    strict=True,
+)
 async def test_peer_reset_is_broken_resource_with_cause() -> None:
     listener, client, server = await open_pair()
     async with listener, server:
