@@ -85,6 +85,12 @@ rm -rf "$SITE/anyio_iocp"
 cp -r anyio_iocp "$SITE/anyio_iocp"
 find "$SITE/anyio_iocp" \( -name '*.so' -o -name '_uring.c' -o -name '_uring.o' -o -name '__pycache__' \) -prune -exec rm -rf {} +
 cp _anyio_iocp_hook.py "$SITE/"
+# enough metadata for importlib.metadata.version("anyio-iocp")
+rm -rf "$SITE"/anyio_iocp-*.dist-info
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)"
+mkdir -p "$SITE/anyio_iocp-$version.dist-info"
+printf 'Metadata-Version: 2.1\nName: anyio-iocp\nVersion: %s\n' "$version" \
+    >"$SITE/anyio_iocp-$version.dist-info/METADATA"
 cp anyio_iocp/anyio_iocp.pth "$SITE/"
 RUN="$WORK/run"
 rm -rf "$RUN"

@@ -1,4 +1,4 @@
-"""Test environment only (never shipped): make Trio start under Wine 8.
+"""Test environment only (never shipped): make Trio and ``platform`` work under Wine 8.
 
 Trio's Windows I/O manager checks at start-up that the ioctl
 ``SIO_BSP_HANDLE_SELECT`` answers the same socket as ``SIO_BASE_HANDLE``.
@@ -6,6 +6,11 @@ Wine 8 refuses ``SIO_BSP_HANDLE_SELECT`` (WSAEOPNOTSUPP), so ``trio.run`` fails
 before the first task.  This module, imported from a ``.pth`` file in the Wine
 site-packages, asks ``SIO_BASE_HANDLE`` instead when Trio asks that one ioctl.
 It patches Trio lazily, when ``trio._core._io_windows`` is first imported.
+
+Second, ``platform.platform()`` and friends ask WMI first, and Wine 8's WMI
+reaches an unimplemented ``propsys.VariantToString`` that aborts the process.
+``platform`` falls back to the registry when its WMI query raises OSError, so
+the query is made to raise that.
 """
 
 from __future__ import annotations
@@ -54,6 +59,13 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _no_wmi(*args: Any, **kwargs: Any) -> Any:
+    raise OSError("WMI is not usable under Wine 8 (propsys.VariantToString)")
+
+
 def install() -> None:
     if sys.platform == "win32" and not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
+        import platform
+
+        platform._wmi_query = _no_wmi  # type: ignore[attr-defined]
