@@ -20,9 +20,13 @@ of its own.  This engine uses that same port
   under that key (``CreateIoCompletionPort(socket, port, key, 0)``), so Trio
   hands every packet of those sockets to the queue, in the scheduler pass in
   which it arrived.
-* A system task takes the packets from the queue in batches and completes the
-  operations they name: the ``OVERLAPPED`` address (an integer) maps to the
-  :class:`Op` in the engine's table.
+* Right after Trio's I/O wait (the instrument hook
+  :meth:`IocpEngine.after_io_wait`) the engine takes the packets from the
+  queue and completes the operations they name: the ``OVERLAPPED`` address (an
+  integer) maps to the :class:`Op` in the engine's table.  Their tasks are
+  rescheduled in the same scheduler pass.  A system task also waits on the
+  queue; it is what makes the run end cleanly (below), and it catches any
+  packet the hook has not taken.
 
 Trio's simpler ``register_with_iocp`` + ``wait_overlapped`` pair is not used:
 it requires a waiter to be registered before the next checkpoint after each
@@ -270,6 +274,14 @@ class IocpEngine(Engine):
                 _log.error("completion packet for an unknown OVERLAPPED %#x", info.lpOverlapped)
                 continue
             op.complete(info.dwNumberOfBytesTransferred)
+
+    def after_io_wait(self) -> None:
+        """Complete the packets Trio has just queued, in the same pass."""
+        try:
+            batch = self._queue.get_batch_nowait()
+        except trio.WouldBlock:
+            return
+        self._complete(batch)
 
     async def _dispatcher(self) -> None:
         """Completes operations as their packets arrive; at the end of the run
