@@ -238,19 +238,24 @@ async def test_connect_refused() -> None:
     )
 
 
-async def test_connect_with_local_address() -> None:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_connect_with_local_address(host: str) -> None:
+    listener = await anyio.create_tcp_listener(local_host=host)
     async with listener:
         port = listener.extra(SocketAttribute.local_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.bind((host, 0))
             local_port = probe.getsockname()[1]
         async with await anyio.connect_tcp(
-            "127.0.0.1", port, local_host="127.0.0.1", local_port=local_port
+            host, port, local_host=host, local_port=local_port
         ) as client:
-            assert client.extra(SocketAttribute.local_port) == local_port
+            assert client.extra(SocketAttribute.local_address)[:2] == (host, local_port)
+            assert client.extra(SocketAttribute.remote_address)[:2] == (host, port)
             server = await first_listener(listener).accept()
-            assert server.extra(SocketAttribute.remote_port) == local_port
+            assert server.extra(SocketAttribute.family) == family
+            assert server.extra(SocketAttribute.local_address)[:2] == (host, port)
+            assert server.extra(SocketAttribute.remote_address)[:2] == (host, local_port)
             await server.aclose()
 
 
