@@ -5,8 +5,9 @@
 #
 #   bash scripts/wine_test.sh            # the test suite (iocp, then readiness)
 #   bash scripts/wine_test.sh --demo     # demo.py on backend "iocp" instead
-#   bash scripts/wine_test.sh --shell CMD...   # run CMD with the Wine python
-#                                        # (python is $WINE_PY; see below)
+#   bash scripts/wine_test.sh --shell CMD...   # run CMD (on Linux) in the
+#                                        # prepared tree; $WINE runs $WINE_PY
+#   bash scripts/wine_test.sh --bench    # bench/wine_run.py: servers under Wine
 #   extra arguments go to pytest: bash scripts/wine_test.sh -k echo -x
 #
 # Everything lives in .wine-test/ (override: ANYIO_IOCP_WINE_DIR): the Wine
@@ -114,9 +115,17 @@ if [ "${1:-}" = "--demo" ]; then
     wpy demo.py "$@"
     exit
 fi
+if [ "${1:-}" = "--bench" ]; then
+    shift
+    export WINE_PY="$PYDIR/python.exe" WINE
+    status=0
+    "${BENCH_PYTHON:-python3}" bench/wine_run.py "$@" || status=$?
+    "$(command -v wineserver || echo /usr/lib/wine/wineserver64)" -k 2>/dev/null || true
+    exit "$status"
+fi
 if [ "${1:-}" = "--shell" ]; then
     shift
-    export WINE_PY="$PYDIR/python.exe"
+    export WINE_PY="$PYDIR/python.exe" WINE
     (cd "$RUN" && "$@")
     exit
 fi
