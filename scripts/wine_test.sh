@@ -41,7 +41,6 @@ log() { echo "wine_test: $*" >&2; }
 if ! command -v wine >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing wine with apt-get"
-        dpkg --print-foreign-architectures | grep -q i386 || true
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64 wine >/dev/null
     else
