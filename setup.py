@@ -29,11 +29,14 @@ class BuildPyWithPth(build_py):
 
 
 def cffi_modules() -> list[str]:
+    # The Winsock declarations of the IOCP engine are ABI mode: a pure Python
+    # module, generated on every platform without a compiler (loaded on Windows).
+    modules = ["_cffi_build/build_winsock.py:ffibuilder"]
     # The io_uring shim only exists on Linux.  ANYIO_IOCP_NO_URING=1 skips it
     # (no C compiler, no kernel headers); the readiness engine is used then.
     if sys.platform.startswith("linux") and os.environ.get("ANYIO_IOCP_NO_URING") != "1":
-        return ["_cffi_build/build_uring.py:ffibuilder"]
-    return []
+        modules.append("_cffi_build/build_uring.py:ffibuilder")
+    return modules
 
 
 setup(cmdclass={"build_py": BuildPyWithPth}, cffi_modules=cffi_modules())

@@ -1,5 +1,8 @@
 """Which engine can run here, and why: detected, never assumed.
 
+On Windows the IOCP engine is chosen unless its Winsock extensions cannot be
+loaded.  On Linux:
+
 io_uring can be missing or refused in several ways, each reported by name:
 
 * the shim was not built (not Linux, no compiler when installed, or
@@ -207,6 +210,20 @@ def _probe_multishot_recv() -> bool:
             lib.iou_pbuf_close(ffi.NULL, pool_pp[0])
 
 
+@functools.cache
+def probe_iocp() -> tuple[bool, str]:
+    """(usable, reason) for the IOCP engine: Windows, with the Winsock extensions."""
+    if sys.platform != "win32":
+        return False, f"it is the Windows engine and this is {sys.platform}"
+    try:
+        from ._winsock import extensions
+
+        extensions(socket.AF_INET)
+    except (ImportError, OSError, AttributeError) as exc:
+        return False, f"overlapped Winsock is not usable: {exc}"
+    return True, "Windows: overlapped Winsock (AcceptEx, ConnectEx) on Trio's completion port"
+
+
 def validate_engine_name(name: object) -> str:
     if not isinstance(name, str) or name not in ENGINE_NAMES:
         raise ValueError(
@@ -233,6 +250,13 @@ def select_engine(option: object | None = None) -> EngineInfo:
     name, source = requested_engine(option)
     forced = name != "auto"
     selected_by = f"forced by {source}" if forced else "auto"
+    if name == "iocp" or (name == "auto" and sys.platform == "win32"):
+        usable, reason = probe_iocp()
+        if usable:
+            return EngineInfo("iocp", selected_by, reason)
+        if forced:
+            raise RuntimeError(f"the iocp engine was requested but cannot run: {reason}")
+        return EngineInfo("readiness", selected_by, f"iocp unavailable: {reason}")
     if name in ("auto", "io_uring"):
         usable, reason, details = probe_io_uring()
         if usable:
@@ -240,9 +264,4 @@ def select_engine(option: object | None = None) -> EngineInfo:
         if forced:
             raise RuntimeError(f"the io_uring engine was requested but cannot run: {reason}")
         return EngineInfo("readiness", selected_by, f"io_uring unavailable: {reason}")
-    if name == "iocp":
-        raise RuntimeError(
-            "the iocp engine was requested but cannot run: it is the Windows engine "
-            f"and this is {sys.platform}"
-        )
     return EngineInfo("readiness", selected_by, "requested")

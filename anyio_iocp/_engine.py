@@ -4,7 +4,7 @@ An *engine* moves bytes between sockets and the program.  Three exist:
 
 * ``io_uring`` (Linux): operations are posted to a submission ring before the
   event happens; the kernel performs them and reports what got done.
-* ``iocp`` (Windows, planned): overlapped Winsock calls and Trio's completion port.
+* ``iocp`` (Windows): overlapped Winsock calls on Trio's completion port.
 * ``readiness``: Trio's ``wait_readable``/``wait_writable`` plus non-blocking
   calls, for every platform where neither completion engine can run.
 

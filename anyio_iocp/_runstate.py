@@ -87,6 +87,10 @@ _current_state: trio.lowlevel.RunVar[RunState] = trio.lowlevel.RunVar("anyio_ioc
 
 
 def create_engine(info: EngineInfo) -> Engine:
+    if info.name == "iocp":
+        from ._iocp_engine import IocpEngine
+
+        return IocpEngine(info)
     if info.name == "io_uring":
         from ._uring_engine import UringEngine
 

@@ -15,13 +15,15 @@ stdout.  Runs until killed.  Per-connection errors (resets etc.) are ignored.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
+
+if sys.platform != "win32":
+    import resource
 
 DEFAULT_BACKLOG = 4096
 HELLO = b"hello\n"
@@ -94,6 +96,8 @@ def quiet(handler: Handler) -> Handler:
 
 
 def raise_nofile_limit() -> None:
+    if sys.platform == "win32":
+        return  # no descriptor limit to raise
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft < target:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from anyio.streams.stapled import MultiListener
@@ -20,6 +24,26 @@ async def open_pair(host: str = "127.0.0.1") -> tuple[SocketListener, SocketStre
     client = await anyio.connect_tcp(host, listener.extra(SocketAttribute.local_port))
     server = await listener.accept()
     return listener, client, server
+
+
+def under_wine() -> bool:
+    """Windows CPython running under Wine (the project's Linux CI runs the
+    Windows suite that way)."""
+    if sys.platform != "win32":
+        return False
+    ntdll = ctypes.WinDLL("ntdll")
+    return hasattr(ntdll, "wine_get_version")
+
+
+def open_fds() -> int:
+    """Descriptors (Linux) or handles (Windows) the process holds."""
+    if sys.platform != "win32":
+        return len(os.listdir("/proc/self/fd"))
+    kernel32 = ctypes.WinDLL("kernel32")
+    count = ctypes.c_ulong()
+    if not kernel32.GetProcessHandleCount(kernel32.GetCurrentProcess(), ctypes.byref(count)):
+        raise ctypes.WinError()
+    return count.value
 
 
 async def recv_exactly(stream: SocketStream, n: int) -> bytes:

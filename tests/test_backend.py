@@ -107,6 +107,17 @@ def test_auto_engine_is_io_uring_here() -> None:
     assert dict(info.details)["multishot_accept"] in (True, False)
 
 
+def test_auto_engine_is_iocp_on_windows() -> None:
+    if sys.platform != "win32":
+        pytest.skip("the iocp engine is Windows only")
+
+    async def main() -> anyio_iocp.EngineInfo:
+        return anyio_iocp.engine_info()
+
+    info = anyio.run(main, backend="iocp")
+    assert (info.name, info.selected_by) == ("iocp", "auto")
+
+
 @pytest.mark.parametrize("bad", ["epoll", "", "IO_URING", 3])
 def test_unknown_engine_is_a_clear_error(bad: object) -> None:
     async def main() -> None:
@@ -116,6 +127,7 @@ def test_unknown_engine_is_a_clear_error(bad: object) -> None:
         anyio.run(main, backend="iocp", backend_options={"engine": bad})
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the iocp engine runs here")
 def test_forcing_the_windows_engine_on_linux_fails() -> None:
     async def main() -> None:
         pass
@@ -176,6 +188,6 @@ def test_trio_options_still_work() -> None:
 
 def test_engine_info_outside_a_run_does_not_start_one() -> None:
     info = anyio_iocp.engine_info()
-    assert info.name in ("io_uring", "readiness")
+    assert info.name in (("iocp",) if sys.platform == "win32" else ("io_uring", "readiness"))
     with pytest.raises(sniffio.AsyncLibraryNotFoundError):
         sniffio.current_async_library()

@@ -16,17 +16,13 @@ import pytest
 import trio
 from anyio import ClosedResourceError
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_pair
+from helpers import first_listener, open_fds, open_pair, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
 from anyio_iocp._runstate import current_engine
 
 pytestmark = pytest.mark.anyio
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def ops_in_flight() -> dict[int, Any]:
@@ -75,19 +71,22 @@ async def test_cancel_after_data_arrived_keeps_it() -> None:
 
 
 async def test_posted_receive_keeps_its_buffer_until_completion(engine_name: str) -> None:
-    if engine_name != "io_uring":
+    if engine_name == "readiness":
         pytest.skip("the readiness engine lends no memory to the kernel")
     engine: Any = current_engine()
+    multishot = getattr(engine, "multishot_recv", False)
     listener, client, server = await open_pair()
+    raw = server.extra(SocketAttribute.raw_socket)
     async with listener, client:
         with anyio.move_on_after(0.01):
             await server.receive()
-        inflight = receive_ops()
+        # the server stream's operations (not the listener's accept pool)
+        inflight = [op for op in receive_ops() if getattr(op, "sock", raw) is raw]
         assert len(inflight) == 1, "the cancelled receive stays posted"
         op = inflight[0]
         assert not op.done
         gc.collect()
-        if engine.multishot_recv:
+        if multishot:
             # a waiting multishot receive holds no buffer: the kernel picks one
             # from the engine's pool when bytes arrive, and the pool stays
             # registered until the ring is closed
@@ -100,8 +99,8 @@ async def test_posted_receive_keeps_its_buffer_until_completion(engine_name: str
             assert op.keep is not None  # its buffer is still referenced by the op
         await server.aclose()  # cancels the receive and waits for its completion
         assert op.done
-        assert op.user_data not in ops_in_flight()
-        if engine.multishot_recv:
+        assert op not in ops_in_flight().values()
+        if multishot:
             assert engine._pools == {buffer_size_of(pool): pool}
 
 
@@ -262,7 +261,12 @@ async def test_no_leaks_after_10000_cycles() -> None:
                 clients.start_soon(cycles, 1000)
         await anyio.wait_all_tasks_blocked()
         gc.collect()
-        assert open_fds() == fds_before
+        if not under_wine():
+            # Under Wine neither measure counts the program's sockets: the
+            # handle count reads 0, and the Wine process's own descriptors
+            # move by a dozen either way between identical rounds without
+            # growing (Wine's caches).  The operation count still must hold.
+            assert open_fds() == fds_before
         assert len(ops_in_flight()) == ops_before
         tg.cancel_scope.cancel()
 
@@ -406,9 +410,9 @@ async def second():
     except anyio.BrokenResourceError as exc:
         print("clean:", exc)
 
-anyio.run(first, backend="iocp", backend_options={"engine": "io_uring"})
-anyio.run(second, backend="iocp", backend_options={"engine": "io_uring"})
-"""
+anyio.run(first, backend="iocp", backend_options={"engine": ENGINE})
+anyio.run(second, backend="iocp", backend_options={"engine": ENGINE})
+""".replace("ENGINE", repr("iocp" if sys.platform == "win32" else "io_uring"))
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
+import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -15,7 +17,7 @@ from anyio import (
     EndOfStream,
 )
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_pair, recv_exactly
+from helpers import first_listener, open_pair, recv_exactly, under_wine
 
 import anyio_iocp
 from anyio_iocp._streams import EngineSocketStream, EngineTCPListener
@@ -203,11 +205,18 @@ async def test_close_while_another_task_receives() -> None:
             await client.receive()
 
 
+@pytest.mark.xfail(
+    under_wine(),
+    reason="Wine 8 mostly closes a socket that has SO_LINGER {1, 0} with FIN, not RST "
+    "(a plain blocking recv() under Wine sees b'' too); now and then the reset arrives",
+)
 async def test_peer_reset_is_broken_resource_with_cause() -> None:
     listener, client, server = await open_pair()
     async with listener, server:
         raw = client.extra(SocketAttribute.raw_socket)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # struct linger {l_onoff = 1, l_linger = 0}: close() resets the connection
+        linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         await client.aclose()
         with pytest.raises(BrokenResourceError) as info:
             await server.receive()
@@ -229,19 +238,24 @@ async def test_connect_refused() -> None:
     )
 
 
-async def test_connect_with_local_address() -> None:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_connect_with_local_address(host: str) -> None:
+    listener = await anyio.create_tcp_listener(local_host=host)
     async with listener:
         port = listener.extra(SocketAttribute.local_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.bind((host, 0))
             local_port = probe.getsockname()[1]
         async with await anyio.connect_tcp(
-            "127.0.0.1", port, local_host="127.0.0.1", local_port=local_port
+            host, port, local_host=host, local_port=local_port
         ) as client:
-            assert client.extra(SocketAttribute.local_port) == local_port
+            assert client.extra(SocketAttribute.local_address)[:2] == (host, local_port)
+            assert client.extra(SocketAttribute.remote_address)[:2] == (host, port)
             server = await first_listener(listener).accept()
-            assert server.extra(SocketAttribute.remote_port) == local_port
+            assert server.extra(SocketAttribute.family) == family
+            assert server.extra(SocketAttribute.local_address)[:2] == (host, port)
+            assert server.extra(SocketAttribute.remote_address)[:2] == (host, local_port)
             await server.aclose()
 
 

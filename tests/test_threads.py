@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import anyio
-import pytest
 import sniffio
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import first_listener, recv_exactly
@@ -13,7 +12,6 @@ from helpers import first_listener, recv_exactly
 from anyio_iocp._runstate import current_engine
 
 
-@pytest.mark.parametrize("engine_name", ["io_uring", "readiness"])
 def test_threads_each_have_their_own_engine(engine_name: str) -> None:
     results: dict[int, tuple[int, str, int]] = {}
     errors: list[BaseException] = []

@@ -1,0 +1,149 @@
+"""The benchmark with its servers under Wine: Windows CPython running
+bench/server_app.py on each backend, loaded from Linux by bench/loadgen.c on
+127.0.0.1 (Wine runs Windows sockets on the host's sockets).
+
+Run it through the Wine harness, which prepares Windows Python and exports
+``WINE`` and ``WINE_PY``::
+
+    bash scripts/wine_test.sh --bench [--seconds 3] [--repeat 1]
+        [--backends asyncio,trio,iocp] [--tests echo1,echo64,churn,bulk,storm]
+
+Backends: ``asyncio`` is AnyIO on asyncio's default Windows loop, the
+ProactorEventLoop (IOCP); ``trio`` is AnyIO on Trio (AFD polling); ``iocp`` is
+this project's IOCP engine.  These are Wine figures: compare the backends with
+each other, never with Linux or Windows figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from compile_c import build_programs
+from measure import run_load
+from scenarios import SCENARIOS, Settings
+
+BENCH_DIR = Path(__file__).resolve().parent
+BACKENDS = ("asyncio", "trio", "iocp")
+START_TIMEOUT = 60.0
+
+# primary figure of each test: (loadgen key, label, format)
+COLUMNS = {
+    "echo1": ("ops_per_s", "echo 1 conn", "{:,.0f}/s"),
+    "echo64": ("ops_per_s", "echo 64 conns", "{:,.0f}/s"),
+    "churn": ("exchanges_per_s", "hello/close churn", "{:,.0f}/s"),
+    "bulk": ("mb_per_s", "bulk 4 conns", "{:,.0f} MB/s"),
+    "storm": ("elapsed_s", "simultaneous connects", "{:.1f} s"),
+}
+
+
+class WineServer:
+    """bench/server_app.py under Wine; its output is piped (a Wine process whose
+    output goes straight to a file dies at start)."""
+
+    def __init__(self, backend: str, mode: str, backlog: int) -> None:
+        wine, python = os.environ["WINE"], os.environ["WINE_PY"]
+        script = "Z:" + str(BENCH_DIR / "server_app.py")
+        self.proc = subprocess.Popen(
+            [wine, python, script, backend, mode, str(backlog)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self.port = self._read_port()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _read_port(self) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.strip().isdigit():
+                return int(line)
+            self.output.append(line)
+        self.stop()
+        raise RuntimeError("server did not start: " + "".join(self.output[-5:]))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_one(backend: str, test: str, settings: Settings, loadgen: Path) -> dict[str, Any]:
+    scenario = SCENARIOS[test]
+    server = WineServer(backend, scenario.server_mode, scenario.backlog(settings))
+    try:
+        time.sleep(0.5)  # let the Wine process settle after printing its port
+        return run_load(
+            loadgen, scenario.loadgen_args(settings, server.port), scenario.timeout(settings), None
+        )
+    finally:
+        server.stop()
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--storm", type=int, default=3000)
+    p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--tests", default=",".join(COLUMNS))
+    args = p.parse_args(argv)
+    backends = args.backends.split(",")
+    tests = args.tests.split(",")
+    settings = Settings(seconds=args.seconds, storm_n=args.storm)
+    loadgen = build_programs()["loadgen"]
+    rows: dict[str, list[str]] = {}
+    for backend in backends:
+        cells = []
+        for test in tests:
+            key, _label, fmt = COLUMNS[test]
+            values: list[float] = []
+            note = ""
+            for _ in range(args.repeat):
+                try:
+                    load = run_one(backend, test, settings, loadgen)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    note = f"failed: {exc}".replace("|", "/")[:80]
+                    print(f"# {backend} {test}: {note}", file=sys.stderr)
+                    continue
+                print(f"# {backend} {test}: {load}", file=sys.stderr)
+                values.append(float(load[key]))
+                if test == "storm":
+                    note = f" ({load.get('answered', '?')} of {load.get('n', '?')} answered)"
+            cells.append(fmt.format(statistics.median(values)) + note if values else note)
+        rows[backend] = cells
+    print("| server backend (under Wine) | " + " | ".join(COLUMNS[t][1] for t in tests) + " |")
+    print("| --- " * (len(tests) + 1) + "|")
+    for backend, cells in rows.items():
+        print(f"| {backend} | " + " | ".join(cells) + " |")
+    print(
+        f"\nmedian of {args.repeat} run(s), {args.seconds:g} s each; "
+        f"command: bash scripts/wine_test.sh --bench {' '.join(argv)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
