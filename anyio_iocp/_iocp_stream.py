@@ -96,6 +96,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
+        self._engine._check_open()  # a stream kept past its run: a clear error
         self._raise_unreported_send_error()  # a write-behind send failed
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
@@ -203,6 +204,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
         return len(self._pipelined)
 
     async def send(self, data: memoryview) -> None:
+        self._engine._check_open()
         self._check_send_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._sending:

@@ -36,7 +36,10 @@ class ReadinessMessageIO(MessageIO):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                data, ancdata, flags, address = self.sock.recvmsg(bufsize, ancbufsize)
+                if ancbufsize:
+                    data, ancdata, flags, address = self.sock.recvmsg(bufsize, ancbufsize)
+                else:  # Windows sockets have no recvmsg
+                    (data, address), ancdata, flags = self.sock.recvfrom(bufsize), [], 0
             except BlockingIOError:
                 await self._wait(readable=True)
                 continue
@@ -47,10 +50,12 @@ class ReadinessMessageIO(MessageIO):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                if address is None:
-                    sent = self.sock.sendmsg([data], ancdata)
+                if ancdata:
+                    sent = self.sock.sendmsg([data], ancdata, 0, *([address] if address else []))
+                elif address is None:  # Windows sockets have no sendmsg
+                    sent = self.sock.send(data)
                 else:
-                    sent = self.sock.sendmsg([data], ancdata, 0, address)
+                    sent = self.sock.sendto(data, address)
             except BlockingIOError:
                 await self._wait(readable=False)
                 continue

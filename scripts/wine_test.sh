@@ -29,7 +29,7 @@ HOST_PY="${HOST_PYTHON:-python3}"
 # pinned as in pyproject.toml; the rest are the test tools and dependencies
 REQUIREMENTS=(
     "anyio>=4.16,<4.17" "trio>=0.35,<0.36" "cffi>=1.17" "sniffio>=1.3"
-    pytest pytest-timeout trustme
+    pytest pytest-timeout trustme hypothesis
     # newer cryptography wheels fail to load their Rust module under Wine 8
     # ("DLL load failed while importing _rust"); 42.0.8 loads
     "cryptography<43"
@@ -63,7 +63,9 @@ if [ ! -x "$PYDIR/python.exe" ] && [ ! -f "$PYDIR/python.exe" ]; then
 fi
 
 # -- 3. win_amd64 wheels, unzipped into site-packages (pip crashes under Wine) --
-if [ ! -f "$WORK/wheels.done" ]; then
+# (fetched again when the requirement list changes)
+wanted="$(printf '%s\n' "${REQUIREMENTS[@]}")"
+if [ ! -f "$WORK/wheels.done" ] || [ "$(cat "$WORK/wheels.done")" != "$wanted" ]; then
     log "fetching win_amd64 wheels"
     rm -rf "$WHEELS"
     "$HOST_PY" -m pip download -q --disable-pip-version-check --only-binary=:all: \
@@ -72,7 +74,7 @@ if [ ! -f "$WORK/wheels.done" ]; then
     for wheel in "$WHEELS"/*.whl; do
         unzip -q -o "$wheel" -d "$SITE"
     done
-    touch "$WORK/wheels.done"
+    printf '%s\n' "$wanted" >"$WORK/wheels.done"
 fi
 
 # -- 4. the Wine-only workaround for Trio's start-up check ---------------------
@@ -132,6 +134,18 @@ fi
 export ANYIO_IOCP_TEST_ENGINES="${ANYIO_IOCP_TEST_ENGINES:-iocp,readiness}"
 log "pytest under Wine, engines: $ANYIO_IOCP_TEST_ENGINES"
 status=0
-wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread "$@" || status=$?
+# The engine-agnostic modules.  Not run under Wine (yet): the reliability
+# modules of issue 7 (test_faults, test_interleavings, test_lifecycle, test_idle,
+# test_fuzz, test_gc_safety: POSIX signals and fork, resets that Wine turns into
+# FIN, and interleavings not yet investigated there), the UNIX-socket and
+# io_uring-only modules (test_unix, test_multishot, test_ring_limits,
+# test_load, test_exhaustion, test_detect), and test_real_libraries (its HTTP
+# libraries and Debian's wrk are not in the Wine tree).  Options are added
+# (-k echo -x); paths given first replace the list (tests/test_faults.py).
+WINE_TESTS=(tests/test_streams.py tests/test_tuning.py tests/test_engine.py tests/test_tls.py
+    tests/test_backend.py tests/test_threads.py tests/test_datagrams.py)
+if [ $# -gt 0 ] && [[ "$1" != -* ]]; then WINE_TESTS=(); fi
+wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread \
+    "${WINE_TESTS[@]}" "$@" || status=$?
 "$(command -v wineserver || echo /usr/lib/wine/wineserver64)" -k 2>/dev/null || true
 exit "$status"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +18,13 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import first_listener, recv_exactly
 
 import anyio_iocp
+
+if sys.platform == "win32":
+    pytest.skip(
+        "descriptor limits (RLIMIT_NOFILE, the resource module) are POSIX's",
+        allow_module_level=True,
+    )
+import resource
 
 pytestmark = pytest.mark.anyio
 

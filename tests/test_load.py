@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,13 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import first_listener
 
 import anyio_iocp
+
+if sys.platform == "win32":
+    pytest.skip(
+        "descriptor limits (RLIMIT_NOFILE, the resource module) are POSIX's",
+        allow_module_level=True,
+    )
+import resource
 
 CONNECTIONS = 10_000
 ROUNDS = 3
