@@ -60,6 +60,9 @@ async def end_with_everything_open(mode: str) -> None:
         raise RuntimeError("the program failed")
 
 
+_interrupt_done = threading.Event()
+
+
 async def interrupted_mid_io() -> None:
     _listener, client, server = await busy_pair()
 
@@ -68,9 +71,20 @@ async def interrupted_mid_io() -> None:
             await stream.send(os.urandom(4096))
             await stream.receive()
 
+    done = _interrupt_done
+
     def interrupt_soon() -> None:
         time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
+        # One SIGINT is expected to end the run.  Once in about 50 runs (seen
+        # in CI on 2026-11-27, io_uring with multishot receives) the run went
+        # on pumping after it: the interrupt was lost, cause not found yet.
+        # Further signals 2 s apart make that case end too; how many were
+        # needed is printed, and test_lifecycle.py reports a lost one.
+        for sent in range(1, 11):
+            os.kill(os.getpid(), signal.SIGINT)
+            if done.wait(2.0):
+                print(f"signals sent {sent}", flush=True)
+                return
 
     threading.Thread(target=interrupt_soon, daemon=True).start()
     async with anyio.create_task_group() as tg:
@@ -150,6 +164,9 @@ def main() -> None:
             anyio.run(interrupted_mid_io, backend="iocp", backend_options=options)
         except* KeyboardInterrupt:
             print("KeyboardInterrupt", flush=True)
+        finally:
+            _interrupt_done.set()
+            time.sleep(0.05)  # let the signalling thread print its count
         # the process can run again afterwards
         fds: list[int] = []
         assert anyio.run(echo_once, fds, backend="iocp", backend_options=options) == b"child echo"
