@@ -75,8 +75,8 @@ async def interrupted_mid_io() -> None:
 
     def interrupt_soon() -> None:
         time.sleep(0.3)
-        # One SIGINT is expected to end the run.  Once in about 50 runs (seen
-        # in CI on 2026-11-27, io_uring with multishot receives) the run went
+        # One SIGINT is expected to end the run.  Once (seen
+        # in CI on 2026-11-27, io_uring with multishot receives), the run went
         # on pumping after it: the interrupt was lost, cause not found yet.
         # Further signals 2 s apart make that case end too; how many were
         # needed is printed, and test_lifecycle.py reports a lost one.
