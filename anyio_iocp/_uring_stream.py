@@ -133,25 +133,37 @@ class UringStreamIO(WriteBehind, StreamIO):
         await trio.lowlevel.checkpoint_if_cancelled()
         self._collect()
         if not (self._ready or posted or self._eof or self._recv_error):
-            try:
-                data = self.sock.recv(min(max_bytes, self.buffersize))
-            except BlockingIOError:
-                self._check_send_error()
-                self._post_chain()
-                await self._engine.wait(posted[0])
-                self._collect()
-                return self._take(max_bytes)
-            if data:
-                self._detect(len(data) == self.buffersize)
-                self._post_ahead()
-            else:
-                self._eof = True
-                self._check_send_error()  # a reset that a send reported first
+            now = self._recv_now(max_bytes)
+            if now is None:
+                return await self._receive_single(max_bytes)
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            return now
         data = self._take(max_bytes)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
+
+    def _recv_now(self, max_bytes: int) -> bytes | None:
+        """A direct non-blocking recv: the bytes (``b""`` at end of stream),
+        or None when the socket holds none yet."""
+        try:
+            data = self.sock.recv(min(max_bytes, self.buffersize))
+        except BlockingIOError:
+            self._check_send_error()
+            return None
+        if data:
+            self._detect(len(data) == self.buffersize)
+            self._post_ahead()  # a burst: k receives ahead, as a linked chain
+        else:
+            self._eof = True
+            self._check_send_error()  # a reset that a send reported first
+        return data
+
+    async def _receive_single(self, max_bytes: int) -> bytes:
+        """Post receives with buffers of their own and wait for the first."""
+        self._post_chain()
+        await self._engine.wait(self._posted[0])
+        self._collect()
+        return self._take(max_bytes)
 
     def has_read_ahead(self) -> bool:
         ms = self._ms
@@ -167,29 +179,17 @@ class UringStreamIO(WriteBehind, StreamIO):
             # Bytes may be there already: take them without waiting a pass.
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check_not_closing()
-            try:
-                data = self.sock.recv(min(max_bytes, self.buffersize))
-            except BlockingIOError:
-                self._check_send_error()
-            else:
-                if data:
-                    self._detect(len(data) == self.buffersize)
-                    self._post_ahead()  # a burst: k receives ahead, as a linked chain
-                else:
-                    ms.eof = True
-                    self._check_send_error()  # a reset that a send reported first
+            now = self._recv_now(max_bytes)
+            if now is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
+                return now
         self._engine.reap_ready()
         while not ms.has_data():
             if ms.armed is None:
                 self._check_not_closing()
                 if ms.starved:
                     # the pool ran dry: this time, a receive with its own buffer
-                    self._post_chain()
-                    await self._engine.wait(self._posted[0])
-                    self._collect()
-                    return self._take(max_bytes)
+                    return await self._receive_single(max_bytes)
                 ms.arm(self.fd)
             await ms.wait()  # cancellable: the receive stays armed
         return self._take_multishot(ms, max_bytes)
