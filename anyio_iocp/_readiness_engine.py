@@ -41,7 +41,7 @@ CLOSE_DRAIN_SECONDS = 10.0
 CONNECT_RETRY_SECONDS = 0.005
 
 
-async def _wait_readable(sock: socket.socket) -> None:
+async def wait_readable(sock: socket.socket) -> None:
     try:
         await trio.lowlevel.wait_readable(sock)
     except trio.ClosedResourceError:
@@ -49,7 +49,7 @@ async def _wait_readable(sock: socket.socket) -> None:
         raise OSError(errno.EBADF, "socket closed while waiting") from None
 
 
-async def _wait_writable(sock: socket.socket) -> None:
+async def wait_writable(sock: socket.socket) -> None:
     try:
         await trio.lowlevel.wait_writable(sock)
     except trio.ClosedResourceError:
@@ -136,7 +136,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     data = self.sock.recv(size)
                 except BlockingIOError:
                     self._check_send_error()
-                    await _wait_readable(self.sock)
+                    await wait_readable(self.sock)
                     continue
                 except OSError as exc:
                     self._recv_error = exc
@@ -187,7 +187,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
             try:
                 sent = sock.send(data)
             except BlockingIOError:
-                await _wait_writable(sock)
+                await wait_writable(sock)
             else:
                 data = data[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -201,7 +201,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                 try:
                     sent = sock.send(head)
                 except BlockingIOError:
-                    await _wait_writable(sock)
+                    await wait_writable(sock)
                     continue
                 if sent < len(head):
                     self._queued[0] = head[sent:]
@@ -266,7 +266,7 @@ class ReadinessListenerIO(ListenerIO):
             try:
                 conn, _addr = self.sock.accept()
             except BlockingIOError:
-                await _wait_readable(self.sock)
+                await wait_readable(self.sock)
                 continue
             except OSError as exc:
                 if exc.errno not in EXHAUSTION:
@@ -319,7 +319,7 @@ class ReadinessEngine(Engine):
                 return
         # In progress: wait until writable, then read the outcome.  Cancelling
         # here abandons the attempt; the caller closes the socket.
-        await _wait_writable(sock)
+        await wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, f"connect to {address!r}: {os.strerror(err)}")

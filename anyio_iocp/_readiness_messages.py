@@ -8,13 +8,13 @@ nothing, so no message can be lost.
 
 from __future__ import annotations
 
-import errno
 import socket
 from typing import Any
 
 import trio
 
 from ._engine import Message, MessageIO
+from ._readiness_engine import wait_readable, wait_writable
 from ._sockaddr import AncData
 
 
@@ -22,15 +22,6 @@ class ReadinessMessageIO(MessageIO):
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-
-    async def _wait(self, readable: bool) -> None:
-        try:
-            if readable:
-                await trio.lowlevel.wait_readable(self.sock)
-            else:
-                await trio.lowlevel.wait_writable(self.sock)
-        except trio.ClosedResourceError:
-            raise OSError(errno.EBADF, "socket closed while waiting") from None
 
     async def receive_msg(self, bufsize: int, ancbufsize: int) -> Message:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -41,7 +32,7 @@ class ReadinessMessageIO(MessageIO):
                 else:  # Windows sockets have no recvmsg
                     (data, address), ancdata, flags = self.sock.recvfrom(bufsize), [], 0
             except BlockingIOError:
-                await self._wait(readable=True)
+                await wait_readable(self.sock)
                 continue
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data, ancdata, flags, address
@@ -57,7 +48,7 @@ class ReadinessMessageIO(MessageIO):
                 else:
                     sent = self.sock.sendto(data, address)
             except BlockingIOError:
-                await self._wait(readable=False)
+                await wait_writable(self.sock)
                 continue
             await trio.lowlevel.cancel_shielded_checkpoint()
             return sent
