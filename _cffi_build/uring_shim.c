@@ -184,10 +184,17 @@ unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, 
  * wait on the overflow list. */
 unsigned iou_sq_flags(iou_ring *r) { return __atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE); }
 
-/* Completions waiting in the completion ring (shared memory: no system call). */
+/* Completions waiting in the completion ring (shared memory: no system call),
+ * or at least 1 when the kernel holds more on its overflow list: iou_reap
+ * flushes that list, so a caller that reaps only when this is non-zero never
+ * leaves completions behind. */
 unsigned iou_cq_ready(iou_ring *r)
 {
-    return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
+    unsigned ready = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
+
+    if (!ready && (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW))
+        return 1;
+    return ready;
 }
 
 /* Free submission slots (prepared entries count as used). */

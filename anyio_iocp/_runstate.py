@@ -59,7 +59,9 @@ class RunState(trio.abc.Instrument):
                 _log.exception("engine submission failed")
 
     def after_io_wait(self, timeout: float) -> None:
-        _claim_sniffio()
+        # _claim_sniffio(), inlined: this runs once per scheduler pass
+        if _sniffio_local.name == "trio":
+            _sniffio_local.name = BACKEND_NAME
         engine = self.engine
         if engine is not None:
             try:
@@ -76,11 +78,14 @@ class RunState(trio.abc.Instrument):
             self.leftovers.close_all()
 
 
+_sniffio_local = sniffio.thread_local
+
+
 def _claim_sniffio() -> None:
     # Only where Trio itself has just set its name: in guest mode Trio runs its
     # first steps outside a tick, where the name must stay as the host left it.
-    if sniffio.thread_local.name == "trio":
-        sniffio.thread_local.name = BACKEND_NAME
+    if _sniffio_local.name == "trio":
+        _sniffio_local.name = BACKEND_NAME
 
 
 _current_state: trio.lowlevel.RunVar[RunState] = trio.lowlevel.RunVar("anyio_iocp_state")

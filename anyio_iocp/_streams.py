@@ -76,7 +76,9 @@ class EngineSocketStream(SocketStream):
         return BrokenResourceError(str(exc))
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+        if type(max_bytes) is not int and (
+            not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
+        ):
             raise TypeError(f"max_bytes must be an integer, not {type(max_bytes).__name__}")
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")

@@ -9,7 +9,7 @@ would sleep until some unrelated event.
 
 This retry timer wakes the loop instead: after a refusal, the next attempt is
 due 1 ms later, doubling up to 100 ms while refusals go on (no spinning), and
-the reaper's wait on the ring gets that deadline.  Trio has already chosen how
+the reaper's wait gets that deadline.  Trio has already chosen how
 long to sleep when ``before_io_wait`` runs, so a refusal also asks for one
 immediate extra pass (``run_sync_soon``), in which the new deadline counts.
 """
@@ -58,9 +58,13 @@ class SubmitRetry:
             if self._scope is not None:
                 self._scope.deadline = math.inf
 
-    async def wait_readable(self, fd: int) -> None:
-        """The reaper's wait: for completions, or until a retry is due."""
+    async def wait(self, fd: int | None) -> None:
+        """The reaper's wait: until a retry is due, or for completions on the
+        ring ``fd`` (``None``: the ring is watched otherwise, only the timer)."""
         with trio.CancelScope(deadline=self._due if self._delay else math.inf) as scope:
             self._scope = scope
-            await trio.lowlevel.wait_readable(fd)
+            if fd is None:
+                await trio.sleep_forever()
+            else:
+                await trio.lowlevel.wait_readable(fd)
         self._scope = None

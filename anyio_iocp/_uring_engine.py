@@ -13,13 +13,16 @@ Driving the ring from Trio, without a thread
   system call happens then.  Once per scheduler pass, just before Trio waits for
   I/O, the instrument hook :meth:`UringEngine.before_io_wait` hands everything
   prepared during that pass to the kernel with one ``io_uring_enter``.
-* The ring's file descriptor is readable while completions are waiting.  A
-  system task sleeps in ``trio.lowlevel.wait_readable(ring_fd)`` so that Trio's
-  epoll wakes up for completions.  The completions themselves are reaped right
-  after the I/O wait (:meth:`UringEngine.after_io_wait`) in batches that the C
-  shim copies into one array, and the waiting tasks are rescheduled in the same
-  pass.  (Reaping in ``before_io_wait`` would be wrong: Trio has already chosen
-  its sleep time, and an emptied completion ring would no longer wake it.)
+* The ring's file descriptor is readable while completions are waiting, and
+  it sits in Trio's own epoll set (:mod:`._uring_wakeup`), so that Trio's
+  ``epoll_wait`` returns for completions without a task to wake.  (Where that
+  set cannot be reached, a system task sleeps in
+  ``trio.lowlevel.wait_readable(ring_fd)`` instead.)  The completions themselves
+  are reaped right after the I/O wait (:meth:`UringEngine.after_io_wait`) in
+  batches that the C shim copies into one array, and the waiting tasks are
+  rescheduled in the same pass.  ``before_io_wait`` reaps too, but only when
+  the loop will not sleep: otherwise Trio has already chosen how long to
+  sleep, and tasks woken then would wait that long.
 
 The traps, and what this module does about them
 -----------------------------------------------
@@ -68,6 +71,7 @@ from ._uring_messages import UringMessageIO
 from ._uring_multishot import BufferPool
 from ._uring_op import Op
 from ._uring_stream import UringStreamIO
+from ._uring_wakeup import EpollRingWatch, ring_watch
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -156,6 +160,8 @@ class UringEngine(Engine):
         )
         self._pools: dict[int, BufferPool] = {}
         self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
+        #: the ring in Trio's epoll set; None: the reaper task waits on the ring
+        self._watch: EpollRingWatch | None = None
         track_for_fork(self)  # a forked child lets go of this ring
 
     # -- posting -------------------------------------------------------------
@@ -174,8 +180,8 @@ class UringEngine(Engine):
             # The submission ring is full: hand it to the kernel now and retry.
             # In a task (not while reaping) completions may be reaped first if
             # the kernel asks for room.
-            if self._submit() < 0 and not self._reaping:
-                self.after_io_wait()
+            if self._submit() < 0:
+                self._reap_now()
                 self._submit()
             rc = prep(self._ring, *args)
         if rc < 0:
@@ -207,8 +213,8 @@ class UringEngine(Engine):
         """A linked chain must reach the kernel in one submission."""
         self._check_open()
         if lib.iou_sq_space(self._ring) < n:
-            if self._submit() < 0 and not self._reaping:
-                self.after_io_wait()  # the kernel asks for room first, as in _post
+            if self._submit() < 0:
+                self._reap_now()  # the kernel asks for room first, as in _post
                 self._submit()
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
@@ -310,15 +316,24 @@ class UringEngine(Engine):
                 self._retry.refused()
             else:
                 self._retry.accepted()
-        if timeout == 0 and lib.iou_cq_ready(self._ring):
+        if timeout == 0:
             # Tasks are runnable, so the I/O wait will not block.  Completions
-            # reaped now leave the ring unreadable for it: the reaper task is
-            # not woken just to find them gone (one task step and one epoll
-            # re-arm per completion on ping-pong traffic).
-            self.after_io_wait()
+            # reaped now wake their tasks in this pass, and leave the ring
+            # unreadable for the wait (no wake-up just to find them gone).
+            self._reap_now()
+        elif self._watch is not None and not self._watch.armed:
+            self._watch.arm()  # the wait may block: completions must end it
 
     def after_io_wait(self) -> None:
-        if self._closed or self._reaping:
+        """After Trio's I/O wait (the instrument's hook, once per pass)."""
+        if self._closed or self._reaping or not lib.iou_cq_ready(self._ring):
+            return  # an empty completion ring costs one C call
+        if self._watch is not None:
+            self._watch.may_have_fired()
+        self._reap_now()
+
+    def _reap_now(self) -> None:
+        if self._closed or self._reaping or not lib.iou_cq_ready(self._ring):
             return
         self._reaping = True
         try:
@@ -331,10 +346,9 @@ class UringEngine(Engine):
 
         A task about to wait for a completion calls this first: the kernel
         often finished while the task ran (on loopback, the peer's reply is
-        there by the time the request went out), and reaping it here saves the
-        reaper task's wake-up and the re-arm of its epoll registration."""
-        if not self._closed and lib.iou_cq_ready(self._ring):
-            self.after_io_wait()
+        there by the time the request went out), and reaping it here saves a
+        pass through the I/O wait."""
+        self._reap_now()
 
     def _reap(self) -> None:
         ops = self._ops
@@ -365,13 +379,16 @@ class UringEngine(Engine):
     def ensure_reaper(self) -> None:
         if not self._reaper_started:
             self._reaper_started = True
+            self._watch = ring_watch(self.fd)
             trio.lowlevel.spawn_system_task(self._reaper, name="anyio_iocp io_uring reaper")
 
     async def _reaper(self) -> None:
-        # Only here so that Trio's epoll wakes up for completions; the reaping
-        # itself happens in after_io_wait, in the same scheduler pass.
+        # Only here to wake the loop: when a refused submission is due again,
+        # and, without the ring in Trio's epoll set, for completions.  The
+        # reaping itself happens in after_io_wait, in the same scheduler pass.
+        ring_fd = None if self._watch is not None else self.fd
         while True:
-            await self._retry.wait_readable(self.fd)
+            await self._retry.wait(ring_fd)
             self.after_io_wait()
 
     # -- waiting -------------------------------------------------------------
@@ -486,6 +503,8 @@ class UringEngine(Engine):
                 )
             self._closed = True
             self._listeners.clear()
+            if self._watch is not None:
+                self._watch.close()
             lib.iou_close(self._ring)
             self._ring = ffi.NULL
             for pool in self._pools.values():
@@ -503,6 +522,7 @@ class UringEngine(Engine):
         self._closed = True
         self._ops.clear()
         self._listeners.clear()
+        self._watch = None  # the parent's registration, in the parent's epoll set
         lib.iou_close(self._ring)
         self._ring = ffi.NULL
         # the buffer pools are this process's copies of the parent's memory:

@@ -79,7 +79,7 @@ class BufferPool:
     def take(self, bid: int, length: int) -> bytes:
         """Copy out what the kernel put in buffer ``bid`` and give it back."""
         pool = self.pool
-        data: bytes = ffi.buffer(lib.iou_pbuf_data(pool, bid), length)[:]
+        data: bytes = ffi.unpack(lib.iou_pbuf_data(pool, bid), length)
         lib.iou_pbuf_recycle(pool, bid)
         return data
 
@@ -136,7 +136,12 @@ class MultishotReceiver:
             pool = op.pool
             self.ready.append(pool.take(flags >> BUFFER_SHIFT, res))
             self.ready_bytes += res
-            self._stream._detect(res == pool.size)
+            stream = self._stream
+            full = res == pool.size
+            if full or stream._burst > 1:
+                stream._detect(full)
+            else:
+                stream._bursting = False  # what _detect does for a partial receive at k = 1
         elif res == 0:
             self.eof = True
         elif res == -errno.ENOBUFS:
@@ -146,10 +151,7 @@ class MultishotReceiver:
             self.error = oserror(res, "recv")
         if final and self.armed is op:
             self.armed = None
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
+        waiter = self._waiter  # the reader, if it waits
         if waiter is not None:
             self._waiter = None
             trio.lowlevel.reschedule(waiter)

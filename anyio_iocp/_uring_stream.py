@@ -119,6 +119,22 @@ class UringStreamIO(WriteBehind, StreamIO):
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
+        ms = self._ms
+        if (
+            ms is not None
+            and ms.ready
+            and not (self._ready or self._posted or self._eof or self._recv_error)
+            and self._send_error is None
+            and not self._engine._closed
+        ):
+            # The usual case on a busy stream, with nothing to check: bytes
+            # that the multishot receive brought are waiting.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = ms.take(max_bytes)
+            if self._bursting and not ms.ready:
+                self._post_ahead()  # during a burst, once the reader has caught up
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
         self._engine._check_open()  # a stream kept past its run: a clear error
         self._raise_unreported_send_error()  # a write-behind send failed
         if self._ms is not None and not (
@@ -281,8 +297,10 @@ class UringStreamIO(WriteBehind, StreamIO):
         return len(self._queued) + sum(op.pipelined for op in self._sending)
 
     async def send(self, data: memoryview) -> None:
-        self._engine._check_open()
-        self._check_send_error()
+        if self._engine._closed:
+            self._engine._check_open()
+        if self._send_error is not None:
+            self._check_send_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._queued and not self._sending:
             try:
