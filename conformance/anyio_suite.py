@@ -211,6 +211,23 @@ def test_requirements(
     return wanted, excluded
 
 
+def pip_each(pip: list[str], wanted: list[str], report: DepReport, failure: str) -> None:
+    """Run ``pip`` for each requirement alone, so that one that fails is
+    recorded in ``report`` (with pip's last line) and the others still go."""
+    for spec in wanted:
+        proc = run([*pip, spec], capture_output=True, timeout=600)
+        if proc.returncode == 0:
+            report.installed.append(spec)
+        else:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            report.skipped[spec] = f"{failure}: {last}"
+
+
+def log_skipped(report: DepReport) -> None:
+    for spec, why in report.skipped.items():
+        log(f"test dependency skipped: {spec}: {why}")
+
+
 def install_deps(python: Path, pyproject: Path, cache: Path) -> DepReport:
     wanted, excluded = test_requirements(pyproject)
     report = DepReport(skipped=dict(excluded))
@@ -218,30 +235,10 @@ def install_deps(python: Path, pyproject: Path, cache: Path) -> DepReport:
     constraints = cache / "constraints.txt"
     pins = [f"{name}=={metadata.version(name)}" for name in ("anyio", "trio", "pytest")]
     constraints.write_text("\n".join(pins) + "\n")
-    for spec in wanted:
-        proc = run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-c",
-                str(constraints),
-                spec,
-            ],
-            capture_output=True,
-            timeout=600,
-        )
-        if proc.returncode == 0:
-            report.installed.append(spec)
-        else:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            report.skipped[spec] = f"not installable here: {last}"
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip_each([*pip, "-c", str(constraints)], wanted, report, "not installable here")
     log(f"test dependencies present: {', '.join(report.installed)}")
-    for spec, why in report.skipped.items():
-        log(f"test dependency skipped: {spec}: {why}")
+    log_skipped(report)
     return report
 
 

@@ -19,7 +19,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from anyio_suite import DepReport, Target, log, run, test_requirements
+from anyio_suite import DepReport, Target, log, log_skipped, pip_each, test_requirements
 
 #: the environment markers of the Windows Python under Wine
 WINDOWS_MARKERS = {
@@ -90,26 +90,16 @@ def install_wheels(python: Path, pyproject: Path, cache: Path) -> tuple[DepRepor
     wheels.mkdir(parents=True)
     constraints = cache / "constraints.txt"
     constraints.write_text("\n".join(pins) + "\n")
-    for spec in wanted:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
-        proc = run(
-            [*cmd, *WINDOWS_WHEELS, "-c", str(constraints), "-d", str(wheels), spec],
-            capture_output=True,
-            timeout=600,
-        )
-        if proc.returncode == 0:
-            report.installed.append(spec)
-        else:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            report.skipped[spec] = f"no win_amd64 wheel: {last}"
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+    pip = [*pip, *WINDOWS_WHEELS, "-c", str(constraints), "-d", str(wheels)]
+    pip_each(pip, wanted, report, "no win_amd64 wheel")
     for wheel in sorted(wheels.glob("*.whl")):
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(site)
     fetched = {"installed": report.installed, "skipped": report.skipped}
     done.write_text(json.dumps({"signature": signature, **fetched}))
     log(f"test dependencies (win_amd64 wheels): {', '.join(report.installed)}")
-    for spec, why in report.skipped.items():
-        log(f"test dependency skipped: {spec}: {why}")
+    log_skipped(report)
     return report, site
 
 
