@@ -32,12 +32,14 @@ Errors are the ``OSError`` subclasses the readiness path raises on Windows
 (the packet's status through ``WSAGetOverlappedResult``): a datagram larger
 than the buffer is ``WSAEMSGSIZE`` on both paths, and a datagram too large to
 send fails at once with the same code.  Windows reports an ICMP "port
-unreachable" as ``WSAECONNRESET`` on the socket's next receive.  On a
-*connected* socket that is kept (:class:`ConnectionResetError`, AnyIO's
-``BrokenResourceError``; Linux says ``ECONNREFUSED`` there).  On an
-*unconnected* socket, which may talk to many peers, it is turned off with
-``SIO_UDP_CONNRESET``, as asyncio's proactor does: one peer gone must not
-break a server's socket, and Linux does not report it there either.
+unreachable" as ``WSAECONNRESET`` on the socket's next receive (a completion
+may say ``ERROR_PORT_UNREACHABLE`` instead: it is raised as ``WSAECONNRESET``
+too).  On a *connected* socket that is kept (:class:`ConnectionResetError`,
+AnyIO's ``BrokenResourceError``; Linux says ``ECONNREFUSED`` there).  On an
+*unconnected* socket, which may talk to many peers, it is turned off at the
+source with ``SIO_UDP_CONNRESET``: one peer gone must not break a server's
+socket, and Linux does not report it there either.  (asyncio's proactor
+ignores the report instead, when a ``WSARecvFrom`` completes with it.)
 
 Only AF_INET and AF_INET6 datagram sockets come here.  Ancillary data belongs
 to UNIX sockets, which Windows does not run through this engine.
@@ -55,7 +57,7 @@ from ._engine import Message
 from ._iocp_engine import IocpEngine, Op
 from ._posted_messages import PostedMessageIO
 from ._sockaddr import SOCKADDR_STORAGE, AncData, unpack_sockaddr
-from ._winsock import ffi, pack_sockaddr, report_udp_resets, ws2
+from ._winsock import ffi, pack_sockaddr, report_udp_resets, winerror, ws2
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -96,6 +98,10 @@ class IocpMessageIO(PostedMessageIO):
         if op.error:
             if op.cancelled and self._closing:
                 raise self._closed_error()
+            if op.error == ws2.ERROR_PORT_UNREACHABLE:
+                # how a completion may spell the ICMP report that recvfrom()
+                # raises as WSAECONNRESET: the same exception either way
+                raise winerror(ws2.WSAECONNRESET, f"{what}: port unreachable")
             raise op.oserror(what)
         return op.transferred
 
