@@ -5,6 +5,12 @@ installed; run it from anywhere, the working directory does not matter)::
 
     .venv/bin/python conformance/anyio_suite.py            # everything
     .venv/bin/python conformance/anyio_suite.py -k tcp     # extra args go to pytest
+    bash scripts/wine_conformance.sh                       # the same under Wine (--wine)
+
+With ``--wine`` (run by ``scripts/wine_conformance.sh`` inside the tree that
+``scripts/wine_test.sh`` prepares) pytest runs under Wine with Windows Python,
+over trio and the iocp engines ``iocp`` and ``readiness``; what differs from
+the Linux run (the wheels, the paths, the command) is in ``under_wine.py``.
 
 Steps:
 
