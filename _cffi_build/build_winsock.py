@@ -60,6 +60,12 @@ int WSARecv(SOCKET s, WSABUF *lpBuffers, DWORD dwBufferCount,
 int WSASend(SOCKET s, WSABUF *lpBuffers, DWORD dwBufferCount,
             DWORD *lpNumberOfBytesSent, DWORD dwFlags, OVERLAPPED *lpOverlapped,
             void *lpCompletionRoutine);
+int WSARecvFrom(SOCKET s, WSABUF *lpBuffers, DWORD dwBufferCount,
+                DWORD *lpNumberOfBytesRecvd, DWORD *lpFlags, void *lpFrom, int *lpFromlen,
+                OVERLAPPED *lpOverlapped, void *lpCompletionRoutine);
+int WSASendTo(SOCKET s, WSABUF *lpBuffers, DWORD dwBufferCount,
+              DWORD *lpNumberOfBytesSent, DWORD dwFlags, const void *lpTo, int iTolen,
+              OVERLAPPED *lpOverlapped, void *lpCompletionRoutine);
 BOOL WSAGetOverlappedResult(SOCKET s, OVERLAPPED *lpOverlapped, DWORD *lpcbTransfer,
                             BOOL fWait, DWORD *lpdwFlags);
 int WSAGetLastError(void);
@@ -92,6 +98,7 @@ DWORD GetLastError(void);
 #define SO_UPDATE_ACCEPT_CONTEXT 0x700B
 #define SO_UPDATE_CONNECT_CONTEXT 0x7010
 #define SIO_GET_EXTENSION_FUNCTION_POINTER 0xC8000006
+#define SIO_UDP_CONNRESET 0x9800000C
 #define WSA_FLAG_OVERLAPPED 0x01
 #define WSA_FLAG_NO_HANDLE_INHERIT 0x80
 #define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 0x1
@@ -103,12 +110,14 @@ DWORD GetLastError(void);
 #define ERROR_IO_PENDING 997
 #define ERROR_NOT_FOUND 1168
 #define ERROR_CONNECTION_REFUSED 1225
+#define ERROR_PORT_UNREACHABLE 1234
 #define ERROR_CONNECTION_ABORTED 1236
 #define WSA_IO_PENDING 997
 #define WSA_OPERATION_ABORTED 995
 #define WSAEINVAL 10022
 #define WSAEWOULDBLOCK 10035
 #define WSAENOTSOCK 10038
+#define WSAEMSGSIZE 10040
 #define WSAECONNABORTED 10053
 #define WSAECONNRESET 10054
 #define WSAENOTCONN 10057

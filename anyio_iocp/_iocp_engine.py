@@ -3,7 +3,8 @@
 The model
 ---------
 Windows reports *completions*, as io_uring does: an operation (``AcceptEx``,
-``ConnectEx``, ``WSARecv``, ``WSASend``) is posted with an ``OVERLAPPED``
+``ConnectEx``, ``WSARecv``, ``WSASend``, and for UDP ``WSARecvFrom`` and
+``WSASendTo`` in :mod:`anyio_iocp._iocp_messages`) is posted with an ``OVERLAPPED``
 structure before the event happens, and when the kernel has done it, a
 completion packet naming that ``OVERLAPPED`` is queued on the completion port
 the socket is associated with.  The program never asks "is this socket
@@ -78,7 +79,7 @@ from typing import Any, cast
 import trio
 from trio.lowlevel import Abort, Task
 
-from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from ._iocp_stream import IocpStreamIO
 from ._tuning import Tuning
 from ._winsock import (
@@ -377,6 +378,16 @@ class IocpEngine(Engine):
         listener = IocpListenerIO(self, sock, tuning)
         self._listeners.add(listener)
         return listener
+
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        """UDP goes through the port; anything else (no other kind reaches a
+        Windows engine today) keeps the readiness default."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
+            return super().open_messages(sock)
+        from ._iocp_messages import IocpMessageIO  # it imports this module's Op
+
+        self.associate(sock)
+        return IocpMessageIO(self, sock)
 
     def forget_listener(self, listener: IocpListenerIO) -> None:
         self._listeners.discard(listener)

@@ -17,6 +17,8 @@ from ._engine import Message, MessageIO
 from ._readiness_engine import wait_readable, wait_writable
 from ._sockaddr import AncData
 
+_HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
+
 
 class ReadinessMessageIO(MessageIO):
     def __init__(self, sock: socket.socket) -> None:
@@ -27,7 +29,7 @@ class ReadinessMessageIO(MessageIO):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                if ancbufsize:
+                if _HAS_RECVMSG:  # its flags say MSG_TRUNC, as io_uring's do
                     data, ancdata, flags, address = self.sock.recvmsg(bufsize, ancbufsize)
                 else:  # Windows sockets have no recvmsg
                     (data, address), ancdata, flags = self.sock.recvfrom(bufsize), [], 0

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._engine import Message, MessageIO, oserror
+from ._engine import Message, oserror
+from ._posted_messages import PostedMessageIO
 from ._sockaddr import (
     SOCKADDR_STORAGE,
     AncData,
@@ -59,28 +60,16 @@ def _msghdr(data: Any, size: int, name: Any, namelen: int, control: Any, control
     return msg, iov
 
 
-class UringMessageIO(MessageIO):
+class UringMessageIO(PostedMessageIO):
     def __init__(self, engine: UringEngine, sock: socket.socket) -> None:
-        sock.setblocking(False)  # for the direct calls; io_uring ignores the flag
-        self.sock = sock
+        super().__init__(engine, sock)
         self.fd = sock.fileno()
         self._engine = engine
-        self._in_flight: set[Op] = set()
-        self._closing = False
 
-    def _check_open(self) -> None:
-        if self._closing:
-            raise OSError(errno.EBADF, "socket closed")
-
-    async def _run(self, op: Op, what: str) -> int:
-        self._in_flight.add(op)
-        try:
-            await self._engine.wait_or_cancel(op)
-        finally:
-            self._in_flight.discard(op)
+    def _outcome(self, op: Op, what: str) -> int:
         if op.result < 0:
             if op.result == -errno.ECANCELED and self._closing:
-                raise OSError(errno.EBADF, "socket closed")
+                raise self._closed_error()
             raise oserror(op.result, what)
         return op.result
 
@@ -133,12 +122,3 @@ class UringMessageIO(MessageIO):
         pins = tuple(pin for pin in (payload, name, control) if pin != ffi.NULL)
         op = self._engine.post_op(keep, lib.iou_prep_sendmsg, self.fd, msg, SEND_FLAGS, pins=pins)
         return await self._run(op, "sendmsg")
-
-    async def close(self, close_socket: bool = True) -> None:
-        self._closing = True
-        pending = [op for op in self._in_flight if not op.done]
-        if pending:
-            with trio.CancelScope(shield=True):
-                await self._engine.drain(pending)
-        if close_socket:
-            self.sock.close()

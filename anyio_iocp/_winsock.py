@@ -127,6 +127,28 @@ def extensions(family: int) -> Extensions:
     return ext
 
 
+def report_udp_resets(sock: socket.socket, report: bool) -> None:
+    """``SIO_UDP_CONNRESET``: whether an ICMP "port unreachable" that answers
+    one of this UDP socket's datagrams fails a later receive with
+    ``WSAECONNRESET`` (Windows' default) or is ignored (Linux's behaviour for
+    an unconnected socket)."""
+    flag = ffi.new("BOOL *", 1 if report else 0)
+    returned = ffi.new("DWORD *")
+    rc = ws2.WSAIoctl(
+        sock.fileno(),
+        ws2.SIO_UDP_CONNRESET,
+        flag,
+        ffi.sizeof("BOOL"),
+        ffi.NULL,
+        0,
+        returned,
+        ffi.NULL,
+        ffi.NULL,
+    )
+    if rc != 0:
+        raise winerror(last_error(), "WSAIoctl(SIO_UDP_CONNRESET)")
+
+
 def handle_of(sock: socket.socket) -> Any:
     """The socket as a ``HANDLE`` for kernel32 calls."""
     return ffi.cast("HANDLE", sock.fileno())

@@ -5,6 +5,12 @@ installed; run it from anywhere, the working directory does not matter)::
 
     .venv/bin/python conformance/anyio_suite.py            # everything
     .venv/bin/python conformance/anyio_suite.py -k tcp     # extra args go to pytest
+    bash scripts/wine_conformance.sh                       # the same under Wine (--wine)
+
+With ``--wine`` (run by ``scripts/wine_conformance.sh`` inside the tree that
+``scripts/wine_test.sh`` prepares) pytest runs under Wine with Windows Python,
+over trio and the iocp engines ``iocp`` and ``readiness``; what differs from
+the Linux run (the wheels, the paths, the command) is in ``under_wine.py``.
 
 Steps:
 
@@ -48,9 +54,11 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
 import time
 import tomllib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -62,8 +70,6 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = HERE / ".cache"
 
 REFERENCE = "trio"
-IOCP_IDS = ("iocp+io_uring", "iocp+readiness")
-BACKEND_IDS = (REFERENCE, *IOCP_IDS)
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 FAILING = ("failed", "error", "xpassed")
 
@@ -172,8 +178,11 @@ def overlay_python(venv: Path) -> Path:
     return python
 
 
-def test_requirements(pyproject: Path) -> tuple[list[str], dict[str, str]]:
-    """AnyIO's test requirements that apply here, and those whose marker excludes them."""
+def test_requirements(
+    pyproject: Path, markers: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """AnyIO's test requirements that apply here (or to the platform whose
+    environment ``markers`` gives), and those whose marker excludes them."""
     data = tomllib.loads(pyproject.read_text())
     groups: dict[str, list[Any]] = data.get("dependency-groups", {})
 
@@ -199,13 +208,30 @@ def test_requirements(pyproject: Path) -> tuple[list[str], dict[str, str]]:
         except InvalidRequirement as exc:
             excluded[spec] = f"unparsable ({exc})"
             continue
-        if req.marker is not None and not req.marker.evaluate():
+        if req.marker is not None and not req.marker.evaluate(markers):
             excluded[str(req)] = "its environment marker excludes this platform"
             continue
         wanted.append(str(req))
     if not any(Requirement(r).name == "pytest-timeout" for r in wanted):
         wanted.append("pytest-timeout")
     return wanted, excluded
+
+
+def pip_each(pip: list[str], wanted: list[str], report: DepReport, failure: str) -> None:
+    """Run ``pip`` for each requirement alone, so that one that fails is
+    recorded in ``report`` (with pip's last line) and the others still go."""
+    for spec in wanted:
+        proc = run([*pip, spec], capture_output=True, timeout=600)
+        if proc.returncode == 0:
+            report.installed.append(spec)
+        else:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            report.skipped[spec] = f"{failure}: {last}"
+
+
+def log_skipped(report: DepReport) -> None:
+    for spec, why in report.skipped.items():
+        log(f"test dependency skipped: {spec}: {why}")
 
 
 def install_deps(python: Path, pyproject: Path, cache: Path) -> DepReport:
@@ -215,39 +241,35 @@ def install_deps(python: Path, pyproject: Path, cache: Path) -> DepReport:
     constraints = cache / "constraints.txt"
     pins = [f"{name}=={metadata.version(name)}" for name in ("anyio", "trio", "pytest")]
     constraints.write_text("\n".join(pins) + "\n")
-    for spec in wanted:
-        proc = run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-c",
-                str(constraints),
-                spec,
-            ],
-            capture_output=True,
-            timeout=600,
-        )
-        if proc.returncode == 0:
-            report.installed.append(spec)
-        else:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            report.skipped[spec] = f"not installable here: {last}"
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip_each([*pip, "-c", str(constraints)], wanted, report, "not installable here")
     log(f"test dependencies present: {', '.join(report.installed)}")
-    for spec, why in report.skipped.items():
-        log(f"test dependency skipped: {spec}: {why}")
+    log_skipped(report)
     return report
 
 
 # -- 3./4. pytest -----------------------------------------------------------------------
 
 
+@dataclass
+class Target:
+    """Where pytest runs: the command that starts its Python, and how that
+    Python spells this machine's paths (Windows Python under Wine: ``Z:``)."""
+
+    python: list[str]
+    path: Callable[[Path], str] = str
+    pathsep: str = os.pathsep
+    #: more entries for PYTHONPATH (after this directory, for the plugin)
+    pythonpath: list[Path] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    #: the iocp engines beside trio (plugin.py's CONFORMANCE_ENGINES)
+    engines: str = "io_uring,readiness"
+    #: ends what a killed run may leave behind (Wine: the prefix's processes)
+    cleanup: Callable[[], object] | None = None
+
+
 def run_pytest(
-    prefix: list[str],
-    python: Path,
+    target: Target,
     anyio_dir: Path,
     results: Path,
     label: str,
@@ -265,35 +287,54 @@ def run_pytest(
     outcomes.unlink(missing_ok=True)
     env = dict(os.environ)
     env.pop("ANYIO_IOCP_ENGINE", None)  # the engine comes from the backend params
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env["CONFORMANCE_CONFIG"] = str(config_path)
-    env["CONFORMANCE_REPORT"] = str(outcomes)
+    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = target.pathsep.join(target.path(p) for p in [HERE, *target.pythonpath])
+    env["CONFORMANCE_CONFIG"] = target.path(config_path)
+    env["CONFORMANCE_REPORT"] = target.path(outcomes)
+    env["CONFORMANCE_ENGINES"] = target.engines
+    env.update(target.env)
+    # a path given first (tests/test_sockets.py) replaces the whole tests/
+    paths = [] if extra and not extra[0].startswith("-") else ["tests"]
     cmd = [
-        *prefix,
-        str(python),
+        *target.python,
         "-m",
         "pytest",
-        "tests",
+        *paths,
         "-p",
         "plugin",
         "-p",
         "no:cacheprovider",
         f"--timeout={timeout}",
-        f"--junitxml={results / f'junit-{label}.xml'}",
+        f"--junitxml={target.path(results / f'junit-{label}.xml')}",
         "-q",
         "--tb=short",
         *extra,
     ]
     log(f"pytest ({label}): {' '.join(cmd)}  [cwd {anyio_dir}]")
     started = time.monotonic()
-    with open(results / f"pytest-{label}.log", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=anyio_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    # stdin from /dev/null and the output piped, not a file: a Wine process
+    # whose output goes straight to a file dies at start
+    with open(results / f"pytest-{label}.log", "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=anyio_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        copier = threading.Thread(target=shutil.copyfileobj, args=(proc.stdout, out), daemon=True)
+        copier.start()
         try:
             proc.wait(timeout=wall_limit)
         except subprocess.TimeoutExpired:
             log(f"pytest ({label}) over its {wall_limit:.0f}s limit: stopped, partial results")
             proc.kill()
             proc.wait()
+            if target.cleanup is not None:
+                target.cleanup()
+        copier.join(timeout=10)
     log(f"pytest ({label}) exit {proc.returncode} after {time.monotonic() - started:.0f}s")
     lines = outcomes.read_text().splitlines() if outcomes.exists() else []
     return [json.loads(line) for line in lines]
@@ -340,7 +381,8 @@ def ipv6_localhost_wrapper(cache: Path) -> list[str]:
 def summarise(first: list[dict[str, Any]], rerun: list[dict[str, Any]] | None) -> dict[str, Any]:
     tests = [r for r in first if r["type"] == "test"]
     deselected = [r for r in first if r["type"] == "deselected"]
-    counts: dict[str, Counter[str]] = {b: Counter() for b in BACKEND_IDS}
+    # trio first, then the iocp engines in the order they ran
+    counts: dict[str, Counter[str]] = {REFERENCE: Counter()}
     by_key: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in tests:
         counts.setdefault(r["backend"], Counter())[r["outcome"] or "error"] += 1
@@ -349,6 +391,7 @@ def summarise(first: list[dict[str, Any]], rerun: list[dict[str, Any]] | None) -
     for r in tests:
         usage[r["backend"]].update(r.get("engine_objects", {}))
     again = {r["nodeid"]: r["outcome"] for r in rerun or [] if r["type"] == "test"}
+    iocp_ids = [b for b in counts if b != REFERENCE]
 
     regressions: list[dict[str, Any]] = []
     #: iocp failures where the trio variant did not pass either (xfail, skip, failure)
@@ -363,11 +406,11 @@ def summarise(first: list[dict[str, Any]], rerun: list[dict[str, Any]] | None) -
             other_failures.extend(
                 f"{v['nodeid']}: {v['outcome']} (trio: {ref['outcome']})"
                 for engine, v in variants.items()
-                if engine in IOCP_IDS and v["outcome"] in FAILING
+                if engine in iocp_ids and v["outcome"] in FAILING
             )
             continue
         failing: dict[str, dict[str, Any]] = {}
-        for engine in IOCP_IDS:
+        for engine in iocp_ids:
             variant = variants.get(engine)
             if variant is None:
                 continue
@@ -451,9 +494,61 @@ def print_report(summary: dict[str, Any], deps: DepReport | None) -> None:
             print(f"  {spec}: {why}")
 
 
+Prepared = tuple[Target, Path, Path, DepReport | None]
+
+
+def prepare_linux(args: argparse.Namespace) -> Prepared:
+    """This environment's Python, an overlay venv with AnyIO's test dependencies."""
+    cache: Path = (args.cache_dir or DEFAULT_CACHE).resolve()
+    results = cache / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    version = metadata.version("anyio")
+    log(
+        f"AnyIO {version}, trio {metadata.version('trio')}, "
+        f"anyio-iocp {metadata.version('anyio-iocp')}, python {sys.executable}"
+    )
+    anyio_dir = unpack(fetch_sdist(cache, version), cache / f"anyio-{version}")
+    python = overlay_python(cache / "venv")
+    deps = None if args.no_install else install_deps(python, anyio_dir / "pyproject.toml", cache)
+    prefix = [] if args.no_ipv6_localhost else ipv6_localhost_wrapper(cache)
+    return Target(python=[*prefix, str(python)]), anyio_dir, results, deps
+
+
+def prepare_wine(args: argparse.Namespace) -> Prepared:
+    """Windows Python under Wine (engines iocp and readiness), AnyIO's test
+    dependencies as win_amd64 wheels; the cache beside the Wine prefix.  Wine
+    resolves names in its client process with the host's resolver, so the
+    private ``/etc/hosts`` works for it too."""
+    import under_wine
+
+    wine, python = under_wine.wine_paths()
+    cache = (args.cache_dir or python.parent.parent / "conformance").resolve()
+    results = cache / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    version = under_wine.installed_version(python, "anyio")
+    log(
+        f"under Wine: AnyIO {version}, trio {under_wine.installed_version(python, 'trio')}, "
+        f"python {python}"
+    )
+    anyio_dir = unpack(fetch_sdist(cache, version), cache / f"anyio-{version}")
+    deps, site = under_wine.install_wheels(python, anyio_dir / "pyproject.toml", cache)
+    prefix = [] if args.no_ipv6_localhost else ipv6_localhost_wrapper(cache)
+    return under_wine.wine_target([*prefix, wine], python, site), anyio_dir, results, deps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_CACHE} (--wine: conformance/ beside the Wine prefix)",
+    )
+    parser.add_argument(
+        "--wine",
+        action="store_true",
+        help="run under Wine with Windows Python (from scripts/wine_conformance.sh)",
+    )
     parser.add_argument(
         "--timeout",
         type=int,
@@ -478,21 +573,12 @@ def main() -> int:
     if extra[:1] == ["--"]:
         extra = extra[1:]
 
-    cache: Path = args.cache_dir.resolve()
-    results = cache / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    version = metadata.version("anyio")
-    log(
-        f"AnyIO {version}, trio {metadata.version('trio')}, "
-        f"anyio-iocp {metadata.version('anyio-iocp')}, python {sys.executable}"
-    )
-    anyio_dir = unpack(fetch_sdist(cache, version), cache / f"anyio-{version}")
-    python = overlay_python(cache / "venv")
-    deps = None if args.no_install else install_deps(python, anyio_dir / "pyproject.toml", cache)
-
-    prefix = [] if args.no_ipv6_localhost else ipv6_localhost_wrapper(cache)
+    if args.wine:
+        target, anyio_dir, results, deps = prepare_wine(args)
+    else:
+        target, anyio_dir, results, deps = prepare_linux(args)
     first = run_pytest(
-        prefix, python, anyio_dir, results, "run1", args.timeout, extra, None, args.max_minutes * 60
+        target, anyio_dir, results, "run1", args.timeout, extra, None, args.max_minutes * 60
     )
     if not any(r["type"] == "test" for r in first):
         log(f"no test outcome recorded; see {results / 'pytest-run1.log'}")
@@ -504,7 +590,7 @@ def main() -> int:
         # reference may be the flake); not where trio is xfailed or skipped, which
         # cannot make the list.
         iocp_failed = {
-            r["key"] for r in tests if r["backend"] in IOCP_IDS and r["outcome"] in FAILING
+            r["key"] for r in tests if r["backend"] != REFERENCE and r["outcome"] in FAILING
         }
         ref_ran = {
             r["key"]
@@ -516,8 +602,7 @@ def main() -> int:
         if nodeids:
             log(f"rerunning {len(nodeids)} test(s) once (iocp failures and their trio variant)")
             rerun = run_pytest(
-                prefix,
-                python,
+                target,
                 anyio_dir,
                 results,
                 "rerun",

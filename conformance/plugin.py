@@ -4,7 +4,8 @@ Loaded with ``-p plugin`` by ``conformance/anyio_suite.py`` (which puts this dir
 ``PYTHONPATH``).  AnyIO's files stay untouched; the plugin:
 
 * re-parametrises the ``anyio_backend`` fixture of AnyIO's ``tests/conftest.py``
-  over :data:`BACKEND_PARAMS` (trio as the reference, then both iocp engines).
+  over :data:`BACKEND_PARAMS` (trio as the reference, then the iocp engines of
+  ``CONFORMANCE_ENGINES``, default ``io_uring,readiness``).
   It does so with a ``parametrize`` mark added to each test that requests the
   fixture, before pytest's own hooks run: pytest then parametrises from the
   mark (``indirect=True``, so AnyIO's fixture still produces the value) and its
@@ -36,10 +37,14 @@ from typing import Any
 
 import pytest
 
+#: the iocp backend's engines to run beside trio (Linux: io_uring and readiness;
+#: anyio_suite.py's Wine run sets ``iocp,readiness``)
+ENGINES = [
+    name for name in os.environ.get("CONFORMANCE_ENGINES", "io_uring,readiness").split(",") if name
+]
 BACKEND_PARAMS: list[Any] = [
     pytest.param(("trio", {}), id="trio"),
-    pytest.param(("iocp", {"engine": "io_uring"}), id="iocp+io_uring"),
-    pytest.param(("iocp", {"engine": "readiness"}), id="iocp+readiness"),
+    *(pytest.param(("iocp", {"engine": name}), id=f"iocp+{name}") for name in ENGINES),
 ]
 REFERENCE_ID = "trio"
 BACKEND_IDS = {param.values[0][0] + repr(param.values[0][1]): param.id for param in BACKEND_PARAMS}

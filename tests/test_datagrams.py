@@ -1,17 +1,21 @@
-"""UDP and UNIX datagram sockets through the engines (both Linux engines)."""
+"""UDP and UNIX datagram sockets through the engines (io_uring and readiness on
+Linux; iocp and readiness on Windows, run under Wine here)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from anyio import BrokenResourceError, ClosedResourceError
+from anyio import BrokenResourceError, ClosedResourceError, get_cancelled_exc_class
 from anyio.abc import SocketAttribute, UDPSocket
 from helpers import under_wine
 
@@ -30,6 +34,14 @@ pytestmark = pytest.mark.anyio
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="no UNIX datagram sockets")
 
 HOSTS = ["127.0.0.1", "::1"]
+#: the MessageIO class each engine gives a UDP socket
+MESSAGE_IO = {
+    "io_uring": "UringMessageIO",
+    "iocp": "IocpMessageIO",
+    "readiness": "ReadinessMessageIO",
+}
+#: the largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP header bytes)
+MAX_UDP4 = 65507
 
 
 def ops_in_flight() -> int:
@@ -41,18 +53,66 @@ def message_io(sock: Any) -> Any:
 
 
 async def wait_until_posted(sock: Any, engine_name: str) -> None:
-    """Let a receiver block; on io_uring, check its receive is on the ring."""
+    """Let a receiver block; on a completion engine, check its receive is posted."""
     await anyio.wait_all_tasks_blocked()
-    if engine_name == "io_uring":
-        assert len(message_io(sock)._in_flight) == 1, "the receive waits on the ring"
+    if engine_name in ("io_uring", "iocp"):
+        assert len(message_io(sock)._in_flight) == 1, "the receive waits for its completion"
 
 
-@pytest.mark.parametrize("host", HOSTS)
-async def test_udp_both_directions_with_addresses(host: str, engine_name: str) -> None:
+def through_the_port(engine_name: str, *socks: Any) -> None:
+    """On iocp, no direct try first: every receive and send is posted
+    (WSARecvFrom, WSASendTo / WSASend) and ends with its completion packet."""
+    if engine_name == "iocp":
+        for sock in socks:
+            message_io(sock).direct_first = False
+
+
+#: each test runs with the direct calls first (the default) and, on Windows
+#: (the iocp engine), with every operation through the completion port
+direct_or_posted = pytest.mark.parametrize(
+    "direct",
+    [pytest.param(True, id="direct"), pytest.param(False, id="posted")][
+        : 2 if sys.platform == "win32" else 1
+    ],
+)
+
+
+@contextlib.asynccontextmanager
+async def udp_pair(
+    host: str, engine_name: str, direct: bool = True
+) -> AsyncIterator[tuple[UDPSocket, UDPSocket]]:
+    """Two UDP sockets on ``host``; with ``direct`` false, through the port."""
+    if not direct and engine_name != "iocp":
+        pytest.skip("only the iocp engine has a switch for the direct calls")
     async with (
         await anyio.create_udp_socket(local_host=host) as a,
         await anyio.create_udp_socket(local_host=host) as b,
     ):
+        if not direct:
+            through_the_port(engine_name, a, b)
+        yield a, b
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_messages_go_through_the_engines_own_io(host: str, engine_name: str) -> None:
+    async with (
+        await anyio.create_udp_socket(local_host=host) as a,
+        await anyio.create_connected_udp_socket(host, 9, local_host=host) as b,
+    ):
+        for udp in (a, b):
+            assert type(message_io(udp)).__name__ == MESSAGE_IO[engine_name]
+            assert udp.extra(TuningAttribute.engine).name == engine_name
+            if engine_name == "iocp":  # on Trio's completion port under the engine's key
+                raw = udp.extra(SocketAttribute.raw_socket)
+                assert current_engine()._associated.get(raw.fileno()) is raw  # type: ignore[attr-defined]
+
+
+@direct_or_posted
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_both_directions_with_addresses(
+    host: str, direct: bool, engine_name: str
+) -> None:
+    async with udp_pair(host, engine_name, direct) as (a, b):
         assert isinstance(a, EngineUDPSocket)
         assert a.extra(TuningAttribute.engine).name == engine_name
         a_port = a.extra(SocketAttribute.local_port)
@@ -63,11 +123,14 @@ async def test_udp_both_directions_with_addresses(host: str, engine_name: str) -
         assert await a.receive() == (b"pong", (host, b_port))
 
 
+@direct_or_posted
 @pytest.mark.parametrize("host", HOSTS)
-async def test_connected_udp(host: str, engine_name: str) -> None:
-    async with await anyio.create_udp_socket(local_host=host) as server:
+async def test_connected_udp(host: str, direct: bool, engine_name: str) -> None:
+    async with udp_pair(host, engine_name, direct) as (server, _unused):
         port = server.extra(SocketAttribute.local_port)
         async with await anyio.create_connected_udp_socket(host, port, local_host=host) as client:
+            if not direct:
+                through_the_port(engine_name, client)
             assert isinstance(client, EngineConnectedUDPSocket)
             assert client.extra(SocketAttribute.remote_port) == port
             await client.send(b"hello")
@@ -97,13 +160,11 @@ async def test_receive_waits_then_gets_the_datagram(host: str, engine_name: str)
         assert not message_io(b).__dict__.get("_in_flight")
 
 
-async def test_many_datagrams_of_random_sizes_arrive_intact(engine_name: str) -> None:
+@direct_or_posted
+async def test_many_datagrams_of_random_sizes_arrive_intact(direct: bool, engine_name: str) -> None:
     rng = random.Random(5)
     payloads = [rng.randbytes(rng.randrange(0, 9000)) for _ in range(300)]
-    async with (
-        await anyio.create_udp_socket(local_host="127.0.0.1") as a,
-        await anyio.create_udp_socket(local_host="127.0.0.1") as b,
-    ):
+    async with udp_pair("127.0.0.1", engine_name, direct) as (a, b):
         port = b.extra(SocketAttribute.local_port)
         b.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         got: list[bytes] = []
@@ -143,6 +204,104 @@ async def test_cancelled_receive_loses_no_datagram(engine_name: str) -> None:
                 with anyio.fail_after(5):
                     got.append((await b.receive())[0])
             assert got == [b"d%d" % round_]
+        assert ops_in_flight() == 0
+
+
+@direct_or_posted
+async def test_cancelled_receive_then_the_next_receive_gets_the_datagram(
+    direct: bool, engine_name: str
+) -> None:
+    async with udp_pair("127.0.0.1", engine_name, direct) as (a, b):
+        port = b.extra(SocketAttribute.local_port)
+        for round_ in range(5):
+            outcome: list[object] = []
+
+            async def receiver(outcome: list[object] = outcome) -> None:
+                try:
+                    outcome.append(await b.receive())
+                except get_cancelled_exc_class():
+                    outcome.append("cancelled")
+                    raise
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                await wait_until_posted(b, engine_name)
+                tg.cancel_scope.cancel()
+            assert outcome == ["cancelled"]
+            # the posted receive was cancelled in the kernel and its packet drained
+            assert ops_in_flight() == 0
+            assert not message_io(b).__dict__.get("_in_flight")
+            await a.sendto(b"after %d" % round_, "127.0.0.1", port)
+            with anyio.fail_after(5):
+                assert (await b.receive())[0] == b"after %d" % round_
+
+
+@direct_or_posted
+@pytest.mark.parametrize("host", HOSTS)
+async def test_largest_datagram_both_ways(host: str, direct: bool, engine_name: str) -> None:
+    payload = random.Random(7).randbytes(MAX_UDP4)
+    async with udp_pair(host, engine_name, direct) as (a, b):
+        for sock in (a, b):
+            raw = sock.extra(SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        received: list[bytes] = []
+
+        async def receiver() -> None:
+            received.append((await b.receive())[0])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await wait_until_posted(b, engine_name)
+            await a.sendto(payload, host, b.extra(SocketAttribute.local_port))
+        assert received == [payload]
+        await b.sendto(payload[::-1], host, a.extra(SocketAttribute.local_port))
+        with anyio.fail_after(5):
+            assert (await a.receive())[0] == payload[::-1]
+
+
+@direct_or_posted
+async def test_datagram_too_large_to_send_is_broken(direct: bool, engine_name: str) -> None:
+    async with udp_pair("127.0.0.1", engine_name, direct) as (a, _b):
+        with pytest.raises(BrokenResourceError) as info:
+            await a.sendto(b"x" * (MAX_UDP4 + 1), "127.0.0.1", a.extra(SocketAttribute.local_port))
+        cause = info.value.__cause__
+        assert isinstance(cause, OSError)
+        if sys.platform == "win32":
+            assert cause.winerror == 10040  # type: ignore[attr-defined]  # WSAEMSGSIZE
+        else:
+            assert cause.errno == errno.EMSGSIZE
+
+
+@direct_or_posted
+async def test_datagram_larger_than_the_buffer(direct: bool, engine_name: str) -> None:
+    async with udp_pair("127.0.0.1", engine_name, direct) as (a, b):
+        io = message_io(b)
+        await a.sendto(b"0123456789" * 10, "127.0.0.1", b.extra(SocketAttribute.local_port))
+        await a.sendto(b"next", "127.0.0.1", b.extra(SocketAttribute.local_port))
+        with anyio.fail_after(5):
+            if sys.platform == "win32":
+                # Windows fails the receive with WSAEMSGSIZE (recvfrom and WSARecvFrom alike)
+                with pytest.raises(OSError) as info:
+                    await io.receive_msg(10, 0)
+                assert info.value.winerror == 10040  # type: ignore[attr-defined]
+            else:
+                # Linux truncates and says so in the flags
+                data, _anc, flags, _address = await io.receive_msg(10, 0)
+                assert (data, flags & socket.MSG_TRUNC) == (b"0123456789", socket.MSG_TRUNC)
+            assert (await io.receive_msg(100, 0))[0] == b"next"
+
+
+async def test_datagrams_queued_ahead_come_back_in_order(engine_name: str) -> None:
+    async with udp_pair("::1", engine_name, direct=engine_name != "iocp") as (a, b):
+        b.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        port = b.extra(SocketAttribute.local_port)
+        payloads = [b"%05d" % i + b"." * (i % 1400) for i in range(400)]
+        for payload in payloads:
+            await a.sendto(payload, "::1", port)
+        with anyio.fail_after(20):
+            got = [(await b.receive())[0] for _ in payloads]
+        assert got == payloads
         assert ops_in_flight() == 0
 
 
