@@ -186,20 +186,22 @@ class UringStreamIO(WriteBehind, StreamIO):
         return bool(self._ready or self._posted or (ms is not None and (ms.ready or ms.armed)))
 
     async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        if not ms.has_data():
+            if ms.armed is None:
+                # Bytes may be there already: take them without waiting a pass.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._check_not_closing()
+                now = self._recv_now(max_bytes)
+                if now is not None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return now
+            self._engine.reap_ready()  # the kernel may have finished meanwhile
         if ms.has_data():
+            # no wait: a checkpoint like every other receive that did not block
             await trio.lowlevel.checkpoint_if_cancelled()
             data = self._take_multishot(ms, max_bytes)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        if ms.armed is None:
-            # Bytes may be there already: take them without waiting a pass.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._check_not_closing()
-            now = self._recv_now(max_bytes)
-            if now is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return now
-        self._engine.reap_ready()
         while not ms.has_data():
             if ms.armed is None:
                 self._check_not_closing()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import anyio
@@ -117,3 +118,50 @@ async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str)
         tg.start_soon(sender)
         expected = b"".join(blocks)
         assert await recv_exactly(server, len(expected)) == expected
+
+
+def wait_for_unreaped_completion(engine: Any) -> None:
+    """Block the loop (no pass, so nothing reaps) until the kernel has posted a
+    completion; each sleep's system call lets the kernel finish its work."""
+    from anyio_iocp._uring import lib
+
+    deadline = time.monotonic() + 2
+    while not lib.iou_cq_ready(engine._ring):
+        assert time.monotonic() < deadline, "the kernel posted no completion"
+        time.sleep(0.001)
+
+
+async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name: str) -> None:
+    """When the completion is in the ring but not reaped yet, the receiving
+    task reaps it and does not wait: receive() must still let other tasks run
+    and must still see a cancellation, and a cancelled receive loses nothing."""
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        with anyio.move_on_after(0.01):
+            await server.receive()  # arms the multishot receive
+        ms: Any = server._io._ms
+        assert ms.armed is not None
+        raw = client.extra(SocketAttribute.raw_socket)
+        others_ran: list[bool] = []
+
+        async def other() -> None:
+            others_ran.append(True)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            raw.send(b"one")
+            wait_for_unreaped_completion(engine)
+            assert not ms.ready and not others_ran
+            assert await server.receive() == b"one"
+            assert others_ran, "receive() was not a schedule point"
+
+        raw.send(b"two")
+        wait_for_unreaped_completion(engine)
+        got_through = False
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive()
+            got_through = True
+        assert scope.cancelled_caught and not got_through, "receive() ignored the cancellation"
+        assert await server.receive() == b"two"
