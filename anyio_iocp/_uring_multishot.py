@@ -76,13 +76,6 @@ class BufferPool:
         self.bgid = bgid
         self.size = size
 
-    def take(self, bid: int, length: int) -> bytes:
-        """Copy out what the kernel put in buffer ``bid`` and give it back."""
-        pool = self.pool
-        data: bytes = ffi.unpack(lib.iou_pbuf_data(pool, bid), length)
-        lib.iou_pbuf_recycle(pool, bid)
-        return data
-
     def close(self, ring: Any) -> None:
         """Unregister (``ring`` open) or just unmap (``ring`` is NULL)."""
         if self.pool != ffi.NULL:
@@ -101,11 +94,38 @@ class MultishotOp(Op):
         self.pool = pool  # the buffers it picks from (buffersize may change meanwhile)
 
     def complete(self, res: int, flags: int) -> None:
+        """One completion (the reaper calls this once per message: kept flat)."""
         final = not flags & F_MORE
         if final:
             self.result = res
             self.done = True
-        self.receiver.on_completion(self, res, flags, final)
+        receiver = self.receiver
+        if res > 0:
+            pool = self.pool
+            bid = flags >> BUFFER_SHIFT
+            # BufferPool.take, inlined: copy the bytes out, give the buffer back
+            receiver.ready.append(ffi.unpack(lib.iou_pbuf_data(pool.pool, bid), res))
+            lib.iou_pbuf_recycle(pool.pool, bid)
+            receiver.ready_bytes += res
+            stream = receiver._stream
+            full = res == pool.size
+            if full or stream._burst > 1:
+                stream._detect(full)
+            else:
+                stream._bursting = False  # what _detect does for a partial receive at k = 1
+        elif res == 0:
+            receiver.eof = True
+        elif res == -errno.ENOBUFS:
+            receiver.starved = True
+            receiver.starvations += 1
+        elif res != -errno.ECANCELED and receiver.error is None:
+            receiver.error = oserror(res, "recv")
+        if final and receiver.armed is self:
+            receiver.armed = None
+        waiter = receiver._waiter  # the reader, if it waits
+        if waiter is not None:
+            receiver._waiter = None
+            trio.lowlevel.reschedule(waiter)
         if final:
             self._wake()  # tasks draining it (close); no task waits on the op itself
 
@@ -128,33 +148,6 @@ class MultishotReceiver:
         self.starved = False  # the last operation ended with ENOBUFS
         self.starvations = 0  # how often (for tests and diagnostics)
         self._waiter: Task | None = None
-
-    # -- completions (called by the reaper) -----------------------------------
-
-    def on_completion(self, op: MultishotOp, res: int, flags: int, final: bool) -> None:
-        if res > 0:
-            pool = op.pool
-            self.ready.append(pool.take(flags >> BUFFER_SHIFT, res))
-            self.ready_bytes += res
-            stream = self._stream
-            full = res == pool.size
-            if full or stream._burst > 1:
-                stream._detect(full)
-            else:
-                stream._bursting = False  # what _detect does for a partial receive at k = 1
-        elif res == 0:
-            self.eof = True
-        elif res == -errno.ENOBUFS:
-            self.starved = True
-            self.starvations += 1
-        elif res != -errno.ECANCELED and self.error is None:
-            self.error = oserror(res, "recv")
-        if final and self.armed is op:
-            self.armed = None
-        waiter = self._waiter  # the reader, if it waits
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
 
     # -- the reader -----------------------------------------------------------
 
