@@ -137,6 +137,20 @@ class MultishotReceiver:
     and hands them in through ``stream``; everything else is here.
     """
 
+    # one per connection: slots keep 10,000 idle connections small
+    __slots__ = (
+        "_engine",
+        "_stream",
+        "_waiter",
+        "armed",
+        "eof",
+        "error",
+        "ready",
+        "ready_bytes",
+        "starvations",
+        "starved",
+    )
+
     def __init__(self, engine: UringEngine, stream: Any) -> None:
         self._engine = engine
         self._stream = stream

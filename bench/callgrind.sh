@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# User-space instructions the server executes per unit of work, counted by
+# valgrind's callgrind: a figure that does not move with the load of a shared
+# machine, unlike times.  Kernel work (system calls, io_uring's task work) is
+# not counted, so compare backends with it only next to the timed benchmark.
+#
+# usage: bench/callgrind.sh BACKEND TEST [SECONDS]
+#   BACKEND: any backend of bench/server_app.py (trio, iocp, iocp-single, ...)
+#   TEST:    echo1 (1 connection, 64-byte ping-pong), echo64 (64 connections),
+#            churn (connect, hello, hello back, close; 16 at once)
+# Needs valgrind, and bench/.build/loadgen (built by bench/run.py).  Counting
+# starts once the server listens (start-up and imports are not counted) and
+# stops when the load ends.  Under callgrind the server runs some 50 times
+# slower, so it finds more work waiting per scheduler pass than at full speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=$1 test=$2 seconds=${3:-4}
+py=${PYTHON:-python3}
+case $test in
+    echo1) mode=echo load=(echo 1 64) ;;
+    echo64) mode=echo load=(echo 64 64) ;;
+    churn) mode=hello load=(churn 16) ;;
+    *) echo "unknown test $test (echo1, echo64, churn)" >&2; exit 2 ;;
+esac
+work=$(mktemp -d)
+trap 'kill $vg 2>/dev/null || true; rm -rf "$work"' EXIT
+taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/cg.out" "$py" bench/server_app.py "$backend" "$mode" \
+    >"$work/port" 2>"$work/valgrind.log" &
+vg=$!
+for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.2; done
+port=$(head -1 "$work/port")
+callgrind_control -i on "$vg" >/dev/null
+taskset -c 1 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
+    >"$work/load.json"
+callgrind_control -d "$vg" >/dev/null  # dumps what was counted to cg.out.1
+kill "$vg"
+wait "$vg" 2>/dev/null || true
+"$py" - "$backend" "$test" "$work/load.json" "$work/cg.out.1" <<'PY'
+import json, sys
+backend, test, load, dump = sys.argv[1:]
+result = json.load(open(load))
+units = result.get("exchanges") or result.get("ops")
+total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
+name = "exchange" if test == "churn" else "message"
+print(f"{backend} {test}: {total / units / 1000:.1f} K instructions per {name} "
+      f"({units} {name}s counted)")
+PY
