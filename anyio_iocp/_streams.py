@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from anyio import (
     BrokenResourceError,
+    BusyResourceError,
     ClosedResourceError,
     EndOfStream,
     ResourceGuard,
@@ -41,6 +42,25 @@ def _tuning_attributes(
     return attributes
 
 
+class _Guard:
+    """AnyIO's ResourceGuard (one task at a time per direction), in a form that
+    the per-message paths check inline instead of through two method calls."""
+
+    __slots__ = ("action", "busy")
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.busy = False
+
+    def __enter__(self) -> None:
+        if self.busy:
+            raise BusyResourceError(self.action)
+        self.busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy = False
+
+
 class EngineSocketStream(SocketStream):
     """A TCP stream whose bytes move through the run's engine."""
 
@@ -51,8 +71,8 @@ class EngineSocketStream(SocketStream):
         self._closed = False
         self._leftovers = current_state().leftovers
         self._leftovers.add(io)  # closed at the end of the run if nobody closes it
-        self._receive_guard = ResourceGuard("reading from")
-        self._send_guard = ResourceGuard("writing to")
+        self._receive_guard = _Guard("reading from")
+        self._send_guard = _Guard("writing to")
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -82,7 +102,11 @@ class EngineSocketStream(SocketStream):
             raise TypeError(f"max_bytes must be an integer, not {type(max_bytes).__name__}")
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
-        with self._receive_guard:
+        guard = self._receive_guard  # `with guard:`, inlined (once per message)
+        if guard.busy:
+            raise BusyResourceError(guard.action)
+        guard.busy = True
+        try:
             if self._closed:
                 raise ClosedResourceError
             try:
@@ -94,15 +118,26 @@ class EngineSocketStream(SocketStream):
             if self._closed:
                 raise ClosedResourceError
             raise EndOfStream
+        finally:
+            guard.busy = False
 
     async def send(self, item: bytes) -> None:
-        with self._send_guard:
+        guard = self._send_guard  # `with guard:`, inlined (once per message)
+        if guard.busy:
+            raise BusyResourceError(guard.action)
+        guard.busy = True
+        try:
             if self._closed:
                 raise ClosedResourceError
+            view = memoryview(item)
+            if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
+                view = view.cast("B")
             try:
-                await self._io.send(memoryview(item).cast("B"))
+                await self._io.send(view)
             except OSError as exc:
                 raise self._error(exc) from exc
+        finally:
+            guard.busy = False
 
     async def send_eof(self) -> None:
         with self._send_guard:

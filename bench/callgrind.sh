@@ -30,10 +30,10 @@ taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
 vg=$!
 for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.2; done
 port=$(head -1 "$work/port")
-callgrind_control -i on "$vg" >/dev/null
+callgrind_control -i on "$vg" >/dev/null 2>&1
 taskset -c 1 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
     >"$work/load.json"
-callgrind_control -d "$vg" >/dev/null  # dumps what was counted to cg.out.1
+callgrind_control -d "$vg" >/dev/null 2>&1  # dumps what was counted to cg.out.1
 kill "$vg"
 wait "$vg" 2>/dev/null || true
 "$py" - "$backend" "$test" "$work/load.json" "$work/cg.out.1" <<'PY'
