@@ -131,12 +131,14 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
             data = b""
         else:
             size = min(max_bytes, self.buffersize)
+            waited = False
             while True:
                 try:
                     data = self.sock.recv(size)
                 except BlockingIOError:
                     self._check_send_error()
                     await wait_readable(self.sock)
+                    waited = True
                     continue
                 except OSError as exc:
                     self._recv_error = exc
@@ -149,6 +151,8 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     # after a reset that a write-behind send consumed, the
                     # socket reads as end of stream: report the reset instead
                     self._check_send_error()
+                if not waited:  # no wait: a schedule point all the same
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data

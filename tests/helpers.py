@@ -5,8 +5,11 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import anyio
+import trio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from anyio.streams.stapled import MultiListener
 
@@ -53,3 +56,27 @@ async def recv_exactly(stream: SocketStream, n: int) -> bytes:
         parts.append(chunk)
         n -= len(chunk)
     return b"".join(parts)
+
+
+class _StepCounter(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+@contextmanager
+def steps_of_this_task() -> Iterator[Callable[[], int]]:
+    """How many times the scheduler has resumed the calling task so far: a call
+    that went through a schedule point makes it grow (Trio may run the other
+    runnable tasks of a batch before or after it, so watching another task is
+    no proof either way)."""
+    counter = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        yield lambda: counter.steps
+    finally:
+        trio.lowlevel.remove_instrument(counter)

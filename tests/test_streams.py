@@ -17,7 +17,7 @@ from anyio import (
     EndOfStream,
 )
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_pair, recv_exactly, under_wine
+from helpers import first_listener, open_pair, recv_exactly, steps_of_this_task, under_wine
 
 import anyio_iocp
 from anyio_iocp._streams import EngineSocketStream, EngineTCPListener
@@ -168,6 +168,38 @@ async def test_concurrent_receives_and_sends_are_busy() -> None:
         got = 0
         while got < len(big):
             got += len(await server.receive())
+
+
+async def test_a_receive_that_does_not_wait_is_still_a_checkpoint() -> None:
+    """Bytes, or the end of the stream, already there: receive() returns
+    without waiting, but it still goes through a schedule point and still sees
+    a cancellation, and the cancelled receive loses nothing."""
+    listener, client, server = await open_pair()
+
+    async def receive_through_a_schedule_point() -> bytes:
+        with steps_of_this_task() as steps:
+            before = steps()
+            data = await server.receive()
+            assert steps() > before, "receive() was not a schedule point"
+        return data
+
+    async with listener, client, server:
+        for message in (b"first", b"second"):
+            await client.send(message)
+            await anyio.sleep(0.05)  # the bytes reach the server side
+            assert await receive_through_a_schedule_point() == message
+        await client.send(b"kept")
+        await anyio.sleep(0.05)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive()
+            pytest.fail("receive() ignored the cancellation")
+        assert scope.cancelled_caught
+        assert await server.receive() == b"kept"
+        await client.aclose()
+        await anyio.sleep(0.05)
+        with pytest.raises(EndOfStream):
+            await receive_through_a_schedule_point()
 
 
 async def test_use_after_close_is_closed_resource() -> None:
