@@ -1,7 +1,8 @@
 """Scenarios of tests/test_lifecycle.py, each run in its own interpreter
 (``python -X dev -W error tests/lifecycle_script.py SCENARIO ENGINE``).
 
-Every scenario prints ``fds N`` before and after, and ``ring fds [...]`` (the
+Every scenario prints ``fds N sockets M`` (descriptors, or handles on Windows,
+and socket objects not closed) before and after, and ``ring fds [...]`` (the
 io_uring descriptors left open) once everything has ended."""
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
-from helpers import first_listener
+from helpers import first_listener, open_fds, open_sockets
 
 import anyio_iocp
 
 
 def ring_fds() -> list[str]:
+    if sys.platform == "win32":
+        return []  # no io_uring there
     found = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -32,10 +35,6 @@ def ring_fds() -> list[str]:
         except OSError:
             pass
     return found
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def busy_pair() -> tuple[SocketListener, SocketStream, SocketStream]:
@@ -70,7 +69,13 @@ async def interrupted_mid_io() -> None:
 
     def interrupt_soon() -> None:
         time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
+        if sys.platform == "win32":
+            # Ctrl+C on Windows: the console runs the C runtime's SIGINT
+            # handler on a thread of its own, which is what raise_signal does
+            # from this one (os.kill with SIGINT would TerminateProcess)
+            signal.raise_signal(signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_soon, daemon=True).start()
     async with anyio.create_task_group() as tg:
@@ -139,7 +144,7 @@ def main() -> None:
     scenario, engine = sys.argv[1], sys.argv[2]
     options: dict[str, Any] = {"engine": engine}
     gc.collect()
-    print(f"fds {open_fds()}", flush=True)
+    print(f"fds {open_fds()} sockets {open_sockets()}", flush=True)
     if scenario in ("return", "raise"):
         try:
             anyio.run(end_with_everything_open, scenario, backend="iocp", backend_options=options)
@@ -162,7 +167,7 @@ def main() -> None:
     elif scenario == "fork":
         anyio.run(parent_with_child, backend="iocp", backend_options=options)
     gc.collect()
-    print(f"fds {open_fds()}", flush=True)
+    print(f"fds {open_fds()} sockets {open_sockets()}", flush=True)
     print(f"ring fds {ring_fds()}", flush=True)
 
 

@@ -8,22 +8,26 @@ import gc
 import os
 import socket
 import struct
+import sys
 from typing import Any
 
 import anyio
 import pytest
 from anyio import BrokenResourceError, EndOfStream
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, recv_exactly
+from helpers import (
+    WINE_LATE_RESET,
+    first_listener,
+    open_fds,
+    open_sockets,
+    recv_exactly,
+    under_wine,
+)
 
 import anyio_iocp
 from anyio_iocp._runstate import current_engine
 
 pytestmark = pytest.mark.anyio
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def engine_ops() -> dict[int, Any]:
@@ -32,7 +36,17 @@ def engine_ops() -> dict[int, Any]:
 
 def reset_on_close(sock: socket.socket) -> None:
     """SO_LINGER 0: close() sends RST instead of FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # struct linger: two ints on POSIX, two u_shorts on Windows
+    linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+
+def expect_late_reset_under_wine(request: pytest.FixtureRequest, engine_name: str) -> None:
+    """The readiness engine calls recv() after the socket became readable,
+    which under Wine is always after the reset arrived (the iocp engine's
+    WSARecv is posted before, and Wine reports the reset to it)."""
+    if under_wine() and engine_name == "readiness":
+        request.applymarker(pytest.mark.xfail(reason=WINE_LATE_RESET, strict=False))
 
 
 async def tuned_client_and_raw_peer(
@@ -48,7 +62,10 @@ async def tuned_client_and_raw_peer(
     return stream, peer
 
 
-async def test_peer_reset_with_sends_in_flight_and_receives_posted_ahead(engine_name: str) -> None:
+async def test_peer_reset_with_sends_in_flight_and_receives_posted_ahead(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    expect_late_reset_under_wine(request, engine_name)
     stream, peer = await tuned_client_and_raw_peer(sendcap=8, recvburst=8, buffersize=1024)
     ops_before = set(engine_ops())
     # a burst grows k, so that receives are posted ahead of the reader
@@ -117,7 +134,11 @@ async def test_half_close_in_both_directions(sendcap: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
-async def test_peer_closes_mid_receive(how: str) -> None:
+async def test_peer_closes_mid_receive(
+    how: str, engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    if how == "rst":
+        expect_late_reset_under_wine(request, engine_name)
     stream, peer = await tuned_client_and_raw_peer(recvburst=4)
     outcome: list[type[BaseException]] = []
 
@@ -144,7 +165,7 @@ async def test_connect_refused_leaves_nothing() -> None:
     probe.close()  # nothing listens on this port now
     current_engine()  # the ring (io_uring) exists before counting
     gc.collect()
-    fds = open_fds()
+    fds, sockets = open_fds(), open_sockets()
     for _ in range(20):
         with pytest.raises(OSError) as info:
             await anyio.connect_tcp("127.0.0.1", port)
@@ -153,6 +174,7 @@ async def test_connect_refused_leaves_nothing() -> None:
         )
     gc.collect()
     assert open_fds() == fds
+    assert open_sockets() == sockets
     assert not engine_ops()
 
 
@@ -166,13 +188,14 @@ async def test_connect_timing_out_on_a_full_backlog() -> None:
     filler = socket.create_connection(("127.0.0.1", port))
     current_engine()  # the ring (io_uring) exists before counting
     gc.collect()
-    fds = open_fds()
+    fds, sockets = open_fds(), open_sockets()
     try:
         for _ in range(3):
             with pytest.raises(TimeoutError), anyio.fail_after(0.3):
                 await anyio_iocp.connect_tcp("127.0.0.1", port)
         gc.collect()
         assert open_fds() == fds
+        assert open_sockets() == sockets
         assert not engine_ops()
     finally:
         filler.close()

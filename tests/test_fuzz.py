@@ -4,13 +4,14 @@ crash, and a call that fails changes nothing."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
 from helpers import first_listener
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import anyio_iocp
@@ -68,6 +69,10 @@ def test_tuning_scope(profile: Any, settings: dict[str, Any]) -> None:
     assert _scope.get() == before, "a refused scope must leave nothing behind"
 
 
+#: the engine that cannot run on this platform (forcing it is a RuntimeError)
+FOREIGN_ENGINE = "io_uring" if sys.platform == "win32" else "iocp"
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     options=st.dictionaries(
@@ -76,6 +81,7 @@ def test_tuning_scope(profile: Any, settings: dict[str, Any]) -> None:
         max_size=4,
     )
 )
+@example(options={"engine": FOREIGN_ENGINE})
 def test_backend_options(options: dict[str, Any]) -> None:
     async def main() -> int:
         await anyio.sleep(0)
@@ -87,7 +93,7 @@ def test_backend_options(options: dict[str, Any]) -> None:
         return
     except RuntimeError as exc:
         # forcing an engine that cannot run here is a RuntimeError by design
-        assert options.get("engine") == "iocp", exc
+        assert options.get("engine") == FOREIGN_ENGINE, exc
         return
     assert result == 42
 

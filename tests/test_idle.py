@@ -4,14 +4,13 @@ reach accept() with their first bytes; silent ones are closed unseen."""
 from __future__ import annotations
 
 import gc
-import os
 import socket
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketListener
-from helpers import first_listener, open_pair
+from helpers import first_listener, open_fds, open_pair, open_sockets
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -79,7 +78,7 @@ async def test_peer_that_closes_without_sending_reads_end_of_stream() -> None:
 async def test_closing_the_listener_closes_connections_waiting() -> None:
     current_engine()
     gc.collect()
-    fds = len(os.listdir("/proc/self/fd"))
+    fds, sockets = open_fds(), open_sockets()
     multi, listener, port = await gated_listener(60_000)
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
     with anyio.move_on_after(0.2):
@@ -90,7 +89,8 @@ async def test_closing_the_listener_closes_connections_waiting() -> None:
         assert await anyio.to_thread.run_sync(peer_closed, client)
         client.close()
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert open_fds() == fds
+    assert open_sockets() == sockets
 
 
 async def test_turned_off_on_a_live_listener() -> None:

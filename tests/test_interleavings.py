@@ -13,7 +13,6 @@ prefix is required; otherwise every byte of every completed send must arrive.
 from __future__ import annotations
 
 import gc
-import os
 import random
 import socket
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import anyio
 import pytest
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener
+from helpers import first_listener, open_fds, open_sockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -184,6 +183,17 @@ async def finish(ends: list[End]) -> None:
                     end.failed = True
 
 
+def ops_in_flight() -> dict[int, Any]:
+    """The engine's table of posted operations (io_uring, iocp; readiness has none)."""
+    return dict(getattr(current_engine(), "_ops", {}))
+
+
+def leak_counts() -> tuple[int, int]:
+    """Descriptors (handles on Windows) and socket objects still open."""
+    gc.collect()
+    return open_fds(), open_sockets()
+
+
 def run_program(engine: str, tunings: list[Tuned], program: list[Any]) -> list[End]:
     ends: list[End] = []
 
@@ -211,17 +221,14 @@ def run_program(engine: str, tunings: list[Tuned], program: list[Any]) -> list[E
             early_close = early_close or step[0] == "close"
             await run_step(ends, step)
         await finish(ends)
-        if engine == "io_uring":
-            ops = current_engine()._ops  # type: ignore[attr-defined]
-            assert not ops, f"operations left in flight: {ops}"
+        assert not ops_in_flight(), f"operations left in flight: {ops_in_flight()}"
 
     anyio.run(main, backend="iocp", backend_options={"engine": engine})
     return ends
 
 
 def test_random_interleavings(engine_name: str) -> None:
-    gc.collect()
-    fds_before = len(os.listdir("/proc/self/fd"))
+    before = leak_counts()
     totals.update(dict.fromkeys(totals, 0))
 
     @settings(
@@ -244,8 +251,7 @@ def test_random_interleavings(engine_name: str) -> None:
                 assert full, "a completed send did not arrive in full"
                 assert receiver.eof_seen
             totals["bytes_verified"] += len(receiver.received)
-        gc.collect()
-        assert len(os.listdir("/proc/self/fd")) == fds_before, "descriptors leaked"
+        assert leak_counts() == before, "descriptors or sockets leaked"
 
     check()
     print(f"\n{engine_name}: {totals}")
@@ -331,8 +337,7 @@ def run_accept_program(engine: str, backlog: int, program: list[Any]) -> tuple[i
         for sock in clients.values():
             sock.close()
         await multi.aclose()
-        if engine == "io_uring":
-            assert not current_engine()._ops  # type: ignore[attr-defined]
+        assert not ops_in_flight()
 
     anyio.run(main, backend="iocp", backend_options={"engine": engine})
     return counts[0], counts[1]
@@ -342,8 +347,7 @@ def test_random_accept_interleavings(engine_name: str) -> None:
     """Connects, accepts cancelled after 0 to 6 passes, and live backlog
     changes (which withdraw posted accepts) in random order: every connection
     is accepted exactly once, and nothing leaks."""
-    gc.collect()
-    fds_before = len(os.listdir("/proc/self/fd"))
+    before = leak_counts()
     made = [0]
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None)
@@ -352,8 +356,7 @@ def test_random_accept_interleavings(engine_name: str) -> None:
         connections, accepted = run_accept_program(engine_name, backlog, program)
         assert connections == accepted
         made[0] += connections
-        gc.collect()
-        assert len(os.listdir("/proc/self/fd")) == fds_before, "descriptors leaked"
+        assert leak_counts() == before, "descriptors or sockets leaked"
 
     check()
     print(f"\n{engine_name}: {MAX_EXAMPLES} accept programs, {made[0]} connections")

@@ -24,7 +24,8 @@ def run_scenario(scenario: str, engine: str) -> list[str]:
     assert result.stderr == "", "warnings or errors were printed"
     lines = result.stdout.splitlines()
     fds = [line for line in lines if line.startswith("fds ")]
-    assert len(fds) == 2 and fds[0] == fds[1], "every descriptor closed again"
+    # under Wine the handle count reads 0: the socket objects still count
+    assert len(fds) == 2 and fds[0] == fds[1], "every descriptor and socket closed again"
     assert lines[-1] == "ring fds []"
     return lines
 
@@ -43,6 +44,7 @@ def test_keyboard_interrupt_in_the_middle_of_io(engine_name: str) -> None:
     assert "KeyboardInterrupt" in lines
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no fork() (no os.fork)")
 def test_forked_child_gets_its_own_ring(engine_name: str) -> None:
     """The child lets go of the parent's ring (it has no ring descriptor
     before its own run) and runs its own; the parent's posted receive still
