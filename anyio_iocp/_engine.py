@@ -31,9 +31,11 @@ The contract each engine keeps:
 
 from __future__ import annotations
 
+import _socket
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,9 +48,17 @@ def oserror(res: int, what: str) -> OSError:
     return OSError(-res, f"{what}: {os.strerror(-res)}")
 
 
+#: a socket's address family as a plain int, for checks made once per
+#: connection (``socket.socket.family`` makes an ``AddressFamily`` enum of it,
+#: which costs more than the rest of the check)
+raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
+AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
 def set_nodelay(sock: socket.socket) -> None:
     """TCP_NODELAY on TCP sockets (a UNIX socket has no such option)."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    if raw_family(sock) in _INET_FAMILIES:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

@@ -25,7 +25,16 @@ from anyio import (
 from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
 
 from ._attributes import TuningAttribute
-from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO, set_nodelay
+from ._engine import (
+    AF_UNIX,
+    Engine,
+    EngineInfo,
+    ListenerIO,
+    MessageIO,
+    StreamIO,
+    raw_family,
+    set_nodelay,
+)
 from ._idle import IdleGate
 from ._runstate import current_state
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
@@ -239,7 +248,7 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
 
 
 def _stream_class(sock: socket.socket) -> type[EngineSocketStream]:
-    if sock.family == getattr(socket, "AF_UNIX", None):
+    if raw_family(sock) == AF_UNIX:
         return EngineUNIXSocketStream
     return EngineSocketStream
 

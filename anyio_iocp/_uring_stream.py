@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from ._engine import StreamIO, oserror
+from ._engine import AF_UNIX, StreamIO, oserror, raw_family
 from ._tuning import Tuning, Usage
 from ._uring import ffi
 from ._uring_multishot import MultishotReceiver
@@ -88,7 +88,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         # reader would drop descriptors passed with the bytes
         self._ms = (
             MultishotReceiver(engine, self)
-            if engine.multishot_recv and sock.family != getattr(socket, "AF_UNIX", None)
+            if engine.multishot_recv and raw_family(sock) != AF_UNIX
             else None
         )
         # send side
