@@ -51,6 +51,7 @@ int iou_prep_recvmsg(iou_ring *r, int fd, struct msghdr *msg, int msg_flags,
                      uint64_t user_data);
 int iou_prep_sendmsg(iou_ring *r, int fd, const struct msghdr *msg, int msg_flags,
                      uint64_t user_data);
+int iou_prep_recv_select(iou_ring *r, int fd, unsigned bgid, uint64_t user_data);
 int iou_prep_recv_multishot(iou_ring *r, int fd, unsigned bgid, unsigned total_cap,
                             uint64_t user_data);
 typedef struct iou_pbuf iou_pbuf;

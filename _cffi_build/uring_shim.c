@@ -307,6 +307,20 @@ int iou_prep_recv_multishot(iou_ring *r, int fd, unsigned bgid, unsigned total_c
     return rc;
 }
 
+/* One receive into a buffer the kernel picks from group bgid when bytes arrive
+ * (a single completion, IORING_CQE_F_BUFFER set when it brought bytes). */
+int iou_prep_recv_select(iou_ring *r, int fd, unsigned bgid, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_RECV, fd, NULL, 0, 0, user_data, &sqe);
+
+    if (rc == 0) {
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = (__u16)bgid;
+    }
+    return rc;
+}
+
 int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data)
 {
     struct io_uring_sqe *sqe;

@@ -41,6 +41,18 @@ The traps
   ENOBUFS the next wait uses a single receive into a buffer of its own.
 * The pool's memory is lent to the kernel for as long as any operation may pick
   from it: the engine unregisters and frees it only after its ring drained.
+
+Short connections wait with a single receive
+--------------------------------------------
+Arming a multishot receive costs the kernel more than a single receive, and a
+connection that waits once or twice (a request, then the peer's close) never
+gets that back.  So a stream's first ``BUSY_AFTER`` receives wait, when they
+must, with a *single* receive that also picks its buffer from the pool
+(``IOSQE_BUFFER_SELECT``, one completion): a waiting connection still holds no
+buffer.  From then on the stream counts as busy and waits with the multishot
+receive.  Both kinds go through the same operation class and the same state:
+at most one is armed per stream, and a single one simply ends with its first
+completion.
 """
 
 from __future__ import annotations
@@ -59,6 +71,8 @@ from ._uring_op import Op
 if TYPE_CHECKING:
     from ._uring_engine import UringEngine
 
+#: receives a stream makes before it waits with a multishot receive
+BUSY_AFTER = 4
 F_MORE = lib.IORING_CQE_F_MORE
 F_BUFFER = lib.IORING_CQE_F_BUFFER
 BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
@@ -147,6 +161,7 @@ class MultishotReceiver:
         "error",
         "ready",
         "ready_bytes",
+        "receives",
         "starvations",
         "starved",
     )
@@ -161,6 +176,7 @@ class MultishotReceiver:
         self.error: OSError | None = None
         self.starved = False  # the last operation ended with ENOBUFS
         self.starvations = 0  # how often (for tests and diagnostics)
+        self.receives = 0  # counted up to BUSY_AFTER (see the module's notes)
         self._waiter: Task | None = None
 
     # -- the reader -----------------------------------------------------------
@@ -177,8 +193,11 @@ class MultishotReceiver:
         engine, stream = self._engine, self._stream
         pool = engine.buffer_pool(stream.buffersize)
         op = MultishotOp(engine.new_id(), self, pool)
-        cap = stream._burst * stream.buffersize
-        engine.post_registered(op, lib.iou_prep_recv_multishot, fd, pool.bgid, cap)
+        if self.receives < BUSY_AFTER:  # not busy yet: one completion
+            engine.post_registered(op, lib.iou_prep_recv_select, fd, pool.bgid)
+        else:
+            cap = stream._burst * stream.buffersize
+            engine.post_registered(op, lib.iou_prep_recv_multishot, fd, pool.bgid, cap)
         self.armed = op
         self.starved = False
 

@@ -50,7 +50,7 @@ import trio
 from ._engine import AF_UNIX, StreamIO, oserror, raw_family
 from ._tuning import Tuning, Usage
 from ._uring import ffi
-from ._uring_multishot import MultishotReceiver
+from ._uring_multishot import BUSY_AFTER, MultishotReceiver
 from ._write_behind import WriteBehind
 
 if TYPE_CHECKING:
@@ -186,6 +186,8 @@ class UringStreamIO(WriteBehind, StreamIO):
         return bool(self._ready or self._posted or (ms is not None and (ms.ready or ms.armed)))
 
     async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        if ms.receives < BUSY_AFTER:
+            ms.receives += 1
         if not ms.has_data():
             if ms.armed is None:
                 # Bytes may be there already: take them without waiting a pass.

@@ -13,6 +13,7 @@ from helpers import first_listener, recv_exactly, steps_of_this_task
 
 import anyio_iocp
 from anyio_iocp._runstate import current_engine
+from anyio_iocp._uring_multishot import BUSY_AFTER
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +37,42 @@ async def open_pairs(n: int, **tuning: int) -> tuple[Any, list[tuple[SocketStrea
     return multi, pairs
 
 
+async def make_busy(client: SocketStream, server: SocketStream) -> None:
+    """BUSY_AFTER exchanges: from then on the server's stream waits with a
+    multishot receive (before, with single receives from the pool)."""
+    for i in range(BUSY_AFTER):
+        await client.send(b"warm-up %d" % i)
+        assert await server.receive() == b"warm-up %d" % i
+
+
+async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name: str) -> None:
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        ms: Any = server._io._ms
+        with anyio.move_on_after(0.01):
+            await server.receive()  # waits: a single receive from the pool
+        single = ms.armed
+        assert single is not None and ms.ready_bytes == 0
+        await client.send(b"a")
+        with anyio.fail_after(5):
+            while not single.done:
+                await anyio.sleep(0.001)
+        assert ms.armed is None, "a single receive ends with its first completion"
+        assert await server.receive() == b"a"
+        await make_busy(client, server)
+        with anyio.move_on_after(0.01):
+            await server.receive()  # waits: now a multishot receive
+        armed: Any = ms.armed
+        await client.send(b"b")
+        with anyio.fail_after(5):
+            while not ms.ready:
+                await anyio.sleep(0.001)
+        assert not armed.done, "the multishot receive stays armed"
+        assert server._io._ms.armed is armed
+        assert await server.receive() == b"b"
+
+
 async def test_receive_stays_armed_and_stops_at_its_cap(engine_name: str) -> None:
     """Armed with k * buffersize bytes in total, the receive ends by itself once
     they arrived, so a reader that does not read holds at most one buffer
@@ -43,6 +80,7 @@ async def test_receive_stays_armed_and_stops_at_its_cap(engine_name: str) -> Non
     multishot_engine(engine_name)
     multi, [(client, server)] = await open_pairs(1, buffersize=4096)
     async with multi, client, server:
+        await make_busy(client, server)
         with anyio.move_on_after(0.01):
             await server.receive()  # arms the receive, then gives up waiting
         ms: Any = server._io._ms
@@ -138,6 +176,7 @@ async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name
     engine = multishot_engine(engine_name)
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
+        await make_busy(client, server)
         with anyio.move_on_after(0.01):
             await server.receive()  # arms the multishot receive
         ms: Any = server._io._ms
