@@ -59,9 +59,7 @@ class RunState(trio.abc.Instrument):
                 _log.exception("engine submission failed")
 
     def after_io_wait(self, timeout: float) -> None:
-        # _claim_sniffio(), inlined: this runs once per scheduler pass
-        if _sniffio_local.name == "trio":
-            _sniffio_local.name = BACKEND_NAME
+        _claim_sniffio()
         engine = self.engine
         if engine is not None:
             try:

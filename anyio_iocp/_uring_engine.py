@@ -326,20 +326,20 @@ class UringEngine(Engine):
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait (the instrument's hook, once per pass)."""
-        if self._closed or self._reaping or not lib.iou_cq_ready(self._ring):
-            return  # an empty completion ring costs one C call
-        if self._watch is not None:
+        if self._reap_now() and self._watch is not None:
             self._watch.may_have_fired()
-        self._reap_now()
 
-    def _reap_now(self) -> None:
+    def _reap_now(self) -> bool:
+        """Reap what the completion ring holds; False when there was nothing
+        (an empty ring costs one C call) or reaping is already under way."""
         if self._closed or self._reaping or not lib.iou_cq_ready(self._ring):
-            return
+            return False
         self._reaping = True
         try:
             self._reap()
         finally:
             self._reaping = False
+        return True
 
     def reap_ready(self) -> None:
         """Reap completions already in the ring, from a task (no system call).

@@ -121,12 +121,7 @@ class MultishotOp(Op):
             receiver.ready.append(ffi.unpack(lib.iou_pbuf_data(pool.pool, bid), res))
             lib.iou_pbuf_recycle(pool.pool, bid)
             receiver.ready_bytes += res
-            stream = receiver._stream
-            full = res == pool.size
-            if full or stream._burst > 1:
-                stream._detect(full)
-            else:
-                stream._bursting = False  # what _detect does for a partial receive at k = 1
+            receiver._stream._detect(res == pool.size)
         elif res == 0:
             receiver.eof = True
         elif res == -errno.ENOBUFS:

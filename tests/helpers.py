@@ -7,6 +7,7 @@ import gc
 import os
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -81,14 +82,18 @@ async def recv_exactly(stream: SocketStream, n: int) -> bytes:
     return b"".join(parts)
 
 
-class _StepCounter(trio.abc.Instrument):
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.steps = 0
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler's steps of every task (add it with
+    ``trio.lowlevel.add_instrument``)."""
+
+    def __init__(self) -> None:
+        self.steps: Counter[trio.lowlevel.Task] = Counter()
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
+        self.steps[task] += 1
+
+    def steps_named(self, name: str) -> int:
+        return sum(count for task, count in self.steps.items() if task.name == name)
 
 
 @contextmanager
@@ -97,9 +102,20 @@ def steps_of_this_task() -> Iterator[Callable[[], int]]:
     that went through a schedule point makes it grow (Trio may run the other
     runnable tasks of a batch before or after it, so watching another task is
     no proof either way)."""
-    counter = _StepCounter(trio.lowlevel.current_task())
+    task = trio.lowlevel.current_task()
+    counter = StepCounter()
     trio.lowlevel.add_instrument(counter)
     try:
-        yield lambda: counter.steps
+        yield lambda: counter.steps[task]
     finally:
         trio.lowlevel.remove_instrument(counter)
+
+
+async def make_busy(client: SocketStream, server: SocketStream) -> None:
+    """BUSY_AFTER exchanges: from then on the server's io_uring stream waits
+    with a multishot receive (before, with single receives from the pool)."""
+    from anyio_iocp._uring_multishot import BUSY_AFTER  # io_uring only
+
+    for i in range(BUSY_AFTER):
+        await client.send(b"warm-up %d" % i)
+        assert await server.receive() == b"warm-up %d" % i

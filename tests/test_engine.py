@@ -16,7 +16,7 @@ import pytest
 import trio
 from anyio import ClosedResourceError
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, open_fds, open_pair, under_wine
+from helpers import first_listener, make_busy, open_fds, open_pair, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -82,11 +82,7 @@ async def test_posted_receive_keeps_its_buffer_until_completion(engine_name: str
             # a busy stream: its waits use the multishot receive (a stream's
             # first waits use single receives from the pool, which end with
             # their completion; tests/test_multishot.py covers those)
-            from anyio_iocp._uring_multishot import BUSY_AFTER
-
-            for i in range(BUSY_AFTER):
-                await client.send(b"warm-up %d" % i)
-                assert await server.receive() == b"warm-up %d" % i
+            await make_busy(client, server)
         with anyio.move_on_after(0.01):
             await server.receive()
         # the server stream's operations (not the listener's accept pool)

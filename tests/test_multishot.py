@@ -9,11 +9,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, recv_exactly, steps_of_this_task
+from helpers import first_listener, make_busy, recv_exactly, steps_of_this_task
 
 import anyio_iocp
 from anyio_iocp._runstate import current_engine
-from anyio_iocp._uring_multishot import BUSY_AFTER
 
 pytestmark = pytest.mark.anyio
 
@@ -35,14 +34,6 @@ async def open_pairs(n: int, **tuning: int) -> tuple[Any, list[tuple[SocketStrea
         client = await anyio.connect_tcp("127.0.0.1", port)
         pairs.append((client, await listener.accept()))
     return multi, pairs
-
-
-async def make_busy(client: SocketStream, server: SocketStream) -> None:
-    """BUSY_AFTER exchanges: from then on the server's stream waits with a
-    multishot receive (before, with single receives from the pool)."""
-    for i in range(BUSY_AFTER):
-        await client.send(b"warm-up %d" % i)
-        assert await server.receive() == b"warm-up %d" % i
 
 
 async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name: str) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import Counter
 from typing import Any
 
 import anyio
 import pytest
 import trio
 import trio.testing
-from helpers import open_pair
+from helpers import StepCounter, open_pair
 
 import anyio_iocp
 from anyio_iocp._runstate import current_engine
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.skipif(
 
 REAPER = "anyio_iocp io_uring reaper"
 ROUND_TRIPS = 20
-
-
-class StepCounter(trio.abc.Instrument):
-    def __init__(self) -> None:
-        self.steps: Counter[str] = Counter()
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task.name] += 1
 
 
 def late_echo(sock: socket.socket, count: int) -> None:
@@ -64,13 +55,13 @@ def round_trips_while_sleeping() -> tuple[Any, int]:
         peer = threading.Thread(target=late_echo, args=(raw, ROUND_TRIPS))
         peer.start()
         try:
-            before = counter.steps[REAPER]
+            before = counter.steps_named(REAPER)
             with anyio.fail_after(10):
                 for i in range(ROUND_TRIPS):
                     message = b"ping %d" % i
                     await server.send(message)
                     assert await server.receive() == message
-            steps = counter.steps[REAPER] - before
+            steps = counter.steps_named(REAPER) - before
         finally:
             await server.aclose()
             await listener.aclose()
