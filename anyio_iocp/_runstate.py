@@ -5,7 +5,11 @@ The instrument does three things, each once per scheduler pass:
 
 * before Trio's I/O wait: the engine submits what tasks queued during the pass;
 * after the I/O wait: the engine reaps completions and wakes their tasks;
-* it keeps ``sniffio`` answering ``"iocp"``.  Trio sets ``sniffio.thread_local.name``
+* it keeps ``sniffio`` answering ``"iocp"``.
+
+Once the engine exists, these three move into Trio's epoll I/O manager where
+that can be done safely (:mod:`anyio_iocp._pass_hooks`, which says why), and
+the instrument keeps only the end of the run.  Trio sets ``sniffio.thread_local.name``
   to ``"trio"`` when a run starts (and at every tick in guest mode, restoring
   the host's value after the tick); replacing ``"trio"`` with ``"iocp"`` in
   ``before_run`` and ``after_io_wait`` covers every task step, including
@@ -22,6 +26,7 @@ import trio
 from ._detect import select_engine
 from ._engine import Engine, EngineInfo
 from ._leftovers import Leftovers
+from ._pass_hooks import install as install_pass_hooks
 from ._tuning import Overrides
 
 BACKEND_NAME = "iocp"
@@ -44,6 +49,11 @@ class RunState(trio.abc.Instrument):
         engine = self.engine
         if engine is None:
             engine = self.engine = create_engine(self.info)
+            if install_pass_hooks(engine.before_io_wait, engine.after_io_wait, BACKEND_NAME):
+                # the I/O manager calls the engine now: only the end of the
+                # run is left for the instrument
+                trio.lowlevel.remove_instrument(self)
+                trio.lowlevel.add_instrument(_RunEnd(self))
         return engine
 
     def before_run(self) -> None:
@@ -74,6 +84,16 @@ class RunState(trio.abc.Instrument):
                 engine.close()  # every operation ended, the ring closed
         finally:
             self.leftovers.close_all()
+
+
+class _RunEnd(trio.abc.Instrument):
+    """The run state's instrument once the I/O manager calls the engine."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def after_run(self) -> None:
+        self.state.after_run()
 
 
 _sniffio_local = sniffio.thread_local

@@ -310,9 +310,10 @@ class UringEngine(Engine):
             streams, self._flush = self._flush, []
             for stream in streams:
                 stream.flush_sends()
-        if lib.iou_unsubmitted(self._ring) and self._retry.due():
+        ring = self._ring
+        if lib.iou_unsubmitted(ring) and self._retry.due():
             self._submit()
-            if lib.iou_unsubmitted(self._ring):
+            if lib.iou_unsubmitted(ring):
                 self._retry.refused()
             else:
                 self._retry.accepted()
@@ -320,13 +321,20 @@ class UringEngine(Engine):
             # Tasks are runnable, so the I/O wait will not block.  Completions
             # reaped now wake their tasks in this pass, and leave the ring
             # unreadable for the wait (no wake-up just to find them gone).
-            self._reap_now()
+            # (The ring is checked here, not in a call: this runs every pass.)
+            if lib.iou_cq_ready(ring):
+                self._reap_now()
         elif self._watch is not None and not self._watch.armed:
             self._watch.arm()  # the wait may block: completions must end it
 
     def after_io_wait(self) -> None:
-        """After Trio's I/O wait (the instrument's hook, once per pass)."""
-        if self._reap_now() and self._watch is not None:
+        """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._pass_hooks`)."""
+        if (
+            not self._closed
+            and lib.iou_cq_ready(self._ring)
+            and self._reap_now()
+            and self._watch is not None
+        ):
             self._watch.may_have_fired()
 
     def _reap_now(self) -> bool:

@@ -86,6 +86,7 @@ def ring_watch(fd: int) -> EpollRingWatch | None:
     if os.environ.get(WAKEUP_ENV, "epoll") == "task":
         return None
     try:
+        from trio._core._io_epoll import EpollIOManager
         from trio._core._run import GLOBAL_RUN_CONTEXT
 
         manager = GLOBAL_RUN_CONTEXT.runner.io_manager
@@ -94,7 +95,8 @@ def ring_watch(fd: int) -> EpollRingWatch | None:
     epoll = getattr(manager, "_epoll", None)
     registered = getattr(manager, "_registered", None)
     if (
-        type(manager).__name__ != "EpollIOManager"
+        # (a subclass: the one _pass_hooks gives the manager)
+        not isinstance(manager, EpollIOManager)
         or not isinstance(epoll, select.epoll)
         or not isinstance(registered, defaultdict)  # unknown descriptors are tolerated
         or fd in registered

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
+import sniffio
 import trio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from anyio.streams.stapled import MultiListener
@@ -119,3 +120,37 @@ async def make_busy(client: SocketStream, server: SocketStream) -> None:
     for i in range(BUSY_AFTER):
         await client.send(b"warm-up %d" % i)
         assert await server.receive() == b"warm-up %d" % i
+
+
+async def sniffio_seen() -> dict[str, str]:
+    """What sniffio answers in the calling task, a child task, a system task
+    and in calls back from a worker thread (sync and async)."""
+    seen: dict[str, str] = {"main": sniffio.current_async_library()}
+
+    async def child() -> None:
+        await anyio.sleep(0)
+        seen["child"] = sniffio.current_async_library()
+
+    async def system() -> None:
+        seen["system"] = sniffio.current_async_library()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+    trio.lowlevel.spawn_system_task(system)
+    await anyio.sleep(0.01)
+
+    def in_worker() -> tuple[str, str]:
+        sync = anyio.from_thread.run_sync(sniffio.current_async_library)
+
+        async def async_fn() -> str:
+            return sniffio.current_async_library()
+
+        return sync, anyio.from_thread.run(async_fn)
+
+    seen["from_thread.run_sync"], seen["from_thread.run"] = await anyio.to_thread.run_sync(
+        in_worker
+    )
+    return seen
+
+
+SNIFFIO_PLACES = ("main", "child", "system", "from_thread.run_sync", "from_thread.run")

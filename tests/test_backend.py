@@ -11,6 +11,7 @@ import anyio
 import pytest
 import sniffio
 import trio
+from helpers import SNIFFIO_PLACES, sniffio_seen
 
 import anyio_iocp
 from anyio_iocp._detect import ENGINE_ENV
@@ -58,33 +59,7 @@ def test_import_then_run() -> None:
 
 async def test_sniffio_everywhere(anyio_backend: object) -> None:
     """Main task, child tasks, system tasks and calls back from worker threads."""
-    seen: dict[str, str] = {"main": sniffio.current_async_library()}
-
-    async def child() -> None:
-        seen["child"] = sniffio.current_async_library()
-
-    async def system() -> None:
-        seen["system"] = sniffio.current_async_library()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(child)
-    trio.lowlevel.spawn_system_task(system)
-    await anyio.sleep(0.01)
-
-    def in_worker() -> tuple[str, str]:
-        sync = anyio.from_thread.run_sync(sniffio.current_async_library)
-
-        async def async_fn() -> str:
-            return sniffio.current_async_library()
-
-        return sync, anyio.from_thread.run(async_fn)
-
-    seen["from_thread.run_sync"], seen["from_thread.run"] = await anyio.to_thread.run_sync(
-        in_worker
-    )
-    assert seen == dict.fromkeys(
-        ("main", "child", "system", "from_thread.run_sync", "from_thread.run"), "iocp"
-    )
+    assert await sniffio_seen() == dict.fromkeys(SNIFFIO_PLACES, "iocp")
 
 
 async def test_engine_info_in_run(engine_name: str) -> None:

@@ -1,0 +1,108 @@
+"""The engine's once-per-pass work, called from Trio's epoll I/O manager.
+
+The problem
+-----------
+Every pass of Trio's scheduler ends in the I/O manager's ``get_events``, and
+the engine has work on both sides of it: hand the kernel what tasks queued
+(``before_io_wait``), then reap completions and wake their tasks
+(``after_io_wait``).  Trio's public way in is an instrument, and an instrument
+hook is not cheap: ``Instruments.call`` copies the list of instruments, looks
+the method up by name and guards the call, then the run state checks for an
+engine and guards again.  On a connection that exchanges one small message at
+a time a pass is taken for every ``receive()`` and every ``send()``, and
+counted with cProfile the two hooks were 28 of the 120 Python calls an echoed
+message cost, where Trio's own socket took 99 for everything.
+
+What this module does
+---------------------
+:func:`install` gives the run's ``EpollIOManager`` a subclass whose
+``get_events`` calls the engine's two hooks around Trio's ``epoll_wait`` and
+claims sniffio's name, as the instrument did.  The run state then leaves
+Trio's instrument list for these two hooks (it keeps ``after_run``).
+Where Trio's order matters, nothing changes: the submission still happens
+after the last task step of the pass and before the wait, and completions
+still wake their tasks before Trio picks the next batch.
+
+The traps
+---------
+* This reaches into Trio's private I/O manager.  :func:`install` checks that
+  the manager is the class this was written against, with the attributes it
+  uses, and otherwise does nothing (the instrument stays).
+  ``$ANYIO_IOCP_PASS_HOOKS=instrument`` keeps the instrument (to compare, and
+  to test both).
+* Guest mode calls ``get_events`` from a worker thread while the host loop
+  runs: the engine must not be touched there, so a guest run keeps the
+  instrument.
+* ``trio.run`` calls ``get_events`` directly: an exception escaping it would
+  end the run without cleaning up.  The hooks log what they raise, as Trio's
+  instrument machinery would have.
+* The manager's class is changed, not replaced: Trio's functions reach it
+  through ``runner.io_manager``.  The subclass adds no slots, so the instance
+  layout is unchanged, and a new subclass is made for each run so that it can
+  hold that run's engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+from collections.abc import Callable
+from typing import Any
+
+import sniffio
+
+HOOKS_ENV = "ANYIO_IOCP_PASS_HOOKS"
+
+_log = logging.getLogger("anyio_iocp")
+_sniffio_local = sniffio.thread_local
+
+
+def install(before: Callable[[float], None], after: Callable[[], None], name: str) -> bool:
+    """Call ``before(timeout)`` and ``after()`` around each I/O wait of the
+    current Trio run, from its epoll manager, and answer sniffio's question
+    with ``name`` where Trio set ``"trio"``.  False (nothing changed) where
+    that is not safe: then the caller keeps its instrument."""
+    if os.environ.get(HOOKS_ENV, "manager") == "instrument":
+        return False
+    try:
+        from trio._core._io_epoll import EpollIOManager
+        from trio._core._run import GLOBAL_RUN_CONTEXT
+
+        runner = GLOBAL_RUN_CONTEXT.runner
+    except (ImportError, AttributeError):
+        return False
+    manager = getattr(runner, "io_manager", None)
+    if (
+        getattr(runner, "is_guest", True)
+        or type(manager) is not EpollIOManager
+        or not isinstance(getattr(manager, "_epoll", None), select.epoll)
+        or not hasattr(EpollIOManager, "__slots__")  # a subclass adding none keeps the layout
+    ):
+        return False
+    wait_for_events = EpollIOManager.get_events
+
+    def get_events(self: Any, timeout: float) -> Any:
+        try:
+            before(timeout)
+        except Exception:
+            _log.exception("engine submission failed")
+        events = wait_for_events(self, timeout)
+        if _sniffio_local.name == "trio":
+            _sniffio_local.name = name
+        try:
+            after()
+        except Exception:
+            _log.exception("engine completion processing failed")
+        return events
+
+    hooked = type(
+        "EpollIOManagerWithEngine",
+        (EpollIOManager,),
+        {"__slots__": (), "get_events": get_events, "__module__": __name__},
+    )
+    try:
+        manager.__class__ = hooked
+    except TypeError:  # a layout this was not written for
+        return False
+    return True
