@@ -68,7 +68,7 @@ from ._tuning import Tuning
 from ._uring import ffi, lib
 from ._uring_fork import track as track_for_fork
 from ._uring_messages import UringMessageIO
-from ._uring_multishot import BufferPool
+from ._uring_multishot import BufferPool, PassLoad
 from ._uring_op import Op
 from ._uring_stream import UringStreamIO
 from ._uring_wakeup import EpollRingWatch, ring_watch
@@ -159,6 +159,8 @@ class UringEngine(Engine):
             os.environ.get(RECV_MODE_ENV, "multishot") != "single"
         )
         self._pools: dict[int, BufferPool] = {}
+        #: receives per scheduler pass: how a stream that must wait arms
+        self.load = PassLoad()
         self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
         #: the ring in Trio's epoll set; None: the reaper task waits on the ring
         self._watch: EpollRingWatch | None = None
@@ -329,6 +331,7 @@ class UringEngine(Engine):
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._pass_hooks`)."""
+        self.load.passes += 1
         if (
             not self._closed
             and lib.iou_cq_ready(self._ring)

@@ -129,6 +129,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         ):
             # The usual case on a busy stream, with nothing to check: bytes
             # that the multishot receive brought are waiting.
+            self._engine.load.receives += 1
             await trio.lowlevel.checkpoint_if_cancelled()
             data = ms.take(max_bytes)
             if self._bursting and not ms.ready:
@@ -186,6 +187,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         return bool(self._ready or self._posted or (ms is not None and (ms.ready or ms.armed)))
 
     async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        self._engine.load.receives += 1
         if ms.receives < BUSY_AFTER:
             ms.receives += 1
         if not ms.has_data():
@@ -195,6 +197,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                 self._check_not_closing()
                 now = self._recv_now(max_bytes)
                 if now is not None:
+                    ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return now
             self._engine.reap_ready()  # the kernel may have finished meanwhile

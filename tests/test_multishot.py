@@ -190,3 +190,70 @@ async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name
             got_through = True
         assert scope.cancelled_caught and not got_through, "receive() ignored the cancellation"
         assert await server.receive() == b"two"
+
+
+async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
+    """Exchanges in which the bytes are there before each receive (direct
+    receives that find them), then a receive that has to wait: returns the
+    operation that wait armed, once its first message arrived."""
+    from anyio_iocp._uring_multishot import DIRECT_HITS, LOAD_WINDOW
+
+    await make_busy(client, server)
+    for i in range(max(DIRECT_HITS, LOAD_WINDOW)):  # also fills a window of passes
+        await client.send(b"there %d" % i)
+        assert await server.receive() == b"there %d" % i
+    ms: Any = server._io._ms
+    assert ms.armed is None and ms.direct_hits >= DIRECT_HITS
+    with anyio.move_on_after(0.01):
+        await server.receive()  # has to wait: arms
+    armed = ms.armed
+    assert armed is not None
+    await client.send(b"late")
+    with anyio.fail_after(5):
+        while not ms.ready:
+            await anyio.sleep(0.001)
+    assert await server.receive() == b"late"
+    return armed
+
+
+async def test_a_lone_stream_that_finds_its_bytes_waits_with_a_single_receive(
+    engine_name: str,
+) -> None:
+    """One busy stream, one receive per pass, bytes there whenever it asks:
+    its next wait is a single receive (ended by its one completion)."""
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        armed = await lone_exchanges_then_wait(client, server)
+        assert not engine.load.batched()
+        assert armed.done, "a single receive ends with its first completion"
+
+
+async def test_a_stream_of_a_batching_engine_keeps_the_multishot_receive(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyio_iocp._uring_multishot import PassLoad
+
+    multishot_engine(engine_name)
+    monkeypatch.setattr(PassLoad, "batched", lambda self: True)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        armed = await lone_exchanges_then_wait(client, server)
+        assert not armed.done, "the multishot receive stays armed"
+
+
+def test_receives_per_pass_are_judged_over_whole_windows() -> None:
+    from anyio_iocp._uring_multishot import BATCHED_RECEIVES, LOAD_WINDOW, PassLoad
+
+    load = PassLoad()
+    assert load.batched(), "batched until a window is complete"
+    load.passes, load.receives = LOAD_WINDOW - 1, 0
+    assert load.batched(), "an incomplete window does not count"
+    load.passes, load.receives = LOAD_WINDOW, LOAD_WINDOW
+    assert not load.batched()
+    load.passes += LOAD_WINDOW
+    load.receives += BATCHED_RECEIVES * LOAD_WINDOW - 1
+    assert not load.batched()
+    load.passes += LOAD_WINDOW
+    load.receives += BATCHED_RECEIVES * LOAD_WINDOW
+    assert load.batched()
