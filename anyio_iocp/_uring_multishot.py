@@ -151,12 +151,19 @@ class PassLoad:
 class MultishotOp(Op):
     """The armed receive of one stream: many completions, the last one final."""
 
-    __slots__ = ("pool", "receiver")
+    __slots__ = ("pool", "receiver", "stream")
 
-    def __init__(self, user_data: int, receiver: MultishotReceiver, pool: BufferPool) -> None:
+    def __init__(
+        self, user_data: int, receiver: MultishotReceiver, pool: BufferPool, stream: Any
+    ) -> None:
         super().__init__(user_data, None)
         self.receiver = receiver
         self.pool = pool  # the buffers it picks from (buffersize may change meanwhile)
+        # the stream, for Automatic Burst Detection: held by the operation,
+        # not by the receiver, so that the stream and its receiver form no
+        # reference cycle once nothing is armed (a closed stream is then
+        # freed at once, not by the cycle collector)
+        self.stream = stream
 
     def complete(self, res: int, flags: int) -> None:
         """One completion (the reaper calls this once per message: kept flat)."""
@@ -172,7 +179,7 @@ class MultishotOp(Op):
             receiver.ready.append(ffi.unpack(lib.iou_pbuf_data(pool.pool, bid), res))
             lib.iou_pbuf_recycle(pool.pool, bid)
             receiver.ready_bytes += res
-            receiver._stream._detect(res == pool.size)
+            self.stream._detect(res == pool.size)
         elif res == 0:
             receiver.eof = True
         elif res == -errno.ENOBUFS:
@@ -194,13 +201,12 @@ class MultishotReceiver:
     """The receive side of one stream on a multishot receive.
 
     The stream keeps its ABD fields (``_burst``, ``recvburst``, ``buffersize``)
-    and hands them in through ``stream``; everything else is here.
+    and hands itself to :meth:`arm`; everything else is here.
     """
 
     # one per connection: slots keep 10,000 idle connections small
     __slots__ = (
         "_engine",
-        "_stream",
         "_waiter",
         "armed",
         "direct_hits",
@@ -213,9 +219,8 @@ class MultishotReceiver:
         "starved",
     )
 
-    def __init__(self, engine: UringEngine, stream: Any) -> None:
+    def __init__(self, engine: UringEngine) -> None:
         self._engine = engine
-        self._stream = stream
         self.ready: list[bytes] = []  # usually 0 or 1 chunks; a deque costs 760 bytes
         self.ready_bytes = 0
         self.armed: MultishotOp | None = None
@@ -236,11 +241,12 @@ class MultishotReceiver:
     def has_data(self) -> bool:
         return bool(self.ready) or self.eof or self.error is not None
 
-    def arm(self, fd: int) -> None:
+    def arm(self, stream: Any) -> None:
         """Arm the receive, capped at ``k * buffersize`` bytes in total."""
-        engine, stream = self._engine, self._stream
+        engine = self._engine
         pool = engine.buffer_pool(stream.buffersize)
-        op = MultishotOp(engine.new_id(), self, pool)
+        op = MultishotOp(engine.new_id(), self, pool, stream)
+        fd = stream.fd
         lone = self.direct_hits >= DIRECT_HITS and not engine.load.batched()
         self.direct_hits = 0
         if self.receives < BUSY_AFTER or lone:  # one completion

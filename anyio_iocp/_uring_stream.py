@@ -87,7 +87,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         # has it; UNIX streams keep single receives: a receive ahead of the
         # reader would drop descriptors passed with the bytes
         self._ms = (
-            MultishotReceiver(engine, self)
+            MultishotReceiver(engine)
             if engine.multishot_recv and raw_family(sock) != AF_UNIX
             else None
         )
@@ -213,7 +213,7 @@ class UringStreamIO(WriteBehind, StreamIO):
                 if ms.starved:
                     # the pool ran dry: this time, a receive with its own buffer
                     return await self._receive_single(max_bytes)
-                ms.arm(self.fd)
+                ms.arm(self)
             await ms.wait()  # cancellable: the receive stays armed
         return self._take_multishot(ms, max_bytes)
 
