@@ -13,6 +13,12 @@ So both engines treat these errors as a pause, not an error of ``accept()``:
   :data:`FIRST_DELAY` and doubles after every further failure up to
   :data:`MAX_DELAY`, then tries again (the io_uring accept pool posts a single
   accept while it probes, not the whole pool);
+* failures that arrive while a pause is under way do not lengthen it: they
+  are accepts posted before the shortage began (a pool of posted accepts
+  fails all at once), not new attempts.  Counting them doubled the pause once
+  per posted accept, so a pool of 500 paused for the full second at the first
+  shortage (seen in the 20,000-connection storm of ``bench/run.py`` with the
+  httpd profile);
 * a task waiting in ``accept()`` keeps waiting, and gets the next connection
   once descriptors are free again;
 * it is logged once per shortage, as a warning of the ``anyio_iocp`` logger
@@ -66,8 +72,11 @@ class AcceptBackoff:
             )
         self.failures += 1
         self.total_failures += 1
+        now = time.monotonic()
+        if now < self._resume_at:
+            return  # posted before this pause began: the same attempt, not a new one
         self._delay = min(MAX_DELAY, self._delay * 2 if self._delay else FIRST_DELAY)
-        self._resume_at = time.monotonic() + self._delay
+        self._resume_at = now + self._delay
 
     def succeeded(self) -> None:
         """An accept worked: the shortage, if any, is over."""
