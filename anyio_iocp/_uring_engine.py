@@ -575,6 +575,7 @@ class UringListenerIO(ListenerIO):
         self._family = sock.family
         self._queue: deque[int] = deque()
         self._posted: set[AcceptOp] = set()
+        self._probe: AcceptOp | None = None  # the one accept posted while short of descriptors
         self._error: OSError | None = None
         self._waiter: Task | None = None
         self._closing = False
@@ -584,6 +585,8 @@ class UringListenerIO(ListenerIO):
 
     def on_accept_completion(self, op: AcceptOp, res: int) -> None:
         self._posted.discard(op)
+        if op is self._probe:
+            self._probe = None
         if res >= 0:
             if self._closing:
                 os.close(res)
@@ -602,9 +605,18 @@ class UringListenerIO(ListenerIO):
     def _refill(self) -> None:
         if self._closing or self._error is not None or self._backoff.pause() > 0:
             return
-        # short of descriptors: one accept probes instead of the whole pool
-        target = 1 if self._backoff.starving else self.tuning.backlog
-        while len(self._queue) + len(self._posted) < target:
+        if self._backoff.starving:
+            # Short of descriptors: one fresh accept probes instead of the
+            # whole pool, even while accepts posted earlier are still pending.
+            # Those may never complete: a connection's arrival wakes one
+            # posted accept, and if that one failed (EMFILE), the connection
+            # waits in the listen queue with no wake-up left for the others.
+            # A new accept tries the queue as soon as it is submitted.
+            if self._probe is None:
+                self._probe = self._engine.post_accept(self)
+                self._posted.add(self._probe)
+            return
+        while len(self._queue) + len(self._posted) < self.tuning.backlog:
             self._posted.add(self._engine.post_accept(self))
 
     async def accept(self) -> socket.socket:
@@ -614,10 +626,9 @@ class UringListenerIO(ListenerIO):
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")
+            # Out of descriptors: wait for a completion of an accept posted
+            # earlier, but no longer than the pause, then probe (_refill).
             pause = self._backoff.pause()
-            if pause > 0 and not self._posted:
-                await trio.sleep(pause)  # out of descriptors: nothing taken yet
-                continue
             self._refill()
             self._waiter = trio.lowlevel.current_task()
 
@@ -625,7 +636,11 @@ class UringListenerIO(ListenerIO):
                 self._waiter = None
                 return Abort.SUCCEEDED
 
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            if pause > 0:
+                with trio.move_on_after(pause):
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+            else:
+                await trio.lowlevel.wait_task_rescheduled(abort)
         if self._queue:
             conn = socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=self._queue.popleft())
             try:

@@ -60,8 +60,14 @@ def fill_descriptor_table() -> list[int]:
     return fillers
 
 
-async def test_accept_storm_out_of_descriptors(caplog: pytest.LogCaptureFixture) -> None:
-    clients = [socket.socket() for _ in range(CLIENTS)]  # made while descriptors are free
+#: 3 clients, fewer than the 8 posted accepts: each arrival wakes one posted
+#: accept, which fails, and the other five stay posted with no wake-up coming
+#: for the connections already queued (the listener must probe with a new one)
+@pytest.mark.parametrize("count", [CLIENTS, 3])
+async def test_accept_storm_out_of_descriptors(
+    caplog: pytest.LogCaptureFixture, count: int
+) -> None:
+    clients = [socket.socket() for _ in range(count)]  # made while descriptors are free
     accepted: list[SocketStream] = []
     caplog.set_level(logging.INFO, logger="anyio_iocp")
     with low_descriptor_limit(room=64):
@@ -92,7 +98,7 @@ async def test_accept_storm_out_of_descriptors(caplog: pytest.LogCaptureFixture)
                 for fd in fillers:
                     os.close(fd)
             with anyio.fail_after(10):
-                while len(accepted) < CLIENTS:
+                while len(accepted) < count:
                     await anyio.sleep(0.01)
             assert not backoff.starving
             # every accepted connection works, matched to its client by port
