@@ -114,8 +114,22 @@ def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[st
         ("fast_poll", bool(features & lib.IORING_FEAT_FAST_POLL)),
         ("multishot_accept", _probe_multishot_accept()),
         ("multishot_recv", _probe_multishot_recv()),
+        ("coop_taskrun", _probe_coop_taskrun()),
     )
     return True, "io_uring_setup succeeded and every opcode needed is supported", details
+
+
+def _probe_coop_taskrun() -> bool:
+    """``IORING_SETUP_COOP_TASKRUN`` (Linux 5.19): completions wait for the
+    loop's next system call instead of interrupting it; older kernels refuse
+    the flag with EINVAL."""
+    from ._uring import ffi, lib
+
+    ring_pp = ffi.new("iou_ring **")
+    if lib.iou_open(ring_pp, 8, 0, lib.IORING_SETUP_COOP_TASKRUN) < 0:
+        return False
+    lib.iou_close(ring_pp[0])
+    return True
 
 
 def _scratch_ring() -> Any:

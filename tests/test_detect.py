@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from anyio_iocp import _detect
@@ -67,3 +68,19 @@ def test_every_needed_opcode_is_present_here() -> None:
     usable, reason, details = _detect._probe_io_uring(_detect._required_opcodes())
     assert usable, reason
     assert dict(details)["nodrop"] is True
+
+
+def test_cooperative_task_running_is_detected_and_used() -> None:
+    """COOP_TASKRUN (Linux 5.19, this kernel is newer): the engine's ring has it."""
+    from anyio_iocp._uring import lib
+
+    from anyio_iocp._runstate import current_engine
+
+    _usable, _reason, details = _detect._probe_io_uring(_detect._required_opcodes())
+    assert dict(details)["coop_taskrun"] is True
+
+    async def main() -> int:
+        return int(current_engine().ring_flags)  # type: ignore[attr-defined]
+
+    flags = anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
+    assert flags & lib.IORING_SETUP_COOP_TASKRUN
