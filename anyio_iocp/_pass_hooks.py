@@ -34,12 +34,16 @@ The traps
   runs: the engine must not be touched there, so a guest run keeps the
   instrument.
 * ``trio.run`` calls ``get_events`` directly: an exception escaping it would
-  end the run without cleaning up.  The hooks log what they raise, as Trio's
-  instrument machinery would have.
+  end the run without cleaning up.  The hooks log the exceptions they raise
+  (``Exception``; a KeyboardInterrupt is deferred by Trio, which treats code
+  outside any task as protected).
 * The manager's class is changed, not replaced: Trio's functions reach it
   through ``runner.io_manager``.  The subclass adds no slots, so the instance
-  layout is unchanged, and a new subclass is made for each run so that it can
-  hold that run's engine.
+  layout is unchanged.  There is one subclass for all runs (a class made per
+  run would be a reference cycle holding that run's engine until the cycle
+  collector ran); each run's hooks sit in a table under its manager, and the
+  function :func:`install` returns takes them out and gives the manager its
+  class back when the run ends.
 """
 
 from __future__ import annotations
@@ -57,21 +61,60 @@ HOOKS_ENV = "ANYIO_IOCP_PASS_HOOKS"
 _log = logging.getLogger("anyio_iocp")
 _sniffio_local = sniffio.thread_local
 
+#: id(manager) -> (before, after, sniffio name), one entry per run using the hooks
+_hooks: dict[int, tuple[Callable[[float], None], Callable[[], None], str]] = {}
+_hooked_class: type | None = None
 
-def install(before: Callable[[float], None], after: Callable[[], None], name: str) -> bool:
+
+def _manager_class_with_hooks(epoll_manager: Any) -> type:
+    """The one subclass of Trio's manager whose ``get_events`` runs the hooks."""
+    global _hooked_class
+    if _hooked_class is None:
+        wait_for_events = epoll_manager.get_events
+
+        def get_events(self: Any, timeout: float) -> Any:
+            hooks = _hooks.get(id(self))
+            if hooks is None:  # (not expected: the class is restored first)
+                return wait_for_events(self, timeout)
+            before, after, name = hooks
+            try:
+                before(timeout)
+            except Exception:
+                _log.exception("engine submission failed")
+            events = wait_for_events(self, timeout)
+            if _sniffio_local.name == "trio":
+                _sniffio_local.name = name
+            try:
+                after()
+            except Exception:
+                _log.exception("engine completion processing failed")
+            return events
+
+        _hooked_class = type(
+            "EpollIOManagerWithEngine",
+            (epoll_manager,),
+            {"__slots__": (), "get_events": get_events, "__module__": __name__},
+        )
+    return _hooked_class
+
+
+def install(
+    before: Callable[[float], None], after: Callable[[], None], name: str
+) -> Callable[[], None] | None:
     """Call ``before(timeout)`` and ``after()`` around each I/O wait of the
     current Trio run, from its epoll manager, and answer sniffio's question
-    with ``name`` where Trio set ``"trio"``.  False (nothing changed) where
-    that is not safe: then the caller keeps its instrument."""
+    with ``name`` where Trio set ``"trio"``.  Returns the function that undoes
+    this (call it when the run ends), or None (nothing changed) where it is
+    not safe: then the caller keeps its instrument."""
     if os.environ.get(HOOKS_ENV, "manager") == "instrument":
-        return False
+        return None
     try:
         from trio._core._io_epoll import EpollIOManager
         from trio._core._run import GLOBAL_RUN_CONTEXT
 
         runner = GLOBAL_RUN_CONTEXT.runner
     except (ImportError, AttributeError):
-        return False
+        return None
     manager = getattr(runner, "io_manager", None)
     if (
         getattr(runner, "is_guest", True)
@@ -79,30 +122,19 @@ def install(before: Callable[[float], None], after: Callable[[], None], name: st
         or not isinstance(getattr(manager, "_epoll", None), select.epoll)
         or not hasattr(EpollIOManager, "__slots__")  # a subclass adding none keeps the layout
     ):
-        return False
-    wait_for_events = EpollIOManager.get_events
-
-    def get_events(self: Any, timeout: float) -> Any:
-        try:
-            before(timeout)
-        except Exception:
-            _log.exception("engine submission failed")
-        events = wait_for_events(self, timeout)
-        if _sniffio_local.name == "trio":
-            _sniffio_local.name = name
-        try:
-            after()
-        except Exception:
-            _log.exception("engine completion processing failed")
-        return events
-
-    hooked = type(
-        "EpollIOManagerWithEngine",
-        (EpollIOManager,),
-        {"__slots__": (), "get_events": get_events, "__module__": __name__},
-    )
+        return None
+    hooked = _manager_class_with_hooks(EpollIOManager)
+    key = id(manager)
+    _hooks[key] = (before, after, name)
     try:
         manager.__class__ = hooked
     except TypeError:  # a layout this was not written for
-        return False
-    return True
+        del _hooks[key]
+        return None
+
+    def uninstall() -> None:
+        if type(manager) is hooked:
+            manager.__class__ = EpollIOManager
+        _hooks.pop(key, None)
+
+    return uninstall

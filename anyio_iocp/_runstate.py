@@ -19,6 +19,7 @@ the instrument keeps only the end of the run.  Trio sets ``sniffio.thread_local.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import sniffio
 import trio
@@ -49,11 +50,14 @@ class RunState(trio.abc.Instrument):
         engine = self.engine
         if engine is None:
             engine = self.engine = create_engine(self.info)
-            if install_pass_hooks(engine.before_io_wait, engine.after_io_wait, BACKEND_NAME):
+            uninstall = install_pass_hooks(
+                engine.before_io_wait, engine.after_io_wait, BACKEND_NAME
+            )
+            if uninstall is not None:
                 # the I/O manager calls the engine now: only the end of the
                 # run is left for the instrument
                 trio.lowlevel.remove_instrument(self)
-                trio.lowlevel.add_instrument(_RunEnd(self))
+                trio.lowlevel.add_instrument(_RunEnd(self, uninstall))
         return engine
 
     def before_run(self) -> None:
@@ -89,10 +93,12 @@ class RunState(trio.abc.Instrument):
 class _RunEnd(trio.abc.Instrument):
     """The run state's instrument once the I/O manager calls the engine."""
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, uninstall: Callable[[], None]) -> None:
         self.state = state
+        self.uninstall = uninstall
 
     def after_run(self) -> None:
+        self.uninstall()
         self.state.after_run()
 
 

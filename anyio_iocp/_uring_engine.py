@@ -144,6 +144,11 @@ class UringEngine(Engine):
         # connection from 1.15x to 1.01x Trio's round trip (docs/performance.md).
         self.ring_flags = lib.IORING_SETUP_COOP_TASKRUN if details.get("coop_taskrun") else 0
         rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, self.ring_flags)
+        if rc == -errno.EINVAL and self.ring_flags:
+            # the probe's small ring took the flag and this one did not:
+            # run without it rather than not at all
+            self.ring_flags = 0
+            rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, 0)
         if rc < 0:
             raise oserror(rc, "io_uring_setup")
         self._ring = ring_pp[0]
@@ -602,6 +607,10 @@ class UringListenerIO(ListenerIO):
                 return
             self._queue.append(res)
             self._backoff.succeeded()
+            # The shortage is over, whichever accept ended it: a probe still
+            # posted is an ordinary accept of the pool now, and the next
+            # shortage must post a probe of its own.
+            self._probe = None
         elif -res in EXHAUSTION:
             self._backoff.failed(-res)  # a pause, not an error of accept()
         elif res != -errno.ECANCELED and self._error is None:

@@ -6,7 +6,17 @@
   ``io_uring+single``, the same engine with ``$ANYIO_IOCP_RECV=single``, where
   every wait posts single receives with buffers of their own (what kernels
   without a capped multishot receive get); and ``readiness``;
-* Windows: ``iocp`` and ``readiness``.
+* Windows: ``iocp`` and ``readiness``;
+* ``+guest`` (``io_uring+guest``, ``iocp+guest``): the default engine again,
+  under AnyIO's own Trio test runner.
+
+AnyIO's Trio test runner keeps one loop across a test and its fixtures by
+running Trio in *guest mode*, where the backend keeps its per-pass hooks in a
+Trio instrument (``anyio_iocp._pass_hooks``).  ``anyio.run`` runs Trio
+normally, and there the hooks move into Trio's I/O manager.  So every variant
+but ``+guest`` runs each async test in a run of its own, as ``anyio.run``
+would (:class:`RunPerTest`), and ``+guest`` keeps AnyIO's runner: both routes
+run the whole suite.
 
 ``ANYIO_IOCP_TEST_ENGINES`` narrows the list (e.g. to ``readiness`` on a machine
 without io_uring).
@@ -14,23 +24,35 @@ without io_uring).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from anyio.abc import TestRunner
+
+from anyio_iocp._backend import IocpBackend
 
 #: variant -> (engine, $ANYIO_IOCP_RECV or None)
 VARIANTS: dict[str, tuple[str, str | None]] = {
     "io_uring": ("io_uring", None),
     "io_uring+single": ("io_uring", "single"),
+    "io_uring+guest": ("io_uring", None),
     "iocp": ("iocp", None),
+    "iocp+guest": ("iocp", None),
     "readiness": ("readiness", None),
 }
 
 DEFAULT_ENGINES = (
-    "iocp,readiness" if sys.platform == "win32" else "io_uring,io_uring+single,readiness"
+    "iocp,iocp+guest,readiness"
+    if sys.platform == "win32"
+    else "io_uring,io_uring+single,io_uring+guest,readiness"
 )
+#: the backend option (taken out again before the backend sees it) that
+#: selects AnyIO's own test runner
+GUEST_OPTION = "_anyio_test_runner_guest"
 ENGINES = tuple(
     name for name in os.environ.get("ANYIO_IOCP_TEST_ENGINES", DEFAULT_ENGINES).split(",") if name
 )
@@ -45,7 +67,60 @@ def anyio_backend(
         monkeypatch.setenv("ANYIO_IOCP_RECV", recv_mode)
     else:
         monkeypatch.delenv("ANYIO_IOCP_RECV", raising=False)
-    return "iocp", {"engine": engine}
+    options: dict[str, Any] = {"engine": engine}
+    if request.param.endswith("+guest"):
+        options[GUEST_OPTION] = True
+    return "iocp", options
+
+
+class RunPerTest(TestRunner):
+    """Each async test (and async fixture) in a Trio run of its own, started
+    as ``anyio.run`` starts it (not in guest mode)."""
+
+    def __init__(self, backend: Any, options: dict[str, Any]) -> None:
+        self._backend = backend
+        self._options = options
+        self._running = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def _run(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        # the plugin has set sniffio's context variable, so anyio.run would
+        # refuse to start: call the backend as anyio.run does
+        self._running = True
+        try:
+            return self._backend.run(functools.partial(func, **kwargs), (), {}, self._options)
+        finally:
+            self._running = False
+
+    def run_fixture(self, fixture_func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        return self._run(fixture_func, kwargs)
+
+    def run_test(self, test_func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        self._run(test_func, kwargs)
+
+    def run_asyncgen_fixture(
+        self, fixture_func: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> Iterator[Any]:
+        raise RuntimeError(
+            "an async generator fixture shares one run with its test: "
+            "this suite has none, and RunPerTest cannot run one"
+        )
+
+
+def _create_test_runner(cls: Any, options: dict[str, Any]) -> TestRunner:
+    options = dict(options)
+    if options.pop(GUEST_OPTION, False):
+        return _anyio_test_runner(options)
+    return RunPerTest(cls, options)
+
+
+_anyio_test_runner = IocpBackend.create_test_runner
+IocpBackend.create_test_runner = classmethod(_create_test_runner)  # type: ignore[method-assign,assignment]
 
 
 @pytest.fixture

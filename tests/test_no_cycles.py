@@ -12,6 +12,7 @@ other).  Trio's own sockets leave no such garbage.
 from __future__ import annotations
 
 import gc
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +20,8 @@ from contextlib import contextmanager, suppress
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
+
+from anyio_iocp._runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +78,27 @@ async def test_closed_connections_leave_no_cyclic_garbage(anyio_backend: object)
             await anyio.sleep(0.05)  # the handlers close their ends
         tg.cancel_scope.cancel()
     assert found == Counter()
+
+
+def test_a_finished_run_frees_its_engine_without_the_cycle_collector(
+    engine_name: str,
+) -> None:
+    """Nothing of a run's engine is left for the cycle collector once
+    ``anyio.run`` returns (the per-pass hooks of ``_pass_hooks`` included)."""
+
+    async def main() -> weakref.ref[object]:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        async with (
+            listener,
+            await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port)),
+        ):
+            pass
+        return weakref.ref(current_engine())
+
+    gc.collect()
+    gc.disable()
+    try:
+        engine = anyio.run(main, backend="iocp", backend_options={"engine": engine_name})
+        assert engine() is None, "the engine is only freed by the cycle collector"
+    finally:
+        gc.enable()
