@@ -123,21 +123,21 @@ def _probe_coop_taskrun() -> bool:
     """``IORING_SETUP_COOP_TASKRUN`` (Linux 5.19): completions wait for the
     loop's next system call instead of interrupting it; older kernels refuse
     the flag with EINVAL."""
-    from ._uring import ffi, lib
+    from ._uring import lib
 
-    ring_pp = ffi.new("iou_ring **")
-    if lib.iou_open(ring_pp, 8, 0, lib.IORING_SETUP_COOP_TASKRUN) < 0:
+    ring = _scratch_ring(lib.IORING_SETUP_COOP_TASKRUN)
+    if ring is None:
         return False
-    lib.iou_close(ring_pp[0])
+    lib.iou_close(ring)
     return True
 
 
-def _scratch_ring() -> Any:
+def _scratch_ring(flags: int = 0) -> Any:
     """A small ring for one probe (the caller closes it), or None."""
     from ._uring import ffi, lib
 
     ring_pp = ffi.new("iou_ring **")
-    if lib.iou_open(ring_pp, 8, 0, 0) < 0:
+    if lib.iou_open(ring_pp, 8, 0, flags) < 0:
         return None
     return ring_pp[0]
 

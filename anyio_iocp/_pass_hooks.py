@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 from collections.abc import Callable
 from typing import Any
 
 import sniffio
+
+from ._trio_epoll import current_epoll_manager
 
 HOOKS_ENV = "ANYIO_IOCP_PASS_HOOKS"
 
@@ -106,20 +107,13 @@ def install(
     with ``name`` where Trio set ``"trio"``.  Returns the function that undoes
     this (call it when the run ends), or None (nothing changed) where it is
     not safe: then the caller keeps its instrument."""
-    if os.environ.get(HOOKS_ENV, "manager") == "instrument":
+    found = current_epoll_manager()
+    if os.environ.get(HOOKS_ENV, "manager") == "instrument" or found is None:
         return None
-    try:
-        from trio._core._io_epoll import EpollIOManager
-        from trio._core._run import GLOBAL_RUN_CONTEXT
-
-        runner = GLOBAL_RUN_CONTEXT.runner
-    except (ImportError, AttributeError):
-        return None
-    manager = getattr(runner, "io_manager", None)
+    runner, manager, EpollIOManager = found
     if (
         getattr(runner, "is_guest", True)
-        or type(manager) is not EpollIOManager
-        or not isinstance(getattr(manager, "_epoll", None), select.epoll)
+        or type(manager) is not EpollIOManager  # (not hooked already)
         or not hasattr(EpollIOManager, "__slots__")  # a subclass adding none keeps the layout
     ):
         return None

@@ -599,7 +599,10 @@ class UringListenerIO(ListenerIO):
 
     def on_accept_completion(self, op: AcceptOp, res: int) -> None:
         self._posted.discard(op)
-        if op is self._probe:
+        if op is self._probe or res >= 0:
+            # The probe ended; or an accept worked, which ends the shortage
+            # whichever accept it was: a probe still posted is an ordinary
+            # accept of the pool now, and the next shortage posts its own.
             self._probe = None
         if res >= 0:
             if self._closing:
@@ -607,10 +610,6 @@ class UringListenerIO(ListenerIO):
                 return
             self._queue.append(res)
             self._backoff.succeeded()
-            # The shortage is over, whichever accept ended it: a probe still
-            # posted is an ordinary accept of the pool now, and the next
-            # shortage must post a probe of its own.
-            self._probe = None
         elif -res in EXHAUSTION:
             self._backoff.failed(-res)  # a pause, not an error of accept()
         elif res != -errno.ECANCELED and self._error is None:

@@ -45,6 +45,8 @@ import os
 import select
 from collections import defaultdict
 
+from ._trio_epoll import current_epoll_manager
+
 WAKEUP_ENV = "ANYIO_IOCP_RING_WAKEUP"
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 
@@ -83,23 +85,11 @@ def ring_watch(fd: int) -> EpollRingWatch | None:
     """An :class:`EpollRingWatch` on the current Trio run's epoll set, or
     ``None`` where that set cannot be reached safely (another Trio I/O
     manager, changed internals, or ``$ANYIO_IOCP_RING_WAKEUP=task``)."""
-    if os.environ.get(WAKEUP_ENV, "epoll") == "task":
+    found = current_epoll_manager()
+    if os.environ.get(WAKEUP_ENV, "epoll") == "task" or found is None:
         return None
-    try:
-        from trio._core._io_epoll import EpollIOManager
-        from trio._core._run import GLOBAL_RUN_CONTEXT
-
-        manager = GLOBAL_RUN_CONTEXT.runner.io_manager
-    except (ImportError, AttributeError):
-        return None
-    epoll = getattr(manager, "_epoll", None)
+    _runner, manager, _class = found
     registered = getattr(manager, "_registered", None)
-    if (
-        # (a subclass: the one _pass_hooks gives the manager)
-        not isinstance(manager, EpollIOManager)
-        or not isinstance(epoll, select.epoll)
-        or not isinstance(registered, defaultdict)  # unknown descriptors are tolerated
-        or fd in registered
-    ):
-        return None
-    return EpollRingWatch(epoll, fd)
+    if not isinstance(registered, defaultdict) or fd in registered:
+        return None  # (a defaultdict: Trio tolerates events of unknown descriptors)
+    return EpollRingWatch(manager._epoll, fd)

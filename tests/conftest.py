@@ -27,11 +27,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from anyio.abc import TestRunner
+from helpers import MovedClock
 
 from anyio_iocp._backend import IocpBackend
 
@@ -126,3 +128,11 @@ IocpBackend.create_test_runner = classmethod(_create_test_runner)  # type: ignor
 @pytest.fixture
 def engine_name(anyio_backend: tuple[str, dict[str, Any]]) -> str:
     return str(anyio_backend[1]["engine"])
+
+
+@pytest.fixture
+def moved_clock(monkeypatch: pytest.MonkeyPatch) -> MovedClock:
+    """``time.monotonic`` replaced by a clock that only the test moves."""
+    clock = MovedClock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    return clock

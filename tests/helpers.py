@@ -154,3 +154,13 @@ async def sniffio_seen() -> dict[str, str]:
 
 
 SNIFFIO_PLACES = ("main", "child", "system", "from_thread.run_sync", "from_thread.run")
+
+
+class MovedClock:
+    """``time.monotonic`` as the test moves it (the ``moved_clock`` fixture)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -3,54 +3,41 @@
 from __future__ import annotations
 
 import errno
-import time
 
 import pytest
+from helpers import MovedClock
 
 from anyio_iocp._accept_backoff import FIRST_DELAY, MAX_DELAY, AcceptBackoff
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(time, "monotonic", clock)
-    return clock
-
-
-def test_each_new_attempt_that_fails_doubles_the_pause(clock: Clock) -> None:
+def test_each_new_attempt_that_fails_doubles_the_pause(moved_clock: MovedClock) -> None:
     backoff = AcceptBackoff("test")
     pauses = []
     for _ in range(10):
         backoff.failed(errno.EMFILE)
         pauses.append(backoff.pause())
-        clock.now += backoff.pause()  # the pause ends; the probe fails again
+        moved_clock.now += backoff.pause()  # the pause ends; the probe fails again
     assert pauses[:3] == pytest.approx([FIRST_DELAY, 2 * FIRST_DELAY, 4 * FIRST_DELAY])
     assert pauses[-1] == MAX_DELAY
     assert backoff.failures == 10
 
 
-def test_failures_of_accepts_posted_before_the_pause_do_not_lengthen_it(clock: Clock) -> None:
+def test_failures_of_accepts_posted_before_the_pause_do_not_lengthen_it(
+    moved_clock: MovedClock,
+) -> None:
     """A pool of posted accepts fails all at once: one pause of FIRST_DELAY."""
     backoff = AcceptBackoff("test")
     for _ in range(500):
         backoff.failed(errno.EMFILE)
-        clock.now += 0.00001  # they complete within the first pause
+        moved_clock.now += 0.00001  # they complete within the first pause
     assert backoff.failures == 500
     assert 0 < backoff.pause() <= FIRST_DELAY
-    clock.now += FIRST_DELAY  # the pause ended: the probe fails
+    moved_clock.now += FIRST_DELAY  # the pause ended: the probe fails
     backoff.failed(errno.EMFILE)
     assert backoff.pause() == pytest.approx(2 * FIRST_DELAY)
 
 
-def test_a_success_ends_the_shortage(clock: Clock) -> None:
+def test_a_success_ends_the_shortage(moved_clock: MovedClock) -> None:
     backoff = AcceptBackoff("test")
     backoff.failed(errno.ENFILE)
     assert backoff.starving

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, recv_exactly
+from helpers import MovedClock, first_listener, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._tuning import Tuning
@@ -184,7 +183,7 @@ def test_accept_storm_system_out_of_descriptors(engine_name: str) -> None:
 
 
 def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
-    monkeypatch: pytest.MonkeyPatch,
+    moved_clock: MovedClock,
 ) -> None:
     """A shortage may end because an accept posted before it succeeds while
     the probe is still posted; the next shortage must post a probe of its own
@@ -199,8 +198,6 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
             posted.append(AcceptOp(len(posted) + 1, listener))
             return posted[-1]
 
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -208,7 +205,7 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
         pool = list(posted)
         assert len(pool) == 4
         listener.on_accept_completion(pool[0], -errno.EMFILE)  # a shortage
-        clock[0] += 1.0  # the pause is over
+        moved_clock.now += 1.0  # the pause is over
         listener._refill()
         first_probe = posted[-1]
         assert len(posted) == 5 and listener._probe is first_probe
@@ -216,7 +213,7 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
         listener.on_accept_completion(pool[1], connection)  # an older accept ends it
         assert not listener._backoff.starving
         listener.on_accept_completion(pool[2], -errno.EMFILE)  # the next shortage
-        clock[0] += 1.0
+        moved_clock.now += 1.0
         listener._refill()
         assert len(posted) == 6, "the second shortage must probe with a new accept"
         assert listener._probe is posted[-1] is not first_probe
