@@ -12,6 +12,7 @@ from ._api import configure, connect_tcp, create_tcp_listener
 from ._attributes import TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
 from ._engine import EngineInfo
+from ._fallback import EngineFallbackWarning
 from ._libcompat import disable_for, enable_for, enabled_libraries
 from ._tuning import (
     DEFAULTS,
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_RECVBURST",
     "MAX_SENDCAP",
     "PROFILES",
+    "EngineFallbackWarning",
     "EngineInfo",
     "Tuning",
     "TuningAttribute",
