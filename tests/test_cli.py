@@ -281,11 +281,9 @@ def test_exception_prints_the_traceback_and_exits_1(program: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "messages"),
     [
-        (
-            ["--engine", "turbo", "p.py"],
-            ["argument --engine: invalid choice: 'turbo'", "'readiness'"],
-        ),
-        (["--profile", "fast", "p.py"], ["argument --profile: invalid choice: 'fast'", "'ftpd'"]),
+        # (argparse quotes the choices in its message differently between Pythons)
+        (["--engine", "turbo", "p.py"], ["--engine: invalid choice:", "turbo", "readiness"]),
+        (["--profile", "fast", "p.py"], ["--profile: invalid choice:", "fast", "ftpd"]),
         (["--sendcap", "0", "p.py"], ["argument --sendcap: sendcap must be from 1 to"]),
         (["--backlog", "many", "p.py"], ["argument --backlog: not an integer: 'many'"]),
         ([], ["a TARGET is needed: a script path (prog.py), -m module, or module:function"]),
