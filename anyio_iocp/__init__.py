@@ -9,11 +9,13 @@ from __future__ import annotations
 import _anyio_iocp_hook
 
 from ._api import configure, connect_tcp, create_tcp_listener
-from ._attributes import TuningAttribute
+from ._attributes import StatisticsAttribute, TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
 from ._engine import EngineInfo
 from ._fallback import EngineFallbackWarning
 from ._libcompat import disable_for, enable_for, enabled_libraries
+from ._stats import RunStatistics, StreamStatistics, finished_runs
+from ._trace import TRACE_ENV, TraceEvent, disable_trace, enable_trace, trace_enabled
 from ._tuning import (
     DEFAULTS,
     MAX_BACKLOG,
@@ -35,8 +37,13 @@ __all__ = [
     "MAX_RECVBURST",
     "MAX_SENDCAP",
     "PROFILES",
+    "TRACE_ENV",
     "EngineFallbackWarning",
     "EngineInfo",
+    "RunStatistics",
+    "StatisticsAttribute",
+    "StreamStatistics",
+    "TraceEvent",
     "Tuning",
     "TuningAttribute",
     "Usage",
@@ -45,9 +52,14 @@ __all__ = [
     "connect_tcp",
     "create_tcp_listener",
     "disable_for",
+    "disable_trace",
     "enable_for",
+    "enable_trace",
     "enabled_libraries",
     "engine_info",
+    "finished_runs",
+    "statistics",
+    "trace_enabled",
     "tuning",
 ]
 __version__ = "0.1.0"
@@ -67,3 +79,11 @@ def engine_info() -> EngineInfo:
         return current_state().info
     except RuntimeError:
         return select_engine()
+
+
+def statistics() -> RunStatistics:
+    """The counters of the current ``"iocp"`` run, as a :class:`RunStatistics`
+    snapshot (``RuntimeError`` outside such a run).  See ``docs/observability.md``."""
+    from ._runstate import statistics as run_statistics
+
+    return run_statistics()

@@ -34,6 +34,9 @@ import errno
 import logging
 import time
 
+from . import _trace
+from ._stats import EngineCounters
+
 #: accept errors that mean "no descriptor or memory for a new socket right now"
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: the first pause after a failed accept, doubled after each further failure
@@ -46,8 +49,10 @@ _log = logging.getLogger("anyio_iocp")
 class AcceptBackoff:
     """The pause state of one listener."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, counters: EngineCounters | None = None) -> None:
         self._name = name
+        #: the run's counters, where pauses are counted (None: not counted)
+        self._counters = counters
         self._delay = 0.0
         self._resume_at = 0.0
         #: failed accepts in the current shortage (0 when there is none)
@@ -77,11 +82,31 @@ class AcceptBackoff:
             return  # posted before this pause began: the same attempt, not a new one
         self._delay = min(MAX_DELAY, self._delay * 2 if self._delay else FIRST_DELAY)
         self._resume_at = now + self._delay
+        if self._counters is not None:
+            self._counters.accept_backoffs += 1
+        if _trace.active:
+            name = errno.errorcode.get(code, str(code))
+            _trace.emit(
+                "accept.backoff",
+                f"{self._name}: accept failed with {name}; pausing {self._delay * 1000:.0f} ms "
+                f"(failure {self.failures} of this shortage)",
+                listener=self._name,
+                errno=name,
+                delay=self._delay,
+                failures=self.failures,
+            )
 
     def succeeded(self) -> None:
         """An accept worked: the shortage, if any, is over."""
         if self.failures:
             _log.info("%s: accepting again after %d failed attempts", self._name, self.failures)
+            if _trace.active:
+                _trace.emit(
+                    "accept.resumed",
+                    f"{self._name}: accepting again after {self.failures} failed attempts",
+                    listener=self._name,
+                    failures=self.failures,
+                )
             self.failures = 0
             self._delay = 0.0
             self._resume_at = 0.0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from anyio import TypedAttributeSet, typed_attribute
 
 from ._engine import EngineInfo
+from ._stats import StreamStatistics
 from ._tuning import Usage
 
 
@@ -36,3 +37,8 @@ class TuningAttribute(TypedAttributeSet):
     engine: EngineInfo = typed_attribute()
     #: a function that changes settings of the live object (like Tcl's fconfigure)
     configure: Callable[..., None] = typed_attribute()
+
+
+class StatisticsAttribute(TypedAttributeSet):
+    #: streams: a snapshot of the stream's counters (bytes, calls, ABD, write-behind)
+    stream: StreamStatistics = typed_attribute()

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _cli_info, _cli_report, _cli_run
+from . import _cli_info, _cli_run
 from ._detect import ENGINE_NAMES
 from ._tuning import PROFILES, validate_setting
 
@@ -121,9 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None or args.command == "info":
         return _cli_info.show(as_json=getattr(args, "json", False))
-    problem = _cli_report.missing(args.trace, args.stats)
-    if problem is not None:
-        args.usage_error(problem)
     try:
         target = _cli_run.parse_target(list(args.target), args.module)
         return _cli_run.main(target, backend_options(args), args.trace, args.stats)

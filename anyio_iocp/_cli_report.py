@@ -5,39 +5,27 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
-import anyio_iocp
+from ._stats import finished_runs
+from ._trace import LOGGER_NAME, enable_trace
 
-TRACE_LOGGER = "anyio_iocp.trace"
 TRACE_FORMAT = "%(relativeCreated)10.3f ms %(name)s: %(message)s"
-
-
-def missing(trace: bool, stats: bool) -> str | None:
-    """Which requested option this anyio-iocp cannot serve, if any."""
-    if trace and not hasattr(anyio_iocp, "enable_trace"):
-        return "--trace: this anyio-iocp has no trace (anyio_iocp.enable_trace)"
-    if stats and not hasattr(anyio_iocp, "finished_runs"):
-        return "--stats: this anyio-iocp has no statistics (anyio_iocp.finished_runs)"
-    return None
 
 
 def enable_trace_to_stderr() -> None:
     """Trace events on stderr, one line each (and to the program's own
     logging handlers too, as any logger's records are)."""
-    logger = logging.getLogger(TRACE_LOGGER)
+    logger = logging.getLogger(LOGGER_NAME)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(TRACE_FORMAT))
     handler.setLevel(logging.DEBUG)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-    enable_trace: Any = getattr(anyio_iocp, "enable_trace")  # noqa: B009
     enable_trace()
 
 
 def print_statistics() -> None:
     """The summary of each iocp run that ended in this process, to stderr."""
-    finished_runs: Any = getattr(anyio_iocp, "finished_runs")  # noqa: B009
     runs = finished_runs()
     if not runs:
         print("anyio-iocp statistics: no iocp run ended", file=sys.stderr)

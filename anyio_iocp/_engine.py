@@ -39,7 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import _trace
 from ._sockaddr import AncData
+from ._stats import EngineCounters, StreamStatistics
 from ._tuning import LISTENER_SETTINGS, STREAM_SETTINGS, Tuning, Usage, check_settings
 
 
@@ -107,6 +109,59 @@ class StreamIO(ABC):
     buffersize: int
     #: Automatic Burst Detection's current k, within 1..recvburst
     _burst: int
+    #: the last receive came back full (a burst is under way)
+    _bursting: bool = False
+    #: the run's counters (set by the engine when it opens the stream)
+    counters: EngineCounters
+    #: statistics: bytes and calls counted by the stream layer, ABD's moves,
+    #: write-behind sends (class defaults until the first change)
+    bytes_in = 0
+    bytes_out = 0
+    receives = 0
+    sends = 0
+    sends_queued = 0
+    abd_peak = 1
+    abd_changes = 0
+
+    def _detect(self, full: bool) -> None:
+        """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
+        self._bursting = full
+        k = self._burst
+        if full:
+            if k >= self.recvburst:
+                return
+            k += 1
+            self.abd_peak = max(self.abd_peak, k)
+        elif k > 1:
+            k -= 1
+        else:
+            return
+        self._burst = k
+        self.abd_changes += 1
+        self.counters.abd_moved(k)
+        if _trace.active:
+            _trace.emit(
+                "abd.pool",
+                f"fd {self.sock.fileno()}: receive pool k={k} of {self.recvburst} "
+                f"({'full receive' if full else 'partial receive'})",
+                fd=self.sock.fileno(),
+                k=k,
+                cap=self.recvburst,
+                full=full,
+            )
+
+    def statistics(self) -> StreamStatistics:
+        return StreamStatistics(
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            receives=self.receives,
+            sends=self.sends,
+            recvburst=self._burst,
+            recvburst_cap=self.recvburst,
+            recvburst_peak=self.abd_peak,
+            recvburst_changes=self.abd_changes,
+            sends_queued=self.sends_queued,
+        )
 
     @abstractmethod
     def usage(self, name: str) -> Usage:
@@ -138,6 +193,9 @@ class ListenerIO(ABC):
     sock: socket.socket
     #: the listener's own backlog and the defaults of the streams it accepts
     tuning: Tuning
+    #: a listener moves no bytes (the run's byte totals add every open object)
+    bytes_in = 0
+    bytes_out = 0
 
     @abstractmethod
     def queued(self) -> int:
@@ -196,6 +254,16 @@ class Engine(ABC):
     """One engine instance serves one ``anyio.run`` (one Trio run)."""
 
     info: EngineInfo
+    #: the run's statistics counters
+    counters: EngineCounters
+
+    def in_flight(self) -> dict[str, int]:
+        """Operations handed to the kernel and not completed yet, by kind."""
+        return {}
+
+    def passes(self) -> int:
+        """Scheduler passes seen by the engine's hooks."""
+        return self.counters.passes
 
     @abstractmethod
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:

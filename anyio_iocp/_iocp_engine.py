@@ -72,15 +72,17 @@ import logging
 import socket
 import warnings
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, cast
 
 import trio
 from trio.lowlevel import Abort, Task
 
+from . import _trace
 from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from ._iocp_stream import IocpStreamIO
+from ._stats import EngineCounters
 from ._tuning import Tuning
 from ._winsock import (
     ACCEPT_ADDRESS_SPACE,
@@ -122,6 +124,7 @@ class Op:
         "drainers",
         "error",
         "keep",
+        "kind",
         "on_complete",
         "overlapped",
         "sock",
@@ -134,6 +137,8 @@ class Op:
         self.overlapped = ffi.new("OVERLAPPED *")
         self.address = int(ffi.cast("uintptr_t", self.overlapped))
         self.keep = keep
+        #: what it is, for the statistics ("recv", "send", "accept", ...)
+        self.kind = ""
         self.done = False
         #: Winsock error code, 0 on success
         self.error = 0
@@ -183,9 +188,21 @@ class Op:
         return winerror(self.error, what)
 
 
+#: the Winsock call of a posted operation -> its kind in the statistics
+_KINDS = {
+    "WSARecv": "recv",
+    "WSASend": "send",
+    "AcceptEx": "accept",
+    "ConnectEx": "connect",
+    "WSARecvFrom": "recvmsg",
+    "WSASendTo": "sendmsg",
+}
+
+
 class IocpEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
+        self.counters = EngineCounters()
         self._port = ffi.cast("HANDLE", _lowlevel.current_iocp())
         # Entered here (synchronously: sockets need the key at once) and left
         # by the dispatcher task once every operation has been drained.
@@ -203,6 +220,13 @@ class IocpEngine(Engine):
         self._listeners: set[IocpListenerIO] = set()
         self._closed = False
         trio.lowlevel.spawn_system_task(self._dispatcher, name="anyio_iocp completion dispatcher")
+        if _trace.active:
+            _trace.emit(
+                "engine.setup",
+                f"IOCP: Trio's completion port, completion key {self._key}",
+                port=int(ffi.cast("uintptr_t", self._port)),
+                key=self._key,
+            )
 
     # -- association and posting ----------------------------------------------
 
@@ -246,7 +270,12 @@ class IocpEngine(Engine):
             if code != ws2.WSA_IO_PENDING:
                 raise winerror(code, what)
         self._ops[op.address] = op
+        kind = op.kind = _KINDS.get(what.partition(" ")[0], "other")
+        self.counters.count_posted(kind)
         return op
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(Counter(op.kind for op in self._ops.values()))
 
     def post_recv(self, sock: socket.socket, size: int) -> Op:
         self._check_open()
@@ -276,6 +305,9 @@ class IocpEngine(Engine):
     # -- completions ----------------------------------------------------------
 
     def _complete(self, batch: list[Any]) -> None:
+        counters = self.counters
+        counters.completions += len(batch)
+        counters.reaps += 1
         ops = self._ops
         for info in batch:
             op = ops.pop(info.lpOverlapped, None)
@@ -286,6 +318,7 @@ class IocpEngine(Engine):
 
     def after_io_wait(self) -> None:
         """Complete the packets Trio has just queued, in the same pass."""
+        self.counters.passes += 1
         try:
             batch = self._queue.get_batch_nowait()
         except trio.WouldBlock:
@@ -305,6 +338,14 @@ class IocpEngine(Engine):
 
     async def _drain_all(self, queue: Any) -> None:
         self._closing_listeners()
+        if self._ops and _trace.active:
+            left = self.in_flight()
+            _trace.emit(
+                "run.leftovers",
+                f"IOCP: {len(self._ops)} operations in flight at the end of the run, "
+                "cancelled and drained: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items())),
+                operations=left,
+            )
         for op in list(self._ops.values()):
             op.task = None  # no task is left to wake: the run is ending
             op.drainers = None
@@ -371,10 +412,12 @@ class IocpEngine(Engine):
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         self.associate(sock)
+        self.counters.streams += 1
         return IocpStreamIO(self, sock, tuning)
 
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.associate(sock)
+        self.counters.listeners += 1
         listener = IocpListenerIO(self, sock, tuning)
         self._listeners.add(listener)
         return listener
@@ -504,13 +547,32 @@ class IocpListenerIO(ListenerIO):
     def _refill(self) -> None:
         if self._closing or self._error is not None:
             return
-        while len(self._queue) + len(self._posted) < self.tuning.backlog:
-            self._post_accept()
+        before = len(self._posted)
+        try:
+            while len(self._queue) + len(self._posted) < self.tuning.backlog:
+                self._post_accept()
+        finally:
+            if _trace.active and len(self._posted) > before:
+                _trace.emit(
+                    "accept.refill",
+                    f"listener fd {self.sock.fileno()}: posted {len(self._posted) - before} "
+                    f"AcceptEx, pool {len(self._posted)} + {len(self._queue)} queued "
+                    f"of backlog {self.tuning.backlog}",
+                    fd=self.sock.fileno(),
+                    posted=len(self._posted) - before,
+                    pool=len(self._posted),
+                    queued=len(self._queue),
+                    backlog=self.tuning.backlog,
+                )
 
     async def accept(self) -> socket.socket:
+        counters = self._engine.counters
         if self._queue or self._error is not None:
+            counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
             await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            counters.accept_waits += 1
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")

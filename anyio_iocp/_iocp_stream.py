@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from . import _trace
 from ._engine import StreamIO
 from ._tuning import Tuning, Usage
 from ._winsock import ffi, ws2
@@ -67,6 +68,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
         sock.setblocking(False)  # for the direct calls; overlapped calls ignore it
         self.sock = sock
         self._engine = engine
+        self.counters = engine.counters
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize
@@ -114,6 +116,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
                 await self._engine.wait(posted[0])
                 self._collect()
                 return self._take(max_bytes)
+            self.counters.direct_recv += 1
             if data:
                 self._detect(len(data) == self.buffersize)
                 self._post_ahead()
@@ -124,14 +127,6 @@ class IocpStreamIO(WriteBehind, StreamIO):
         data = self._take(max_bytes)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
-
-    def _detect(self, full: bool) -> None:
-        """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
-        self._bursting = full
-        if full:
-            self._burst = min(self._burst + 1, self.recvburst)
-        elif self._burst > 1:
-            self._burst -= 1
 
     def _post_pool(self) -> None:
         """Post k receives; the first must be posted, the rest are best effort."""
@@ -213,6 +208,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
             except BlockingIOError:
                 sent = 0
             if sent == len(data):
+                self.counters.direct_send += 1
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = data[sent:]
@@ -224,6 +220,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
         self._check_not_closing()
         # The caller may reuse a mutable buffer as soon as send() returns.
         owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
+        self._queued_send(len(owned))
         try:
             while owned:
                 self._post_send(owned[:MAX_SEND], pipelined=True)
@@ -270,6 +267,8 @@ class IocpStreamIO(WriteBehind, StreamIO):
                     if op.error
                     else OSError(None, "short send", None, ws2.WSAECONNRESET)
                 )
+            if _trace.active:
+                self._trace_send_completed(-op.error if op.error else op.transferred)
         self._wake_sender()
 
     # -- closing --------------------------------------------------------------

@@ -20,12 +20,29 @@ from ._engine import ListenerIO, StreamIO
 class Leftovers:
     def __init__(self) -> None:
         self._open: set[StreamIO | ListenerIO] = set()
+        #: bytes moved by the streams closed so far (for the run's statistics)
+        self.closed_bytes_in = 0
+        self.closed_bytes_out = 0
 
     def add(self, io: StreamIO | ListenerIO) -> None:
         self._open.add(io)
 
     def discard(self, io: StreamIO | ListenerIO) -> None:
-        self._open.discard(io)
+        if io in self._open:
+            self._open.remove(io)
+            self.closed_bytes_in += io.bytes_in
+            self.closed_bytes_out += io.bytes_out
+
+    def bytes_moved(self) -> tuple[int, int]:
+        """(in, out) of every stream of the run, open or closed."""
+        open_in = sum(io.bytes_in for io in self._open)
+        open_out = sum(io.bytes_out for io in self._open)
+        return self.closed_bytes_in + open_in, self.closed_bytes_out + open_out
+
+    def kinds(self) -> dict[str, int]:
+        """How many streams and listeners are still open."""
+        streams = sum(isinstance(io, StreamIO) for io in self._open)
+        return {"streams": streams, "listeners": len(self._open) - streams}
 
     def __len__(self) -> int:
         return len(self._open)

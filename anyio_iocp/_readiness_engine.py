@@ -30,8 +30,10 @@ from typing import Any
 
 import trio
 
+from . import _trace
 from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, StreamIO
+from ._stats import EngineCounters
 from ._tuning import Tuning, Usage
 from ._write_behind import WriteBehind
 
@@ -57,9 +59,10 @@ async def wait_writable(sock: socket.socket) -> None:
 
 
 class ReadinessStreamIO(WriteBehind, StreamIO):
-    def __init__(self, sock: socket.socket, tuning: Tuning) -> None:
+    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.counters = counters
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize
@@ -86,12 +89,6 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
 
     def has_read_ahead(self) -> bool:
         return bool(self._ready)
-
-    def _detect(self, full: bool) -> None:
-        if full:
-            self._burst = min(self._burst + 1, self.recvburst)
-        elif self._burst > 1:
-            self._burst -= 1
 
     def _read_ahead(self) -> None:
         """During a burst, read up to k - 1 more buffers that are already there."""
@@ -137,12 +134,14 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     data = self.sock.recv(size)
                 except BlockingIOError:
                     self._check_send_error()
+                    self.counters.waits += 1
                     await wait_readable(self.sock)
                     waited = True
                     continue
                 except OSError as exc:
                     self._recv_error = exc
                     raise
+                self.counters.direct_recv += 1
                 if data:
                     self._detect(len(data) == self.buffersize)
                     if len(data) == self.buffersize and self._burst > 1:
@@ -182,17 +181,21 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
             if data:
                 owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
                 self._queued.append(owned)
+                self._queued_send(len(owned))
                 if not self._flusher_running:
                     self._flusher_running = True
                     trio.lowlevel.spawn_system_task(self._flusher, name="anyio_iocp write-behind")
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        counters = self.counters
         while data:
             try:
                 sent = sock.send(data)
             except BlockingIOError:
+                counters.waits += 1
                 await wait_writable(sock)
             else:
+                counters.direct_send += 1
                 data = data[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -211,6 +214,8 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
                     self._queued[0] = head[sent:]
                     continue
                 self._queued.popleft()
+                if _trace.active:
+                    self._trace_send_completed(len(head))
                 self._wake_sender()
         except OSError as exc:
             if not self._closing:
@@ -240,12 +245,13 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
 
 
 class ReadinessListenerIO(ListenerIO):
-    def __init__(self, sock: socket.socket, tuning: Tuning) -> None:
+    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.tuning = tuning
+        self._counters = counters
         self._queue: deque[socket.socket] = deque()
-        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
 
     def queued(self) -> int:
         return len(self._queue)
@@ -264,8 +270,10 @@ class ReadinessListenerIO(ListenerIO):
     async def accept(self) -> socket.socket:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._queue:
+            self._counters.accept_hits += 1
             await trio.lowlevel.cancel_shielded_checkpoint()
             return self._queue.popleft()
+        self._counters.accept_waits += 1
         while True:
             try:
                 conn, _addr = self.sock.accept()
@@ -299,12 +307,18 @@ class ReadinessListenerIO(ListenerIO):
 class ReadinessEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
+        self.counters = EngineCounters()
+
+    def after_io_wait(self) -> None:
+        self.counters.passes += 1
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
-        return ReadinessStreamIO(sock, tuning)
+        self.counters.streams += 1
+        return ReadinessStreamIO(sock, tuning, self.counters)
 
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
-        return ReadinessListenerIO(sock, tuning)
+        self.counters.listeners += 1
+        return ReadinessListenerIO(sock, tuning, self.counters)
 
     async def connect(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)

@@ -24,11 +24,13 @@ from collections.abc import Callable
 import sniffio
 import trio
 
+from . import _trace
 from ._detect import select_engine
 from ._engine import Engine, EngineInfo
 from ._fallback import warn_if_shim_missing
 from ._leftovers import Leftovers
 from ._pass_hooks import install as install_pass_hooks
+from ._stats import RunStatistics, add_finished, run_statistics
 from ._tuning import Overrides
 
 BACKEND_NAME = "iocp"
@@ -50,6 +52,8 @@ class RunState(trio.abc.Instrument):
     def get_engine(self) -> Engine:
         engine = self.engine
         if engine is None:
+            if _trace.active:
+                _trace_selection(self.info)
             engine = self.engine = create_engine(self.info)
             uninstall = install_pass_hooks(
                 engine.before_io_wait, engine.after_io_wait, BACKEND_NAME
@@ -82,13 +86,46 @@ class RunState(trio.abc.Instrument):
             except Exception:
                 _log.exception("engine completion processing failed")
 
+    def statistics(self) -> RunStatistics:
+        """A snapshot of the run's counters (the engine is started if need be)."""
+        return self._statistics(self.get_engine())
+
+    def _statistics(self, engine: Engine) -> RunStatistics:
+        return run_statistics(
+            engine.info.name,
+            engine.counters,
+            engine.in_flight(),
+            engine.passes(),
+            self.leftovers.bytes_moved(),
+        )
+
     def after_run(self) -> None:
         engine, self.engine = self.engine, None
         try:
             if engine is not None:
                 engine.close()  # every operation ended, the ring closed
         finally:
+            if engine is not None:
+                self._record_end(engine)
             self.leftovers.close_all()
+
+    def _record_end(self, engine: Engine) -> None:
+        try:
+            stats = self._statistics(engine)
+        except Exception:  # statistics must never break the end of a run
+            _log.exception("could not take the run's statistics")
+            return
+        add_finished(stats)
+        if _trace.active:
+            left = self.leftovers.kinds()
+            if any(left.values()):
+                _trace.emit(
+                    "run.leftovers",
+                    f"{left['streams']} streams and {left['listeners']} listeners were "
+                    "never closed: closed at the end of the run",
+                    **left,
+                )
+            _trace.emit("run.end", stats.summary(), **stats.as_dict())
 
 
 class _RunEnd(trio.abc.Instrument):
@@ -114,6 +151,24 @@ def _claim_sniffio() -> None:
 
 
 _current_state: trio.lowlevel.RunVar[RunState] = trio.lowlevel.RunVar("anyio_iocp_state")
+
+
+def _trace_selection(info: EngineInfo) -> None:
+    _trace.emit(
+        "engine.selected",
+        str(info),
+        engine=info.name,
+        selected_by=info.selected_by,
+        reason=info.reason,
+        details=dict(info.details),
+    )
+    if info.name == "readiness" and info.reason != "requested":
+        _trace.emit(
+            "engine.fallback",
+            f"readiness engine instead of a completion engine: {info.reason}",
+            engine=info.name,
+            reason=info.reason,
+        )
 
 
 def create_engine(info: EngineInfo) -> Engine:
@@ -147,3 +202,11 @@ def current_state() -> RunState:
 
 def current_engine() -> Engine:
     return current_state().get_engine()
+
+
+def statistics() -> RunStatistics:
+    """The statistics of the current ``"iocp"`` run, as a snapshot.
+
+    Raises :class:`RuntimeError` outside such a run.
+    """
+    return current_state().statistics()

@@ -24,7 +24,7 @@ from anyio import (
 )
 from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
 
-from ._attributes import TuningAttribute
+from ._attributes import StatisticsAttribute, TuningAttribute
 from ._engine import (
     AF_UNIX,
     Engine,
@@ -48,6 +48,8 @@ def _tuning_attributes(
     }
     attributes[TuningAttribute.engine] = lambda: info
     attributes[TuningAttribute.configure] = lambda: io.configure
+    if isinstance(io, StreamIO):
+        attributes[StatisticsAttribute.stream] = io.statistics
     return attributes
 
 
@@ -118,11 +120,14 @@ class EngineSocketStream(SocketStream):
         try:
             if self._closed:
                 raise ClosedResourceError
+            io = self._io
             try:
-                data = await self._io.receive(max_bytes)
+                data = await io.receive(max_bytes)
             except OSError as exc:
                 raise self._error(exc) from exc
             if data:
+                io.bytes_in += len(data)
+                io.receives += 1
                 return data
             if self._closed:
                 raise ClosedResourceError
@@ -141,10 +146,13 @@ class EngineSocketStream(SocketStream):
             view = memoryview(item)
             if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
                 view = view.cast("B")
+            io = self._io
             try:
-                await self._io.send(view)
+                await io.send(view)
             except OSError as exc:
                 raise self._error(exc) from exc
+            io.bytes_out += len(view)
+            io.sends += 1
         finally:
             guard.busy = False
 

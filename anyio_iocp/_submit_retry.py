@@ -37,6 +37,11 @@ class SubmitRetry:
         #: refusals so far (for tests and diagnostics)
         self.refusals = 0
 
+    @property
+    def delay(self) -> float:
+        """Seconds until the next attempt after the last refusal (0: none pending)."""
+        return self._delay
+
     def due(self) -> bool:
         """May a submission be tried in this pass?"""
         return self._delay == 0 or trio.current_time() >= self._due

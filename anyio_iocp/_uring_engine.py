@@ -53,16 +53,18 @@ import os
 import select
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
 import trio
 from trio.lowlevel import Abort, Task, enable_ki_protection
 
+from . import _trace
 from ._accept_backoff import EXHAUSTION, AcceptBackoff
 from ._engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO, oserror
 from ._sockaddr import pack_sockaddr
+from ._stats import EngineCounters
 from ._submit_retry import SubmitRetry
 from ._tuning import Tuning
 from ._uring import ffi, lib
@@ -93,6 +95,15 @@ POOL_BYTES = 16 << 20
 POOL_MIN_ENTRIES = 16
 POOL_MAX_ENTRIES = 1024
 RECV_MODE_ENV = "ANYIO_IOCP_RECV"
+#: the shim's preparing function of a posted operation -> its kind in the statistics
+_KINDS = {
+    lib.iou_prep_accept: "accept",
+    lib.iou_prep_connect: "connect",
+    lib.iou_prep_recvmsg: "recvmsg",
+    lib.iou_prep_sendmsg: "sendmsg",
+    lib.iou_prep_recv_multishot: "recv_multishot",
+    lib.iou_prep_recv_select: "recv_select",
+}
 
 
 class SendOp(Op):
@@ -133,6 +144,7 @@ class AcceptOp(Op):
 class UringEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
+        self.counters = EngineCounters()
         ring_pp = ffi.new("iou_ring **")
         details = dict(info.details)
         # Completions that arrive while the loop runs Python wait for its next
@@ -149,6 +161,13 @@ class UringEngine(Engine):
             # run without it rather than not at all
             self.ring_flags = 0
             rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, 0)
+            if _trace.active and rc >= 0:
+                _trace.emit(
+                    "engine.fallback",
+                    "io_uring: the ring refused IORING_SETUP_COOP_TASKRUN (EINVAL) "
+                    "although the probe took it: running without it",
+                    flag="COOP_TASKRUN",
+                )
         if rc < 0:
             raise oserror(rc, "io_uring_setup")
         self._ring = ring_pp[0]
@@ -179,6 +198,29 @@ class UringEngine(Engine):
         #: the ring in Trio's epoll set; None: the reaper task waits on the ring
         self._watch: EpollRingWatch | None = None
         track_for_fork(self)  # a forked child lets go of this ring
+        if _trace.active:
+            self._trace_setup(details)
+
+    def _trace_setup(self, details: dict[str, Any]) -> None:
+        mode = "multishot" if self.multishot_recv else "single"
+        _trace.emit(
+            "engine.setup",
+            f"io_uring: ring fd {self.fd}, {self.max_chain} submission and "
+            f"{lib.iou_cq_entries(self._ring)} completion entries, "
+            f"COOP_TASKRUN {'on' if self.ring_flags else 'off'}, {mode} receives",
+            fd=self.fd,
+            sq_entries=self.max_chain,
+            cq_entries=lib.iou_cq_entries(self._ring),
+            coop_taskrun=bool(self.ring_flags),
+            receives=mode,
+        )
+        if not details.get("multishot_recv"):
+            _trace.emit(
+                "engine.fallback",
+                "io_uring: the kernel has no capped multishot receive (Linux 6.17): "
+                "streams post single receives with buffers of their own",
+                feature="multishot_recv",
+            )
 
     # -- posting -------------------------------------------------------------
 
@@ -203,6 +245,8 @@ class UringEngine(Engine):
         if rc < 0:
             raise oserror(rc, "io_uring submission")
         self._ops[op.user_data] = op
+        kind = op.kind = _KINDS.get(prep, "other")
+        self.counters.count_posted(kind)
 
     def _new_id(self) -> int:
         uid = self._next_id
@@ -244,11 +288,13 @@ class UringEngine(Engine):
         last = len(buffers) - 1
         for i, buf in enumerate(buffers):
             op = Op(self._new_id(), buf)
+            op.kind = "recv"
             lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
             self._ops[op.user_data] = op  # registered once its entry exists
             ops.append(op)
+        self.counters.count_posted("recv", len(ops))
         return ops
 
     @enable_ki_protection
@@ -263,11 +309,13 @@ class UringEngine(Engine):
         for i, chunk in enumerate(chunks):
             ptr = ffi.from_buffer(chunk)
             op = SendOp(self._new_id(), ptr, stream, pipelined)
+            op.kind = "send"
             lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
             self._ops[op.user_data] = op
             ops.append(op)
+        self.counters.count_posted("send", len(ops))
         return ops
 
     def flush_later(self, stream: UringStreamIO) -> None:
@@ -304,7 +352,11 @@ class UringEngine(Engine):
         the entries prepared for the next pass and are returned; other errors
         are raised."""
         rc: int = lib.iou_submit(self._ring, 0)
-        if rc < 0 and rc not in (-errno.EAGAIN, -errno.EBUSY):
+        if rc > 0:
+            counters = self.counters
+            counters.submits += 1
+            counters.submitted += rc
+        elif rc < 0 and rc not in (-errno.EAGAIN, -errno.EBUSY):
             raise oserror(rc, "io_uring_enter")
         return rc
 
@@ -331,6 +383,15 @@ class UringEngine(Engine):
             self._submit()
             if lib.iou_unsubmitted(ring):
                 self._retry.refused()
+                if _trace.active:
+                    _trace.emit(
+                        "ring.submit_retry",
+                        f"io_uring: the kernel left {lib.iou_unsubmitted(ring)} entries "
+                        f"unsubmitted; retrying in {self._retry.delay * 1000:.0f} ms",
+                        unsubmitted=lib.iou_unsubmitted(ring),
+                        delay=self._retry.delay,
+                        refusals=self._retry.refusals,
+                    )
             else:
                 self._retry.accepted()
         if timeout == 0:
@@ -359,6 +420,13 @@ class UringEngine(Engine):
         (an empty ring costs one C call) or reaping is already under way."""
         if self._closed or self._reaping or not lib.iou_cq_ready(self._ring):
             return False
+        if _trace.active and lib.iou_sq_flags(self._ring) & lib.IORING_SQ_CQ_OVERFLOW:
+            _trace.emit(
+                "ring.cq_overflow",
+                f"io_uring: the completion ring ({lib.iou_cq_entries(self._ring)} entries) "
+                "overflowed; the kernel kept the rest on its overflow list, reaped now",
+                cq_entries=lib.iou_cq_entries(self._ring),
+            )
         self._reaping = True
         try:
             self._reap()
@@ -378,8 +446,12 @@ class UringEngine(Engine):
     def _reap(self) -> None:
         ops = self._ops
         cqes = self._cqes
+        counters = self.counters
         while True:
             n = lib.iou_reap(self._ring, cqes, REAP_BATCH)
+            if n:
+                counters.completions += n
+                counters.reaps += 1
             for i in range(n):
                 cqe = cqes[i]
                 uid = cqe.user_data
@@ -460,7 +532,14 @@ class UringEngine(Engine):
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         self.ensure_reaper()
+        self.counters.streams += 1
         return UringStreamIO(self, sock, tuning)
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(Counter(op.kind for op in self._ops.values()))
+
+    def passes(self) -> int:
+        return self.load.passes
 
     def open_messages(self, sock: socket.socket) -> MessageIO:
         self.ensure_reaper()
@@ -470,6 +549,7 @@ class UringEngine(Engine):
         self.ensure_reaper()
         listener = UringListenerIO(self, sock, tuning)
         self._listeners.add(listener)
+        self.counters.listeners += 1
         return listener
 
     def forget_listener(self, listener: UringListenerIO) -> None:
@@ -495,6 +575,14 @@ class UringEngine(Engine):
         """
         if self._closed:
             return
+        if self._ops and _trace.active:
+            left = self.in_flight()
+            _trace.emit(
+                "run.leftovers",
+                f"io_uring: {len(self._ops)} operations in flight at the end of the run, "
+                "cancelled and drained: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items())),
+                operations=left,
+            )
         for listener in list(self._listeners):
             listener.discard_queued()
         for op in list(self._ops.values()):
@@ -593,7 +681,7 @@ class UringListenerIO(ListenerIO):
         self._error: OSError | None = None
         self._waiter: Task | None = None
         self._closing = False
-        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}")
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", engine.counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
 
@@ -633,13 +721,32 @@ class UringListenerIO(ListenerIO):
                 self._probe = self._engine.post_accept(self)
                 self._posted.add(self._probe)
             return
-        while len(self._queue) + len(self._posted) < self.tuning.backlog:
-            self._posted.add(self._engine.post_accept(self))
+        before = len(self._posted)
+        try:
+            while len(self._queue) + len(self._posted) < self.tuning.backlog:
+                self._posted.add(self._engine.post_accept(self))
+        finally:
+            if _trace.active and len(self._posted) > before:
+                _trace.emit(
+                    "accept.refill",
+                    f"listener fd {self.fd}: posted {len(self._posted) - before} accepts, "
+                    f"pool {len(self._posted)} + {len(self._queue)} queued "
+                    f"of backlog {self.tuning.backlog}",
+                    fd=self.fd,
+                    posted=len(self._posted) - before,
+                    pool=len(self._posted),
+                    queued=len(self._queue),
+                    backlog=self.tuning.backlog,
+                )
 
     async def accept(self) -> socket.socket:
+        counters = self._engine.counters
         if self._queue or self._error is not None:
+            counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
             await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            counters.accept_waits += 1
         while not self._queue and self._error is None:
             if self._closing:
                 raise OSError(errno.EBADF, "listener closed")

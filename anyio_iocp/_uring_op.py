@@ -26,6 +26,7 @@ class Op:
         "done",
         "drainers",
         "keep",
+        "kind",
         "pins",
         "result",
         "task",
@@ -36,6 +37,8 @@ class Op:
         self.user_data = user_data
         self.keep = keep
         self.pins = pins
+        #: what it is, for the statistics ("recv", "send", "accept", ...)
+        self.kind = ""
         self.result = 0
         self.done = False
         self.cancel_requested = False

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from . import _trace
 from ._engine import AF_UNIX, StreamIO, oserror, raw_family
 from ._tuning import Tuning, Usage
 from ._uring import ffi
@@ -71,6 +72,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         self.sock = sock
         self.fd = sock.fileno()
         self._engine = engine
+        self.counters = engine.counters
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize
@@ -167,6 +169,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         except BlockingIOError:
             self._check_send_error()
             return None
+        self.counters.direct_recv += 1
         if data:
             self._detect(len(data) == self.buffersize)
             self._post_ahead()  # a burst: k receives ahead, as a linked chain
@@ -226,14 +229,6 @@ class UringStreamIO(WriteBehind, StreamIO):
             raise ms.error
         self._check_send_error()
         return b""  # end of stream
-
-    def _detect(self, full: bool) -> None:
-        """Automatic Burst Detection: full receives grow k, partial ones shrink it."""
-        self._bursting = full
-        if full:
-            self._burst = min(self._burst + 1, self.recvburst)
-        elif self._burst > 1:
-            self._burst -= 1
 
     def _post_chain(self) -> None:
         self._check_not_closing()
@@ -315,6 +310,7 @@ class UringStreamIO(WriteBehind, StreamIO):
             except BlockingIOError:
                 sent = 0
             if sent == len(data):
+                self.counters.direct_send += 1
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = data[sent:]
@@ -327,6 +323,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         # The caller may reuse a mutable buffer as soon as send() returns.
         owned = data if isinstance(data.obj, bytes) else bytes(data)
         self._queued.append(owned)
+        self._queued_send(len(owned))
         self._engine.flush_later(self)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -395,6 +392,8 @@ class UringStreamIO(WriteBehind, StreamIO):
                 self._queued.clear()
         elif not self._sending and self._queued:
             self._engine.flush_later(self)
+        if _trace.active and op.pipelined:
+            self._trace_send_completed(res)
         self._wake_sender()
 
     # -- closing --------------------------------------------------------------

@@ -12,6 +12,8 @@ from abc import abstractmethod
 import trio
 from trio.lowlevel import Abort, Task
 
+from . import _trace
+
 
 class WriteBehind:
     sock: socket.socket
@@ -27,6 +29,36 @@ class WriteBehind:
     @abstractmethod
     def _pending_sends(self) -> int:
         """Sends handed over and not yet completed."""
+
+    sendcap: int
+    sends_queued: int
+
+    def _queued_send(self, nbytes: int) -> None:
+        """A send returned before its bytes left: count it, and trace it."""
+        self.sends_queued += 1
+        if _trace.active:
+            pending = self._pending_sends()
+            _trace.emit(
+                "send.queued",
+                f"fd {self.sock.fileno()}: {nbytes} bytes queued, {pending} of "
+                f"sendcap {self.sendcap} pending",
+                fd=self.sock.fileno(),
+                bytes=nbytes,
+                pending=pending,
+                sendcap=self.sendcap,
+            )
+
+    def _trace_send_completed(self, result: int) -> None:
+        """A write-behind send completed (callers check ``_trace.active``)."""
+        pending = self._pending_sends()
+        _trace.emit(
+            "send.completed",
+            f"fd {self.sock.fileno()}: write-behind send completed with {result}, "
+            f"{pending} pending",
+            fd=self.sock.fileno(),
+            result=result,
+            pending=pending,
+        )
 
     def _check_send_error(self) -> None:
         """Raise the pending send error, if any (the stream is broken from then on)."""

@@ -35,6 +35,7 @@ import pytest
 from anyio.abc import TestRunner
 from helpers import MovedClock
 
+import anyio_iocp
 from anyio_iocp._backend import IocpBackend
 
 #: variant -> (engine, $ANYIO_IOCP_RECV or None)
@@ -136,3 +137,17 @@ def moved_clock(monkeypatch: pytest.MonkeyPatch) -> MovedClock:
     clock = MovedClock()
     monkeypatch.setattr(time, "monotonic", clock)
     return clock
+
+
+@pytest.fixture
+def trace_events() -> Iterator[list[anyio_iocp.TraceEvent]]:
+    """The trace on for one test; the events it emitted, in order."""
+    events: list[anyio_iocp.TraceEvent] = []
+    was_on = anyio_iocp.trace_enabled()
+    anyio_iocp.enable_trace(events.append)
+    try:
+        yield events
+    finally:
+        anyio_iocp.disable_trace(events.append)
+        if not was_on:
+            anyio_iocp.disable_trace()

@@ -316,19 +316,23 @@ def test_demo_runs_on_iocp() -> None:
 
 
 def test_trace_goes_to_stderr(program: Path) -> None:
-    if not hasattr(anyio_iocp, "enable_trace"):
-        pytest.skip("anyio_iocp.enable_trace is not there yet")
-    result = run_cli("run", "--trace", str(program), cwd=program.parent)
+    result = run_cli("run", "--engine", "readiness", "--trace", str(program), cwd=program.parent)
     assert result.returncode == 0, result.stderr
-    assert " anyio_iocp.trace." in result.stderr
+    assert " anyio_iocp.trace.engine: engine.selected: readiness (forced by " in result.stderr
+    # without --trace, nothing of it
+    quiet = run_cli("run", "--engine", "readiness", str(program), cwd=program.parent)
+    assert "anyio_iocp.trace" not in quiet.stderr
 
 
-def test_stats_are_printed_at_exit_also_after_sys_exit(program: Path) -> None:
-    if not hasattr(anyio_iocp, "finished_runs"):
-        pytest.skip("anyio_iocp.finished_runs is not there yet")
-    result = run_cli("run", "--stats", str(program), "exit", "4", cwd=program.parent)
-    assert result.returncode == 4
-    assert "anyio-iocp statistics: run 1 of 1" in result.stderr
+@pytest.mark.parametrize(("args", "status"), [(["exit", "4"], 4), (["raise"], 1)])
+def test_stats_are_printed_at_exit(program: Path, args: list[str], status: int) -> None:
+    """Also when the program calls sys.exit or raises."""
+    result = run_cli("run", "--stats", "--engine", "readiness", str(program), *args)
+    assert result.returncode == status, result.stderr
+    after = result.stderr.split("anyio-iocp statistics: run 1 of 1\n", 1)[1]
+    assert after.startswith("anyio-iocp run on readiness: "), result.stderr
+    assert "1 streams, 1 listeners" in after.splitlines()[0]
+    assert "run 2 of" not in result.stderr
 
 
 def test_no_adapters_reaches_the_backend(program: Path) -> None:

@@ -67,7 +67,7 @@ def fill_descriptor_table() -> list[int]:
 #: for the connections already queued (the listener must probe with a new one)
 @pytest.mark.parametrize("count", [CLIENTS, 3])
 async def test_accept_storm_out_of_descriptors(
-    caplog: pytest.LogCaptureFixture, count: int
+    caplog: pytest.LogCaptureFixture, count: int, trace_events: list[anyio_iocp.TraceEvent]
 ) -> None:
     clients = [socket.socket() for _ in range(count)]  # made while descriptors are free
     accepted: list[SocketStream] = []
@@ -111,11 +111,23 @@ async def test_accept_storm_out_of_descriptors(
                 assert await recv_exactly(stream, 10) == b"client %03d" % i
             tg.cancel_scope.cancel()
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # the package's own log (the trace, on in this test, has a logger of its own)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and r.name == "anyio_iocp"
+    ]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "EMFILE" in warnings[0].getMessage()
-    infos = [r.getMessage() for r in caplog.records if "accepting again" in r.getMessage()]
+    infos = [
+        r.getMessage()
+        for r in caplog.records
+        if "accepting again" in r.getMessage() and r.name == "anyio_iocp"
+    ]
     assert len(infos) == 1
+    # the trace tells each pause and the end of the shortage; the statistics count the pauses
+    pauses = [e for e in trace_events if e.kind == "accept.backoff"]
+    assert pauses and all(e.fields["errno"] == "EMFILE" for e in pauses)
+    assert [e.kind for e in trace_events if e.kind == "accept.resumed"] == ["accept.resumed"]
+    assert anyio_iocp.statistics().accept_backoffs == len(pauses)
     for stream in accepted:
         await stream.aclose()
     for client in clients:

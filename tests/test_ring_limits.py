@@ -96,7 +96,9 @@ def test_more_operations_than_submission_entries(small_ring: None) -> None:
     assert ring_entries == [4]
 
 
-def test_completion_ring_overflow_loses_nothing(small_ring: None) -> None:
+def test_completion_ring_overflow_loses_nothing(
+    small_ring: None, trace_events: list[anyio_iocp.TraceEvent]
+) -> None:
     """40 receives complete while the loop is blocked and nobody reaps: the
     8-entry completion ring overflows (the kernel says so), and every receive
     still gets its own bytes."""
@@ -135,6 +137,8 @@ def test_completion_ring_overflow_loses_nothing(small_ring: None) -> None:
 
     run_uring(main)
     assert overflowed == [True], "the test must overflow the completion ring"
+    overflows = [e for e in trace_events if e.kind == "ring.cq_overflow"]
+    assert overflows and overflows[0].fields["cq_entries"] == 8
 
 
 def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
@@ -184,7 +188,9 @@ def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", [("iocp", {"engine": "io_uring"})])
-async def test_refused_submission_is_retried_without_another_wakeup() -> None:
+async def test_refused_submission_is_retried_without_another_wakeup(
+    trace_events: list[anyio_iocp.TraceEvent],
+) -> None:
     """The kernel refuses the submission (EAGAIN) eight times while nothing
     else could wake the loop: the retry timer resubmits, and the receive
     completes (before the fix it waited for the fail_after deadline)."""
@@ -211,3 +217,7 @@ async def test_refused_submission_is_retried_without_another_wakeup() -> None:
             engine._submit = real_submit
         assert refusals == [0]
         assert engine._retry.refusals >= 4
+        retries = [e for e in trace_events if e.kind == "ring.submit_retry"]
+        assert len(retries) == engine._retry.refusals
+        assert [e.fields["refusals"] for e in retries] == list(range(1, len(retries) + 1))
+        assert all(e.fields["unsubmitted"] > 0 and e.fields["delay"] > 0 for e in retries)

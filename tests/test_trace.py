@@ -1,0 +1,260 @@
+"""The trace (docs/observability.md): each event kind provoked and seen.
+
+Kinds provoked elsewhere, where the situation is already built: the accept
+back-off in ``test_exhaustion.py``, the completion-ring overflow and the
+submission retry in ``test_ring_limits.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute
+from helpers import first_listener, open_pair, recv_exactly
+
+import anyio_iocp
+from anyio_iocp import TraceEvent, _detect, _trace
+from anyio_iocp._accept_backoff import AcceptBackoff
+from anyio_iocp._stats import EngineCounters
+
+pytestmark = pytest.mark.anyio
+
+COMPLETION_ENGINES = ("io_uring", "iocp")
+
+
+def kinds(events: list[TraceEvent]) -> list[str]:
+    return [event.kind for event in events]
+
+
+def of_kind(events: list[TraceEvent], kind: str) -> list[TraceEvent]:
+    return [event for event in events if event.kind == kind]
+
+
+def test_every_kind_has_a_level_and_a_description() -> None:
+    for kind, (level, what) in _trace.KINDS.items():
+        assert level in (logging.DEBUG, logging.INFO, logging.WARNING), kind
+        assert what, kind
+        assert "." in kind
+
+
+def test_off_by_default_and_switched_by_the_functions() -> None:
+    events: list[TraceEvent] = []
+    assert not anyio_iocp.trace_enabled()
+    anyio_iocp.enable_trace(events.append)
+    try:
+        assert anyio_iocp.trace_enabled()
+    finally:
+        anyio_iocp.disable_trace()
+    assert not anyio_iocp.trace_enabled()
+    with pytest.raises(TypeError, match="callback must be callable"):
+        anyio_iocp.enable_trace(42)  # type: ignore[arg-type]
+
+
+def test_bad_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_trace.TRACE_ENV, "yes")
+    with pytest.raises(ValueError, match=r"ANYIO_IOCP_TRACE='yes': expected '0' \(off\) or '1'"):
+        _trace._from_environment()
+
+
+async def test_engine_selected_and_set_up(trace_events: list[TraceEvent], engine_name: str) -> None:
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        pass
+    (selected,) = of_kind(trace_events, "engine.selected")
+    assert selected.fields["engine"] == engine_name
+    assert selected.fields["reason"] == anyio_iocp.engine_info().reason
+    setups = of_kind(trace_events, "engine.setup")
+    if engine_name in COMPLETION_ENGINES:
+        assert len(setups) == 1
+    else:
+        assert setups == []
+    if engine_name == "io_uring":
+        assert setups[0].fields["sq_entries"] > 0
+        assert setups[0].fields["cq_entries"] >= setups[0].fields["sq_entries"]
+    # the selection and the set-up come first, before anything of a stream
+    assert kinds(trace_events)[0] == "engine.selected"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the io_uring probe is Linux's")
+def test_fallback_to_readiness_says_why(
+    trace_events: list[TraceEvent],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("ANYIO_IOCP_ENGINE", raising=False)
+    monkeypatch.setattr(
+        _detect, "probe_io_uring", lambda: (False, "refused by the test's fake probe", ())
+    )
+    caplog.set_level(logging.WARNING, logger="anyio_iocp.trace")
+
+    async def main() -> str:
+        listener, client, server = await open_pair()
+        async with listener, client, server:
+            return anyio_iocp.engine_info().name
+
+    assert anyio.run(main, backend="iocp") == "readiness"
+    (fallback,) = of_kind(trace_events, "engine.fallback")
+    assert fallback.fields["reason"] == "io_uring unavailable: refused by the test's fake probe"
+    assert fallback.level == logging.WARNING
+    # the same event reached the logging hierarchy, at its level
+    records = [r for r in caplog.records if r.name == "anyio_iocp.trace.engine"]
+    assert [r.trace_event for r in records] == [fallback]  # type: ignore[attr-defined]
+
+
+def test_a_forced_readiness_engine_is_no_fallback(trace_events: list[TraceEvent]) -> None:
+    async def main() -> None:
+        listener, client, server = await open_pair()
+        async with listener, client, server:
+            pass
+
+    anyio.run(main, backend="iocp", backend_options={"engine": "readiness"})
+    assert of_kind(trace_events, "engine.selected")
+    assert of_kind(trace_events, "engine.fallback") == []
+
+
+async def test_abd_moves_are_traced(trace_events: list[TraceEvent]) -> None:
+    """A bulk transfer into a stream with recvburst 8 and 1 KiB buffers: ABD
+    raises k on full receives; every move is an event of the server stream."""
+    multi = await anyio_iocp.create_tcp_listener(
+        local_host="127.0.0.1", recvburst=8, buffersize=1024
+    )
+    listener = first_listener(multi)
+    client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+    server = await listener.accept()
+    payload = bytes(range(256)) * 1024
+    async with multi, client, server:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, payload)
+            assert await recv_exactly(server, len(payload)) == payload
+        server_fd = server.extra(SocketAttribute.raw_socket).fileno()
+    moves = of_kind(trace_events, "abd.pool")
+    assert moves, "a bulk transfer must move the receive pool"
+    assert {event.fields["fd"] for event in moves} == {server_fd}
+    assert all(1 <= event.fields["k"] <= 8 and event.fields["cap"] == 8 for event in moves)
+    assert max(event.fields["k"] for event in moves) > 2
+    # each event is one step, up on a full receive, down on a partial one
+    k = 1
+    for event in moves:
+        assert event.fields["k"] == k + (1 if event.fields["full"] else -1)
+        k = event.fields["k"]
+
+
+async def test_accept_pool_refills_are_traced(
+    trace_events: list[TraceEvent], engine_name: str
+) -> None:
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=5)
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    async with multi:
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        server = await listener.accept()
+        await client.aclose()
+        await server.aclose()
+        fd = listener.extra(SocketAttribute.raw_socket).fileno()
+    refills = of_kind(trace_events, "accept.refill")
+    if engine_name not in COMPLETION_ENGINES:
+        assert refills == []  # the readiness engine posts no accepts
+        return
+    assert refills[0].fields == {"fd": fd, "posted": 5, "pool": 5, "queued": 0, "backlog": 5}
+    # accept() took a connection and posted one accept in its place
+    assert any(event.fields["posted"] == 1 for event in refills[1:])
+
+
+def test_accept_backoff_and_resume_are_traced(trace_events: list[TraceEvent]) -> None:
+    """The back-off object of every listener: a pause is an event (and a
+    count), the failures during it are not; the end of the shortage is one.
+    (A real EMFILE storm: test_exhaustion.py.)"""
+    counters = EngineCounters()
+    backoff = AcceptBackoff("listener ('127.0.0.1', 1)", counters)
+    backoff.failed(errno.EMFILE)
+    backoff.failed(errno.EMFILE)  # during the pause: the same attempt
+    backoff.succeeded()
+    assert kinds(trace_events) == ["accept.backoff", "accept.resumed"]
+    pause, resumed = trace_events
+    assert pause.fields["errno"] == "EMFILE"
+    assert pause.fields["delay"] > 0
+    assert resumed.fields["failures"] == 2
+    assert counters.accept_backoffs == 1
+
+
+async def test_write_behind_sends_are_traced(
+    trace_events: list[TraceEvent], engine_name: str
+) -> None:
+    """sendcap 4 and a peer that does not read yet: sends that do not fit
+    the socket are queued (send() returns), and complete once it reads."""
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1")
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    client = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=4)
+    server = await listener.accept()
+    # a small send buffer: what the peer does not read soon fills the socket
+    client.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"w" * (1 << 20)
+    async with multi, client, server:
+        for _ in range(3):
+            await client.send(chunk)  # returns with the bytes queued
+        queued = of_kind(trace_events, "send.queued")
+        client_fd = client.extra(SocketAttribute.raw_socket).fileno()
+        assert queued, "3 MiB to a peer that does not read must queue"
+        assert all(e.fields["fd"] == client_fd and e.fields["sendcap"] == 4 for e in queued)
+        assert 1 <= max(e.fields["pending"] for e in queued) <= 4
+        assert await recv_exactly(server, 3 * len(chunk)) == chunk * 3
+        with anyio.fail_after(10):
+            while len(of_kind(trace_events, "send.completed")) < len(queued):
+                await anyio.sleep(0.01)
+        stats = client.extra(anyio_iocp.StatisticsAttribute.stream)
+        assert stats.sends_queued == len(queued)
+    completed = of_kind(trace_events, "send.completed")
+    assert all(e.fields["fd"] == client_fd and e.fields["result"] > 0 for e in completed)
+
+
+def test_leftovers_and_the_end_of_a_run_are_traced(
+    trace_events: list[TraceEvent], engine_name: str
+) -> None:
+    """A run that ends with a listener never closed (and, on a completion
+    engine, its posted accepts still in flight)."""
+
+    async def main() -> None:
+        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=3)
+        leaked.append(multi)
+
+    leaked: list[Any] = []
+    anyio.run(main, backend="iocp", backend_options={"engine": engine_name})
+    left = of_kind(trace_events, "run.leftovers")
+    never_closed = [e for e in left if "listeners" in e.fields]
+    assert [e.fields for e in never_closed] == [{"streams": 0, "listeners": 1}]
+    in_flight = [e for e in left if "operations" in e.fields]
+    if engine_name in COMPLETION_ENGINES:
+        assert [e.fields["operations"] for e in in_flight] == [{"accept": 3}]
+    else:
+        assert in_flight == []
+    (end,) = of_kind(trace_events, "run.end")
+    assert end.fields["engine"] == engine_name
+    assert end.fields["listeners"] == 1
+    assert kinds(trace_events)[-1] == "run.end"
+
+
+def test_a_failing_callback_is_logged_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: TraceEvent) -> None:
+        raise RuntimeError("broken callback")
+
+    async def main() -> bytes:
+        listener, client, server = await open_pair()
+        async with listener, client, server:
+            await client.send(b"still works")
+            return await recv_exactly(server, 11)
+
+    anyio_iocp.enable_trace(broken)
+    try:
+        assert anyio.run(main, backend="iocp") == b"still works"
+    finally:
+        anyio_iocp.disable_trace()
+    assert any("trace callback" in r.getMessage() for r in caplog.records)
