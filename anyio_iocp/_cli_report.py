@@ -28,7 +28,7 @@ def print_statistics() -> None:
     """The summary of each iocp run that ended in this process, to stderr."""
     runs = finished_runs()
     if not runs:
-        print("anyio-iocp statistics: no iocp run ended", file=sys.stderr)
+        print("anyio-iocp statistics: no iocp run recorded", file=sys.stderr)
         return
     for number, run in enumerate(runs, 1):
         print(f"anyio-iocp statistics: run {number} of {len(runs)}", file=sys.stderr)

@@ -150,7 +150,8 @@ def run_target(target: Target, options: dict[str, Any]) -> None:
         else:
             _set_sys_path_0(os.path.dirname(os.path.realpath(path)))
         with redirected_anyio_run(options):
-            runpy.run_path(path, run_name="__main__")
+            # __file__ absolute, as python sets it for a script since 3.9
+            runpy.run_path(os.path.abspath(path), run_name="__main__")
     elif target.kind == "module":
         sys.argv = [target.name, *target.args]  # runpy sets argv[0] to the module's file
         _set_sys_path_0(os.getcwd())
