@@ -111,17 +111,28 @@ class StreamIO(ABC):
     _burst: int
     #: the last receive came back full (a burst is under way)
     _bursting: bool = False
-    #: the run's counters (set by the engine when it opens the stream)
+    #: the run's counters
     counters: EngineCounters
     #: statistics: bytes and calls counted by the stream layer, ABD's moves,
-    #: write-behind sends (class defaults until the first change)
-    bytes_in = 0
-    bytes_out = 0
-    receives = 0
-    sends = 0
-    sends_queued = 0
-    abd_peak = 1
-    abd_changes = 0
+    #: write-behind sends
+    bytes_in: int
+    bytes_out: int
+    receives: int
+    sends: int
+    sends_queued: int
+    abd_peak: int
+    abd_changes: int
+
+    def _init_statistics(self, counters: EngineCounters) -> None:
+        """Called by each engine's ``__init__``: every counter set there, in one
+        order, so that the streams' attribute dictionaries keep sharing their
+        keys (an attribute added later, in varying order, would split them and
+        slow every attribute access of the stream)."""
+        self.counters = counters
+        self.bytes_in = self.bytes_out = 0
+        self.receives = self.sends = self.sends_queued = 0
+        self.abd_peak = 1
+        self.abd_changes = 0
 
     def _detect(self, full: bool) -> None:
         """Automatic Burst Detection: full receives grow k, partial ones shrink it."""

@@ -28,11 +28,13 @@ import errno
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import trio
 from trio.lowlevel import Abort, Task
 
 from ._engine import Engine, ListenerIO, StreamIO, set_nodelay
+from ._stats import StreamStatistics
 from ._tuning import Usage
 
 _log = logging.getLogger("anyio_iocp")
@@ -46,6 +48,8 @@ class FirstBytes(StreamIO):
         self._inner = inner
         self._first = first
         self.sock = inner.sock
+        # the stream layer counts bytes and calls on this object
+        self._init_statistics(inner.counters)
 
     # the settings are the engine stream's
     @property
@@ -101,6 +105,17 @@ class FirstBytes(StreamIO):
 
     def configure(self, **settings: int) -> None:
         self._inner.configure(**settings)
+
+    def statistics(self) -> StreamStatistics:
+        # bytes and calls as the stream layer counted them here; ABD and the
+        # write-behind sends are the engine stream's
+        return replace(
+            self._inner.statistics(),
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            receives=self.receives,
+            sends=self.sends,
+        )
 
 
 class IdleGate:

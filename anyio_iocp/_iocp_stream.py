@@ -68,7 +68,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
         sock.setblocking(False)  # for the direct calls; overlapped calls ignore it
         self.sock = sock
         self._engine = engine
-        self.counters = engine.counters
+        self._init_statistics(engine.counters)
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize

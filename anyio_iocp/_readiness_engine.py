@@ -62,7 +62,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
     def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self.counters = counters
+        self._init_statistics(counters)
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize

@@ -72,7 +72,7 @@ class UringStreamIO(WriteBehind, StreamIO):
         self.sock = sock
         self.fd = sock.fileno()
         self._engine = engine
-        self.counters = engine.counters
+        self._init_statistics(engine.counters)
         self.sendcap = tuning.sendcap
         self.recvburst = tuning.recvburst
         self.buffersize = tuning.buffersize

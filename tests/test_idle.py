@@ -13,7 +13,7 @@ from anyio.abc import SocketAttribute, SocketListener
 from helpers import first_listener, open_fds, open_pair, open_sockets
 
 import anyio_iocp
-from anyio_iocp import TuningAttribute
+from anyio_iocp import StatisticsAttribute, TuningAttribute
 from anyio_iocp._runstate import current_engine
 from anyio_iocp._tuning import Usage
 
@@ -50,6 +50,11 @@ async def test_silent_connections_never_reach_accept() -> None:
         second = await listener.accept()
         assert await second.receive(4) == b"late"  # max_bytes respected
         assert await second.receive() == b" but in time"
+        # the statistics count the first bytes too, and ABD is the engine stream's
+        counted = stream.extra(StatisticsAttribute.stream)
+        assert (counted.bytes_in, counted.bytes_out, counted.receives) == (5, 2, 1)
+        assert second.extra(StatisticsAttribute.stream).bytes_in == len(b"late but in time")
+        assert counted.recvburst_cap == stream.extra(TuningAttribute.recvburst).cap
         with anyio.move_on_after(0.5) as scope:
             await listener.accept()
         assert scope.cancelled_caught, "silent connections are never handed over"
