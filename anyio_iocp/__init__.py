@@ -12,6 +12,7 @@ from ._api import configure, connect_tcp, create_tcp_listener
 from ._attributes import StatisticsAttribute, TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
 from ._engine import EngineInfo
+from ._fallback import EngineFallbackWarning
 from ._libcompat import disable_for, enable_for, enabled_libraries
 from ._stats import RunStatistics, StreamStatistics, finished_runs
 from ._trace import TRACE_ENV, TraceEvent, disable_trace, enable_trace, trace_enabled
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_SENDCAP",
     "PROFILES",
     "TRACE_ENV",
+    "EngineFallbackWarning",
     "EngineInfo",
     "RunStatistics",
     "StatisticsAttribute",

@@ -30,6 +30,8 @@ from ._engine import EngineInfo
 
 ENGINE_NAMES = ("auto", "io_uring", "iocp", "readiness")
 ENGINE_ENV = "ANYIO_IOCP_ENGINE"
+#: how the reason starts when the io_uring shim cannot be imported
+SHIM_NOT_BUILT = "the io_uring shim (anyio_iocp._uring) is not built"
 
 _SETUP_ERRORS = {
     errno.ENOSYS: "io_uring_setup failed with ENOSYS: the kernel has no io_uring, "
@@ -85,7 +87,7 @@ def _probe_io_uring(required: dict[int, str]) -> tuple[bool, str, tuple[tuple[st
         from ._uring import ffi, lib
         from ._uring_engine import RING_CQ_ENTRIES, RING_ENTRIES
     except ImportError as exc:
-        return False, f"the io_uring shim (anyio_iocp._uring) is not built: {exc}", ()
+        return False, f"{SHIM_NOT_BUILT}: {exc}", ()
 
     disabled = _read_sysctl_disabled()
     ring_pp = ffi.new("iou_ring **")

@@ -27,6 +27,7 @@ import trio
 from . import _trace
 from ._detect import select_engine
 from ._engine import Engine, EngineInfo
+from ._fallback import warn_if_shim_missing
 from ._leftovers import Leftovers
 from ._pass_hooks import install as install_pass_hooks
 from ._stats import RunStatistics, add_finished, run_statistics
@@ -185,7 +186,9 @@ def create_engine(info: EngineInfo) -> Engine:
 
 
 def new_run_state(engine_option: object | None, overrides: Overrides) -> RunState:
-    return RunState(select_engine(engine_option), overrides)
+    info = select_engine(engine_option)
+    warn_if_shim_missing(info)
+    return RunState(info, overrides)
 
 
 def current_state() -> RunState:

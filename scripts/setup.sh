@@ -3,17 +3,26 @@
 # missing), a virtual environment in .venv, the package installed from this
 # checkout with its io_uring shim compiled, and the shim also built in place so
 # that `python demo.py` from the checkout finds it.
+#
+# ANYIO_IOCP_PYTHON: the interpreter the virtual environment is built from
+# (default python3); ANYIO_IOCP_VENV: where it goes (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PYTHON="${ANYIO_IOCP_PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup: ANYIO_IOCP_PYTHON=$PYTHON does not run, or is older than Python 3.11" >&2
+    exit 1
+fi
 
 # What the io_uring shim needs to build: a C compiler, the kernel's header and
 # Python's headers.  ANYIO_IOCP_NO_URING=1 skips the shim (readiness engine only).
 need_apt=()
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "${ANYIO_IOCP_NO_URING:-}" != 1 ]; then
     command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
     [ -f /usr/include/linux/io_uring.h ] || need_apt+=(linux-libc-dev)
-    python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' \
+    "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' \
         || need_apt+=(python3-dev)
 fi
 # wrk, the HTTP load tool that tests/test_real_libraries.py runs: installed
@@ -43,9 +52,13 @@ pip_quiet() {
 }
 
 VENV="${ANYIO_IOCP_VENV:-.venv}"
+version_of() { "$1" -c 'import sys; print(sys.implementation.name, *sys.version_info[:2])'; }
 if [ ! -x "$VENV/bin/python" ]; then
-    echo "setup: creating $VENV"
-    python3 -m venv "$VENV"
+    echo "setup: creating $VENV with $PYTHON ($("$PYTHON" --version 2>&1))"
+    "$PYTHON" -m venv "$VENV"
+elif [ -n "${ANYIO_IOCP_PYTHON:-}" ] && [ "$(version_of "$VENV/bin/python")" != "$(version_of "$PYTHON")" ]; then
+    echo "setup: $VENV is $("$VENV/bin/python" --version 2>&1), $PYTHON is $("$PYTHON" --version 2>&1): creating it again"
+    "$PYTHON" -m venv --clear "$VENV"
 fi
 PY="$VENV/bin/python"
 pip_quiet install --upgrade pip "setuptools>=77" wheel "cffi>=1.17"
