@@ -113,12 +113,10 @@ class StreamIO(ABC):
     _bursting: bool = False
     #: the run's counters
     counters: EngineCounters
-    #: statistics: bytes and calls counted by the stream layer, ABD's moves,
+    #: statistics: bytes counted by the stream layer, ABD's moves,
     #: write-behind sends
     bytes_in: int
     bytes_out: int
-    receives: int
-    sends: int
     sends_queued: int
     abd_peak: int
     abd_changes: int
@@ -129,8 +127,7 @@ class StreamIO(ABC):
         keys (an attribute added later, in varying order, would split them and
         slow every attribute access of the stream)."""
         self.counters = counters
-        self.bytes_in = self.bytes_out = 0
-        self.receives = self.sends = self.sends_queued = 0
+        self.bytes_in = self.bytes_out = self.sends_queued = 0
         self.abd_peak = 1
         self.abd_changes = 0
 
@@ -165,8 +162,6 @@ class StreamIO(ABC):
         return StreamStatistics(
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            receives=self.receives,
-            sends=self.sends,
             recvburst=self._burst,
             recvburst_cap=self.recvburst,
             recvburst_peak=self.abd_peak,
@@ -271,6 +266,10 @@ class Engine(ABC):
     def in_flight(self) -> dict[str, int]:
         """Operations handed to the kernel and not completed yet, by kind."""
         return {}
+
+    def posted_by_kind(self) -> dict[str, int]:
+        """Operations handed to the kernel so far, by kind."""
+        return dict(self.counters.posted)
 
     def passes(self) -> int:
         """Scheduler passes seen by the engine's hooks."""

@@ -48,7 +48,7 @@ class FirstBytes(StreamIO):
         self._inner = inner
         self._first = first
         self.sock = inner.sock
-        # the stream layer counts bytes and calls on this object
+        # the stream layer counts bytes on this object
         self._init_statistics(inner.counters)
 
     # the settings are the engine stream's
@@ -107,15 +107,9 @@ class FirstBytes(StreamIO):
         self._inner.configure(**settings)
 
     def statistics(self) -> StreamStatistics:
-        # bytes and calls as the stream layer counted them here; ABD and the
+        # bytes as the stream layer counted them here; ABD and the
         # write-behind sends are the engine stream's
-        return replace(
-            self._inner.statistics(),
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            receives=self.receives,
-            sends=self.sends,
-        )
+        return replace(self._inner.statistics(), bytes_in=self.bytes_in, bytes_out=self.bytes_out)
 
 
 class IdleGate:

@@ -94,6 +94,7 @@ class RunState(trio.abc.Instrument):
         return run_statistics(
             engine.info.name,
             engine.counters,
+            engine.posted_by_kind(),
             engine.in_flight(),
             engine.passes(),
             self.leftovers.bytes_moved(),

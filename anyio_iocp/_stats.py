@@ -96,9 +96,6 @@ class StreamStatistics:
 
     bytes_in: int
     bytes_out: int
-    #: receive() and send() calls that moved bytes
-    receives: int
-    sends: int
     #: Automatic Burst Detection: k now, its cap, its highest, how often it moved
     recvburst: int
     recvburst_cap: int
@@ -195,13 +192,13 @@ class RunStatistics:
 def run_statistics(
     engine: str,
     counters: EngineCounters,
+    posted: dict[str, int],
     in_flight: dict[str, int],
     passes: int,
     bytes_moved: tuple[int, int],
 ) -> RunStatistics:
-    """Build a snapshot from the counters, what the engine has in flight, its
-    scheduler passes, and the (in, out) bytes of the run's streams."""
-    posted = dict(counters.posted)
+    """Build a snapshot from the counters, what the engine posted and has in
+    flight, its scheduler passes, and the (in, out) bytes of the run's streams."""
     completed = {kind: n - in_flight.get(kind, 0) for kind, n in posted.items()}
     return RunStatistics(
         engine=engine,

@@ -127,7 +127,6 @@ class EngineSocketStream(SocketStream):
                 raise self._error(exc) from exc
             if data:
                 io.bytes_in += len(data)
-                io.receives += 1
                 return data
             if self._closed:
                 raise ClosedResourceError
@@ -152,7 +151,6 @@ class EngineSocketStream(SocketStream):
             except OSError as exc:
                 raise self._error(exc) from exc
             io.bytes_out += len(view)
-            io.sends += 1
         finally:
             guard.busy = False
 

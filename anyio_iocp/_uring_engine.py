@@ -145,6 +145,8 @@ class UringEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
+        #: operations posted through _post, by preparing function
+        self._posted_by_prep: dict[Any, int] = {}
         ring_pp = ffi.new("iou_ring **")
         details = dict(info.details)
         # Completions that arrive while the loop runs Python wait for its next
@@ -245,8 +247,10 @@ class UringEngine(Engine):
         if rc < 0:
             raise oserror(rc, "io_uring submission")
         self._ops[op.user_data] = op
-        kind = op.kind = _KINDS.get(prep, "other")
-        self.counters.count_posted(kind)
+        # counted by preparing function (named in the statistics): no lookup here
+        op.kind = prep
+        posted = self._posted_by_prep
+        posted[prep] = posted.get(prep, 0) + 1
 
     def _new_id(self) -> int:
         uid = self._next_id
@@ -536,7 +540,17 @@ class UringEngine(Engine):
         return UringStreamIO(self, sock, tuning)
 
     def in_flight(self) -> dict[str, int]:
-        return dict(Counter(op.kind for op in self._ops.values()))
+        by_kind: Counter[str] = Counter()
+        for op in self._ops.values():
+            by_kind[_kind_name(op.kind)] += 1
+        return dict(by_kind)
+
+    def posted_by_kind(self) -> dict[str, int]:
+        posted = dict(self.counters.posted)
+        for prep, n in self._posted_by_prep.items():
+            name = _kind_name(prep)
+            posted[name] = posted.get(name, 0) + n
+        return posted
 
     def passes(self) -> int:
         return self.load.passes
@@ -642,6 +656,12 @@ class UringEngine(Engine):
         # forgotten, not unmapped (the parent's kernel operations may use the
         # parent's pages; the child's copies are simply never used)
         self._pools.clear()
+
+
+def _kind_name(kind: Any) -> str:
+    """An op's kind as the statistics name it: a name already, or the
+    preparing function it was posted with."""
+    return kind if isinstance(kind, str) else _KINDS.get(kind, "other")
 
 
 def _release_pins(op: Op) -> None:

@@ -37,8 +37,9 @@ class Op:
         self.user_data = user_data
         self.keep = keep
         self.pins = pins
-        #: what it is, for the statistics ("recv", "send", "accept", ...)
-        self.kind = ""
+        #: what it is, for the statistics: a name ("recv", "send"), or the
+        #: shim's preparing function it was posted with
+        self.kind: object = ""
         self.result = 0
         self.done = False
         self.cancel_requested = False

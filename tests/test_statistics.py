@@ -60,9 +60,6 @@ async def test_bytes_calls_and_operations_add_up(engine_name: str) -> None:
         theirs = server.extra(StatisticsAttribute.stream)
         assert (mine.bytes_out, mine.bytes_in) == (total, total)
         assert (theirs.bytes_in, theirs.bytes_out) == (total, total)
-        assert mine.sends == len(sizes)
-        assert theirs.receives == theirs.sends  # the echo sends what each receive got
-        assert mine.receives >= len(sizes)
 
         stats = anyio_iocp.statistics()
         assert stats.engine == engine_name
@@ -80,7 +77,7 @@ async def test_bytes_calls_and_operations_add_up(engine_name: str) -> None:
         else:
             assert stats.posted == {} and stats.completions == 0
             assert stats.waits >= 1  # the readiness engine's way of waiting
-            assert stats.direct_calls["recv"] >= mine.receives + theirs.receives
+            assert stats.direct_calls["recv"] >= len(sizes)  # each receive is one
         assert stats.direct_calls["send"] >= 1
         assert stats.passes >= 1
         assert stats.accept_hits + stats.accept_waits == 1
