@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -480,3 +481,84 @@ async def test_asyncer_task_group_and_asyncify() -> None:
         return sum(numbers)
 
     assert await asyncer.asyncify(total)([1, 2, 3]) == 6
+
+
+# -- the import hook and the patching, on modules of our own --------------------------
+
+
+def test_import_hook_wraps_only_the_named_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyio_iocp._adapter_hook import AdapterFinder
+
+    (tmp_path / "hooked_target.py").write_text("def choose():\n    return 'own'\n")
+    (tmp_path / "hooked_other.py").write_text("VALUE = 1\n")
+    executed: list[tuple[str, bool]] = []
+
+    def after_exec(name: str) -> None:
+        # right after the module executed, before the importer gets it
+        executed.append((name, callable(getattr(sys.modules[name], "choose", None))))
+
+    finder = AdapterFinder({"hooked_target"}, after_exec)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    for name in ("hooked_target", "hooked_other"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import hooked_other  # type: ignore[import-not-found]
+    import hooked_target  # type: ignore[import-not-found]
+
+    assert executed == [("hooked_target", True)]
+    assert hooked_target.choose() == "own"
+    assert type(hooked_target.__spec__.loader).__name__ == "_PatchingLoader"
+    assert hooked_target.__spec__.loader.get_source("hooked_target").startswith("def choose")
+    assert type(hooked_other.__spec__.loader).__name__ == "SourceFileLoader"
+
+
+def test_hook_installed_once() -> None:
+    from anyio_iocp._adapter_hook import AdapterFinder
+
+    async def main() -> None:
+        pass
+
+    for _ in range(3):
+        anyio.run(main, backend="iocp")
+    assert sum(isinstance(finder, AdapterFinder) for finder in sys.meta_path) == 1
+
+
+def test_a_version_without_the_function_is_skipped_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def wrap(original: Any, active: Any) -> Any:
+        return lambda: "adapted" if active() else original()
+
+    patch = _libcompat._Patch("fake_lib.mod", "choose", wrap)
+    monkeypatch.setitem(_libcompat._ADAPTERS, "fake_lib", (patch,))
+    module = types.ModuleType("fake_lib.mod")
+    monkeypatch.setitem(sys.modules, "fake_lib.mod", module)
+    with pytest.warns(
+        RuntimeWarning, match=r"cannot adapt 'fake_lib': fake_lib.mod.choose is missing"
+    ):
+        _libcompat.patch_module("fake_lib.mod")
+    assert ("fake_lib.mod", "choose") not in _libcompat._in_place
+    with pytest.raises(RuntimeError, match=r"fake_lib.mod.choose is missing in the installed"):
+        anyio_iocp.enable_for("fake_lib")
+    assert anyio_iocp.enabled_libraries() == ()
+
+    def choose() -> str:
+        return "own"
+
+    module.choose = choose  # type: ignore[attr-defined]
+    try:
+        _libcompat.patch_module("fake_lib.mod")
+        assert module.choose is not choose
+        assert module.choose() == "own"  # not in a run
+
+        async def in_run() -> str:
+            return str(module.choose())
+
+        assert anyio.run(in_run, backend="iocp") == "adapted"
+        assert anyio.run(in_run, backend="iocp", backend_options={"adapters": False}) == "own"
+        assert anyio.run(in_run, backend="trio") == "own"
+    finally:
+        anyio_iocp.disable_for("fake_lib")
+    assert module.choose is choose
