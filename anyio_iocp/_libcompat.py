@@ -131,6 +131,12 @@ _ADAPTERS: dict[str, tuple[_Patch, ...]] = {
         for module in ("httpcore._synchronization", "httpcore._backends.auto")
     ),
     "httpx": (_Patch("httpx._transports.asgi", "create_event", _httpx_create_event),),
+    # httpx2 and httpcore2, the forks that mcp depends on: the same functions
+    "httpcore2": tuple(
+        _Patch(module, "current_async_library", _httpcore_current_async_library)
+        for module in ("httpcore2._synchronization", "httpcore2._backends.auto")
+    ),
+    "httpx2": (_Patch("httpx2._transports.asgi", "create_event", _httpx_create_event),),
     "asgi_lifespan": tuple(
         _Patch(module, "detect_concurrency_backend", _asgi_lifespan_backend)
         for module in ("asgi_lifespan._concurrency", "asgi_lifespan._manager")
@@ -138,7 +144,7 @@ _ADAPTERS: dict[str, tuple[_Patch, ...]] = {
     "asyncer": (_Patch("asyncer._main", "get_asynclib", _asyncer_get_asynclib),),
 }
 #: enabling a library also enables the libraries it does its I/O through
-_IMPLIES: dict[str, tuple[str, ...]] = {"httpx": ("httpcore",)}
+_IMPLIES: dict[str, tuple[str, ...]] = {"httpx": ("httpcore",), "httpx2": ("httpcore2",)}
 #: every module an adapter patches
 PATCHED_MODULES = frozenset(patch.module for patches in _ADAPTERS.values() for patch in patches)
 
@@ -221,8 +227,9 @@ def enable_for(library: str) -> None:
     run's ``adapters`` setting.
 
     Supported: ``"httpcore"`` (and through it ``httpx.AsyncClient``),
-    ``"httpx"`` (``"httpcore"`` plus httpx's ``ASGITransport``),
-    ``"asgi_lifespan"`` and ``"asyncer"``.  Idempotent; call it once at
+    ``"httpx"`` (``"httpcore"`` plus httpx's ``ASGITransport``), the same two
+    for the forks ``"httpcore2"`` and ``"httpx2"``, ``"asgi_lifespan"`` and
+    ``"asyncer"``.  Idempotent; call it once at
     start-up, before or after the library is imported.  Raises ``ValueError``
     for another name, ``ImportError`` if the library is not installed, and
     ``RuntimeError`` if the installed version lacks the function the adapter

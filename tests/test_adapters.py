@@ -25,6 +25,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,11 +37,13 @@ from typing import Any
 import anyio
 import asyncer
 import httpx
+import httpx2
 import pytest
 import trio
 import trustme
 from asgi_lifespan import LifespanManager
 from conftest import ENGINES, VARIANTS
+from h11_server import Stats, echo_body, serve
 from httpx_unchanged import H11_REQUESTS, ROUNDS
 from starlette.applications import Starlette
 
@@ -282,20 +285,59 @@ def closed_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def try_httpx(port: int, **options: Any) -> str:
-    """'adapted' if httpx got as far as connecting, else its refusal."""
+def try_httpx(port: int, library: Any = httpx, **options: Any) -> str:
+    """'adapted' if httpx (or httpx2) got as far as connecting, else its refusal."""
 
     async def request() -> str:
         try:
-            async with httpx.AsyncClient() as client:
+            async with library.AsyncClient() as client:
                 await client.get(f"http://127.0.0.1:{port}/")
-        except httpx.ConnectError:
+        except library.ConnectError:
             return "adapted"
         except RuntimeError as exc:
             return str(exc)
         return "answered"
 
     return anyio.run(request, backend="iocp", backend_options=options)
+
+
+def test_httpx2_adapted_by_default_and_off_by_the_switch(
+    no_explicit_adapters: None, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx2 / httpcore2 (forks of httpx / httpcore that mcp depends on) make
+    # the same check in the same functions
+    assert try_httpx(closed_port, httpx2) == "adapted"
+    assert try_httpx(closed_port, httpx2, adapters=False) == REFUSAL
+    monkeypatch.setenv(ADAPTERS_ENV, "0")
+    assert try_httpx(closed_port, httpx2) == REFUSAL
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_httpx2_keep_alive_to_h11_server(engine_name: str, tls: bool) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    stats = Stats()
+    modules: set[str] = set()
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve, stats, server_context if tls else None)
+        base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        async with httpx2.AsyncClient(verify=client_context) as client:
+            for i in range(50):
+                response = await client.get(f"{base}/echo/x{i}")
+                assert response.status_code == 200
+                assert response.content == echo_body(f"x{i}")
+                stream: Any = response.extensions["network_stream"]._stream
+                stream = getattr(stream, "transport_stream", stream)
+                modules.add(type(stream).__name__)
+                assert stream.engine_info.name == engine_name
+        tg.cancel_scope.cancel()
+    assert stats.requests == 50
+    assert stats.connections == 1  # keep-alive
+    assert modules == {"EngineSocketStream"}
 
 
 def wrappers_in_place() -> bool:

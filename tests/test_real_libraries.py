@@ -423,7 +423,9 @@ def test_enable_and_disable(not_adapted: None) -> None:
         vars(auto)["current_async_library"],
     ) == originals
     assert anyio_iocp.enabled_libraries() == ()
-    with pytest.raises(ValueError, match="'httpcore', 'httpx'"):
+    with pytest.raises(
+        ValueError, match="'asgi_lifespan', 'asyncer', 'httpcore', 'httpcore2', 'httpx', 'httpx2'"
+    ):
         anyio_iocp.enable_for("aiohttp")
 
 
