@@ -25,6 +25,7 @@ import importlib
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -150,8 +151,10 @@ PATCHED_MODULES = frozenset(patch.module for patches in _ADAPTERS.values() for p
 
 #: (module name, attribute) -> (module, original function) for every wrapper in place
 _in_place: dict[tuple[str, str], tuple[ModuleType, Callable[..., Any]]] = {}
-#: every wrapper made -> the function it wraps
-_originals: dict[Callable[..., Any], Callable[..., Any]] = {}
+#: every wrapper alive -> the function it wraps
+_originals: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
 #: libraries enabled with enable_for: adapted in every iocp run
 _explicit: set[str] = set()
 #: reentrant: enable_for imports modules, and the import hook patches them
@@ -168,11 +171,26 @@ def _check_name(library: str) -> None:
         )
 
 
+def _is_wrapper(function: object) -> bool:
+    try:
+        return function in _originals
+    except TypeError:  # not weak-referenceable: not one of ours
+        return False
+
+
+def _placed(patch: _Patch, module: ModuleType) -> bool:
+    """Whether the patch is in place and recorded (a reloaded module has its
+    own functions again)."""
+    return (patch.module, patch.attribute) in _in_place and _is_wrapper(
+        getattr(module, patch.attribute, None)
+    )
+
+
 def _put_in_place(library: str, patch: _Patch, module: ModuleType) -> None:
     current = getattr(module, patch.attribute)
     # a module that imported the function by name from a module patched
     # before it holds that wrapper already: keep it, remember the original
-    original = _originals.get(current, current)
+    original = _originals[current] if _is_wrapper(current) else current
     if current is original:
         wrapper = patch.wrap(original, lambda: _adapting(library))
         _originals[wrapper] = original
@@ -190,7 +208,7 @@ def patch_module(name: str) -> None:
     with _lock:
         for library, patches in _ADAPTERS.items():
             for patch in patches:
-                if patch.module != name or (name, patch.attribute) in _in_place:
+                if patch.module != name or _placed(patch, module):
                     continue
                 if not callable(getattr(module, patch.attribute, None)):
                     warnings.warn(
@@ -207,9 +225,7 @@ def _enable_one(library: str) -> None:
     modules = []
     for patch in _ADAPTERS[library]:
         module = importlib.import_module(patch.module)  # ImportError if not installed
-        if (patch.module, patch.attribute) not in _in_place and not callable(
-            getattr(module, patch.attribute, None)
-        ):
+        if not callable(getattr(module, patch.attribute, None)):
             raise RuntimeError(
                 f"cannot adapt {library!r}: {patch.module}.{patch.attribute} is missing in the "
                 "installed version; see docs/compat.md"
@@ -217,7 +233,7 @@ def _enable_one(library: str) -> None:
         modules.append(module)
     # every target was found: replace them all (never half an adapter)
     for patch, module in zip(_ADAPTERS[library], modules, strict=True):
-        if (patch.module, patch.attribute) not in _in_place:
+        if not _placed(patch, module):
             _put_in_place(library, patch, module)
     _explicit.add(library)
 

@@ -601,6 +601,16 @@ def test_a_version_without_the_function_is_skipped_with_a_warning(
         assert anyio.run(in_run, backend="iocp") == "adapted"
         assert anyio.run(in_run, backend="iocp", backend_options={"adapters": False}) == "own"
         assert anyio.run(in_run, backend="trio") == "own"
+
+        # a reload gives the module fresh functions: they are patched again
+        def choose_reloaded() -> str:
+            return "own, reloaded"
+
+        module.choose = choose_reloaded  # type: ignore[attr-defined]
+        _libcompat.patch_module("fake_lib.mod")
+        assert anyio.run(in_run, backend="iocp") == "adapted"
+        assert anyio.run(in_run, backend="trio") == "own, reloaded"
+        choose = choose_reloaded
     finally:
         anyio_iocp.disable_for("fake_lib")
     assert module.choose is choose
