@@ -84,9 +84,13 @@ class AdapterFinder:
         pass
 
 
+_install_lock = threading.Lock()
+
+
 def install(names: Collection[str], after_exec: Callable[[str], None]) -> bool:
     """Put the finder first on ``sys.meta_path``, once; True if it was added now."""
-    if any(isinstance(finder, AdapterFinder) for finder in sys.meta_path):
-        return False
-    sys.meta_path.insert(0, AdapterFinder(names, after_exec))
-    return True
+    with _install_lock:  # runs may start in several threads at once
+        if any(isinstance(finder, AdapterFinder) for finder in sys.meta_path):
+            return False
+        sys.meta_path.insert(0, AdapterFinder(names, after_exec))
+        return True

@@ -52,6 +52,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null || status=$?
         [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
         [ "$status" = 0 ] || exit "$status"
+        if [[ " ${need_apt[*]} " == *" nginx "* ]]; then
+            # The package also enables its service for the next boot (rc.d
+            # links and a systemd unit): disable it.  If an existing
+            # policy-rc.d let it start now, stop it.
+            update-rc.d nginx disable >/dev/null 2>&1 || true
+            systemctl disable nginx.service >/dev/null 2>&1 || true
+            if [ -s /run/nginx.pid ]; then /usr/sbin/nginx -s quit || true; fi
+        fi
     else
         echo "setup: missing ${need_apt[*]}: install them, or set ANYIO_IOCP_NO_URING=1 to build without the io_uring shim (readiness engine only)" >&2
         exit 1
