@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import _anyio_iocp_hook
 
+from ._adapters import ADAPTERS_ENV
+from ._adapters import install as _install_adapters
 from ._api import configure, connect_tcp, create_tcp_listener
 from ._attributes import StatisticsAttribute, TuningAttribute
 from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
@@ -29,6 +31,7 @@ from ._tuning import (
 )
 
 __all__ = [
+    "ADAPTERS_ENV",
     "DEFAULTS",
     "ENGINE_ENV",
     "ENGINE_NAMES",
@@ -65,6 +68,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _anyio_iocp_hook.install()
+_install_adapters()  # the library adapters' import hook (docs/compat.md)
 
 
 def engine_info() -> EngineInfo:

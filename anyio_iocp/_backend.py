@@ -33,6 +33,7 @@ from anyio.abc import (  # noqa: E402
     UNIXSocketStream,
 )
 
+from ._adapters import start_run as start_adapters  # noqa: E402
 from ._api import check_port  # noqa: E402
 from ._datagrams import (  # noqa: E402
     EngineConnectedUDPSocket,
@@ -56,7 +57,7 @@ T = TypeVar("T")
 TRIO_OPTIONS = tuple(
     name for name in inspect.signature(trio.run).parameters if name not in ("async_fn", "args")
 )
-OWN_OPTIONS = ("engine", "profile", *RANGES)
+OWN_OPTIONS = ("engine", "adapters", "profile", *RANGES)
 
 
 def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
@@ -68,7 +69,9 @@ def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
         )
     trio_options = dict(options)
     overrides = run_overrides(trio_options)  # profile, backlog, sendcap, ...
+    adapters = start_adapters(trio_options.pop("adapters", None))  # on by default
     state = new_run_state(trio_options.pop("engine", None), overrides)
+    state.adapters = adapters
     trio_options["instruments"] = [*trio_options.get("instruments", ()), state]
     return state, trio_options
 

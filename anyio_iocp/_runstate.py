@@ -48,6 +48,8 @@ class RunState(trio.abc.Instrument):
         self.engine: Engine | None = None
         #: streams and listeners not closed yet, closed when the run ends
         self.leftovers = Leftovers()
+        #: whether the library adapters act in this run (anyio_iocp._adapters)
+        self.adapters = True
 
     def get_engine(self) -> Engine:
         engine = self.engine
@@ -199,6 +201,14 @@ def current_state() -> RunState:
         raise RuntimeError(
             'this call needs a run of AnyIO\'s "iocp" backend: anyio.run(main, backend="iocp")'
         ) from None
+
+
+def run_adapters() -> bool:
+    """Whether the library adapters act in the current run (False outside a run)."""
+    try:
+        return _current_state.get().adapters
+    except (LookupError, RuntimeError):
+        return False
 
 
 def current_engine() -> Engine:

@@ -34,11 +34,41 @@ if ! command -v wrk >/dev/null 2>&1; then
         echo "setup: wrk is not installed: its test will be skipped (Debian: apt-get install wrk)" >&2
     fi
 fi
+# nginx, the real HTTP server of tests/test_adapters.py (the test starts its own
+# nginx, in the foreground, with a configuration of its own): installed the same way.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        need_apt+=(nginx)
+    else
+        echo "setup: nginx is not installed: its tests will be skipped (Debian: apt-get install nginx)" >&2
+    fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing ${need_apt[*]} with apt-get"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+        # Debian's nginx package starts a system service on installation; a
+        # policy-rc.d that answers 101 ("action forbidden") stops invoke-rc.d
+        # and deb-systemd-invoke from starting it.  Docker images ship one
+        # already; otherwise one is put in place for the installation only.
+        own_policy=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        status=0
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null || status=$?
+        [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+        [ "$status" = 0 ] || exit "$status"
+        if [[ " ${need_apt[*]} " == *" nginx "* ]]; then
+            # The package also enables its service for the next boot (rc.d
+            # links and a systemd unit): disable it.  If an existing
+            # policy-rc.d let it start now, stop it.
+            update-rc.d nginx disable >/dev/null 2>&1 || true
+            systemctl disable nginx.service >/dev/null 2>&1 || true
+            if [ -s /run/nginx.pid ]; then /usr/sbin/nginx -s quit || true; fi
+        fi
     else
         echo "setup: missing ${need_apt[*]}: install them, or set ANYIO_IOCP_NO_URING=1 to build without the io_uring shim (readiness engine only)" >&2
         exit 1

@@ -1,6 +1,8 @@
 """Real AnyIO-based libraries, unchanged, on the ``"iocp"`` backend.
 
-* httpx.AsyncClient (httpcore's AnyIO code, through ``anyio_iocp.enable_for``)
+* httpx.AsyncClient (httpcore's AnyIO code, through the library adapters, which
+  apply by default; tests/test_adapters.py tests that, these tests call
+  ``anyio_iocp.enable_for``)
   making many requests with keep-alive, over plain TCP and TLS, to two real
   servers on loopback: Python's ``http.server`` in a thread, and an AnyIO server
   on h11 (tests/h11_server.py) in the same run.
@@ -42,6 +44,7 @@ from starlette.routing import Route
 
 import anyio_iocp
 from anyio_iocp._backend import IocpBackend
+from anyio_iocp._libcompat import SUPPORTED_LIBRARIES
 from anyio_iocp._streams import EngineSocketStream, EngineUNIXSocketStream
 
 HERE = Path(__file__).parent
@@ -65,9 +68,13 @@ def adapted() -> Iterator[None]:
 
 
 @pytest.fixture
-def not_adapted() -> Iterator[None]:
-    before = anyio_iocp.enabled_libraries()
-    for library in before:
+def not_adapted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Adapters off for the test (``$ANYIO_IOCP_ADAPTERS=0``, so that no run
+    puts them in place), the libraries' own functions back, then the explicit
+    state from before."""
+    monkeypatch.setenv("ANYIO_IOCP_ADAPTERS", "0")
+    before = anyio_iocp.enabled_libraries()  # outside a run: the explicit ones
+    for library in SUPPORTED_LIBRARIES:
         anyio_iocp.disable_for(library)
     yield
     for library in before:
@@ -416,7 +423,9 @@ def test_enable_and_disable(not_adapted: None) -> None:
         vars(auto)["current_async_library"],
     ) == originals
     assert anyio_iocp.enabled_libraries() == ()
-    with pytest.raises(ValueError, match="'httpcore', 'httpx'"):
+    with pytest.raises(
+        ValueError, match="'asgi_lifespan', 'asyncer', 'httpcore', 'httpcore2', 'httpx', 'httpx2'"
+    ):
         anyio_iocp.enable_for("aiohttp")
 
 
