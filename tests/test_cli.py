@@ -6,13 +6,18 @@ checkout as ``python demo.py`` does."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -303,13 +308,100 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], messages: l
 
 
 def test_demo_runs_on_iocp() -> None:
-    """Every anyio.run of the demo runs on iocp under ``run``."""
+    """Every anyio.run of the demo runs on iocp under ``run``, and ``--stats``
+    sums up each of them at exit."""
     if not (REPO_ROOT / "demo.py").exists():
         pytest.skip("demo.py is in the checkout only")
-    result = run_cli("run", "demo.py", "--quick", "--backends", "iocp", cwd=REPO_ROOT)
+    result = run_cli(
+        "run", "--stats", "demo.py", "--quick", "--backends", "iocp,trio", cwd=REPO_ROOT
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
-    assert rows["verified"] == ["yes"]
+    assert rows["verified"] == ["yes", "yes"]
+    # the demo's two columns are two runs, both on iocp
+    assert "anyio-iocp statistics: run 2 of 2" in result.stderr
+    summaries = [
+        line for line in result.stderr.splitlines() if line.startswith("anyio-iocp run on")
+    ]
+    assert len(summaries) == 2, result.stderr
+
+
+#: plain httpx code, nothing of anyio_iocp: fetches a URL N times and checks each body
+HTTPX_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    import sys
+
+    import anyio
+    import httpx
+    import sniffio
+
+    async def main(url, count, digest):
+        async with httpx.AsyncClient() as client:
+            for _ in range(count):
+                response = await client.get(url)
+                assert response.status_code == 200, response.status_code
+                assert hashlib.sha256(response.content).hexdigest() == digest
+        print("library", sniffio.current_async_library())
+        print("checked", count)
+
+    anyio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    """
+)
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, bytes]]:
+    """Python's threading HTTP/1.1 server in a thread: (URL, the body it serves)."""
+    body = os.urandom(50_000)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unchanged_httpx_script_runs_with_a_summary(
+    tmp_path: Path, http_server: tuple[str, bytes]
+) -> None:
+    """An httpx script that knows nothing of anyio_iocp runs on iocp under
+    ``run`` (the adapters apply by themselves), every body checked, and
+    ``--stats`` prints the run's summary."""
+    url, body = http_server
+    script = tmp_path / "fetch.py"
+    script.write_text(HTTPX_SCRIPT)
+    digest = hashlib.sha256(body).hexdigest()
+    result = run_cli("run", "--stats", str(script), url, "20", digest, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines_of(result.stdout) == {"library": "iocp", "checked": "20"}
+    summary = result.stderr.split("anyio-iocp statistics: run 1 of 1\n", 1)[1].splitlines()
+    assert summary[0].startswith(f"anyio-iocp run on {anyio_iocp.engine_info().name}: ")
+    # keep-alive: one connection for the 20 requests; every body came through the engine
+    assert " 1 streams, 0 listeners" in summary[0]
+    match = re.fullmatch(r"  bytes in ([\d,]+), out ([\d,]+)", summary[1])
+    assert match is not None, summary[1]
+    assert int(match[1].replace(",", "")) > 20 * len(body)
+
+    # with the adapters turned off, httpcore refuses the run again
+    refused = run_cli("run", "--no-adapters", str(script), url, "1", digest, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "RuntimeError: Running under an unsupported async environment." in refused.stderr
 
 
 # -- options that need newer parts of the package ----------------------------
@@ -333,12 +425,3 @@ def test_stats_are_printed_at_exit(program: Path, args: list[str], status: int) 
     assert after.startswith("anyio-iocp run on readiness: "), result.stderr
     assert "1 streams, 1 listeners" in after.splitlines()[0]
     assert "run 2 of" not in result.stderr
-
-
-def test_no_adapters_reaches_the_backend(program: Path) -> None:
-    from anyio_iocp._backend import OWN_OPTIONS
-
-    if "adapters" not in OWN_OPTIONS:
-        pytest.skip("backend_options has no 'adapters' yet")
-    result = run_cli("run", "--no-adapters", str(program), cwd=program.parent)
-    assert result.returncode == 0, result.stderr
