@@ -10,12 +10,15 @@ it untouched.  It is installed when ``anyio_iocp`` is imported or a run of the
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Collection
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
+
+_log = logging.getLogger("anyio_iocp")
 
 
 class _PatchingLoader:
@@ -33,7 +36,13 @@ class _PatchingLoader:
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        self._after_exec(module.__name__)
+        try:
+            self._after_exec(module.__name__)
+        except Exception:
+            # the library's import must not fail because of its adapter (a
+            # warning made an error by -W error, for example): it then runs
+            # unadapted, as without anyio_iocp
+            _log.exception("anyio_iocp: could not adapt %s after its import", module.__name__)
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...
         return getattr(self._loader, name)

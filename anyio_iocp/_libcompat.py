@@ -157,7 +157,11 @@ _originals: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = 
 )
 #: libraries enabled with enable_for: adapted in every iocp run
 _explicit: set[str] = set()
-#: reentrant: enable_for imports modules, and the import hook patches them
+#: (module name, attribute) already reported missing: each is reported once
+_reported_missing: set[tuple[str, str]] = set()
+#: guards the tables above; never held while a module is imported (an import
+#: in another thread holds Python's lock of that module and may wait for this
+#: one in the import hook: holding both in the other order would deadlock)
 _lock = threading.RLock()
 
 SUPPORTED_LIBRARIES = tuple(sorted(_ADAPTERS))
@@ -211,26 +215,30 @@ def patch_module(name: str) -> None:
                 if patch.module != name or _placed(patch, module):
                     continue
                 if not callable(getattr(module, patch.attribute, None)):
-                    warnings.warn(
-                        f"anyio_iocp: cannot adapt {library!r}: {name}.{patch.attribute} is "
-                        "missing in the installed version; see docs/compat.md",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                    if (name, patch.attribute) not in _reported_missing:
+                        _reported_missing.add((name, patch.attribute))
+                        warnings.warn(
+                            f"anyio_iocp: cannot adapt {library!r}: {name}.{patch.attribute} "
+                            "is missing in the installed version; see docs/compat.md",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
                     continue
                 _put_in_place(library, patch, module)
 
 
-def _enable_one(library: str) -> None:
-    modules = []
-    for patch in _ADAPTERS[library]:
-        module = importlib.import_module(patch.module)  # ImportError if not installed
+def _import_targets(library: str) -> list[ModuleType]:
+    """Import every module the adapter patches (outside ``_lock``)."""
+    return [importlib.import_module(patch.module) for patch in _ADAPTERS[library]]
+
+
+def _enable_one(library: str, modules: list[ModuleType]) -> None:
+    for patch, module in zip(_ADAPTERS[library], modules, strict=True):
         if not callable(getattr(module, patch.attribute, None)):
             raise RuntimeError(
                 f"cannot adapt {library!r}: {patch.module}.{patch.attribute} is missing in the "
                 "installed version; see docs/compat.md"
             )
-        modules.append(module)
     # every target was found: replace them all (never half an adapter)
     for patch, module in zip(_ADAPTERS[library], modules, strict=True):
         if not _placed(patch, module):
@@ -252,9 +260,12 @@ def enable_for(library: str) -> None:
     wraps (nothing is changed then).
     """
     _check_name(library)
+    libraries = (*_IMPLIES.get(library, ()), library)
+    # ImportError if not installed; imported before the lock is taken
+    targets = {name: _import_targets(name) for name in libraries}
     with _lock:
-        for name in (*_IMPLIES.get(library, ()), library):
-            _enable_one(name)
+        for name in libraries:
+            _enable_one(name, targets[name])
 
 
 def disable_for(library: str) -> None:

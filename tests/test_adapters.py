@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -28,8 +29,11 @@ import socket
 import ssl
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 import types
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -614,3 +618,91 @@ def test_a_version_without_the_function_is_skipped_with_a_warning(
     finally:
         anyio_iocp.disable_for("fake_lib")
     assert module.choose is choose
+
+
+def test_a_missing_function_is_reported_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run start patches the imported modules again: a function the
+    installed version lacks is reported the first time only."""
+    patch = _libcompat._Patch("fake_once.mod", "choose", lambda original, active: original)
+    monkeypatch.setitem(_libcompat._ADAPTERS, "fake_once", (patch,))
+    monkeypatch.setitem(sys.modules, "fake_once.mod", types.ModuleType("fake_once.mod"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            _libcompat.patch_module("fake_once.mod")
+    assert [str(w.message) for w in caught] == [
+        "anyio_iocp: cannot adapt 'fake_once': fake_once.mod.choose is missing in the "
+        "installed version; see docs/compat.md"
+    ]
+
+
+def write_module(directory: Path, name: str, body: str) -> None:
+    (directory / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+def test_a_failing_adapter_does_not_fail_the_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong while a library is adapted (here: a warning made an
+    error, as ``-W error`` does), its import succeeds and the error is logged."""
+    from anyio_iocp._adapter_hook import AdapterFinder
+
+    def failing(name: str) -> None:
+        raise RuntimeWarning(f"cannot adapt {name}")
+
+    write_module(tmp_path, "fails_to_adapt", "VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finder = AdapterFinder({"fails_to_adapt"}, failing)
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "fails_to_adapt", raising=False)
+    module = importlib.import_module("fails_to_adapt")
+    assert module.VALUE == 42
+    assert sys.modules["fails_to_adapt"] is module
+    assert "could not adapt fails_to_adapt after its import" in caplog.text
+
+
+def test_enable_for_while_another_thread_imports_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread imports a library (slowly) while another calls enable_for on
+    it: the import hook patches the module as it finishes, enable_for waits
+    for the import, and neither waits for the other forever."""
+    from anyio_iocp._adapter_hook import AdapterFinder
+
+    write_module(
+        tmp_path,
+        "slow_lib",
+        """
+        import time
+        time.sleep(0.5)
+
+        def choose():
+            return "own"
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    patch = _libcompat._Patch(
+        "slow_lib", "choose", lambda original, active: lambda: "adapted" if active() else original()
+    )
+    monkeypatch.setitem(_libcompat._ADAPTERS, "slow_lib", (patch,))
+    finder = AdapterFinder({"slow_lib"}, _libcompat.patch_module)
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "slow_lib", raising=False)
+    importer = threading.Thread(target=importlib.import_module, args=("slow_lib",), daemon=True)
+    importer.start()
+    time.sleep(0.1)  # the import is under way, holding the module's import lock
+    enabler = threading.Thread(target=anyio_iocp.enable_for, args=("slow_lib",), daemon=True)
+    enabler.start()
+    try:
+        importer.join(10)
+        enabler.join(10)
+        assert not importer.is_alive() and not enabler.is_alive(), "deadlock"
+        module = sys.modules["slow_lib"]
+        assert module.choose() == "own"  # wrapped, and outside a run the library's own
+
+        async def in_run() -> str:
+            return str(module.choose())
+
+        assert anyio.run(in_run, backend="iocp") == "adapted"
+    finally:
+        anyio_iocp.disable_for("slow_lib")

@@ -23,6 +23,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import MovedClock, first_listener, recv_exactly
 
 import anyio_iocp
+from anyio_iocp._stats import EngineCounters
 from anyio_iocp._tuning import Tuning
 
 if sys.platform == "win32":
@@ -206,6 +207,8 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
     posted: list[AcceptOp] = []
 
     class Engine:
+        counters = EngineCounters()  # the run's statistics, which the listener counts into
+
         def post_accept(self, listener: UringListenerIO) -> AcceptOp:
             posted.append(AcceptOp(len(posted) + 1, listener))
             return posted[-1]
