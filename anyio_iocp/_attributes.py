@@ -40,5 +40,5 @@ class TuningAttribute(TypedAttributeSet):
 
 
 class StatisticsAttribute(TypedAttributeSet):
-    #: streams: a snapshot of the stream's counters (bytes, calls, ABD, write-behind)
+    #: streams: a snapshot of the stream's counters (bytes, ABD, write-behind)
     stream: StreamStatistics = typed_attribute()

@@ -207,6 +207,22 @@ class ListenerIO(ABC):
     def queued(self) -> int:
         """Connections accepted ahead of the application, waiting for accept()."""
 
+    def _trace_refill(self, added: int, pool: int, queued: int) -> None:
+        """The ``accept.refill`` event of a pool of posted accepts (callers
+        check ``_trace.active``)."""
+        fd = self.sock.fileno()
+        backlog = self.tuning.backlog
+        _trace.emit(
+            "accept.refill",
+            f"listener fd {fd}: posted {added} accepts, pool {pool} + {queued} queued "
+            f"of backlog {backlog}",
+            fd=fd,
+            posted=added,
+            pool=pool,
+            queued=queued,
+            backlog=backlog,
+        )
+
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of backlog; stream settings report ``(default, 0)``."""
         if name == "backlog":

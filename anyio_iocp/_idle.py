@@ -90,6 +90,12 @@ class FirstBytes(StreamIO):
     async def send_eof(self) -> None:
         await self._inner.send_eof()
 
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    def has_read_ahead(self) -> bool:
+        return bool(self._first) or self._inner.has_read_ahead()
+
     async def close(self) -> None:
         self._first = b""
         await self._inner.close()

@@ -339,13 +339,7 @@ class IocpEngine(Engine):
     async def _drain_all(self, queue: Any) -> None:
         self._closing_listeners()
         if self._ops and _trace.active:
-            left = self.in_flight()
-            _trace.emit(
-                "run.leftovers",
-                f"IOCP: {len(self._ops)} operations in flight at the end of the run, "
-                "cancelled and drained: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items())),
-                operations=left,
-            )
+            _trace.operations_left("IOCP", self.in_flight())
         for op in list(self._ops.values()):
             op.task = None  # no task is left to wake: the run is ending
             op.drainers = None
@@ -553,17 +547,7 @@ class IocpListenerIO(ListenerIO):
                 self._post_accept()
         finally:
             if _trace.active and len(self._posted) > before:
-                _trace.emit(
-                    "accept.refill",
-                    f"listener fd {self.sock.fileno()}: posted {len(self._posted) - before} "
-                    f"AcceptEx, pool {len(self._posted)} + {len(self._queue)} queued "
-                    f"of backlog {self.tuning.backlog}",
-                    fd=self.sock.fileno(),
-                    posted=len(self._posted) - before,
-                    pool=len(self._posted),
-                    queued=len(self._queue),
-                    backlog=self.tuning.backlog,
-                )
+                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
 
     async def accept(self) -> socket.socket:
         counters = self._engine.counters

@@ -207,8 +207,9 @@ class IocpStreamIO(WriteBehind, StreamIO):
                 sent = self.sock.send(data)
             except BlockingIOError:
                 sent = 0
-            if sent == len(data):
+            else:
                 self.counters.direct_send += 1
+            if sent == len(data):
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = data[sent:]
@@ -220,7 +221,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
         self._check_not_closing()
         # The caller may reuse a mutable buffer as soon as send() returns.
         owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
-        self._queued_send(len(owned))
+        nbytes = len(owned)
         try:
             while owned:
                 self._post_send(owned[:MAX_SEND], pipelined=True)
@@ -230,6 +231,7 @@ class IocpStreamIO(WriteBehind, StreamIO):
             self._send_error = exc
             self._send_error_reported = True
             raise
+        self._queued_send(nbytes)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _post_send(self, data: memoryview, pipelined: bool) -> Op:

@@ -101,6 +101,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
             except OSError as exc:
                 self._recv_error = exc
                 return
+            self.counters.direct_recv += 1
             if not data:
                 self._eof = True
                 return
@@ -178,6 +179,7 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
             if not self._queued:
                 with contextlib.suppress(BlockingIOError):
                     data = data[sock.send(data) :]
+                    self.counters.direct_send += 1
             if data:
                 owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
                 self._queued.append(owned)
@@ -202,20 +204,26 @@ class ReadinessStreamIO(WriteBehind, StreamIO):
     async def _flusher(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
         sock = self.sock
+        counters = self.counters
+        written = 0  # of the send at the head of the queue
         try:
             while self._queued:
                 head = self._queued[0]
                 try:
                     sent = sock.send(head)
                 except BlockingIOError:
+                    counters.waits += 1
                     await wait_writable(sock)
                     continue
+                counters.direct_send += 1
+                written += sent
                 if sent < len(head):
                     self._queued[0] = head[sent:]
                     continue
                 self._queued.popleft()
                 if _trace.active:
-                    self._trace_send_completed(len(head))
+                    self._trace_send_completed(written)
+                written = 0
                 self._wake_sender()
         except OSError as exc:
             if not self._closing:
@@ -269,15 +277,20 @@ class ReadinessListenerIO(ListenerIO):
 
     async def accept(self) -> socket.socket:
         await trio.lowlevel.checkpoint_if_cancelled()
+        counters = self._counters
         if self._queue:
-            self._counters.accept_hits += 1
+            counters.accept_hits += 1
             await trio.lowlevel.cancel_shielded_checkpoint()
             return self._queue.popleft()
-        self._counters.accept_waits += 1
+        waited = False
         while True:
             try:
                 conn, _addr = self.sock.accept()
             except BlockingIOError:
+                if not waited:
+                    waited = True
+                    counters.accept_waits += 1
+                counters.waits += 1
                 await wait_readable(self.sock)
                 continue
             except OSError as exc:
@@ -287,6 +300,8 @@ class ReadinessListenerIO(ListenerIO):
                 self._backoff.failed(exc.errno)
                 await trio.sleep(self._backoff.pause())
                 continue
+            if not waited:
+                counters.accept_hits += 1  # a connection was there already
             self._backoff.succeeded()
             self._accept_ahead()
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -337,6 +352,7 @@ class ReadinessEngine(Engine):
                 return
         # In progress: wait until writable, then read the outcome.  Cancelling
         # here abandons the attempt; the caller closes the socket.
+        self.counters.waits += 1
         await wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:

@@ -30,7 +30,7 @@ from ._engine import Engine, EngineInfo
 from ._fallback import warn_if_shim_missing
 from ._leftovers import Leftovers
 from ._pass_hooks import install as install_pass_hooks
-from ._stats import RunStatistics, add_finished, run_statistics
+from ._stats import EngineCounters, RunStatistics, add_finished, run_statistics
 from ._tuning import Overrides
 
 BACKEND_NAME = "iocp"
@@ -89,10 +89,11 @@ class RunState(trio.abc.Instrument):
                 _log.exception("engine completion processing failed")
 
     def statistics(self) -> RunStatistics:
-        """A snapshot of the run's counters (the engine is started if need be)."""
-        return self._statistics(self.get_engine())
-
-    def _statistics(self, engine: Engine) -> RunStatistics:
+        """A snapshot of the run's counters (zero before the engine has started:
+        asking does not start it)."""
+        engine = self.engine
+        if engine is None:
+            return run_statistics(self.info.name, EngineCounters(), {}, {}, 0, (0, 0))
         return run_statistics(
             engine.info.name,
             engine.counters,
@@ -103,23 +104,33 @@ class RunState(trio.abc.Instrument):
         )
 
     def after_run(self) -> None:
+        # the statistics as the program left the run: what was still in
+        # flight is counted as such, not as completed by the cancellations below
+        stats = self._final_statistics()
         engine, self.engine = self.engine, None
         try:
             if engine is not None:
                 engine.close()  # every operation ended, the ring closed
         finally:
-            if engine is not None:
-                self._record_end(engine)
-            self.leftovers.close_all()
+            try:
+                self._report_end(stats)
+            finally:
+                self.leftovers.close_all()
 
-    def _record_end(self, engine: Engine) -> None:
+    def _final_statistics(self) -> RunStatistics | None:
         try:
-            stats = self._statistics(engine)
+            return self.statistics()
         except Exception:  # statistics must never break the end of a run
             _log.exception("could not take the run's statistics")
-            return
-        add_finished(stats)
-        if _trace.active:
+            return None
+
+    def _report_end(self, stats: RunStatistics | None) -> None:
+        """Keep the run's statistics for finished_runs(), and trace its end."""
+        try:
+            if stats is not None:
+                add_finished(stats)
+            if not _trace.active:
+                return
             left = self.leftovers.kinds()
             if any(left.values()):
                 _trace.emit(
@@ -128,7 +139,10 @@ class RunState(trio.abc.Instrument):
                     "never closed: closed at the end of the run",
                     **left,
                 )
-            _trace.emit("run.end", stats.summary(), **stats.as_dict())
+            if stats is not None:
+                _trace.emit("run.end", stats.summary(), **stats.as_dict())
+        except Exception:  # a failing log handler must not leave sockets open
+            _log.exception("could not report the end of the run")
 
 
 class _RunEnd(trio.abc.Instrument):

@@ -218,6 +218,7 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
             if self._closed:
                 raise ClosedResourceError
             raise EndOfStream
+        self._io.bytes_in += len(message)
         for level, kind, data in ancdata:
             if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
                 raise RuntimeError(
@@ -242,6 +243,7 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
                 await self._io.flush()  # bytes sent before go first
                 while view:
                     sent = await self._message_io().send_msg(view, ancdata, None)
+                    self._io.bytes_out += sent
                     view = view[sent:]
                     ancdata = []  # the descriptors went with the first bytes
             except OSError as exc:

@@ -156,6 +156,17 @@ def emit(kind: str, message: str, **fields: Any) -> None:
             _log.exception("trace callback %r failed", callback)
 
 
+def operations_left(engine: str, left: dict[str, int]) -> None:
+    """The ``run.leftovers`` event of an engine that ends its run with
+    operations in flight (callers check :data:`active` first)."""
+    emit(
+        "run.leftovers",
+        f"{engine}: {sum(left.values())} operations in flight at the end of the run, "
+        "cancelled and drained: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items())),
+        operations=left,
+    )
+
+
 def _from_environment() -> None:
     value = os.environ.get(TRACE_ENV, "")
     if value in ("", "0"):

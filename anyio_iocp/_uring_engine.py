@@ -590,13 +590,7 @@ class UringEngine(Engine):
         if self._closed:
             return
         if self._ops and _trace.active:
-            left = self.in_flight()
-            _trace.emit(
-                "run.leftovers",
-                f"io_uring: {len(self._ops)} operations in flight at the end of the run, "
-                "cancelled and drained: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items())),
-                operations=left,
-            )
+            _trace.operations_left("io_uring", self.in_flight())
         for listener in list(self._listeners):
             listener.discard_queued()
         for op in list(self._ops.values()):
@@ -747,17 +741,7 @@ class UringListenerIO(ListenerIO):
                 self._posted.add(self._engine.post_accept(self))
         finally:
             if _trace.active and len(self._posted) > before:
-                _trace.emit(
-                    "accept.refill",
-                    f"listener fd {self.fd}: posted {len(self._posted) - before} accepts, "
-                    f"pool {len(self._posted)} + {len(self._queue)} queued "
-                    f"of backlog {self.tuning.backlog}",
-                    fd=self.fd,
-                    posted=len(self._posted) - before,
-                    pool=len(self._posted),
-                    queued=len(self._queue),
-                    backlog=self.tuning.backlog,
-                )
+                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
 
     async def accept(self) -> socket.socket:
         counters = self._engine.counters

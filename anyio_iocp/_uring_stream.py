@@ -309,8 +309,9 @@ class UringStreamIO(WriteBehind, StreamIO):
                 sent = self.sock.send(data, SEND_NOW_FLAGS)
             except BlockingIOError:
                 sent = 0
-            if sent == len(data):
+            else:
                 self.counters.direct_send += 1
+            if sent == len(data):
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = data[sent:]

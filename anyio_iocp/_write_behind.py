@@ -37,27 +37,23 @@ class WriteBehind:
         """A send returned before its bytes left: count it, and trace it."""
         self.sends_queued += 1
         if _trace.active:
-            pending = self._pending_sends()
-            _trace.emit(
-                "send.queued",
-                f"fd {self.sock.fileno()}: {nbytes} bytes queued, {pending} of "
-                f"sendcap {self.sendcap} pending",
-                fd=self.sock.fileno(),
-                bytes=nbytes,
-                pending=pending,
-                sendcap=self.sendcap,
-            )
+            self._trace_send("send.queued", f"{nbytes} bytes queued", bytes=nbytes)
 
     def _trace_send_completed(self, result: int) -> None:
         """A write-behind send completed (callers check ``_trace.active``)."""
-        pending = self._pending_sends()
+        self._trace_send(
+            "send.completed", f"write-behind send completed with {result}", result=result
+        )
+
+    def _trace_send(self, kind: str, what: str, **fields: int) -> None:
+        fd, pending = self.sock.fileno(), self._pending_sends()
         _trace.emit(
-            "send.completed",
-            f"fd {self.sock.fileno()}: write-behind send completed with {result}, "
-            f"{pending} pending",
-            fd=self.sock.fileno(),
-            result=result,
+            kind,
+            f"fd {fd}: {what}, {pending} of sendcap {self.sendcap} pending",
+            fd=fd,
             pending=pending,
+            sendcap=self.sendcap,
+            **fields,
         )
 
     def _check_send_error(self) -> None:

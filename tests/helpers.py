@@ -8,14 +8,16 @@ import os
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import sniffio
 import trio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from anyio.streams.stapled import MultiListener
+
+import anyio_iocp
 
 
 def first_listener(multi: anyio.abc.Listener[SocketStream]) -> SocketListener:
@@ -164,3 +166,38 @@ class MovedClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+#: the bulk transfer of after_a_burst: 256 KiB
+BURST_PAYLOAD = bytes(range(256)) * 1024
+
+
+@asynccontextmanager
+async def after_a_burst(recvburst: int = 8, buffersize: int = 1024) -> AsyncIterator[SocketStream]:
+    """A server stream with these settings that has just received a 256 KiB
+    burst (checked), in small enough buffers for ABD to raise its pool."""
+    multi = await anyio_iocp.create_tcp_listener(
+        local_host="127.0.0.1", recvburst=recvburst, buffersize=buffersize
+    )
+    listener = first_listener(multi)
+    client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+    server = await listener.accept()
+    async with multi, client, server:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, BURST_PAYLOAD)
+            assert await recv_exactly(server, len(BURST_PAYLOAD)) == BURST_PAYLOAD
+        yield server
+
+
+@contextmanager
+def explicit_adapters_cleared(disable: Iterable[str] | None = None) -> Iterator[None]:
+    """The libraries enabled with ``enable_for`` (or ``disable``) disabled for
+    the block; afterwards those enabled before are enabled again."""
+    before = anyio_iocp.enabled_libraries()  # outside a run: the explicit ones
+    for library in before if disable is None else disable:
+        anyio_iocp.disable_for(library)
+    try:
+        yield
+    finally:
+        for library in before:
+            anyio_iocp.enable_for(library)

@@ -48,6 +48,7 @@ import trustme
 from asgi_lifespan import LifespanManager
 from conftest import ENGINES, VARIANTS
 from h11_server import Stats, echo_body, serve
+from helpers import explicit_adapters_cleared
 from httpx_unchanged import H11_REQUESTS, ROUNDS
 from starlette.applications import Starlette
 
@@ -273,12 +274,8 @@ def no_explicit_adapters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No library enabled with enable_for, and no $ANYIO_IOCP_ADAPTERS, for
     the test; then the explicit state from before."""
     monkeypatch.delenv(ADAPTERS_ENV, raising=False)
-    before = anyio_iocp.enabled_libraries()  # outside a run: the explicit ones
-    for library in before:
-        anyio_iocp.disable_for(library)
-    yield
-    for library in before:
-        anyio_iocp.enable_for(library)
+    with explicit_adapters_cleared():
+        yield
 
 
 @pytest.fixture

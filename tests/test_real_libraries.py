@@ -37,6 +37,7 @@ import sniffio
 import trustme
 from anyio.abc import IPSockAddrType, SocketAttribute, SocketStream, TaskStatus
 from h11_server import Stats, echo_body, respond, serve, serve_connection
+from helpers import explicit_adapters_cleared
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -73,12 +74,8 @@ def not_adapted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     puts them in place), the libraries' own functions back, then the explicit
     state from before."""
     monkeypatch.setenv("ANYIO_IOCP_ADAPTERS", "0")
-    before = anyio_iocp.enabled_libraries()  # outside a run: the explicit ones
-    for library in SUPPORTED_LIBRARIES:
-        anyio_iocp.disable_for(library)
-    yield
-    for library in before:
-        anyio_iocp.enable_for(library)
+    with explicit_adapters_cleared(SUPPORTED_LIBRARIES):
+        yield
 
 
 @pytest.fixture

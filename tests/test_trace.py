@@ -11,12 +11,13 @@ import errno
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from helpers import first_listener, open_pair, recv_exactly
+from helpers import after_a_burst, first_listener, open_pair, recv_exactly
 
 import anyio_iocp
 from anyio_iocp import TraceEvent, _detect, _trace
@@ -70,15 +71,16 @@ async def test_engine_selected_and_set_up(trace_events: list[TraceEvent], engine
     assert selected.fields["engine"] == engine_name
     assert selected.fields["reason"] == anyio_iocp.engine_info().reason
     setups = of_kind(trace_events, "engine.setup")
-    if engine_name in COMPLETION_ENGINES:
-        assert len(setups) == 1
-    else:
-        assert setups == []
     if engine_name == "io_uring":
         assert setups[0].fields["sq_entries"] > 0
         assert setups[0].fields["cq_entries"] >= setups[0].fields["sq_entries"]
     # the selection and the set-up come first, before anything of a stream
-    assert kinds(trace_events)[0] == "engine.selected"
+    if engine_name in COMPLETION_ENGINES:
+        assert kinds(trace_events)[:2] == ["engine.selected", "engine.setup"]
+        assert len(setups) == 1
+    else:
+        assert kinds(trace_events)[0] == "engine.selected"
+        assert setups == []
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the io_uring probe is Linux's")
@@ -121,17 +123,7 @@ def test_a_forced_readiness_engine_is_no_fallback(trace_events: list[TraceEvent]
 async def test_abd_moves_are_traced(trace_events: list[TraceEvent]) -> None:
     """A bulk transfer into a stream with recvburst 8 and 1 KiB buffers: ABD
     raises k on full receives; every move is an event of the server stream."""
-    multi = await anyio_iocp.create_tcp_listener(
-        local_host="127.0.0.1", recvburst=8, buffersize=1024
-    )
-    listener = first_listener(multi)
-    client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
-    server = await listener.accept()
-    payload = bytes(range(256)) * 1024
-    async with multi, client, server:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.send, payload)
-            assert await recv_exactly(server, len(payload)) == payload
+    async with after_a_burst(recvburst=8, buffersize=1024) as server:
         server_fd = server.extra(SocketAttribute.raw_socket).fileno()
     moves = of_kind(trace_events, "abd.pool")
     assert moves, "a bulk transfer must move the receive pool"
@@ -243,7 +235,10 @@ def test_leftovers_and_the_end_of_a_run_are_traced(
 def test_a_failing_callback_is_logged_and_the_run_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    calls: list[str] = []
+
     def broken(event: TraceEvent) -> None:
+        calls.append(event.kind)
         raise RuntimeError("broken callback")
 
     async def main() -> bytes:
@@ -255,6 +250,70 @@ def test_a_failing_callback_is_logged_and_the_run_goes_on(
     anyio_iocp.enable_trace(broken)
     try:
         assert anyio.run(main, backend="iocp") == b"still works"
+        first_run = len(calls)
+        assert first_run > 0
+        # still registered: the next run calls it again
+        assert anyio.run(main, backend="iocp") == b"still works"
+        assert len(calls) == 2 * first_run
     finally:
         anyio_iocp.disable_trace()
     assert any("trace callback" in r.getMessage() for r in caplog.records)
+
+
+def test_every_kind_is_provoked_by_a_test() -> None:
+    """A kind added to the catalogue without a test that provokes it fails here."""
+    texts = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    missing = [kind for kind in _trace.KINDS if f'"{kind}"' not in texts]
+    assert missing == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="io_uring is Linux's")
+def test_io_uring_fallbacks_are_traced(
+    trace_events: list[TraceEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ways a ring gets less than the machine offers: the big ring
+    refuses COOP_TASKRUN that the probe's small ring took, and a kernel
+    without capped multishot receives."""
+    pytest.importorskip("anyio_iocp._uring", reason="the io_uring shim is not built")
+    from anyio_iocp import _uring_engine
+
+    usable, reason, details = _detect.probe_io_uring()
+    if not usable:
+        pytest.skip(reason)
+    from anyio_iocp._uring import lib as real_lib
+
+    class RefusingCoop:
+        """The shim, except that a ring with COOP_TASKRUN is refused (EINVAL)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_lib, name)
+
+        def iou_open(self, ring: Any, entries: int, cq_entries: int, flags: int) -> int:
+            if flags & real_lib.IORING_SETUP_COOP_TASKRUN:
+                return -errno.EINVAL
+            return int(real_lib.iou_open(ring, entries, cq_entries, flags))
+
+    without_multishot = tuple(
+        (name, False if name == "multishot_recv" else value) for name, value in details
+    )
+    with_coop = tuple(
+        (name, True if name == "coop_taskrun" else value) for name, value in without_multishot
+    )
+    monkeypatch.setattr(_detect, "probe_io_uring", lambda: (True, reason, with_coop))
+    monkeypatch.setattr(_uring_engine, "lib", RefusingCoop())
+
+    async def main() -> None:
+        listener, client, server = await open_pair()
+        async with listener, client, server:
+            await client.send(b"x")
+            assert await recv_exactly(server, 1) == b"x"
+
+    anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
+    fallbacks = of_kind(trace_events, "engine.fallback")
+    assert [e.fields for e in fallbacks] == [
+        {"flag": "COOP_TASKRUN"},
+        {"feature": "multishot_recv"},
+    ]
+    (setup,) = of_kind(trace_events, "engine.setup")
+    assert setup.fields["coop_taskrun"] is False
+    assert setup.fields["receives"] == "single"

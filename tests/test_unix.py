@@ -154,3 +154,45 @@ async def test_unix_listener_tuning_applies(tmp_path: Path, engine_name: str) ->
             stream = await listener.accept()
             async with stream:
                 assert stream.extra(TuningAttribute.sendcap).cap == 20
+
+
+async def test_fds_after_first_bytes_held_by_the_idle_gate(
+    tmp_path: Path, engine_name: str
+) -> None:
+    """A gated UNIX listener (idletimeout) reads a connection's first bytes
+    before accept() hands it over: receive_fds returns those first, and the
+    descriptors after them, in order; send_fds goes out after write-behind
+    bytes of the same stream, and every byte is counted."""
+    with anyio_iocp.tuning(idletimeout=5000):
+        listener = await anyio.create_unix_listener(tmp_path / "gated")
+    client = await anyio.connect_unix(tmp_path / "gated")
+    r, w = os.pipe()
+    try:
+        async with listener, client:
+            await client.send(b"first")
+            server = await listener.accept()
+            assert isinstance(server, EngineUNIXSocketStream)
+            async with server:
+                await client.send_fds(b"F", [r])
+                assert await server.receive_fds(5, 1) == (b"first", [])
+                message, fds = await server.receive_fds(1, 1)
+                assert message == b"F" and len(fds) == 1
+                os.close(fds[0])
+                server.extra(TuningAttribute.configure)(sendcap=8)
+
+                async def sender() -> None:
+                    await server.send(b"x" * 300_000)  # write-behind: may be queued
+                    await server.send_fds(b"G", [r])  # after those bytes
+
+                with anyio.fail_after(10):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(sender)
+                        assert await recv_exactly(client, 300_000) == b"x" * 300_000
+                        message, fds = await client.receive_fds(1, 1)
+                assert message == b"G" and len(fds) == 1
+                os.close(fds[0])
+                counted = server.extra(anyio_iocp.StatisticsAttribute.stream)
+                assert (counted.bytes_in, counted.bytes_out) == (6, 300_001)
+    finally:
+        os.close(r)
+        os.close(w)
