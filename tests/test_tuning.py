@@ -401,9 +401,17 @@ async def test_sendcap_back_to_one_sends_in_full() -> None:
     """After configure(sendcap=1) with write-behind pending, send() again
     returns only once its bytes are in the kernel: with a peer that reads the
     earlier data and then stops, a big send must block, not return."""
-    server_sock = socket.create_server(("127.0.0.1", 0))
+    server_sock = socket.socket()
+    # A fixed receive buffer for the peer (inherited by the accepted socket):
+    # with autotuning it may grow to tcp_rmem's maximum (32 MiB on these
+    # machines) once the peer has read the first 16 MiB, and the 32 MiB send
+    # below could then fit in the kernel's buffers without blocking.
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    server_sock.bind(("127.0.0.1", 0))
+    server_sock.listen()
     client = await anyio_iocp.connect_tcp("127.0.0.1", server_sock.getsockname()[1], sendcap=4)
     peer, _ = server_sock.accept()
+    assert peer.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 2 << 20
     first = 16 << 20
     await client.send(b"x" * first)  # fills the buffers; the rest is write-behind
     assert client.extra(TuningAttribute.sendcap).in_use == 1
