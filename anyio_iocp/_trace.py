@@ -104,7 +104,6 @@ class TraceEvent:
 active = False
 
 _callbacks: list[Callable[[TraceEvent], None]] = []
-_loggers: dict[str, logging.Logger] = {}
 _lock = threading.Lock()
 _log = logging.getLogger("anyio_iocp")
 
@@ -143,10 +142,7 @@ def emit(kind: str, message: str, **fields: Any) -> None:
     """Report one event (callers check :data:`active` first)."""
     level = KINDS[kind][0]
     event = TraceEvent(kind, message, fields, time.monotonic())
-    category = kind.partition(".")[0]
-    logger = _loggers.get(category)
-    if logger is None:
-        logger = _loggers[category] = logging.getLogger(f"{LOGGER_NAME}.{category}")
+    logger = logging.getLogger(f"{LOGGER_NAME}.{kind.partition('.')[0]}")  # cached by logging
     if logger.isEnabledFor(level):
         logger.log(level, "%s: %s", kind, message, extra={"trace_event": event})
     for callback in tuple(_callbacks):
