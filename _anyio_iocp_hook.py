@@ -3,7 +3,7 @@
 AnyIO resolves a backend name by importing ``anyio._backends._<name>``.  The
 installed ``anyio_iocp.pth`` imports this module at interpreter start; it puts
 one finder on ``sys.meta_path`` that answers for that single module name and
-loads ``anyio_iocp._backend`` under it.  The finder and loader follow the
+loads ``anyio_iocp._face.backend`` under it.  The finder and loader follow the
 import protocol by duck typing: ``importlib.abc`` would pull some sixty
 standard-library modules into every interpreter start.  ``import anyio_iocp``
 installs the same finder, for interpreters that skip ``.pth`` files
@@ -18,7 +18,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 BACKEND_MODULE = "anyio._backends._iocp"
-IMPLEMENTATION = "anyio_iocp._backend"
+IMPLEMENTATION = "anyio_iocp._face.backend"
 
 
 class _BackendLoader:

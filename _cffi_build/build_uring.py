@@ -1,4 +1,4 @@
-"""cffi build script (API mode) for the io_uring shim: ``anyio_iocp._uring``.
+"""cffi build script (API mode) for the io_uring shim: ``anyio_iocp._engines.io_uring._uring``.
 
 Compiled against the kernel's own ``<linux/io_uring.h>`` (Debian: linux-libc-dev);
 no liburing is needed at build or run time.
@@ -101,7 +101,7 @@ SANITIZE_FLAGS = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"] if 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
-    "anyio_iocp._uring",
+    "anyio_iocp._engines.io_uring._uring",
     (HERE / "uring_shim.c").read_text(),
     extra_compile_args=["-O2" if not SANITIZE else "-O1", "-std=gnu11", "-Wall", *SANITIZE_FLAGS],
     extra_link_args=SANITIZE_FLAGS,

@@ -1,5 +1,5 @@
 """cffi build script (ABI mode, out of line) for the Winsock declarations:
-``anyio_iocp._winsock_cffi``.
+``anyio_iocp._engines.iocp._winsock_cffi``.
 
 ABI mode compiles nothing: ``compile()`` writes a pure Python module that
 holds the parsed declarations, and the functions are found at run time with
@@ -128,7 +128,7 @@ DWORD GetLastError(void);
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("anyio_iocp._winsock_cffi", None)
+ffibuilder.set_source("anyio_iocp._engines.iocp._winsock_cffi", None)
 
 if __name__ == "__main__":
     ffibuilder.compile(tmpdir=sys.argv[1] if len(sys.argv) > 1 else ".", verbose=False)

@@ -7,28 +7,32 @@ this package is not needed for that (see ``docs/design.md``).
 from __future__ import annotations
 
 import _anyio_iocp_hook
-
-from ._adapters import ADAPTERS_ENV
-from ._adapters import install as _install_adapters
-from ._api import configure, connect_tcp, create_tcp_listener
-from ._attributes import StatisticsAttribute, TuningAttribute
-from ._detect import ENGINE_ENV, ENGINE_NAMES, select_engine
-from ._engine import EngineInfo
-from ._fallback import EngineFallbackWarning
-from ._libcompat import disable_for, enable_for, enabled_libraries
-from ._stats import RunStatistics, StreamStatistics, finished_runs
-from ._trace import TRACE_ENV, TraceEvent, disable_trace, enable_trace, trace_enabled
-from ._tuning import (
+from anyio_iocp._face.adapters import ADAPTERS_ENV
+from anyio_iocp._face.adapters import install as _install_adapters
+from anyio_iocp._face.api import configure, connect_tcp, create_tcp_listener
+from anyio_iocp._face.engines import ENGINE_ENV, ENGINE_NAMES, select_engine
+from anyio_iocp._face.fallback import EngineFallbackWarning
+from anyio_iocp._face.libcompat import disable_for, enable_for, enabled_libraries
+from anyio_iocp._face.tuning import PROFILES, tuning
+from anyio_iocp._interface.engine import EngineInfo
+from anyio_iocp._interface.settings import (
     DEFAULTS,
     MAX_BACKLOG,
     MAX_BUFFERSIZE,
     MAX_RECVBURST,
     MAX_SENDCAP,
-    PROFILES,
     Tuning,
     Usage,
-    tuning,
 )
+from anyio_iocp._interface.stats import RunStatistics, StreamStatistics, finished_runs
+from anyio_iocp._interface.trace import (
+    TRACE_ENV,
+    TraceEvent,
+    disable_trace,
+    enable_trace,
+    trace_enabled,
+)
+from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
 
 __all__ = [
     "ADAPTERS_ENV",
@@ -77,7 +81,7 @@ def engine_info() -> EngineInfo:
     Inside a run of the ``"iocp"`` backend: that run's engine.  Outside a run:
     the engine a run started now with default options would use.
     """
-    from ._runstate import current_state
+    from anyio_iocp._face.runstate import current_state
 
     try:
         return current_state().info
@@ -88,6 +92,6 @@ def engine_info() -> EngineInfo:
 def statistics() -> RunStatistics:
     """The counters of the current ``"iocp"`` run, as a :class:`RunStatistics`
     snapshot (``RuntimeError`` outside such a run).  See ``docs/observability.md``."""
-    from ._runstate import statistics as run_statistics
+    from anyio_iocp._face.runstate import statistics as run_statistics
 
     return run_statistics()

@@ -1,8 +1,8 @@
-"""``python -m anyio_iocp``: see :mod:`anyio_iocp._cli`."""
+"""``python -m anyio_iocp``: see :mod:`anyio_iocp._face.cli.main`."""
 
 import sys
 
-from ._cli import main
+from anyio_iocp._face.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

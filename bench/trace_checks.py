@@ -1,4 +1,4 @@
-"""How often the trace's off-switch (``anyio_iocp._trace.active``) is read
+"""How often the trace's off-switch (``anyio_iocp._interface.trace.active``) is read
 per echoed message: the trace's whole cost when it is off.
 
 One AnyIO echo run on backend "iocp", client and server in the same run, with
@@ -20,7 +20,7 @@ import types
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from anyio_iocp import _trace
+from anyio_iocp._interface import trace as _trace
 
 MESSAGE = b"x" * 64
 

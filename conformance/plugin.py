@@ -62,7 +62,8 @@ _usage: Counter[str] = Counter()
 def _instrument_engines() -> None:
     """Count the engine objects each test creates, as ``class:engine``."""
     try:
-        from anyio_iocp import _datagrams, _streams
+        from anyio_iocp._streams import datagrams as _datagrams
+        from anyio_iocp._streams import sockets as _streams
     except ImportError:
         return
     for cls in (_streams.EngineSocketStream, _streams.EngineTCPListener):

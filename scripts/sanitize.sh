@@ -31,14 +31,14 @@ echo "== building the shim with AddressSanitizer into $OUT"
 rm -rf "$OUT"
 mkdir -p "$OUT/pkg"
 cp -r anyio_iocp "$OUT/pkg/"
-rm -f "$OUT"/pkg/anyio_iocp/_uring*.so
+rm -f "$OUT"/pkg/anyio_iocp/_engines/io_uring/_uring*.so
 ANYIO_IOCP_SANITIZE=address "$PY" - "$OUT" <<'EOF' >/dev/null
 import runpy, shutil, sys
 out = sys.argv[1]
 built = runpy.run_path("_cffi_build/build_uring.py")["ffibuilder"].compile(tmpdir=f"{out}/cffi")
-shutil.copy(built, f"{out}/pkg/anyio_iocp/")
+shutil.copy(built, f"{out}/pkg/anyio_iocp/_engines/io_uring/")
 EOF
-nm -D "$OUT"/pkg/anyio_iocp/_uring*.so | grep -q __asan_init \
+nm -D "$OUT"/pkg/anyio_iocp/_engines/io_uring/_uring*.so | grep -q __asan_init \
     || { echo "sanitize: the shim is not instrumented" >&2; exit 1; }
 
 asan() {
@@ -46,11 +46,11 @@ asan() {
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 "$@"
 }
 # the ASan build is the one imported (not the checkout's or the installed one)
-(cd /tmp && asan "$PY" -c 'import anyio_iocp._uring as u, sys; sys.exit(not u.__file__.startswith(sys.argv[1]))' "$OUT/pkg")
+(cd /tmp && asan "$PY" -c 'import anyio_iocp._engines.io_uring._uring as u, sys; sys.exit(not u.__file__.startswith(sys.argv[1]))' "$OUT/pkg")
 
 echo "== canary: ASan must catch an overflow the shim is made to commit"
 canary='
-from anyio_iocp._uring import ffi, lib
+from anyio_iocp._engines.io_uring._uring import ffi, lib
 pp = ffi.new("iou_ring **")
 assert lib.iou_open(pp, 8, 16, 0) == 0
 for i in range(4):

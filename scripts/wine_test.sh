@@ -107,7 +107,7 @@ wpy() { (cd "$RUN" && "$WINE" "$PYDIR/python.exe" "$@" </dev/null 2>&1 | cat); }
 winpath() { echo "Z:$1"; }
 
 "$WINE" wineboot -i >/dev/null 2>&1 </dev/null || true
-log "generating anyio_iocp._winsock_cffi (ABI mode, no compiler)"
+log "generating anyio_iocp._engines.iocp._winsock_cffi (ABI mode, no compiler)"
 wpy _cffi_build/build_winsock.py "$(winpath "$SITE")"
 wpy -c "import anyio_iocp, sys; print('wine_test:', sys.version.split()[0], sys.platform, 'engine:', anyio_iocp.engine_info())"
 

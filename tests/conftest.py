@@ -12,7 +12,7 @@
 
 AnyIO's Trio test runner keeps one loop across a test and its fixtures by
 running Trio in *guest mode*, where the backend keeps its per-pass hooks in a
-Trio instrument (``anyio_iocp._pass_hooks``).  ``anyio.run`` runs Trio
+Trio instrument (``anyio_iocp._internals.pass_hooks``).  ``anyio.run`` runs Trio
 normally, and there the hooks move into Trio's I/O manager.  So every variant
 but ``+guest`` runs each async test in a run of its own, as ``anyio.run``
 would (:class:`RunPerTest`), and ``+guest`` keeps AnyIO's runner: both routes
@@ -36,7 +36,7 @@ from anyio.abc import TestRunner
 from helpers import MovedClock
 
 import anyio_iocp
-from anyio_iocp._backend import IocpBackend
+from anyio_iocp._face.backend import IocpBackend
 
 #: variant -> (engine, $ANYIO_IOCP_RECV or None)
 VARIANTS: dict[str, tuple[str, str | None]] = {

@@ -37,7 +37,7 @@ from helpers import first_listener, recv_exactly
 from seccomp_deny import AcceptNotifier
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 CLIENTS = 20
 STARVED_SECONDS = 1.0
@@ -51,9 +51,9 @@ class RingAcceptFault:
         self.refused = 0
 
     def install(self) -> None:
-        from anyio_iocp._uring import lib
+        from anyio_iocp._engines.io_uring._uring import lib
 
-        from anyio_iocp._uring_engine import AcceptOp
+        from anyio_iocp._engines.io_uring.engine import AcceptOp
 
         fault = self
 

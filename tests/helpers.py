@@ -117,7 +117,7 @@ def steps_of_this_task() -> Iterator[Callable[[], int]]:
 async def make_busy(client: SocketStream, server: SocketStream) -> None:
     """BUSY_AFTER exchanges: from then on the server's io_uring stream waits
     with a multishot receive (before, with single receives from the pool)."""
-    from anyio_iocp._uring_multishot import BUSY_AFTER  # io_uring only
+    from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER  # io_uring only
 
     for i in range(BUSY_AFTER):
         await client.send(b"warm-up %d" % i)

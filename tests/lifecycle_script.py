@@ -84,7 +84,7 @@ async def interrupted_mid_io() -> None:
 
 
 async def echo_once(engine_fd_out: list[int]) -> bytes:
-    from anyio_iocp._runstate import current_engine
+    from anyio_iocp._face.runstate import current_engine
 
     listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
     port = listener.extra(SocketAttribute.local_port)
@@ -99,7 +99,7 @@ async def echo_once(engine_fd_out: list[int]) -> bytes:
 async def parent_with_child() -> None:
     """Fork from a worker thread while this run's ring has a receive posted;
     the child runs its own loop; the parent's receive still completes here."""
-    from anyio_iocp._runstate import current_engine
+    from anyio_iocp._face.runstate import current_engine
 
     listener, client, server = await busy_pair()
     parent_fd = getattr(current_engine(), "fd", -1)

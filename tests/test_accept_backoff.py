@@ -7,7 +7,7 @@ import errno
 import pytest
 from helpers import MovedClock
 
-from anyio_iocp._accept_backoff import FIRST_DELAY, MAX_DELAY, AcceptBackoff
+from anyio_iocp._flow.accept_backoff import FIRST_DELAY, MAX_DELAY, AcceptBackoff
 
 
 def test_each_new_attempt_that_fails_doubles_the_pause(moved_clock: MovedClock) -> None:

@@ -53,7 +53,7 @@ from httpx_unchanged import H11_REQUESTS, ROUNDS
 from starlette.applications import Starlette
 
 import anyio_iocp
-from anyio_iocp import _libcompat
+from anyio_iocp._face import libcompat as _libcompat
 
 HERE = Path(__file__).parent
 ADAPTERS_ENV = "ANYIO_IOCP_ADAPTERS"
@@ -193,7 +193,7 @@ def nginx(tmp_path: Path) -> Iterator[dict[str, Any]]:
 #: iocp the engine's streams (httpcore's AnyIO code, through the adapter), on
 #: asyncio AnyIO's, on trio Trio's own (httpcore's TrioBackend, as before)
 STREAM_MODULES = {
-    "iocp": ["anyio_iocp._streams"],
+    "iocp": ["anyio_iocp._streams.sockets"],
     "asyncio": ["anyio._backends._asyncio"],
     "trio": ["trio"],
 }
@@ -262,7 +262,9 @@ def test_library_imported_inside_the_run(how: str, argv: list[str], env: dict[st
             "imported_before": [],
             "httpx": f"RuntimeError: {REFUSAL}",
             "asgi_lifespan": "NotImplementedError: Unsupported async library: iocp",
-            "asyncer": "AttributeError: module 'anyio_iocp._backend' has no attribute 'TaskGroup'",
+            "asyncer": (
+                "AttributeError: module 'anyio_iocp._face.backend' has no attribute 'TaskGroup'"
+            ),
         }
 
 
@@ -532,7 +534,7 @@ async def test_asyncer_task_group_and_asyncify() -> None:
 def test_import_hook_wraps_only_the_named_modules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from anyio_iocp._adapter_hook import AdapterFinder
+    from anyio_iocp._face.adapter_hook import AdapterFinder
 
     (tmp_path / "hooked_target.py").write_text("def choose():\n    return 'own'\n")
     (tmp_path / "hooked_other.py").write_text("VALUE = 1\n")
@@ -558,7 +560,7 @@ def test_import_hook_wraps_only_the_named_modules(
 
 
 def test_hook_installed_once() -> None:
-    from anyio_iocp._adapter_hook import AdapterFinder
+    from anyio_iocp._face.adapter_hook import AdapterFinder
 
     async def main() -> None:
         pass
@@ -642,7 +644,7 @@ def test_a_failing_adapter_does_not_fail_the_import(
 ) -> None:
     """Whatever goes wrong while a library is adapted (here: a warning made an
     error, as ``-W error`` does), its import succeeds and the error is logged."""
-    from anyio_iocp._adapter_hook import AdapterFinder
+    from anyio_iocp._face.adapter_hook import AdapterFinder
 
     def failing(name: str) -> None:
         raise RuntimeWarning(f"cannot adapt {name}")
@@ -664,7 +666,7 @@ def test_enable_for_while_another_thread_imports_the_library(
     """A thread imports a library (slowly) while another calls enable_for on
     it: the import hook patches the module as it finishes, enable_for waits
     for the import, and neither waits for the other forever."""
-    from anyio_iocp._adapter_hook import AdapterFinder
+    from anyio_iocp._face.adapter_hook import AdapterFinder
 
     write_module(
         tmp_path,

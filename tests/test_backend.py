@@ -14,7 +14,7 @@ import trio
 from helpers import SNIFFIO_PLACES, sniffio_seen
 
 import anyio_iocp
-from anyio_iocp._detect import ENGINE_ENV
+from anyio_iocp._face.engines import ENGINE_ENV
 
 pytestmark = pytest.mark.anyio
 

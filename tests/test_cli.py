@@ -140,8 +140,8 @@ def test_info_json() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 def test_info_says_why_io_uring_is_not_the_engine() -> None:
     code = (
-        "import sys; sys.modules['anyio_iocp._uring'] = None; "
-        "from anyio_iocp._cli import main; sys.exit(main(['info']))"
+        "import sys; sys.modules['anyio_iocp._engines.io_uring._uring'] = None; "
+        "from anyio_iocp._face.cli.main import main; sys.exit(main(['info']))"
     )
     env = {k: v for k, v in os.environ.items() if k != "ANYIO_IOCP_ENGINE"}
     env["PYTHONPATH"] = PACKAGE_ROOT
@@ -152,7 +152,7 @@ def test_info_says_why_io_uring_is_not_the_engine() -> None:
     rows = lines_of(result.stdout)
     assert rows["engine"] == "readiness"
     assert rows["io_uring"].startswith(
-        "not available: the io_uring shim (anyio_iocp._uring) is not built"
+        "not available: the io_uring shim (anyio_iocp._engines.io_uring._uring) is not built"
     )
     assert "kernel" not in rows
 

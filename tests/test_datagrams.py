@@ -20,13 +20,13 @@ from anyio.abc import SocketAttribute, UDPSocket
 from helpers import under_wine
 
 from anyio_iocp import TuningAttribute
-from anyio_iocp._datagrams import (
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._streams.datagrams import (
     EngineConnectedUDPSocket,
     EngineConnectedUNIXDatagramSocket,
     EngineUDPSocket,
     EngineUNIXDatagramSocket,
 )
-from anyio_iocp._runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 

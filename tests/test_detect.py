@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from anyio_iocp import _detect
+from anyio_iocp._engines.io_uring import probe as uring_probe
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -59,14 +59,14 @@ def test_refused_io_uring_falls_back_to_readiness(errno_name: str, expected: str
 
 def test_missing_opcode_is_named() -> None:
     # opcode 250 does not exist in any kernel: the probe must say so by name
-    required = {**_detect._required_opcodes(), 250: "IORING_OP_FUTURE (test)"}
-    usable, reason, _details = _detect._probe_io_uring(required)
+    required = {**uring_probe._required_opcodes(), 250: "IORING_OP_FUTURE (test)"}
+    usable, reason, _details = uring_probe._probe_io_uring(required)
     assert not usable
     assert reason == "the kernel lacks io_uring opcodes: IORING_OP_FUTURE (test)"
 
 
 def test_every_needed_opcode_is_present_here() -> None:
-    usable, reason, details = _detect._probe_io_uring(_detect._required_opcodes())
+    usable, reason, details = uring_probe._probe_io_uring(uring_probe._required_opcodes())
     assert usable, reason
     assert dict(details)["nodrop"] is True
 
@@ -77,11 +77,11 @@ def test_cooperative_task_running_is_detected_and_used() -> None:
     release = tuple(int(part) for part in platform.release().split(".")[:2])
     if release < (5, 19):
         pytest.skip(f"IORING_SETUP_COOP_TASKRUN is Linux 5.19's; this is {platform.release()}")
-    from anyio_iocp._uring import lib
+    from anyio_iocp._engines.io_uring._uring import lib
 
-    from anyio_iocp._runstate import current_engine
+    from anyio_iocp._face.runstate import current_engine
 
-    _usable, _reason, details = _detect._probe_io_uring(_detect._required_opcodes())
+    _usable, _reason, details = uring_probe._probe_io_uring(uring_probe._required_opcodes())
     assert dict(details)["coop_taskrun"] is True
 
     async def main() -> int:

@@ -20,7 +20,7 @@ from helpers import first_listener, make_busy, open_fds, open_pair, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -376,7 +376,7 @@ async def test_refused_entry_does_not_strand_later_ones(engine_name: str) -> Non
     """An entry the kernel refuses must not leave the entries after it unsent."""
     if engine_name != "io_uring":
         pytest.skip("io_uring submission queue")
-    from anyio_iocp._uring import lib
+    from anyio_iocp._engines.io_uring._uring import lib
 
     engine: Any = current_engine()
     listener, client, server = await open_pair()

@@ -23,8 +23,8 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import MovedClock, first_listener, recv_exactly
 
 import anyio_iocp
-from anyio_iocp._stats import EngineCounters
-from anyio_iocp._tuning import Tuning
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
 
 if sys.platform == "win32":
     pytest.skip(
@@ -201,8 +201,10 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
     """A shortage may end because an accept posted before it succeeds while
     the probe is still posted; the next shortage must post a probe of its own
     (the stale one may never complete: see test_accept_storm_out_of_descriptors)."""
-    pytest.importorskip("anyio_iocp._uring", reason="the io_uring shim is not built")
-    from anyio_iocp._uring_engine import AcceptOp, UringListenerIO
+    pytest.importorskip(
+        "anyio_iocp._engines.io_uring._uring", reason="the io_uring shim is not built"
+    )
+    from anyio_iocp._engines.io_uring.engine import AcceptOp, UringListenerIO
 
     posted: list[AcceptOp] = []
 

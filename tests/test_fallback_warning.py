@@ -2,7 +2,7 @@
 shim is not built says so, once per process, with the cause and the fix.
 
 Each case runs in a fresh interpreter: the warning is once per process, and
-the shim's absence is simulated there (``sys.modules["anyio_iocp._uring"] =
+the shim's absence is simulated there (``sys.modules["anyio_iocp._engines.io_uring._uring"] =
 None`` makes its import fail, as in a checkout where it was never built)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import anyio_iocp
-from anyio_iocp._detect import probe_io_uring
+from anyio_iocp._face.engines import probe_io_uring
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -28,7 +28,7 @@ CODE = textwrap.dedent(
     """
     import json, sys, warnings
     if {shim_missing}:
-        sys.modules["anyio_iocp._uring"] = None
+        sys.modules["anyio_iocp._engines.io_uring._uring"] = None
     import anyio, anyio_iocp
 
     async def main():
@@ -79,7 +79,7 @@ def test_missing_shim_warns_once_with_cause_and_fix() -> None:
     assert category == "EngineFallbackWarning"
     assert is_runtime_warning
     # the cause
-    assert "the io_uring shim (anyio_iocp._uring) is not built" in message
+    assert "the io_uring shim (anyio_iocp._engines.io_uring._uring) is not built" in message
     # the fix, and how to silence it
     assert "python setup.py build_ext --inplace" in message
     assert "C compiler" in message and "linux-libc-dev" in message
@@ -101,7 +101,9 @@ def test_forced_readiness_does_not_warn() -> None:
 
 
 def test_no_warning_when_the_shim_is_present() -> None:
-    pytest.importorskip("anyio_iocp._uring", reason="the io_uring shim is not built")
+    pytest.importorskip(
+        "anyio_iocp._engines.io_uring._uring", reason="the io_uring shim is not built"
+    )
     usable, reason, _details = probe_io_uring()
     if not usable:
         pytest.skip(f"io_uring is not usable here: {reason}")
@@ -111,7 +113,9 @@ def test_no_warning_when_the_shim_is_present() -> None:
 def test_io_uring_refused_by_the_kernel_does_not_warn() -> None:
     """A fallback that the installation cannot fix (here a seccomp filter that
     refuses io_uring_setup, as a container's policy does) is in the reason only."""
-    pytest.importorskip("anyio_iocp._uring", reason="the io_uring shim is not built")
+    pytest.importorskip(
+        "anyio_iocp._engines.io_uring._uring", reason="the io_uring shim is not built"
+    )
     helper = Path(__file__).with_name("seccomp_deny.py")
     code = CODE.format(shim_missing=False, options={})
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}

@@ -25,7 +25,7 @@ from helpers import (
 )
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
-from anyio_iocp._tuning import LISTENER_SETTINGS, PROFILES, RANGES, STREAM_SETTINGS, _scope
+from anyio_iocp._face.tuning import LISTENER_SETTINGS, PROFILES, RANGES, STREAM_SETTINGS, _scope
 
 FUZZ = settings(
     max_examples=150,

@@ -14,8 +14,8 @@ from helpers import first_listener, open_fds, open_pair, open_sockets
 
 import anyio_iocp
 from anyio_iocp import StatisticsAttribute, TuningAttribute
-from anyio_iocp._runstate import current_engine
-from anyio_iocp._tuning import Usage
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._interface.settings import Usage
 
 pytestmark = pytest.mark.anyio
 

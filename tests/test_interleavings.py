@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 MAX_EXAMPLES = 60
 #: None: not cancelled (a receive still gives up after RECEIVE_WAIT seconds);

@@ -12,7 +12,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import first_listener, make_busy, recv_exactly, steps_of_this_task
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -100,7 +100,7 @@ async def test_a_dry_pool_falls_back_to_single_receives(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = multishot_engine(engine_name)
-    from anyio_iocp import _uring_engine
+    from anyio_iocp._engines.io_uring import engine as _uring_engine
 
     # a pool of 2 buffers for 24 streams that all get bytes in the same pass
     monkeypatch.setattr(_uring_engine, "POOL_BYTES", 2 * 8192)
@@ -152,7 +152,7 @@ async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str)
 def wait_for_unreaped_completion(engine: Any) -> None:
     """Block the loop (no pass, so nothing reaps) until the kernel has posted a
     completion; each sleep's system call lets the kernel finish its work."""
-    from anyio_iocp._uring import lib
+    from anyio_iocp._engines.io_uring._uring import lib
 
     deadline = time.monotonic() + 2
     while not lib.iou_cq_ready(engine._ring):
@@ -196,7 +196,7 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     """Exchanges in which the bytes are there before each receive (direct
     receives that find them), then a receive that has to wait: returns the
     operation that wait armed, once its first message arrived."""
-    from anyio_iocp._uring_multishot import DIRECT_HITS, LOAD_WINDOW
+    from anyio_iocp._engines.io_uring.multishot import DIRECT_HITS, LOAD_WINDOW
 
     await make_busy(client, server)
     for i in range(max(DIRECT_HITS, LOAD_WINDOW)):  # also fills a window of passes
@@ -232,7 +232,7 @@ async def test_a_lone_stream_that_finds_its_bytes_waits_with_a_single_receive(
 async def test_a_stream_of_a_batching_engine_keeps_the_multishot_receive(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from anyio_iocp._uring_multishot import PassLoad
+    from anyio_iocp._engines.io_uring.multishot import PassLoad
 
     multishot_engine(engine_name)
     monkeypatch.setattr(PassLoad, "batched", lambda self: True)
@@ -243,7 +243,7 @@ async def test_a_stream_of_a_batching_engine_keeps_the_multishot_receive(
 
 
 def test_receives_per_pass_are_judged_over_whole_windows() -> None:
-    from anyio_iocp._uring_multishot import BATCHED_RECEIVES, LOAD_WINDOW, PassLoad
+    from anyio_iocp._engines.io_uring.multishot import BATCHED_RECEIVES, LOAD_WINDOW, PassLoad
 
     load = PassLoad()
     assert load.batched(), "batched until a window is complete"

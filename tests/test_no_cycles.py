@@ -21,7 +21,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 

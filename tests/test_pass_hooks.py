@@ -13,9 +13,9 @@ import pytest
 import trio
 from helpers import SNIFFIO_PLACES, open_pair, sniffio_seen
 
-from anyio_iocp._engine import Engine
-from anyio_iocp._pass_hooks import HOOKS_ENV
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._interface.engine import Engine
+from anyio_iocp._internals.pass_hooks import HOOKS_ENV
 
 ON_EPOLL = sys.platform == "linux"
 
@@ -51,14 +51,14 @@ def count_engine_hooks(
 
 def engine_class(engine_name: str) -> type[Engine]:
     if engine_name == "io_uring":
-        from anyio_iocp._uring_engine import UringEngine
+        from anyio_iocp._engines.io_uring.engine import UringEngine
 
         return UringEngine
     if engine_name == "iocp":
-        from anyio_iocp._iocp_engine import IocpEngine
+        from anyio_iocp._engines.iocp.engine import IocpEngine
 
         return IocpEngine
-    from anyio_iocp._readiness_engine import ReadinessEngine
+    from anyio_iocp._engines.readiness.engine import ReadinessEngine
 
     return ReadinessEngine
 

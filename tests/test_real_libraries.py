@@ -44,9 +44,9 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 import anyio_iocp
-from anyio_iocp._backend import IocpBackend
-from anyio_iocp._libcompat import SUPPORTED_LIBRARIES
-from anyio_iocp._streams import EngineSocketStream, EngineUNIXSocketStream
+from anyio_iocp._face.backend import IocpBackend
+from anyio_iocp._face.libcompat import SUPPORTED_LIBRARIES
+from anyio_iocp._streams.sockets import EngineSocketStream, EngineUNIXSocketStream
 
 HERE = Path(__file__).parent
 REQUESTS = 200

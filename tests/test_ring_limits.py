@@ -18,16 +18,16 @@ from anyio.abc import SocketAttribute
 from helpers import first_listener, open_pair, recv_exactly
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
-uring = pytest.importorskip("anyio_iocp._uring")
+uring = pytest.importorskip("anyio_iocp._engines.io_uring._uring")
 lib, ffi = uring.lib, uring.ffi
 
 
 @pytest.fixture
 def small_ring(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rings of 4 submission and 8 completion entries for runs started in the test."""
-    from anyio_iocp import _uring_engine
+    from anyio_iocp._engines.io_uring import engine as _uring_engine
 
     monkeypatch.setattr(_uring_engine, "RING_ENTRIES", 4)
     monkeypatch.setattr(_uring_engine, "RING_CQ_ENTRIES", 8)

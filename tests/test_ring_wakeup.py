@@ -20,8 +20,8 @@ import trio.testing
 from helpers import StepCounter, open_pair
 
 import anyio_iocp
-from anyio_iocp._runstate import current_engine
-from anyio_iocp._uring_wakeup import WAKEUP_ENV, EpollRingWatch, ring_watch
+from anyio_iocp._engines.io_uring.wakeup import WAKEUP_ENV, EpollRingWatch, ring_watch
+from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.skipif(
     anyio_iocp.engine_info().name != "io_uring", reason="the io_uring engine's wake-up"

@@ -27,7 +27,7 @@ from helpers import (
 )
 
 import anyio_iocp
-from anyio_iocp._streams import EngineSocketStream, EngineTCPListener
+from anyio_iocp._streams.sockets import EngineSocketStream, EngineTCPListener
 
 pytestmark = pytest.mark.anyio
 

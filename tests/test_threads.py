@@ -9,7 +9,7 @@ import sniffio
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import first_listener, recv_exactly
 
-from anyio_iocp._runstate import current_engine
+from anyio_iocp._face.runstate import current_engine
 
 
 def test_threads_each_have_their_own_engine(engine_name: str) -> None:

@@ -11,7 +11,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSListener, TLSStream
 from helpers import first_listener
 
-from anyio_iocp._streams import EngineSocketStream
+from anyio_iocp._streams.sockets import EngineSocketStream
 
 pytestmark = pytest.mark.anyio
 

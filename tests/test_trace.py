@@ -20,9 +20,11 @@ from anyio.abc import SocketAttribute
 from helpers import after_a_burst, first_listener, open_pair, recv_exactly
 
 import anyio_iocp
-from anyio_iocp import TraceEvent, _detect, _trace
-from anyio_iocp._accept_backoff import AcceptBackoff
-from anyio_iocp._stats import EngineCounters
+from anyio_iocp import TraceEvent
+from anyio_iocp._face import engines as _detect
+from anyio_iocp._flow.accept_backoff import AcceptBackoff
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.stats import EngineCounters
 
 pytestmark = pytest.mark.anyio
 
@@ -274,13 +276,15 @@ def test_io_uring_fallbacks_are_traced(
     """Two ways a ring gets less than the machine offers: the big ring
     refuses COOP_TASKRUN that the probe's small ring took, and a kernel
     without capped multishot receives."""
-    pytest.importorskip("anyio_iocp._uring", reason="the io_uring shim is not built")
-    from anyio_iocp import _uring_engine
+    pytest.importorskip(
+        "anyio_iocp._engines.io_uring._uring", reason="the io_uring shim is not built"
+    )
+    from anyio_iocp._engines.io_uring import engine as _uring_engine
 
     usable, reason, details = _detect.probe_io_uring()
     if not usable:
         pytest.skip(reason)
-    from anyio_iocp._uring import lib as real_lib
+    from anyio_iocp._engines.io_uring._uring import lib as real_lib
 
     class RefusingCoop:
         """The shim, except that a ring with COOP_TASKRUN is refused (EINVAL)."""

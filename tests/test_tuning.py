@@ -437,7 +437,7 @@ async def test_write_behind_that_cannot_be_posted_breaks_the_stream(engine_name:
     says so: no later byte may go out after a hole."""
     if engine_name != "io_uring":
         pytest.skip("io_uring submission")
-    from anyio_iocp._runstate import current_engine
+    from anyio_iocp._face.runstate import current_engine
 
     engine: Any = current_engine()
     listener, client, server = await tuned_pair(sendcap=8)

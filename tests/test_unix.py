@@ -14,8 +14,8 @@ from helpers import recv_exactly
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
-from anyio_iocp._runstate import current_engine
-from anyio_iocp._streams import EngineTCPListener, EngineUNIXSocketStream
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._streams.sockets import EngineTCPListener, EngineUNIXSocketStream
 
 pytestmark = pytest.mark.anyio
 

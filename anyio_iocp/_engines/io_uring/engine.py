@@ -1,0 +1,821 @@
+"""The io_uring engine: completion-based socket I/O on Linux.
+
+The model
+---------
+A socket operation (accept, connect, receive, send) is *posted* as a submission
+queue entry before the event it waits for has happened.  The kernel performs it
+when it can and posts a completion queue entry: "here is what got done".  The
+program never asks "is this socket ready?".
+
+Driving the ring from Trio, without a thread
+--------------------------------------------
+* Tasks prepare entries in the shared submission ring (C, ``iou_prep_*``); no
+  system call happens then.  Once per scheduler pass, just before Trio waits for
+  I/O, the instrument hook :meth:`UringEngine.before_io_wait` hands everything
+  prepared during that pass to the kernel with one ``io_uring_enter``.
+* The ring's file descriptor is readable while completions are waiting, and
+  it sits in Trio's own epoll set (:mod:`._uring_wakeup`), so that Trio's
+  ``epoll_wait`` returns for completions without a task to wake.  (Where that
+  set cannot be reached, a system task sleeps in
+  ``trio.lowlevel.wait_readable(ring_fd)`` instead.)  The completions themselves
+  are reaped right after the I/O wait (:meth:`UringEngine.after_io_wait`) in
+  batches that the C shim copies into one array, and the waiting tasks are
+  rescheduled in the same pass.  ``before_io_wait`` reaps too, but only when
+  the loop will not sleep: otherwise Trio has already chosen how long to
+  sleep, and tasks woken then would wait that long.
+
+The traps, and what this module does about them
+-----------------------------------------------
+* Memory lent to the kernel (receive buffers, send data, socket addresses) must
+  outlive the operation.  Each :class:`Op` holds a reference to its memory, and
+  the engine's table holds the op until its *final* completion is reaped,
+  whatever happens to the task that posted it (cancelled, failed, gone).
+* Cancelling the waiting task does not cancel the operation.  For a receive the
+  operation stays posted and its bytes go to the next ``receive()``; for an
+  accept the connection goes to the next ``accept()``.  For a send or a
+  connect, the operation is cancelled in the kernel (``IORING_OP_ASYNC_CANCEL``)
+  and the task waits for the completion before Cancelled propagates: the
+  completion tells whether it happened after all.
+* Closing a stream or listener cancels its operations and waits for their
+  completions before the descriptor is closed.  At the end of the run every op
+  still in the table is cancelled and drained before the ring is unmapped.
+* The submission ring can be full: the engine then submits at once and retries,
+  so the user never sees it.  The completion ring can overflow when the reaper
+  falls behind: the kernel (``IORING_FEAT_NODROP``) parks completions on an
+  overflow list that the shim flushes while reaping.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from trio.lowlevel import Abort, Task, enable_ki_protection
+
+from anyio_iocp._engines.io_uring._uring import ffi, lib
+from anyio_iocp._engines.io_uring.fork import track as track_for_fork
+from anyio_iocp._engines.io_uring.messages import UringMessageIO
+from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
+from anyio_iocp._engines.io_uring.op import Op
+from anyio_iocp._engines.io_uring.stream import UringStreamIO
+from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
+from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
+from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.engine import (
+    Engine,
+    EngineInfo,
+    ListenerIO,
+    MessageIO,
+    StreamIO,
+    oserror,
+)
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.sockaddr import pack_sockaddr
+from anyio_iocp._interface.stats import EngineCounters
+
+_log = logging.getLogger("anyio_iocp")
+
+#: submission and completion ring sizes (detection probes these same sizes)
+RING_ENTRIES = 4096
+RING_CQ_ENTRIES = 4 * RING_ENTRIES
+#: how long the end of a run waits for the last completions
+CLOSE_DRAIN_SECONDS = 5.0
+#: completions copied out of the ring per call into the shim
+REAP_BATCH = 1024
+#: user_data of requests whose completions nobody waits for (cancel requests)
+IGNORED = 0
+#: largest single send handed to the kernel (the length field is 32 bits)
+SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
+F_MORE = lib.IORING_CQE_F_MORE
+#: buffer pools of the multishot receives: about POOL_BYTES each, in
+#: POOL_MIN_ENTRIES..POOL_MAX_ENTRIES buffers
+POOL_BYTES = 16 << 20
+POOL_MIN_ENTRIES = 16
+POOL_MAX_ENTRIES = 1024
+RECV_MODE_ENV = "ANYIO_IOCP_RECV"
+#: the shim's preparing function of a posted operation -> its kind in the statistics
+_KINDS = {
+    lib.iou_prep_accept: "accept",
+    lib.iou_prep_connect: "connect",
+    lib.iou_prep_recvmsg: "recvmsg",
+    lib.iou_prep_sendmsg: "sendmsg",
+    lib.iou_prep_recv_multishot: "recv_multishot",
+    lib.iou_prep_recv_select: "recv_select",
+}
+
+
+class SendOp(Op):
+    """A send; its stream hears of the completion before the waiting task."""
+
+    __slots__ = ("pipelined", "stream")
+
+    def __init__(
+        self, user_data: int, keep: object, stream: UringStreamIO, pipelined: bool
+    ) -> None:
+        super().__init__(user_data, keep, (keep,))
+        self.stream = stream
+        self.pipelined = pipelined
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        self.stream.on_send_complete(self)
+        self._wake()
+
+
+class AcceptOp(Op):
+    """One posted accept of a listener's pool: one connection, or an error."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, user_data: int, listener: UringListenerIO) -> None:
+        super().__init__(user_data, None)
+        self.listener = listener
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        self.listener.on_accept_completion(self, res)
+        self._wake()
+
+
+class UringEngine(Engine):
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+        self.counters = EngineCounters()
+        #: operations posted through _post, by preparing function
+        self._posted_by_prep: dict[Any, int] = {}
+        ring_pp = ffi.new("iou_ring **")
+        details = dict(info.details)
+        # Completions that arrive while the loop runs Python wait for its next
+        # system call (each pass makes one: epoll_wait) instead of
+        # interrupting it; a loop asleep in epoll_wait is still woken.
+        # Measured with bench/run.py --pin split (server and load generator on
+        # separate CPUs, so that every completion found the server running):
+        # echo on 64 connections went from 0.80x to 1.08x Trio, echo on one
+        # connection from 1.15x to 1.01x Trio's round trip (docs/performance.md).
+        self.ring_flags = lib.IORING_SETUP_COOP_TASKRUN if details.get("coop_taskrun") else 0
+        rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, self.ring_flags)
+        if rc == -errno.EINVAL and self.ring_flags:
+            # the probe's small ring took the flag and this one did not:
+            # run without it rather than not at all
+            self.ring_flags = 0
+            rc = lib.iou_open(ring_pp, RING_ENTRIES, RING_CQ_ENTRIES, 0)
+            if _trace.active and rc >= 0:
+                _trace.emit(
+                    "engine.fallback",
+                    "io_uring: the ring refused IORING_SETUP_COOP_TASKRUN (EINVAL) "
+                    "although the probe took it: running without it",
+                    flag="COOP_TASKRUN",
+                )
+        if rc < 0:
+            raise oserror(rc, "io_uring_setup")
+        self._ring = ring_pp[0]
+        self.fd = lib.iou_fd(self._ring)
+        #: longest linked chain: one chain must fit in the submission ring
+        self.max_chain: int = lib.iou_sq_entries(self._ring)
+        self._ops: dict[int, Op] = {}
+        self._next_id = 1
+        self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
+        self.closed = False
+        self._reaper_started = False
+        self._reaping = False
+        # strong references: a listener dropped without aclose() must still
+        # have its queued connections closed at the end of the run
+        self._listeners: set[UringListenerIO] = set()
+        self._flush: list[UringStreamIO] = []
+        self._pending_cancels: list[Op] = []
+        # streams receive with one multishot receive each, into shared buffer
+        # pools (one per buffer size), where the kernel has it
+        # ($ANYIO_IOCP_RECV=single turns it off, to compare)
+        self.multishot_recv = bool(details.get("multishot_recv")) and (
+            os.environ.get(RECV_MODE_ENV, "multishot") != "single"
+        )
+        self._pools: dict[int, BufferPool] = {}
+        #: receives per scheduler pass: how a stream that must wait arms
+        self.load = PassLoad()
+        self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
+        #: the ring in Trio's epoll set; None: the reaper task waits on the ring
+        self._watch: EpollRingWatch | None = None
+        track_for_fork(self)  # a forked child lets go of this ring
+        if _trace.active:
+            self._trace_setup(details)
+
+    def _trace_setup(self, details: dict[str, Any]) -> None:
+        mode = "multishot" if self.multishot_recv else "single"
+        _trace.emit(
+            "engine.setup",
+            f"io_uring: ring fd {self.fd}, {self.max_chain} submission and "
+            f"{lib.iou_cq_entries(self._ring)} completion entries, "
+            f"COOP_TASKRUN {'on' if self.ring_flags else 'off'}, {mode} receives",
+            fd=self.fd,
+            sq_entries=self.max_chain,
+            cq_entries=lib.iou_cq_entries(self._ring),
+            coop_taskrun=bool(self.ring_flags),
+            receives=mode,
+        )
+        if not details.get("multishot_recv"):
+            _trace.emit(
+                "engine.fallback",
+                "io_uring: the kernel has no capped multishot receive (Linux 6.17): "
+                "streams post single receives with buffers of their own",
+                feature="multishot_recv",
+            )
+
+    # -- posting -------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise OSError(
+                errno.EBADF, "the run that created this socket has ended: its io_uring is closed"
+            )
+
+    @enable_ki_protection  # posted and registered, or neither (Ctrl+C waits)
+    def _post(self, op: Op, prep: Callable[..., int], *args: Any) -> None:
+        self.check_open()
+        rc: int = prep(self._ring, *args)
+        if rc == -errno.EBUSY:
+            # The submission ring is full: hand it to the kernel now and retry.
+            # In a task (not while reaping) completions may be reaped first if
+            # the kernel asks for room.
+            if self._submit() < 0:
+                self._reap_now()
+                self._submit()
+            rc = prep(self._ring, *args)
+        if rc < 0:
+            raise oserror(rc, "io_uring submission")
+        self._ops[op.user_data] = op
+        # counted by preparing function (named in the statistics): no lookup here
+        op.kind = prep
+        posted = self._posted_by_prep
+        posted[prep] = posted.get(prep, 0) + 1
+
+    def _new_id(self) -> int:
+        uid = self._next_id
+        self._next_id = uid + 1
+        return uid
+
+    new_id = _new_id
+
+    def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
+        """Post ``op`` (built with :meth:`new_id`) and register it."""
+        self._post(op, prep, *args, op.user_data)
+
+    def buffer_pool(self, size: int) -> BufferPool:
+        """The provided buffer ring for receives of ``size`` bytes."""
+        pool = self._pools.get(size)
+        if pool is None:
+            self.check_open()
+            entries = max(POOL_MIN_ENTRIES, min(POOL_MAX_ENTRIES, POOL_BYTES // size))
+            entries = 1 << (entries.bit_length() - 1)  # a power of two
+            pool = self._pools[size] = BufferPool(self._ring, len(self._pools), entries, size)
+        return pool
+
+    def _make_room(self, n: int) -> None:
+        """A linked chain must reach the kernel in one submission."""
+        self.check_open()
+        if lib.iou_sq_space(self._ring) < n:
+            if self._submit() < 0:
+                self._reap_now()  # the kernel asks for room first, as in _post
+                self._submit()
+            if lib.iou_sq_space(self._ring) < n:
+                raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
+
+    @enable_ki_protection
+    def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[Op]:
+        """Receives into ``buffers``, linked so that the kernel runs them in order."""
+        self._make_room(len(buffers))
+        ring = self._ring
+        ops = []
+        last = len(buffers) - 1
+        for i, buf in enumerate(buffers):
+            op = Op(self._new_id(), buf)
+            op.kind = "recv"
+            lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
+            if i != last:
+                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            self._ops[op.user_data] = op  # registered once its entry exists
+            ops.append(op)
+        self.counters.count_posted("recv", len(ops))
+        return ops
+
+    @enable_ki_protection
+    def post_send_chain(
+        self, fd: int, chunks: list[Any], stream: UringStreamIO, pipelined: bool
+    ) -> list[SendOp]:
+        """Sends of ``chunks``, linked so that their bytes leave in order."""
+        self._make_room(len(chunks))
+        ring = self._ring
+        ops = []
+        last = len(chunks) - 1
+        for i, chunk in enumerate(chunks):
+            ptr = ffi.from_buffer(chunk)
+            op = SendOp(self._new_id(), ptr, stream, pipelined)
+            op.kind = "send"
+            lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, op.user_data)
+            if i != last:
+                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+            self._ops[op.user_data] = op
+            ops.append(op)
+        self.counters.count_posted("send", len(ops))
+        return ops
+
+    def flush_later(self, stream: UringStreamIO) -> None:
+        """Post ``stream``'s queued sends at the end of this scheduler pass."""
+        self._flush.append(stream)
+
+    def post_op(
+        self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
+    ) -> Op:
+        """Post one operation; ``keep`` holds its memory until the completion
+        (``pins``: its ``ffi.from_buffer`` views, released then)."""
+        op = Op(self._new_id(), keep, pins)
+        self._post(op, prep, *args, op.user_data)
+        return op
+
+    def post_accept(self, listener: UringListenerIO) -> AcceptOp:
+        op = AcceptOp(self._new_id(), listener)
+        self._post(op, lib.iou_prep_accept, listener.fd, 0, op.user_data)
+        return op
+
+    def request_cancel(self, op: Op) -> None:
+        """Ask the kernel to cancel ``op``; never raises (it runs in abort
+        functions): a cancel that finds no room is retried every pass."""
+        if op.done or op.cancel_requested or self.closed:
+            return
+        if lib.iou_prep_cancel(self._ring, op.user_data, IGNORED) == 0:
+            op.cancel_requested = True
+        elif op not in self._pending_cancels:
+            self._pending_cancels.append(op)
+
+    def _submit(self) -> int:
+        """Enter the kernel once with everything prepared.  EAGAIN and EBUSY
+        (short of memory, or completions waiting on the overflow list) leave
+        the entries prepared for the next pass and are returned; other errors
+        are raised."""
+        rc: int = lib.iou_submit(self._ring, 0)
+        if rc > 0:
+            counters = self.counters
+            counters.submits += 1
+            counters.submitted += rc
+        elif rc < 0 and rc not in (-errno.EAGAIN, -errno.EBUSY):
+            raise oserror(rc, "io_uring_enter")
+        return rc
+
+    # -- scheduler hooks -----------------------------------------------------
+
+    def before_io_wait(self, timeout: float) -> None:
+        # Reap here only when the loop will not sleep (timeout 0): otherwise
+        # Trio has chosen how long to sleep already, and tasks woken now would
+        # wait for that.  If the kernel refuses for now, the entries stay
+        # prepared and the retry timer (or a waiting completion) wakes the
+        # loop to submit them.
+        if self.closed:
+            return
+        if self._pending_cancels:
+            retry, self._pending_cancels = self._pending_cancels, []
+            for op in retry:
+                self.request_cancel(op)
+        if self._flush:
+            streams, self._flush = self._flush, []
+            for stream in streams:
+                stream.flush_sends()
+        ring = self._ring
+        if lib.iou_unsubmitted(ring) and self._retry.due():
+            self._submit()
+            if lib.iou_unsubmitted(ring):
+                self._retry.refused()
+                if _trace.active:
+                    _trace.emit(
+                        "ring.submit_retry",
+                        f"io_uring: the kernel left {lib.iou_unsubmitted(ring)} entries "
+                        f"unsubmitted; retrying in {self._retry.delay * 1000:.0f} ms",
+                        unsubmitted=lib.iou_unsubmitted(ring),
+                        delay=self._retry.delay,
+                        refusals=self._retry.refusals,
+                    )
+            else:
+                self._retry.accepted()
+        if timeout == 0:
+            # Tasks are runnable, so the I/O wait will not block.  Completions
+            # reaped now wake their tasks in this pass, and leave the ring
+            # unreadable for the wait (no wake-up just to find them gone).
+            # (The ring is checked here, not in a call: this runs every pass.)
+            if lib.iou_cq_ready(ring):
+                self._reap_now()
+        elif self._watch is not None and not self._watch.armed:
+            self._watch.arm()  # the wait may block: completions must end it
+
+    def after_io_wait(self) -> None:
+        """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
+        self.load.passes += 1
+        if (
+            not self.closed
+            and lib.iou_cq_ready(self._ring)
+            and self._reap_now()
+            and self._watch is not None
+        ):
+            self._watch.may_have_fired()
+
+    def _reap_now(self) -> bool:
+        """Reap what the completion ring holds; False when there was nothing
+        (an empty ring costs one C call) or reaping is already under way."""
+        if self.closed or self._reaping or not lib.iou_cq_ready(self._ring):
+            return False
+        if _trace.active and lib.iou_sq_flags(self._ring) & lib.IORING_SQ_CQ_OVERFLOW:
+            _trace.emit(
+                "ring.cq_overflow",
+                f"io_uring: the completion ring ({lib.iou_cq_entries(self._ring)} entries) "
+                "overflowed; the kernel kept the rest on its overflow list, reaped now",
+                cq_entries=lib.iou_cq_entries(self._ring),
+            )
+        self._reaping = True
+        try:
+            self._reap()
+        finally:
+            self._reaping = False
+        return True
+
+    def reap_ready(self) -> None:
+        """Reap completions already in the ring, from a task (no system call).
+
+        A task about to wait for a completion calls this first: the kernel
+        often finished while the task ran (on loopback, the peer's reply is
+        there by the time the request went out), and reaping it here saves a
+        pass through the I/O wait."""
+        self._reap_now()
+
+    def _reap(self) -> None:
+        ops = self._ops
+        cqes = self._cqes
+        counters = self.counters
+        while True:
+            n = lib.iou_reap(self._ring, cqes, REAP_BATCH)
+            if n:
+                counters.completions += n
+                counters.reaps += 1
+            for i in range(n):
+                cqe = cqes[i]
+                uid = cqe.user_data
+                if uid == IGNORED:
+                    continue
+                flags = cqe.flags
+                op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
+                if op is None:
+                    _log.error("io_uring completion for unknown user_data %d", uid)
+                    continue
+                try:
+                    op.complete(cqe.res, flags)
+                except Exception:
+                    # one faulty completion must not lose the rest of the batch
+                    _log.exception("completion handler failed")
+                finally:
+                    if op.pins and not flags & F_MORE:
+                        _release_pins(op)
+            if n < REAP_BATCH:
+                return
+
+    def ensure_reaper(self) -> None:
+        if not self._reaper_started:
+            self._reaper_started = True
+            self._watch = ring_watch(self.fd)
+            trio.lowlevel.spawn_system_task(self._reaper, name="anyio_iocp io_uring reaper")
+
+    async def _reaper(self) -> None:
+        # Only here to wake the loop: when a refused submission is due again,
+        # and, without the ring in Trio's epoll set, for completions.  The
+        # reaping itself happens in after_io_wait, in the same scheduler pass.
+        ring_fd = None if self._watch is not None else self.fd
+        while True:
+            await self._retry.wait(ring_fd)
+            self.after_io_wait()
+
+    # -- waiting -------------------------------------------------------------
+
+    async def wait(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, ``op`` stays posted (receive, accept)."""
+        op.task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            op.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def wait_or_cancel(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, cancel it in the kernel and wait for the
+        completion, then raise Cancelled only if the operation did not happen."""
+        task = trio.lowlevel.current_task()
+        op.task = task
+        raise_cancel: list[Callable[[], object]] = []
+
+        def abort(rc: Callable[[], object]) -> Abort:
+            raise_cancel.append(rc)
+            self.request_cancel(op)
+            return Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if raise_cancel and op.result in (-errno.ECANCELED, -errno.EINTR):
+            raise_cancel[0]()
+
+    async def drain(self, ops: list[Op]) -> None:
+        """Cancel ``ops`` and wait for all their completions, shielded."""
+        for op in ops:
+            self.request_cancel(op)
+        task = trio.lowlevel.current_task()
+        for op in ops:
+            while not op.done:
+                if op.drainers is None:
+                    op.drainers = []
+                op.drainers.append(task)
+                await trio.lowlevel.wait_task_rescheduled(lambda _: Abort.FAILED)
+
+    # -- Engine interface ----------------------------------------------------
+
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
+        self.ensure_reaper()
+        self.counters.streams += 1
+        return UringStreamIO(self, sock, tuning)
+
+    def in_flight(self) -> dict[str, int]:
+        by_kind: Counter[str] = Counter()
+        for op in self._ops.values():
+            by_kind[_kind_name(op.kind)] += 1
+        return dict(by_kind)
+
+    def posted_by_kind(self) -> dict[str, int]:
+        posted = dict(self.counters.posted)
+        for prep, n in self._posted_by_prep.items():
+            name = _kind_name(prep)
+            posted[name] = posted.get(name, 0) + n
+        return posted
+
+    def passes(self) -> int:
+        return self.load.passes
+
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        self.ensure_reaper()
+        return UringMessageIO(self, sock)
+
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
+        self.ensure_reaper()
+        listener = UringListenerIO(self, sock, tuning)
+        self._listeners.add(listener)
+        self.counters.listeners += 1
+        return listener
+
+    def forget_listener(self, listener: UringListenerIO) -> None:
+        self._listeners.discard(listener)
+
+    async def connect(self, sock: socket.socket, address: Any) -> None:
+        self.ensure_reaper()
+        sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
+        op = self.post_op(
+            sockaddr, lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), pins=(sockaddr,)
+        )
+        await self.wait_or_cancel(op)
+        if op.result < 0:
+            raise oserror(op.result, f"connect to {address!r}")
+
+    def close(self) -> None:
+        """End of the run: cancel and drain everything, then release the ring.
+
+        The wait for the last completions is bounded (CLOSE_DRAIN_SECONDS) and
+        interruptible.  Operations still in flight after it are abandoned, not
+        freed: their memory is kept alive for the life of the process, since
+        the kernel may still touch it while it tears the ring down.
+        """
+        if self.closed:
+            return
+        if self._ops and _trace.active:
+            _trace.operations_left("io_uring", self.in_flight())
+        for listener in list(self._listeners):
+            listener.discard_queued()
+        for op in list(self._ops.values()):
+            # No task is left to wake: every task of the run has finished.
+            op.task = None
+            op.drainers = None
+            self.request_cancel(op)
+        for op in self._pending_cancels:
+            self.request_cancel(op)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+        try:
+            while self._ops:
+                self._submit()
+                self._reap()
+                remaining = deadline - time.monotonic()
+                if not self._ops or remaining <= 0:
+                    break
+                poller.poll(min(remaining, 0.1) * 1000)
+                for listener in list(self._listeners):
+                    listener.discard_queued()
+        finally:
+            abandoned = bool(self._ops)
+            if self._ops:
+                _abandoned.extend(self._ops.values())
+                _log.warning(
+                    "%d io_uring operations did not complete at the end of the run; "
+                    "their buffers are kept alive",
+                    len(self._ops),
+                )
+            self.closed = True
+            self._listeners.clear()
+            if self._watch is not None:
+                self._watch.close()
+            lib.iou_close(self._ring)
+            self._ring = ffi.NULL
+            for pool in self._pools.values():
+                if abandoned:
+                    _abandoned_pools.append(pool)  # an operation may still pick from it
+                else:
+                    pool.close(ffi.NULL)
+            self._pools.clear()
+
+    def disown(self) -> None:
+        """In a forked child: release this process's copy of the parent's ring
+        (descriptor, mappings) without submitting or reaping anything."""
+        if self.closed:
+            return
+        self.closed = True
+        self._ops.clear()
+        self._listeners.clear()
+        self._watch = None  # the parent's registration, in the parent's epoll set
+        lib.iou_close(self._ring)
+        self._ring = ffi.NULL
+        # the buffer pools are this process's copies of the parent's memory:
+        # forgotten, not unmapped (the parent's kernel operations may use the
+        # parent's pages; the child's copies are simply never used)
+        self._pools.clear()
+
+
+def _kind_name(kind: Any) -> str:
+    """An op's kind as the statistics name it: a name already, or the
+    preparing function it was posted with."""
+    return kind if isinstance(kind, str) else _KINDS.get(kind, "other")
+
+
+def _release_pins(op: Op) -> None:
+    pins, op.pins = op.pins, ()
+    for pin in pins:
+        ffi.release(pin)
+
+
+#: operations abandoned by a ring that closed before they completed
+_abandoned: list[Op] = []
+_abandoned_pools: list[BufferPool] = []
+
+
+class UringListenerIO(ListenerIO):
+    """A pool of ``backlog`` posted accepts, iocpsock's ``-backlog``.
+
+    Each accept is single-shot.  Connections accepted before the application
+    asks for them wait in a queue.  Queued connections plus posted accepts
+    never exceed ``backlog``, and ``accept()`` refills the pool as it takes
+    from the queue.  (A multishot accept takes every pending connection as
+    soon as it is armed, so it could not keep this bound.)  When descriptors
+    run out (EMFILE, ENFILE), accepting pauses with back-off and a single
+    accept probes until one succeeds (:mod:`._accept_backoff`); ``accept()``
+    keeps waiting.  After any other accept error the pool is refilled only
+    by the next ``accept()``, which first raises the error.
+    """
+
+    def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tuning = tuning
+        self._engine = engine
+        self._family = sock.family
+        self._queue: deque[int] = deque()
+        self._posted: set[AcceptOp] = set()
+        self._probe: AcceptOp | None = None  # the one accept posted while short of descriptors
+        self._error: OSError | None = None
+        self._waiter: Task | None = None
+        self._closing = False
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", engine.counters)
+        # The pool is posted at once, as iocpsock posted its AcceptEx calls.
+        self._refill()
+
+    def on_accept_completion(self, op: AcceptOp, res: int) -> None:
+        self._posted.discard(op)
+        if op is self._probe or res >= 0:
+            # The probe ended; or an accept worked, which ends the shortage
+            # whichever accept it was: a probe still posted is an ordinary
+            # accept of the pool now, and the next shortage posts its own.
+            self._probe = None
+        if res >= 0:
+            if self._closing:
+                os.close(res)
+                return
+            self._queue.append(res)
+            self._backoff.succeeded()
+        elif -res in EXHAUSTION:
+            self._backoff.failed(-res)  # a pause, not an error of accept()
+        elif res != -errno.ECANCELED and self._error is None:
+            self._error = oserror(res, "accept")
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _refill(self) -> None:
+        if self._closing or self._error is not None or self._backoff.pause() > 0:
+            return
+        if self._backoff.starving:
+            # Short of descriptors: one fresh accept probes instead of the
+            # whole pool, even while accepts posted earlier are still pending.
+            # Those may never complete: a connection's arrival wakes one
+            # posted accept, and if that one failed (EMFILE), the connection
+            # waits in the listen queue with no wake-up left for the others.
+            # A new accept tries the queue as soon as it is submitted.
+            if self._probe is None:
+                self._probe = self._engine.post_accept(self)
+                self._posted.add(self._probe)
+            return
+        before = len(self._posted)
+        try:
+            while len(self._queue) + len(self._posted) < self.tuning.backlog:
+                self._posted.add(self._engine.post_accept(self))
+        finally:
+            if _trace.active and len(self._posted) > before:
+                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
+
+    async def accept(self) -> socket.socket:
+        counters = self._engine.counters
+        if self._queue or self._error is not None:
+            counters.accept_hits += 1
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            counters.accept_waits += 1
+        while not self._queue and self._error is None:
+            if self._closing:
+                raise OSError(errno.EBADF, "listener closed")
+            # Out of descriptors: wait for a completion of an accept posted
+            # earlier, but no longer than the pause, then probe (_refill).
+            pause = self._backoff.pause()
+            self._refill()
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Callable[[], object]) -> Abort:
+                self._waiter = None
+                return Abort.SUCCEEDED
+
+            if pause > 0:
+                with trio.move_on_after(pause):
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+            else:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._queue:
+            conn = socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=self._queue.popleft())
+            try:
+                self._refill()
+            except OSError:
+                # the pool refills on the next accept(); this connection is taken
+                _log.exception("could not refill the accept pool")
+            return conn
+        error, self._error = self._error, None
+        assert error is not None
+        raise error
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def configure(self, **settings: int) -> None:
+        super().configure(**settings)
+        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
+        for op in list(self._posted)[: max(excess, 0)]:
+            self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
+        self._refill()
+
+    def abandon(self) -> None:
+        self.discard_queued()
+        self.sock.close()
+
+    def discard_queued(self) -> None:
+        """Close connections accepted by the kernel but never taken."""
+        self._closing = True
+        while self._queue:
+            os.close(self._queue.popleft())
+
+    async def close(self) -> None:
+        self.discard_queued()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+        if self._posted:
+            with trio.CancelScope(shield=True):
+                await self._engine.drain(list(self._posted))
+        self._engine.forget_listener(self)
+        self.sock.close()

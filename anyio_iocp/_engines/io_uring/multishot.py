@@ -1,0 +1,284 @@
+"""Receiving with one multishot receive per stream and a shared buffer pool.
+
+The model
+---------
+A stream that has to wait for bytes arms *one* multishot receive
+(``IORING_RECV_MULTISHOT``) with ``IOSQE_BUFFER_SELECT``.  It stays armed across
+``receive()`` calls: every time bytes arrive the kernel picks a buffer from the
+engine's pool (a provided buffer ring of the stream's ``buffersize``), fills it
+and posts a completion naming it, while the operation stays armed
+(``IORING_CQE_F_MORE``).  The reaper copies the bytes out and gives the buffer
+back to the pool at once, so a pool of a few hundred buffers serves any number
+of connections: buffers are only in use between the kernel filling them and the
+next reap.
+
+What this buys, measured against posting one receive per ``receive()``: no
+``recv`` attempt that fails with EAGAIN before each wait, no submission entry
+and no buffer allocation per message, and no memory at all held by a
+connection that waits (a waiting receive used to hold a whole buffer).
+
+The traps
+---------
+* Order: completions of one operation arrive in order, and there is only one
+  operation per stream, so bytes stay in order.
+* Bursts (receives that come back full) are served as before multishot
+  receives existed: ``k`` single receives posted ahead as one linked chain
+  (see :mod:`anyio_iocp._engines.io_uring.stream`), which bounds read-ahead exactly.  The
+  multishot receive is armed only when the reader waits with nothing there.
+* Read-ahead of a multishot receive is bounded, by the kernel: the operation is armed with a cap of
+  ``k * buffersize`` bytes in total (``k`` from Automatic Burst Detection,
+  within ``1..recvburst``), and ends by itself once that much has arrived (the
+  cap is Linux 6.17's; detection checks that the kernel honours it, and streams
+  post single receives otherwise).  It is armed again only when the reader has
+  taken everything and has to wait.  A completion may cross the cap by less
+  than one buffer, so at most ``(k + 1) * buffersize - 1`` bytes wait for the
+  reader.  Cancelling to stop the operation would not do: between two scheduler
+  passes the kernel can fill every buffer of the pool for one stream.
+* Cancellation of the reader never cancels the operation: bytes that arrive
+  later wait in the read-ahead queue for the next ``receive()``.
+* The operation ends by itself at end of stream (``res == 0``), on an error,
+  and with ENOBUFS when the pool is empty (the reaper fell far behind).  After
+  ENOBUFS the next wait uses a single receive into a buffer of its own.
+* The pool's memory is lent to the kernel for as long as any operation may pick
+  from it: the engine unregisters and frees it only after its ring drained.
+
+Short connections wait with a single receive
+--------------------------------------------
+Arming a multishot receive costs the kernel more than a single receive, and a
+connection that waits once or twice (a request, then the peer's close) never
+gets that back.  So a stream's first ``BUSY_AFTER`` receives wait, when they
+must, with a *single* receive that also picks its buffer from the pool
+(``IOSQE_BUFFER_SELECT``, one completion): a waiting connection still holds no
+buffer.  From then on the stream counts as busy and waits with the multishot
+receive.  Both kinds go through the same operation class and the same state:
+at most one is armed per stream, and a single one simply ends with its first
+completion.
+
+A lone busy stream takes the direct path
+----------------------------------------
+A multishot receive pays off when completions are reaped in batches: one
+check of the ring serves many streams, and no stream makes a ``recv`` call.
+When a scheduler pass serves about one receive (a single busy connection
+exchanging small messages), each completion is reaped alone, and the kernel's
+work for it (the socket's wake-up of the armed receive, the copy into a pool
+buffer, the completion, the ring's wake-up) costs more than a ``recv`` that
+finds the bytes there: measured with ``bench/run.py`` on echo over one
+connection, the multishot receive was 1.11x Trio's round trip where single
+receives were 1.02x to 1.04x.  So when an armed operation has ended (it
+reached its cap), the stream first tries a direct ``recv``, and keeps doing
+so while the bytes are there.  When one finds none, the stream has to wait,
+and it arms a *single* receive instead of a multishot one if its last
+``DIRECT_HITS`` direct receives all found bytes and the engine's recent passes
+served fewer than ``BATCHED_RECEIVES`` receives each (:class:`PassLoad`).  A
+stream whose direct receives keep missing (a peer on another CPU), or an
+engine serving many streams per pass, keeps the multishot receive.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from anyio_iocp._engines.io_uring._uring import ffi, lib
+from anyio_iocp._engines.io_uring.op import Op
+from anyio_iocp._interface.engine import oserror
+
+if TYPE_CHECKING:
+    from anyio_iocp._engines.io_uring.engine import UringEngine
+
+#: receives a stream makes before it waits with a multishot receive
+BUSY_AFTER = 4
+#: direct receives in a row that must find bytes before a lone stream waits
+#: with a single receive rather than a multishot one
+DIRECT_HITS = 8
+#: receives per scheduler pass from which completions count as batched
+BATCHED_RECEIVES = 2
+#: passes over which receives per pass are averaged
+LOAD_WINDOW = 64
+F_MORE = lib.IORING_CQE_F_MORE
+F_BUFFER = lib.IORING_CQE_F_BUFFER
+BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
+
+
+class BufferPool:
+    """A provided buffer ring: ``entries`` buffers of ``size`` bytes, group ``bgid``."""
+
+    def __init__(self, ring: Any, bgid: int, entries: int, size: int) -> None:
+        pool_pp = ffi.new("iou_pbuf **")
+        rc = lib.iou_pbuf_open(ring, pool_pp, bgid, entries, size)
+        if rc < 0:
+            raise oserror(rc, "IORING_REGISTER_PBUF_RING")
+        self.pool = pool_pp[0]
+        self.bgid = bgid
+        self.size = size
+
+    def close(self, ring: Any) -> None:
+        """Unregister (``ring`` open) or just unmap (``ring`` is NULL)."""
+        if self.pool != ffi.NULL:
+            lib.iou_pbuf_close(ring, self.pool)
+            self.pool = ffi.NULL
+
+
+class PassLoad:
+    """Receives per scheduler pass, over the last ``LOAD_WINDOW`` passes or more.
+
+    The engine counts passes and streams count their ``receive()`` calls;
+    :meth:`batched` answers from the last complete window (batched until the
+    first one is complete)."""
+
+    __slots__ = ("_batched", "_passes_then", "_receives_then", "passes", "receives")
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.receives = 0
+        self._passes_then = 0
+        self._receives_then = 0
+        self._batched = True
+
+    def batched(self) -> bool:
+        passes = self.passes - self._passes_then
+        if passes >= LOAD_WINDOW:
+            receives = self.receives - self._receives_then
+            self._batched = receives >= BATCHED_RECEIVES * passes
+            self._passes_then, self._receives_then = self.passes, self.receives
+        return self._batched
+
+
+class MultishotOp(Op):
+    """The armed receive of one stream: many completions, the last one final."""
+
+    __slots__ = ("pool", "receiver", "stream")
+
+    def __init__(
+        self, user_data: int, receiver: MultishotReceiver, pool: BufferPool, stream: Any
+    ) -> None:
+        super().__init__(user_data, None)
+        self.receiver = receiver
+        self.pool = pool  # the buffers it picks from (buffersize may change meanwhile)
+        # the stream, for Automatic Burst Detection: held by the operation,
+        # not by the receiver, so that the stream and its receiver form no
+        # reference cycle once nothing is armed (a closed stream is then
+        # freed at once, not by the cycle collector)
+        self.stream = stream
+
+    def complete(self, res: int, flags: int) -> None:
+        """One completion (the reaper calls this once per message: kept flat)."""
+        final = not flags & F_MORE
+        if final:
+            self.result = res
+            self.done = True
+        receiver = self.receiver
+        if res > 0:
+            pool = self.pool
+            bid = flags >> BUFFER_SHIFT
+            # BufferPool.take, inlined: copy the bytes out, give the buffer back
+            receiver.ready.append(ffi.unpack(lib.iou_pbuf_data(pool.pool, bid), res))
+            lib.iou_pbuf_recycle(pool.pool, bid)
+            receiver.ready_bytes += res
+            self.stream.abd.observe(res == pool.size)
+        elif res == 0:
+            receiver.eof = True
+        elif res == -errno.ENOBUFS:
+            receiver.starved = True
+            receiver.starvations += 1
+        elif res != -errno.ECANCELED and receiver.error is None:
+            receiver.error = oserror(res, "recv")
+        if final and receiver.armed is self:
+            receiver.armed = None
+        waiter = receiver._waiter  # the reader, if it waits
+        if waiter is not None:
+            receiver._waiter = None
+            trio.lowlevel.reschedule(waiter)
+        if final:
+            self._wake()  # tasks draining it (close); no task waits on the op itself
+
+
+class MultishotReceiver:
+    """The receive side of one stream on a multishot receive.
+
+    The stream keeps its ABD detector (``abd``) and ``buffersize``
+    and hands itself to :meth:`arm`; everything else is here.
+    """
+
+    # one per connection: slots keep 10,000 idle connections small
+    __slots__ = (
+        "_engine",
+        "_waiter",
+        "armed",
+        "direct_hits",
+        "eof",
+        "error",
+        "ready",
+        "ready_bytes",
+        "receives",
+        "starvations",
+        "starved",
+    )
+
+    def __init__(self, engine: UringEngine) -> None:
+        self._engine = engine
+        self.ready: list[bytes] = []  # usually 0 or 1 chunks; a deque costs 760 bytes
+        self.ready_bytes = 0
+        self.armed: MultishotOp | None = None
+        self.eof = False
+        self.error: OSError | None = None
+        self.starved = False  # the last operation ended with ENOBUFS
+        self.starvations = 0  # how often (for tests and diagnostics)
+        self.receives = 0  # counted up to BUSY_AFTER (see the module's notes)
+        self.direct_hits = 0  # direct receives in a row that found bytes
+        self._waiter: Task | None = None
+
+    # -- the reader -----------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Nothing armed and nothing waiting for the reader."""
+        return self.armed is None and not self.ready
+
+    def has_data(self) -> bool:
+        return bool(self.ready) or self.eof or self.error is not None
+
+    def arm(self, stream: Any) -> None:
+        """Arm the receive, capped at ``k * buffersize`` bytes in total."""
+        engine = self._engine
+        pool = engine.buffer_pool(stream.buffersize)
+        op = MultishotOp(engine.new_id(), self, pool, stream)
+        fd = stream.fd
+        lone = self.direct_hits >= DIRECT_HITS and not engine.load.batched()
+        self.direct_hits = 0
+        if self.receives < BUSY_AFTER or lone:  # one completion
+            engine.post_registered(op, lib.iou_prep_recv_select, fd, pool.bgid)
+        else:
+            cap = stream.abd.k * stream.buffersize
+            engine.post_registered(op, lib.iou_prep_recv_multishot, fd, pool.bgid, cap)
+        self.armed = op
+        self.starved = False
+
+    async def wait(self) -> None:
+        """Wait (cancellable) for bytes, end of stream, an error, or the end of
+        the armed operation.  The operation stays armed when cancelled."""
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            self._waiter = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def take(self, max_bytes: int) -> bytes:
+        ready = self.ready
+        data = ready[0]
+        if len(data) > max_bytes:
+            ready[0] = data[max_bytes:]
+            data = data[:max_bytes]
+        else:
+            del ready[0]
+        self.ready_bytes -= len(data)
+        return data
+
+    def pending(self) -> list[MultishotOp]:
+        armed = self.armed
+        return [armed] if armed is not None and not armed.done else []

@@ -1,0 +1,1 @@
+"""The IOCP engine (Windows): overlapped Winsock on Trio's completion port."""

@@ -1,0 +1,609 @@
+"""The IOCP engine: overlapped Winsock I/O on Trio's own completion port.
+
+The model
+---------
+Windows reports *completions*, as io_uring does: an operation (``AcceptEx``,
+``ConnectEx``, ``WSARecv``, ``WSASend``, and for UDP ``WSARecvFrom`` and
+``WSASendTo`` in :mod:`anyio_iocp._engines.iocp.messages`) is posted with an ``OVERLAPPED``
+structure before the event happens, and when the kernel has done it, a
+completion packet naming that ``OVERLAPPED`` is queued on the completion port
+the socket is associated with.  The program never asks "is this socket
+ready?".
+
+One port, no thread
+-------------------
+Trio on Windows already sleeps in ``GetQueuedCompletionStatusEx`` on a port
+of its own.  This engine uses that same port
+(``trio.lowlevel.current_iocp()``) and no thread of its own:
+
+* ``trio.lowlevel.monitor_completion_key()`` gives the engine a completion key
+  and a queue.  Every socket the engine owns is associated with Trio's port
+  under that key (``CreateIoCompletionPort(socket, port, key, 0)``), so Trio
+  hands every packet of those sockets to the queue, in the scheduler pass in
+  which it arrived.
+* Right after Trio's I/O wait (the instrument hook
+  :meth:`IocpEngine.after_io_wait`) the engine takes the packets from the
+  queue and completes the operations they name: the ``OVERLAPPED`` address (an
+  integer) maps to the :class:`Op` in the engine's table.  Their tasks are
+  rescheduled in the same scheduler pass.  A system task also waits on the
+  queue; it is what makes the run end cleanly (below), and it catches any
+  packet the hook has not taken.
+
+Trio's simpler ``register_with_iocp`` + ``wait_overlapped`` pair is not used:
+it requires a waiter to be registered before the next checkpoint after each
+post, and a packet that arrives with no waiter ends the whole run.  The pools
+this engine keeps posted ahead (accepts, receives, write-behind sends) have no
+waiting task most of the time, so they need their own key.
+
+The traps, and what this module does about them
+-----------------------------------------------
+* A packet for a key nobody monitors any more also ends the run
+  (``TrioInternalError``).  The key is therefore held for the whole run, and
+  at the end of it (the system task is cancelled once every other task has
+  finished) every operation still posted is cancelled with ``CancelIoEx`` and
+  its packet drained *before* the key's monitor ends.  The wait is bounded
+  (``CLOSE_DRAIN_SECONDS``); operations still pending after it are abandoned,
+  the key stays monitored and their memory is kept alive.
+* Memory lent to the kernel (``OVERLAPPED``, ``WSABUF``, buffers, the packed
+  address of a connect, the address space of an accept) must outlive the
+  operation.  Each :class:`Op` holds it, and the engine's table holds the op
+  until its packet has arrived, whatever happens to the task that posted it.
+* Cancelling the waiting task does not cancel the operation.  A receive or an
+  accept stays posted, and its result goes to the next ``receive()`` or
+  ``accept()``.  A send or a connect is cancelled with ``CancelIoEx`` and the
+  task waits for the packet before Cancelled propagates: the packet tells
+  whether the operation happened after all (then its result is used).
+* ``CancelIoEx`` says ``ERROR_NOT_FOUND`` when the operation has already
+  completed: its packet is on its way, and nothing more is done.
+* Packets are produced for synchronous successes too (the engine never sets
+  ``FILE_SKIP_COMPLETION_PORT_ON_SUCCESS``), so there is exactly one place
+  where an operation ends.  An immediate failure other than ``WSA_IO_PENDING``
+  produces no packet: the op is then never entered in the table.
+* A socket can be associated with one port only, once.  The engine remembers
+  which sockets it has associated (connect associates the socket before
+  ``ConnectEx``; the stream opened on it afterwards must not try again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import warnings
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, cast
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from anyio_iocp._engines.iocp.stream import IocpStreamIO
+from anyio_iocp._engines.iocp.winsock import (
+    ACCEPT_ADDRESS_SPACE,
+    extensions,
+    ffi,
+    handle_of,
+    kernel32,
+    last_error,
+    pack_sockaddr,
+    wildcard,
+    winerror,
+    ws2,
+)
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
+from anyio_iocp._internals import trio_iocp
+
+_log = logging.getLogger("anyio_iocp")
+
+#: how long the end of a run waits for the last completion packets
+CLOSE_DRAIN_SECONDS = 5.0
+
+#: receive buffers need no zeroing: only the bytes the kernel wrote are read
+_new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
+
+ERROR_OPERATION_ABORTED: int = ws2.ERROR_OPERATION_ABORTED
+STATUS_CANCELLED: int = ws2.STATUS_CANCELLED
+#: a connection reset before AcceptEx took it: not the listener's error
+ACCEPT_RETRY_ERRORS = frozenset(
+    (ws2.ERROR_NETNAME_DELETED, ws2.WSAECONNRESET, ws2.ERROR_CONNECTION_ABORTED)
+)
+
+
+class Op:
+    """One posted operation.  ``keep`` holds the memory the kernel may touch."""
+
+    __slots__ = (
+        "address",
+        "done",
+        "drainers",
+        "error",
+        "keep",
+        "kind",
+        "on_complete",
+        "overlapped",
+        "sock",
+        "task",
+        "transferred",
+    )
+
+    def __init__(self, sock: socket.socket, keep: object = None) -> None:
+        self.sock = sock
+        self.overlapped = ffi.new("OVERLAPPED *")
+        self.address = int(ffi.cast("uintptr_t", self.overlapped))
+        self.keep = keep
+        #: what it is, for the statistics ("recv", "send", "accept", ...)
+        self.kind = ""
+        self.done = False
+        #: Winsock error code, 0 on success
+        self.error = 0
+        self.transferred = 0
+        self.task: Task | None = None
+        self.drainers: list[Task] | None = None
+        #: called first when the packet arrives (streams and listeners)
+        self.on_complete: Callable[[Op], None] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.error == ERROR_OPERATION_ABORTED
+
+    def complete(self, transferred: int) -> None:
+        overlapped = self.overlapped
+        status = overlapped.Internal
+        if status == 0:
+            self.transferred = transferred
+        elif status == STATUS_CANCELLED:
+            self.error = ERROR_OPERATION_ABORTED
+            self.transferred = transferred
+        else:
+            count = ffi.new("DWORD *")
+            flags = ffi.new("DWORD *")
+            if ws2.WSAGetOverlappedResult(self.sock.fileno(), overlapped, count, 0, flags):
+                self.transferred = count[0]  # pragma: no cover (status says it failed)
+            else:
+                self.error = last_error() or ERROR_OPERATION_ABORTED
+                self.transferred = count[0]
+        self.done = True
+        callback = self.on_complete
+        if callback is not None:
+            try:
+                callback(self)
+            except Exception:  # the dispatcher must survive a failing handler
+                _log.exception("completion handler failed")
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+        if self.drainers:
+            for drainer in self.drainers:
+                trio.lowlevel.reschedule(drainer)
+            self.drainers = None
+
+    def oserror(self, what: str) -> OSError:
+        return winerror(self.error, what)
+
+
+#: the Winsock call of a posted operation -> its kind in the statistics
+_KINDS = {
+    "WSARecv": "recv",
+    "WSASend": "send",
+    "AcceptEx": "accept",
+    "ConnectEx": "connect",
+    "WSARecvFrom": "recvmsg",
+    "WSASendTo": "sendmsg",
+}
+
+
+class IocpEngine(Engine):
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+        self.counters = EngineCounters()
+        self._port = ffi.cast("HANDLE", trio_iocp.current_iocp())
+        # Entered here (synchronously: sockets need the key at once) and left
+        # by the dispatcher task once every operation has been drained.
+        self._monitor = trio_iocp.monitor_completion_key()
+        with warnings.catch_warnings():
+            # the queue Trio hands out is its own deprecated UnboundedQueue
+            warnings.simplefilter("ignore", trio.TrioDeprecationWarning)
+            self._key, self._queue = self._monitor.__enter__()
+        self._ops: dict[int, Op] = {}
+        self._associated: weakref.WeakValueDictionary[int, socket.socket] = (
+            weakref.WeakValueDictionary()
+        )
+        # strong references: a listener dropped without aclose() must still
+        # have its accepted connections closed at the end of the run
+        self._listeners: set[IocpListenerIO] = set()
+        self.closed = False
+        trio.lowlevel.spawn_system_task(self._dispatcher, name="anyio_iocp completion dispatcher")
+        if _trace.active:
+            _trace.emit(
+                "engine.setup",
+                f"IOCP: Trio's completion port, completion key {self._key}",
+                port=int(ffi.cast("uintptr_t", self._port)),
+                key=self._key,
+            )
+
+    # -- association and posting ----------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise OSError(
+                errno.EBADF,
+                "the run that created this socket has ended: its completion port is gone",
+            )
+
+    def associate(self, sock: socket.socket) -> None:
+        """Associate ``sock`` with Trio's port under the engine's key (once)."""
+        self.check_open()
+        fd = sock.fileno()
+        if self._associated.get(fd) is sock:
+            return
+        port = kernel32.CreateIoCompletionPort(handle_of(sock), self._port, self._key, 0)
+        if port == ffi.NULL:
+            raise winerror(last_error(), "CreateIoCompletionPort")
+        # Nobody waits on the socket handle itself: the kernel need not signal
+        # it.  (Not FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: every op gets its packet.)
+        kernel32.SetFileCompletionNotificationModes(
+            handle_of(sock), ws2.FILE_SKIP_SET_EVENT_ON_HANDLE
+        )
+        self._associated[fd] = sock
+
+    def forget(self, sock: socket.socket) -> None:
+        """``sock`` is about to be closed: its handle number may be reused."""
+        fd = sock.fileno()
+        if fd != -1 and self._associated.get(fd) is sock:
+            del self._associated[fd]
+
+    def posted(self, op: Op, ok: bool, what: str) -> Op:
+        """Enter ``op`` in the table after its call returned ``ok``, or raise.
+
+        ``ok`` false with ``WSA_IO_PENDING`` is the usual case; a success also
+        queues a packet.  Any other failure queues none: the op is dropped.
+        """
+        if not ok:
+            code = last_error()
+            if code != ws2.WSA_IO_PENDING:
+                raise winerror(code, what)
+        self._ops[op.address] = op
+        kind = op.kind = _KINDS.get(what.partition(" ")[0], "other")
+        self.counters.count_posted(kind)
+        return op
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(Counter(op.kind for op in self._ops.values()))
+
+    def post_recv(self, sock: socket.socket, size: int) -> Op:
+        self.check_open()
+        buf = _new_buffer("char[]", size)
+        wsabuf = ffi.new("WSABUF *", (size, buf))
+        flags = ffi.new("DWORD *", 0)
+        op = Op(sock, (buf, wsabuf, flags))
+        rc = ws2.WSARecv(sock.fileno(), wsabuf, 1, ffi.NULL, flags, op.overlapped, ffi.NULL)
+        return self.posted(op, rc == 0, "WSARecv")
+
+    def post_send(self, sock: socket.socket, data: bytes | memoryview) -> Op:
+        self.check_open()
+        cdata = ffi.from_buffer(data)
+        wsabuf = ffi.new("WSABUF *", (len(cdata), ffi.cast("char *", cdata)))
+        op = Op(sock, (data, cdata, wsabuf))
+        rc = ws2.WSASend(sock.fileno(), wsabuf, 1, ffi.NULL, 0, op.overlapped, ffi.NULL)
+        return self.posted(op, rc == 0, "WSASend")
+
+    def request_cancel(self, op: Op) -> None:
+        """Ask the kernel to cancel ``op``; its packet arrives either way."""
+        if op.done or self.closed:
+            return
+        if not kernel32.CancelIoEx(handle_of(op.sock), op.overlapped):
+            # ERROR_NOT_FOUND: it has completed and its packet is on its way
+            pass
+
+    # -- completions ----------------------------------------------------------
+
+    def _complete(self, batch: list[Any]) -> None:
+        counters = self.counters
+        counters.completions += len(batch)
+        counters.reaps += 1
+        ops = self._ops
+        for info in batch:
+            op = ops.pop(info.lpOverlapped, None)
+            if op is None:  # pragma: no cover (every packet of our key is ours)
+                _log.error("completion packet for an unknown OVERLAPPED %#x", info.lpOverlapped)
+                continue
+            op.complete(info.dwNumberOfBytesTransferred)
+
+    def after_io_wait(self) -> None:
+        """Complete the packets Trio has just queued, in the same pass."""
+        self.counters.passes += 1
+        try:
+            batch = self._queue.get_batch_nowait()
+        except trio.WouldBlock:
+            return
+        self._complete(batch)
+
+    async def _dispatcher(self) -> None:
+        """Completes operations as their packets arrive; at the end of the run
+        cancels and drains everything before the key's monitor ends."""
+        queue = self._queue
+        try:
+            while True:
+                self._complete(await queue.get_batch())
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._drain_all(queue)
+
+    async def _drain_all(self, queue: Any) -> None:
+        self._closing_listeners()
+        if self._ops and _trace.active:
+            _trace.operations_left("IOCP", self.in_flight())
+        for op in list(self._ops.values()):
+            op.task = None  # no task is left to wake: the run is ending
+            op.drainers = None
+            self.request_cancel(op)
+        with trio.move_on_after(CLOSE_DRAIN_SECONDS):
+            while self._ops:
+                self._complete(await queue.get_batch())
+                self._closing_listeners()
+        self.closed = True
+        if self._ops:
+            _abandoned.extend(self._ops.values())
+            _log.warning(
+                "%d overlapped operations did not complete at the end of the run; "
+                "their memory is kept alive and the completion key stays monitored",
+                len(self._ops),
+            )
+            return
+        self._monitor.__exit__(None, None, None)
+
+    def _closing_listeners(self) -> None:
+        for listener in list(self._listeners):
+            listener.discard_queued()
+
+    # -- waiting --------------------------------------------------------------
+
+    async def wait(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, ``op`` stays posted (receive, accept)."""
+        op.task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            op.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def wait_or_cancel(self, op: Op) -> None:
+        """Wait for ``op``; if cancelled, cancel it in the kernel and wait for the
+        packet, then raise Cancelled only if the operation did not happen."""
+        op.task = trio.lowlevel.current_task()
+        raise_cancel: list[Callable[[], object]] = []
+
+        def abort(rc: Callable[[], object]) -> Abort:
+            raise_cancel.append(rc)
+            self.request_cancel(op)
+            return Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if raise_cancel and op.cancelled:
+            raise_cancel[0]()
+
+    async def drain(self, ops: list[Op]) -> None:
+        """Cancel ``ops`` and wait for all their packets (call shielded)."""
+        for op in ops:
+            self.request_cancel(op)
+        task = trio.lowlevel.current_task()
+        for op in ops:
+            while not op.done and not self.closed:
+                if op.drainers is None:
+                    op.drainers = []
+                op.drainers.append(task)
+                await trio.lowlevel.wait_task_rescheduled(lambda _: Abort.FAILED)
+
+    # -- Engine interface -----------------------------------------------------
+
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
+        self.associate(sock)
+        self.counters.streams += 1
+        return IocpStreamIO(self, sock, tuning)
+
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
+        self.associate(sock)
+        self.counters.listeners += 1
+        listener = IocpListenerIO(self, sock, tuning)
+        self._listeners.add(listener)
+        return listener
+
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        """UDP goes through the port; anything else (no other kind reaches a
+        Windows engine today) keeps the readiness default."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
+            return super().open_messages(sock)
+        from anyio_iocp._engines.iocp.messages import IocpMessageIO  # it imports this module's Op
+
+        self.associate(sock)
+        return IocpMessageIO(self, sock)
+
+    def forget_listener(self, listener: IocpListenerIO) -> None:
+        self._listeners.discard(listener)
+
+    async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock.setblocking(False)
+        try:
+            sock.getsockname()
+        except OSError:  # WSAEINVAL: not bound yet, and ConnectEx needs it
+            sock.bind(wildcard(sock.family))
+        self.associate(sock)
+        sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
+        op = Op(sock, sockaddr)
+        ok = extensions(sock.family).ConnectEx(
+            sock.fileno(), sockaddr, len(sockaddr), ffi.NULL, 0, ffi.NULL, op.overlapped
+        )
+        self.posted(op, bool(ok), f"ConnectEx to {address!r}")
+        await self.wait_or_cancel(op)
+        if op.error:
+            raise op.oserror(f"connect to {address!r}")
+        # without it, getpeername() and shutdown() fail on this socket
+        if ws2.setsockopt(
+            sock.fileno(), ws2.SOL_SOCKET, ws2.SO_UPDATE_CONNECT_CONTEXT, ffi.NULL, 0
+        ):
+            raise winerror(last_error(), "setsockopt(SO_UPDATE_CONNECT_CONTEXT)")
+
+
+#: operations abandoned by a run that ended before they completed
+_abandoned: list[Op] = []
+
+
+class IocpListenerIO(ListenerIO):
+    """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``.
+
+    Each posted accept owns a fresh socket that becomes the connection.
+    Connections accepted before the application asks for them wait in a
+    queue; queued connections plus posted accepts never exceed ``backlog``,
+    and ``accept()`` refills the pool as it takes from the queue.  A
+    connection reset before it was taken (``ERROR_NETNAME_DELETED``) is not
+    an error of the listener: its accept is simply posted again.  After
+    another error the pool is refilled only by the next ``accept()``, which
+    first raises the error.
+    """
+
+    def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.tuning = tuning
+        self._engine = engine
+        self._family = sock.family
+        self._listen_handle = ffi.new("SOCKET *", sock.fileno())
+        self._queue: deque[socket.socket] = deque()
+        self._posted: set[Op] = set()
+        self._error: OSError | None = None
+        self._waiter: Task | None = None
+        self._closing = False
+        self._refill()
+
+    def _post_accept(self) -> None:
+        engine = self._engine
+        engine.check_open()
+        conn = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            space = ffi.new("char[]", 2 * ACCEPT_ADDRESS_SPACE)
+            received = ffi.new("DWORD *")
+            op = Op(self.sock, (conn, space, received))
+            ok = extensions(self._family).AcceptEx(
+                self.sock.fileno(),
+                conn.fileno(),
+                space,
+                0,
+                ACCEPT_ADDRESS_SPACE,
+                ACCEPT_ADDRESS_SPACE,
+                received,
+                op.overlapped,
+            )
+            engine.posted(op, bool(ok), "AcceptEx")
+        except BaseException:
+            conn.close()
+            raise
+        op.on_complete = self._on_accept
+        self._posted.add(op)
+
+    def _on_accept(self, op: Op) -> None:
+        self._posted.discard(op)
+        conn = cast(tuple[socket.socket, Any, Any], op.keep)[0]
+        if not op.error and not self._closing:
+            rc = ws2.setsockopt(
+                conn.fileno(),
+                ws2.SOL_SOCKET,
+                ws2.SO_UPDATE_ACCEPT_CONTEXT,
+                ffi.cast("char *", self._listen_handle),
+                ffi.sizeof("SOCKET"),
+            )
+            if rc == 0:
+                self._queue.append(conn)
+            else:
+                conn.close()
+                if self._error is None:
+                    self._error = winerror(last_error(), "setsockopt(SO_UPDATE_ACCEPT_CONTEXT)")
+        else:
+            conn.close()
+            if op.error in ACCEPT_RETRY_ERRORS and not self._closing:
+                with contextlib.suppress(OSError):
+                    self._refill()
+            elif not op.cancelled and not self._closing and self._error is None:
+                self._error = op.oserror("AcceptEx")
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _refill(self) -> None:
+        if self._closing or self._error is not None:
+            return
+        before = len(self._posted)
+        try:
+            while len(self._queue) + len(self._posted) < self.tuning.backlog:
+                self._post_accept()
+        finally:
+            if _trace.active and len(self._posted) > before:
+                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
+
+    async def accept(self) -> socket.socket:
+        counters = self._engine.counters
+        if self._queue or self._error is not None:
+            counters.accept_hits += 1
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            counters.accept_waits += 1
+        while not self._queue and self._error is None:
+            if self._closing:
+                raise OSError(errno.EBADF, "listener closed")
+            self._refill()
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Callable[[], object]) -> Abort:
+                self._waiter = None
+                return Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._queue:
+            conn = self._queue.popleft()
+            try:
+                self._refill()
+            except OSError:
+                # the pool refills on the next accept(); this connection is taken
+                _log.exception("could not refill the accept pool")
+            return conn
+        error, self._error = self._error, None
+        assert error is not None
+        raise error
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def configure(self, **settings: int) -> None:
+        super().configure(**settings)
+        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
+        for op in list(self._posted)[: max(excess, 0)]:
+            self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
+        self._refill()
+
+    def discard_queued(self) -> None:
+        """Close connections accepted but never taken; post no more accepts."""
+        self._closing = True
+        while self._queue:
+            self._queue.popleft().close()
+
+    async def close(self) -> None:
+        self.discard_queued()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+        if self._posted:
+            with trio.CancelScope(shield=True):
+                await self._engine.drain(list(self._posted))
+        self._engine.forget_listener(self)
+        self._engine.forget(self.sock)
+        self.sock.close()

@@ -1,0 +1,1 @@
+"""The readiness engine: Trio's wait_readable/wait_writable, everywhere else."""

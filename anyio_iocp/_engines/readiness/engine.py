@@ -1,0 +1,341 @@
+"""The readiness engine: non-blocking socket calls plus Trio's readiness waits.
+
+This is the model of epoll/kqueue: ask the socket; when it answers "would
+block", wait until Trio says the socket is ready, then ask again.  It runs
+wherever Python and Trio do, and gives the same stream semantics as the
+completion engines.  Nothing is ever handed to the kernel ahead of time, so a
+cancelled wait has taken no data and sent nothing.
+
+The settings keep their meaning where a readiness model can give them one:
+
+* ``recvburst``: after a read that filled its whole buffer, up to ``k - 1``
+  more buffers are read ahead at once (Automatic Burst Detection moves ``k``
+  exactly as on the completion engines); ``in use`` is the number of buffers
+  read ahead and not yet taken.
+* ``sendcap``: with ``sendcap > 1`` a send that cannot go out at once is queued
+  and ``send()`` returns while fewer than ``sendcap`` are queued; a system task
+  writes the queue out as the socket becomes writable.
+* ``backlog``: when a connection arrives, up to ``backlog`` connections are
+  accepted at once into a queue that ``accept()`` takes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from collections import deque
+from typing import Any
+
+import trio
+
+from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
+from anyio_iocp._flow.send_chain import WriteBehind
+from anyio_iocp._flow.stream_base import FlowStream
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, StreamIO
+from anyio_iocp._interface.readiness import wait_readable, wait_writable
+from anyio_iocp._interface.settings import Tuning, Usage
+from anyio_iocp._interface.stats import EngineCounters
+
+#: how long close() waits for queued write-behind sends before cutting them off
+CLOSE_DRAIN_SECONDS = 10.0
+#: retry interval of a UNIX connect refused for now (EAGAIN: backlog full)
+CONNECT_RETRY_SECONDS = 0.005
+
+
+class ReadinessStreamIO(WriteBehind, FlowStream):
+    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
+        sock.setblocking(False)
+        self._init_flow(sock, tuning, counters)
+        self._ready: deque[bytes] = deque()
+        self._eof = False
+        self._recv_error: OSError | None = None
+        self._queued: deque[memoryview] = deque()
+        self._init_write_behind()
+        self._flusher_running = False
+
+    # -- settings -------------------------------------------------------------
+
+    def usage(self, name: str) -> Usage:
+        if name == "sendcap":
+            return Usage(self.sendcap, len(self._queued))
+        if name == "recvburst":
+            return Usage(self.recvburst, len(self._ready))
+        if name == "buffersize":
+            return Usage(self.buffersize, sum(map(len, self._ready)))
+        raise ValueError(f"unknown stream setting {name!r}")
+
+    # -- receiving ------------------------------------------------------------
+
+    def has_read_ahead(self) -> bool:
+        return bool(self._ready)
+
+    def _read_ahead(self) -> None:
+        """During a burst, read up to k - 1 more buffers that are already there."""
+        sock, size = self.sock, self.buffersize
+        while len(self._ready) < self.abd.k - 1:
+            try:
+                data = sock.recv(size)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._recv_error = exc
+                return
+            self.counters.direct_recv += 1
+            if not data:
+                self._eof = True
+                return
+            self._ready.append(data)
+            self.abd.observe(len(data) == size)
+            if len(data) < size:
+                return
+
+    def _take(self, max_bytes: int) -> bytes:
+        data = self._ready.popleft()
+        if len(data) > max_bytes:
+            self._ready.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        return data
+
+    async def receive(self, max_bytes: int) -> bytes:
+        self._raise_unreported_send_error()  # a write-behind send failed
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._ready:
+            data = self._take(max_bytes)
+        elif self._recv_error is not None:
+            raise self._recv_error  # the stream stays broken (a reset socket reads as EOF)
+        elif self._eof:
+            self._check_send_error()  # a reset seen by a send: not a clean end
+            data = b""
+        else:
+            size = min(max_bytes, self.buffersize)
+            waited = False
+            while True:
+                try:
+                    data = self.sock.recv(size)
+                except BlockingIOError:
+                    self._check_send_error()
+                    self.counters.waits += 1
+                    await wait_readable(self.sock)
+                    waited = True
+                    continue
+                except OSError as exc:
+                    self._recv_error = exc
+                    raise
+                self.counters.direct_recv += 1
+                if data:
+                    self.abd.observe(len(data) == self.buffersize)
+                    if len(data) == self.buffersize and self.abd.k > 1:
+                        self._read_ahead()
+                else:
+                    # after a reset that a write-behind send consumed, the
+                    # socket reads as end of stream: report the reset instead
+                    self._check_send_error()
+                if not waited:  # no wait: a schedule point all the same
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    # -- sending --------------------------------------------------------------
+
+    def _pending_sends(self) -> int:
+        return len(self._queued)
+
+    async def send(self, data: memoryview) -> None:
+        self._check_send_error()
+        sock = self.sock
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._queued and self.sendcap == 1:
+            # write-behind sends of an earlier sendcap go first, then this one
+            # is sent in full before send() returns, as sendcap 1 promises
+            await self._wait_sends_below(1)
+            self._check_send_error()
+            self._check_not_closing()
+        if self.sendcap > 1:
+            await self._wait_sends_below(self.sendcap)
+            self._check_send_error()
+            self._check_not_closing()
+            if not self._queued:
+                with contextlib.suppress(BlockingIOError):
+                    data = data[sock.send(data) :]
+                    self.counters.direct_send += 1
+            if data:
+                owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
+                self._queued.append(owned)
+                self._queued_send(len(owned))
+                if not self._flusher_running:
+                    self._flusher_running = True
+                    trio.lowlevel.spawn_system_task(self._flusher, name="anyio_iocp write-behind")
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        counters = self.counters
+        while data:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                counters.waits += 1
+                await wait_writable(sock)
+            else:
+                counters.direct_send += 1
+                data = data[sent:]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _flusher(self) -> None:
+        """Writes queued sends out as the socket becomes writable (system task)."""
+        sock = self.sock
+        counters = self.counters
+        written = 0  # of the send at the head of the queue
+        try:
+            while self._queued:
+                head = self._queued[0]
+                try:
+                    sent = sock.send(head)
+                except BlockingIOError:
+                    counters.waits += 1
+                    await wait_writable(sock)
+                    continue
+                counters.direct_send += 1
+                written += sent
+                if sent < len(head):
+                    self._queued[0] = head[sent:]
+                    continue
+                self._queued.popleft()
+                if _trace.active:
+                    self._trace_send_completed(written)
+                written = 0
+                self._wake_sender()
+        except OSError as exc:
+            if not self._closing:
+                self._send_error = exc
+            self._queued.clear()
+        except trio.Cancelled:
+            # the run is ending: nothing more will be written
+            self._queued.clear()
+        finally:
+            self._flusher_running = False
+            self._wake_sender()
+
+    # -- closing --------------------------------------------------------------
+
+    async def close(self) -> None:
+        try:
+            if self._queued and self._send_error is None:
+                with trio.move_on_after(CLOSE_DRAIN_SECONDS):
+                    await self._wait_sends_below(1)
+        finally:
+            self._closing = True
+            self._wake_sender()  # a sender waiting for room learns of the close
+            self._queued.clear()
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+        self._raise_unreported_send_error()
+
+
+class ReadinessListenerIO(ListenerIO):
+    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.tuning = tuning
+        self._counters = counters
+        self._queue: deque[socket.socket] = deque()
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _accept_ahead(self) -> None:
+        while len(self._queue) < self.tuning.backlog:
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # EMFILE and the like: report them from accept(), not from here
+                return
+            self._queue.append(conn)
+
+    async def accept(self) -> socket.socket:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        counters = self._counters
+        if self._queue:
+            counters.accept_hits += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return self._queue.popleft()
+        waited = False
+        while True:
+            try:
+                conn, _addr = self.sock.accept()
+            except BlockingIOError:
+                if not waited:
+                    waited = True
+                    counters.accept_waits += 1
+                counters.waits += 1
+                await wait_readable(self.sock)
+                continue
+            except OSError as exc:
+                if exc.errno not in EXHAUSTION:
+                    raise
+                # out of descriptors: pause with back-off (see _accept_backoff)
+                self._backoff.failed(exc.errno)
+                await trio.sleep(self._backoff.pause())
+                continue
+            if not waited:
+                counters.accept_hits += 1  # a connection was there already
+            self._backoff.succeeded()
+            self._accept_ahead()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return conn
+
+    def abandon(self) -> None:
+        while self._queue:
+            self._queue.popleft().close()
+        self.sock.close()
+
+    async def close(self) -> None:
+        while self._queue:
+            self._queue.popleft().close()
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+class ReadinessEngine(Engine):
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+        self.counters = EngineCounters()
+
+    def after_io_wait(self) -> None:
+        self.counters.passes += 1
+
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
+        self.counters.streams += 1
+        return ReadinessStreamIO(sock, tuning, self.counters)
+
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
+        self.counters.listeners += 1
+        return ReadinessListenerIO(sock, tuning, self.counters)
+
+    async def connect(self, sock: socket.socket, address: Any) -> None:
+        sock.setblocking(False)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                sock.connect(address)
+            except BlockingIOError as exc:
+                if exc.errno != errno.EAGAIN:
+                    break  # EINPROGRESS: the kernel goes on with it
+                # EAGAIN (a UNIX listener's backlog is full): nothing started,
+                # and no readiness event announces room, so try again shortly
+                await trio.sleep(CONNECT_RETRY_SECONDS)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+        # In progress: wait until writable, then read the outcome.  Cancelling
+        # here abandons the attempt; the caller closes the socket.
+        self.counters.waits += 1
+        await wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address!r}: {os.strerror(err)}")

@@ -1,0 +1,275 @@
+"""The engine interface: what the stream and listener layer asks of an engine.
+
+An *engine* moves bytes between sockets and the program.  Three exist:
+
+* ``io_uring`` (Linux): operations are posted to a submission ring before the
+  event happens; the kernel performs them and reports what got done.
+* ``iocp`` (Windows): overlapped Winsock calls on Trio's completion port.
+* ``readiness``: Trio's ``wait_readable``/``wait_writable`` plus non-blocking
+  calls, for every platform where neither completion engine can run.
+
+The layer above (:mod:`anyio_iocp._streams.sockets`) is written once against the three
+small abstract classes below, and gives every engine the same AnyIO semantics.
+The contract each engine keeps:
+
+* ``StreamIO.receive`` returns at least one byte, or ``b""`` at end of stream,
+  and raises :class:`OSError` for socket errors.  When the calling task is
+  cancelled, no byte is lost: bytes that arrive later go to the next receive.
+* ``StreamIO.send`` sends every byte or raises.  If the task is cancelled, the
+  send is cancelled in the kernel and its completion awaited before Cancelled
+  propagates, so nothing of it can go out after a later send.
+* ``close`` methods end every operation in flight (cancel, then wait for the
+  completion: memory lent to the kernel stays alive until then) and close the
+  socket.
+* ``ListenerIO.accept`` loses no connection when the caller is cancelled.
+* ``MessageIO`` (datagram sockets, and descriptor passing on UNIX streams)
+  receives and sends whole messages with addresses and ancillary data.  A
+  cancelled receive either did not happen or returns its message: none is
+  dropped in between.  Engines without a completion path for messages use the
+  readiness implementation that :meth:`Engine.open_messages` returns.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.leftovers import Leftovers
+from anyio_iocp._interface.settings import (
+    LISTENER_SETTINGS,
+    Tuning,
+    Usage,
+    check_settings,
+)
+from anyio_iocp._interface.sockaddr import AncData
+from anyio_iocp._interface.stats import EngineCounters, StreamStatistics
+
+
+def oserror(res: int, what: str) -> OSError:
+    """The OSError for a negative errno result of a completed operation."""
+    return OSError(-res, f"{what}: {os.strerror(-res)}")
+
+
+#: a socket's address family as a plain int, for checks made once per
+#: connection (``socket.socket.family`` makes an ``AddressFamily`` enum of it,
+#: which costs more than the rest of the check)
+raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
+AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on TCP sockets (a UNIX socket has no such option)."""
+    if raw_family(sock) in _INET_FAMILIES:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Which engine runs, and why that one."""
+
+    #: ``"io_uring"``, ``"iocp"`` or ``"readiness"``
+    name: str
+    #: how it was chosen: ``"auto"`` or ``"forced"`` (``backend_options={"engine": ...}``)
+    selected_by: str
+    #: why this engine (for ``readiness`` chosen automatically: why io_uring could not run)
+    reason: str
+    #: kernel details where they apply (features, probed opcodes)
+    details: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.selected_by}: {self.reason})"
+
+
+class StreamIO(ABC):
+    """Byte transport of one connected stream socket."""
+
+    sock: socket.socket
+
+    @abstractmethod
+    async def receive(self, max_bytes: int) -> bytes:
+        """Return 1 to ``max_bytes`` bytes, or ``b""`` at end of stream."""
+
+    @abstractmethod
+    async def send(self, data: memoryview) -> None:
+        """Send every byte of ``data``."""
+
+    @abstractmethod
+    async def send_eof(self) -> None:
+        """Wait for write-behind sends to go out, then shut down the sending side."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Wait (bounded, cancellable) for write-behind sends, then end the
+        operations in flight and close the socket, also when cancelled.  A
+        write-behind send error nobody has seen yet is raised here."""
+
+    #: the settings of the live stream (``configure`` changes them)
+    sendcap: int
+    recvburst: int
+    buffersize: int
+    #: bytes moved, counted by the stream layer
+    bytes_in: int
+    bytes_out: int
+
+    @abstractmethod
+    def statistics(self) -> StreamStatistics:
+        """The stream's counters, as a snapshot."""
+
+    @abstractmethod
+    def configure(self, **settings: int) -> None:
+        """Change settings of the live stream (validated first, all or nothing)."""
+
+    @abstractmethod
+    def usage(self, name: str) -> Usage:
+        """``(cap, in use)`` of a setting: sendcap, recvburst or buffersize."""
+
+    async def flush(self) -> None:  # noqa: B027 (engines without write-behind)
+        """Wait until write-behind sends have gone out; raise their error."""
+
+    def has_read_ahead(self) -> bool:
+        """Bytes received ahead of the reader, or receives posted ahead."""
+        return False
+
+    def abandon(self) -> None:
+        """End of the run, the stream never closed: close the socket at once
+        (the engine has ended every operation already)."""
+        self.sock.close()
+
+
+class ListenerIO(ABC):
+    """Accepting side of one listening socket."""
+
+    sock: socket.socket
+    #: the listener's own backlog and the defaults of the streams it accepts
+    tuning: Tuning
+    #: a listener moves no bytes (the run's byte totals add every open object)
+    bytes_in = 0
+    bytes_out = 0
+
+    @abstractmethod
+    def queued(self) -> int:
+        """Connections accepted ahead of the application, waiting for accept()."""
+
+    def _trace_refill(self, added: int, pool: int, queued: int) -> None:
+        """The ``accept.refill`` event of a pool of posted accepts (callers
+        check ``_trace.active``)."""
+        fd = self.sock.fileno()
+        backlog = self.tuning.backlog
+        _trace.emit(
+            "accept.refill",
+            f"listener fd {fd}: posted {added} accepts, pool {pool} + {queued} queued "
+            f"of backlog {backlog}",
+            fd=fd,
+            posted=added,
+            pool=pool,
+            queued=queued,
+            backlog=backlog,
+        )
+
+    def usage(self, name: str) -> Usage:
+        """``(cap, in use)`` of backlog; stream settings report ``(default, 0)``."""
+        if name == "backlog":
+            return Usage(self.tuning.backlog, self.queued())
+        return Usage(getattr(self.tuning, name), 0)
+
+    def abandon(self) -> None:
+        """End of the run, the listener never closed: close its socket and the
+        connections accepted ahead (the engine has ended every operation)."""
+        self.sock.close()
+
+    def configure(self, **settings: int) -> None:
+        """Change the backlog or the defaults of streams accepted from now on."""
+        checked = check_settings(settings, LISTENER_SETTINGS, "a listener")
+        self.tuning = replace(self.tuning, **checked)
+
+    @abstractmethod
+    async def accept(self) -> socket.socket:
+        """Return the next accepted connection as a socket object."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop accepting, end operations in flight and close the socket."""
+
+
+#: what ``socket.recvmsg`` returns: data, ancillary data, flags, address
+Message = tuple[bytes, AncData, int, Any]
+
+
+class MessageIO(ABC):
+    """Whole messages on one socket: datagrams, or descriptors on a UNIX stream."""
+
+    sock: socket.socket
+
+    @abstractmethod
+    async def receive_msg(self, bufsize: int, ancbufsize: int) -> Message:
+        """One message of at most ``bufsize`` bytes, as ``socket.recvmsg``."""
+
+    @abstractmethod
+    async def send_msg(self, data: memoryview, ancdata: AncData, address: Any) -> int:
+        """Send one message (to ``address``, or to the peer if None); return
+        the bytes sent."""
+
+    @abstractmethod
+    async def close(self, close_socket: bool = True) -> None:
+        """End the operations in flight; close the socket unless it belongs to
+        a stream that closes it itself."""
+
+
+class Engine(ABC):
+    """One engine instance serves one ``anyio.run`` (one Trio run)."""
+
+    info: EngineInfo
+    #: the run's statistics counters
+    counters: EngineCounters
+    #: the run's streams and listeners not closed yet (set by the run, which
+    #: closes them when it ends)
+    leftovers: Leftovers
+
+    def in_flight(self) -> dict[str, int]:
+        """Operations handed to the kernel and not completed yet, by kind."""
+        return {}
+
+    def posted_by_kind(self) -> dict[str, int]:
+        """Operations handed to the kernel so far, by kind."""
+        return dict(self.counters.posted)
+
+    def passes(self) -> int:
+        """Scheduler passes seen by the engine's hooks."""
+        return self.counters.passes
+
+    @abstractmethod
+    def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
+        """Take ownership of a connected stream socket."""
+
+    @abstractmethod
+    def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
+        """Take ownership of a listening socket."""
+
+    @abstractmethod
+    async def connect(self, sock: socket.socket, address: Any) -> None:
+        """Connect ``sock`` (not yet connected) to ``address`` (a numeric
+        address tuple, or a path for a UNIX socket)."""
+
+    def open_messages(self, sock: socket.socket) -> MessageIO:
+        """Take ownership of a datagram socket (or lend a UNIX stream's socket
+        for descriptor passing).  The default waits for readiness."""
+        from anyio_iocp._interface.readiness import ReadinessMessageIO
+
+        return ReadinessMessageIO(sock)
+
+    def before_io_wait(self, timeout: float) -> None:  # noqa: B027 (optional hook)
+        """Called once per scheduler pass, before Trio waits for I/O for up to
+        ``timeout`` seconds (0: tasks are runnable, the wait will not block)."""
+
+    def after_io_wait(self) -> None:  # noqa: B027 (optional hook)
+        """Called once per scheduler pass, after Trio's I/O wait."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Called when the run ends, after every task has finished."""

@@ -1,0 +1,26 @@
+"""The AnyIO and Trio versions the reaches into their internals were written
+for, and the check every reach makes before it is used.
+
+``pyproject.toml`` pins the same ranges; an installation that ignores the pins
+(``pip install --no-deps``, a vendored copy) meets :func:`written_for` first.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+TESTED_ANYIO = "4.16"
+TESTED_TRIO = "0.35"
+
+
+def installed(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def written_for(distribution: str, tested: str) -> bool:
+    """Whether the installed ``distribution`` is the ``tested`` minor release."""
+    version = installed(distribution)
+    return version == tested or version.startswith(tested + ".")

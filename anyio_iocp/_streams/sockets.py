@@ -1,0 +1,321 @@
+"""AnyIO socket streams and listeners on top of any engine.
+
+This layer is written once: it gives AnyIO's semantics (resource guards,
+``EndOfStream``, ``BrokenResourceError`` with the OS error as cause,
+``ClosedResourceError``, typed attributes) to whatever engine moves the bytes.
+"""
+
+from __future__ import annotations
+
+import array
+import socket
+from collections.abc import Callable, Collection, Mapping
+from functools import partial
+from io import IOBase
+from typing import Any
+
+import trio
+from anyio import (
+    BrokenResourceError,
+    BusyResourceError,
+    ClosedResourceError,
+    EndOfStream,
+    ResourceGuard,
+)
+from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
+
+from anyio_iocp._interface.engine import (
+    AF_UNIX,
+    Engine,
+    EngineInfo,
+    ListenerIO,
+    MessageIO,
+    StreamIO,
+    raw_family,
+    set_nodelay,
+)
+from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
+from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
+from anyio_iocp._streams.idle import IdleGate
+
+
+def _tuning_attributes(
+    io: StreamIO | ListenerIO, names: tuple[str, ...], info: EngineInfo
+) -> dict[Any, Callable[[], Any]]:
+    attributes: dict[Any, Callable[[], Any]] = {
+        getattr(TuningAttribute, name): partial(io.usage, name) for name in names
+    }
+    attributes[TuningAttribute.engine] = lambda: info
+    attributes[TuningAttribute.configure] = lambda: io.configure
+    if isinstance(io, StreamIO):
+        attributes[StatisticsAttribute.stream] = io.statistics
+    return attributes
+
+
+class _Guard:
+    """AnyIO's ResourceGuard (one task at a time per direction), in a form that
+    the per-message paths check inline instead of through two method calls."""
+
+    __slots__ = ("action", "busy")
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.busy = False
+
+    def __enter__(self) -> None:
+        if self.busy:
+            raise BusyResourceError(self.action)
+        self.busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy = False
+
+
+class EngineSocketStream(SocketStream):
+    """A TCP stream whose bytes move through the run's engine."""
+
+    def __init__(self, io: StreamIO, engine: Engine) -> None:
+        self._io = io
+        self._engine = engine
+        self._engine_info = engine.info
+        self._closed = False
+        self._leftovers = engine.leftovers
+        self._leftovers.add(io)  # closed at the end of the run if nobody closes it
+        self._receive_guard = _Guard("reading from")
+        self._send_guard = _Guard("writing to")
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._io.sock
+
+    @property
+    def engine_info(self) -> EngineInfo:
+        """The engine this stream's bytes go through."""
+        return self._engine_info
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {
+            **super().extra_attributes,
+            **_tuning_attributes(self._io, STREAM_SETTINGS, self._engine_info),
+        }
+
+    def _error(self, exc: OSError) -> Exception:
+        if self._closed:
+            return ClosedResourceError()
+        return BrokenResourceError(str(exc))
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if type(max_bytes) is not int and (
+            not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
+        ):
+            raise TypeError(f"max_bytes must be an integer, not {type(max_bytes).__name__}")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        guard = self._receive_guard  # `with guard:`, inlined (once per message)
+        if guard.busy:
+            raise BusyResourceError(guard.action)
+        guard.busy = True
+        try:
+            if self._closed:
+                raise ClosedResourceError
+            io = self._io
+            try:
+                data = await io.receive(max_bytes)
+            except OSError as exc:
+                raise self._error(exc) from exc
+            if data:
+                io.bytes_in += len(data)
+                return data
+            if self._closed:
+                raise ClosedResourceError
+            raise EndOfStream
+        finally:
+            guard.busy = False
+
+    async def send(self, item: bytes) -> None:
+        guard = self._send_guard  # `with guard:`, inlined (once per message)
+        if guard.busy:
+            raise BusyResourceError(guard.action)
+        guard.busy = True
+        try:
+            if self._closed:
+                raise ClosedResourceError
+            view = memoryview(item)
+            if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
+                view = view.cast("B")
+            io = self._io
+            try:
+                await io.send(view)
+            except OSError as exc:
+                raise self._error(exc) from exc
+            io.bytes_out += len(view)
+        finally:
+            guard.busy = False
+
+    async def send_eof(self) -> None:
+        with self._send_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                await self._io.send_eof()
+            except OSError as exc:
+                raise self._error(exc) from exc
+
+    async def _close_io(self) -> None:
+        await self._io.close()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                await self._close_io()
+            except OSError as exc:
+                # a write-behind send failed and no operation has reported it yet
+                raise BrokenResourceError(str(exc)) from exc
+            finally:
+                self._leftovers.discard(self._io)
+        await trio.lowlevel.checkpoint()
+
+
+class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
+    """A UNIX stream through the run's engine; descriptors travel as messages.
+
+    Descriptors ride on the bytes they were sent with, and a plain receive
+    drops them: with ``recvburst > 1`` bytes received ahead lose theirs, so
+    streams that pass descriptors keep the default ``recvburst`` of 1.
+    """
+
+    _messages: MessageIO | None = None
+
+    def _message_io(self) -> MessageIO:
+        if self._messages is None:
+            self._messages = self._engine.open_messages(self._io.sock)
+        return self._messages
+
+    async def receive_fds(self, msglen: int, maxfds: int) -> tuple[bytes, list[int]]:
+        if not isinstance(msglen, int) or msglen < 0:
+            raise ValueError("msglen must be a non-negative integer")
+        if not isinstance(maxfds, int) or maxfds < 1:
+            raise ValueError("maxfds must be a positive integer")
+        fds = array.array("i")
+        ancdata: list[tuple[int, int, bytes]]
+        with self._receive_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                if self._io.has_read_ahead():
+                    # bytes already taken from the socket come first, in order
+                    message, ancdata = await self._io.receive(max(msglen, 1)), []
+                else:
+                    message, ancdata, _flags, _address = await self._message_io().receive_msg(
+                        msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)
+                    )
+            except OSError as exc:
+                raise self._error(exc) from exc
+        if not message and not ancdata:
+            if self._closed:
+                raise ClosedResourceError
+            raise EndOfStream
+        self._io.bytes_in += len(message)
+        for level, kind, data in ancdata:
+            if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+                raise RuntimeError(
+                    f"unexpected ancillary data: level {level}, type {kind} "
+                    f"(expected SOL_SOCKET, SCM_RIGHTS); message = {message!r}"
+                )
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        return message, list(fds)
+
+    async def send_fds(self, message: bytes, fds: Collection[int | IOBase]) -> None:
+        if not message:
+            raise ValueError("message must not be empty")
+        if not fds:
+            raise ValueError("fds must not be empty")
+        filenos = [fd if isinstance(fd, int) else fd.fileno() for fd in fds]
+        ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", filenos).tobytes())]
+        view = memoryview(message).cast("B")
+        with self._send_guard:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                await self._io.flush()  # bytes sent before go first
+                while view:
+                    sent = await self._message_io().send_msg(view, ancdata, None)
+                    self._io.bytes_out += sent
+                    view = view[sent:]
+                    ancdata = []  # the descriptors went with the first bytes
+            except OSError as exc:
+                raise self._error(exc) from exc
+
+    async def _close_io(self) -> None:
+        if self._messages is not None:
+            await self._messages.close(close_socket=False)
+        await self._io.close()
+
+
+def _stream_class(sock: socket.socket) -> type[EngineSocketStream]:
+    if raw_family(sock) == AF_UNIX:
+        return EngineUNIXSocketStream
+    return EngineSocketStream
+
+
+class EngineTCPListener(SocketListener):
+    """A TCP (or UNIX) listener whose accepts go through the run's engine."""
+
+    def __init__(self, io: ListenerIO, engine: Engine) -> None:
+        self._io = io
+        self._engine = engine
+        self._closed = False
+        self._leftovers = engine.leftovers
+        self._leftovers.add(io)
+        self._accept_guard = ResourceGuard("accepting connections from")
+        #: holds connections back until their first bytes (idletimeout > 0)
+        self._gate: IdleGate | None = None
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._io.sock
+
+    async def accept(self) -> EngineSocketStream:
+        with self._accept_guard:
+            if self._closed:
+                raise ClosedResourceError
+            if self._gate is None and self._io.tuning.idletimeout:
+                self._gate = IdleGate(self._io, self._engine)
+            try:
+                if self._gate is not None:
+                    io = await self._gate.accept()
+                else:
+                    sock = await self._io.accept()
+                    set_nodelay(sock)
+                    io = self._engine.open_stream(sock, self._io.tuning)
+            except OSError as exc:
+                if self._closed:
+                    raise ClosedResourceError from None
+                raise BrokenResourceError(str(exc)) from exc
+        return _stream_class(io.sock)(io, self._engine)
+
+    def _idle_usage(self) -> Usage:
+        if self._gate is not None:
+            return self._gate.usage()
+        return Usage(self._io.tuning.idletimeout, 0)
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {
+            **super().extra_attributes,
+            **_tuning_attributes(self._io, LISTENER_SETTINGS, self._engine.info),
+            TuningAttribute.idletimeout: self._idle_usage,
+        }
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                if self._gate is not None:
+                    await self._gate.close()  # connections waiting for first bytes
+                await self._io.close()
+            finally:
+                self._leftovers.discard(self._io)
+        await trio.lowlevel.checkpoint()
