@@ -189,6 +189,62 @@ def private_access_violations() -> list[str]:
     return problems
 
 
+def module_level_imports(module: Module) -> Iterator[str]:
+    """Package modules imported when ``module`` is (not in functions, not
+    under ``TYPE_CHECKING``)."""
+
+    def walk(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for stmt in body:
+            if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+                yield from walk(stmt.orelse)
+            elif isinstance(stmt, (ast.If, ast.Try)):
+                yield from walk(stmt.body)
+                yield from walk(getattr(stmt, "orelse", []))
+                for handler in getattr(stmt, "handlers", []):
+                    yield from walk(handler.body)
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                yield stmt
+
+    known = {m.name for m in modules()}
+    shallow = Module(
+        module.name, module.path, ast.Module(body=list(walk(module.tree.body)), type_ignores=[])
+    )
+    for _line, name in imports(shallow):
+        target = package_target(name)
+        if target is None:
+            continue
+        # "from pkg import module" names a module; "from module import name" the module
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != module.name:
+            yield target
+
+
+def import_cycles() -> list[list[str]]:
+    graph = {m.name: sorted(set(module_level_imports(m))) for m in modules()}
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the path, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for nxt in graph.get(name, []):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif state.get(nxt) == 0:
+                visit(nxt, [*path, nxt])
+        state[name] = 2
+
+    for name in graph:
+        if state[name] == 0:
+            visit(name, [name])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    """Module-level imports form no circle (a circle makes the import order
+    matter, and hides which module depends on which)."""
+    assert import_cycles() == []
+
+
 def test_the_layers_import_only_what_they_may() -> None:
     assert layer_violations() == []
 

@@ -37,10 +37,9 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio_iocp._interface import trace as _trace
-from anyio_iocp._interface.leftovers import Leftovers
 from anyio_iocp._interface.settings import (
     LISTENER_SETTINGS,
     Tuning,
@@ -49,6 +48,9 @@ from anyio_iocp._interface.settings import (
 )
 from anyio_iocp._interface.sockaddr import AncData
 from anyio_iocp._interface.stats import EngineCounters, StreamStatistics
+
+if TYPE_CHECKING:
+    from anyio_iocp._interface.leftovers import Leftovers
 
 
 def oserror(res: int, what: str) -> OSError:
