@@ -65,7 +65,7 @@ from anyio_iocp._engines.io_uring.fork import track as track_for_fork
 from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import Op
-from anyio_iocp._engines.io_uring.stream import UringStreamIO
+from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
@@ -87,8 +87,9 @@ _log = logging.getLogger("anyio_iocp")
 #: submission and completion ring sizes (detection probes these same sizes)
 RING_ENTRIES = 4096
 RING_CQ_ENTRIES = 4 * RING_ENTRIES
-#: how long the end of a run waits for the last completions
-CLOSE_DRAIN_SECONDS = 5.0
+#: how long the end of a run waits for the last completions (streams wait
+#: for their write-behind sends at close: send_chain.CLOSE_DRAIN_SECONDS)
+RUN_END_DRAIN_SECONDS = 5.0
 #: completions copied out of the ring per call into the shim
 REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
@@ -192,7 +193,7 @@ class UringEngine(Engine):
         # strong references: a listener dropped without aclose() must still
         # have its queued connections closed at the end of the run
         self._listeners: set[UringListenerIO] = set()
-        self._flush: list[UringStreamIO] = []
+        self._sends_to_post: list[UringStreamIO] = []
         self._pending_cancels: list[Op] = []
         # streams receive with one multishot receive each, into shared buffer
         # pools (one per buffer size), where the kernel has it
@@ -329,9 +330,9 @@ class UringEngine(Engine):
         self.counters.count_posted("send", len(ops))
         return ops
 
-    def flush_later(self, stream: UringStreamIO) -> None:
+    def post_later(self, stream: UringStreamIO) -> None:
         """Post ``stream``'s queued sends at the end of this scheduler pass."""
-        self._flush.append(stream)
+        self._sends_to_post.append(stream)
 
     def post_op(
         self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
@@ -385,10 +386,10 @@ class UringEngine(Engine):
             retry, self._pending_cancels = self._pending_cancels, []
             for op in retry:
                 self.request_cancel(op)
-        if self._flush:
-            streams, self._flush = self._flush, []
+        if self._sends_to_post:
+            streams, self._sends_to_post = self._sends_to_post, []
             for stream in streams:
-                stream.flush_sends()
+                stream.post_queued_sends()
         ring = self._ring
         if lib.iou_unsubmitted(ring) and self._retry.due():
             self._submit()
@@ -544,7 +545,7 @@ class UringEngine(Engine):
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         self.ensure_reaper()
         self.counters.streams += 1
-        return UringStreamIO(self, sock, tuning)
+        return open_stream_io(self, sock, tuning)
 
     def in_flight(self) -> dict[str, int]:
         by_kind: Counter[str] = Counter()
@@ -589,7 +590,7 @@ class UringEngine(Engine):
     def close(self) -> None:
         """End of the run: cancel and drain everything, then release the ring.
 
-        The wait for the last completions is bounded (CLOSE_DRAIN_SECONDS) and
+        The wait for the last completions is bounded (RUN_END_DRAIN_SECONDS) and
         interruptible.  Operations still in flight after it are abandoned, not
         freed: their memory is kept alive for the life of the process, since
         the kernel may still touch it while it tears the ring down.
@@ -609,7 +610,7 @@ class UringEngine(Engine):
             self.request_cancel(op)
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
-        deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+        deadline = time.monotonic() + RUN_END_DRAIN_SECONDS
         try:
             while self._ops:
                 self._submit()

@@ -42,7 +42,7 @@ The traps, and what this module does about them
   at the end of it (the system task is cancelled once every other task has
   finished) every operation still posted is cancelled with ``CancelIoEx`` and
   its packet drained *before* the key's monitor ends.  The wait is bounded
-  (``CLOSE_DRAIN_SECONDS``); operations still pending after it are abandoned,
+  (``RUN_END_DRAIN_SECONDS``); operations still pending after it are abandoned,
   the key stays monitored and their memory is kept alive.
 * Memory lent to the kernel (``OVERLAPPED``, ``WSABUF``, buffers, the packed
   address of a connect, the address space of an accept) must outlive the
@@ -100,8 +100,9 @@ from anyio_iocp._internals import trio_iocp
 
 _log = logging.getLogger("anyio_iocp")
 
-#: how long the end of a run waits for the last completion packets
-CLOSE_DRAIN_SECONDS = 5.0
+#: how long the end of a run waits for the last completion packets (streams
+#: wait for their write-behind sends at close: send_chain.CLOSE_DRAIN_SECONDS)
+RUN_END_DRAIN_SECONDS = 5.0
 
 #: receive buffers need no zeroing: only the bytes the kernel wrote are read
 _new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
@@ -343,7 +344,7 @@ class IocpEngine(Engine):
             op.task = None  # no task is left to wake: the run is ending
             op.drainers = None
             self.request_cancel(op)
-        with trio.move_on_after(CLOSE_DRAIN_SECONDS):
+        with trio.move_on_after(RUN_END_DRAIN_SECONDS):
             while self._ops:
                 self._complete(await queue.get_batch())
                 self._closing_listeners()

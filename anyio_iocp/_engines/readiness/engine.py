@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
-from anyio_iocp._flow.send_chain import WriteBehind
+from anyio_iocp._flow.send_chain import CLOSE_DRAIN_SECONDS, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, StreamIO
@@ -39,8 +39,6 @@ from anyio_iocp._interface.readiness import wait_readable, wait_writable
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
 
-#: how long close() waits for queued write-behind sends before cutting them off
-CLOSE_DRAIN_SECONDS = 10.0
 #: retry interval of a UNIX connect refused for now (EAGAIN: backlog full)
 CONNECT_RETRY_SECONDS = 0.005
 
@@ -54,7 +52,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         self._recv_error: OSError | None = None
         self._queued: deque[memoryview] = deque()
         self._init_write_behind()
-        self._flusher_running = False
+        self._writer_running = False
 
     # -- settings -------------------------------------------------------------
 
@@ -166,9 +164,11 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                 owned = data if isinstance(data.obj, bytes) else memoryview(bytes(data))
                 self._queued.append(owned)
                 self._queued_send(len(owned))
-                if not self._flusher_running:
-                    self._flusher_running = True
-                    trio.lowlevel.spawn_system_task(self._flusher, name="anyio_iocp write-behind")
+                if not self._writer_running:
+                    self._writer_running = True
+                    trio.lowlevel.spawn_system_task(
+                        self._write_queued, name="anyio_iocp write-behind"
+                    )
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         counters = self.counters
@@ -183,7 +183,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                 data = data[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def _flusher(self) -> None:
+    async def _write_queued(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
         sock = self.sock
         counters = self.counters
@@ -215,7 +215,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             # the run is ending: nothing more will be written
             self._queued.clear()
         finally:
-            self._flusher_running = False
+            self._writer_running = False
             self._wake_sender()
 
     # -- closing --------------------------------------------------------------

@@ -1,0 +1,194 @@
+"""The receive side of a completion engine's stream, written once: a pool of
+receives posted ahead of the reader, with Automatic Burst Detection.
+
+``receive()`` first takes bytes already received ahead, then bytes the socket
+already holds (a direct non-blocking ``recv``: nothing is posted when data is
+waiting), and only when there are none it posts ``k`` receives and waits for
+the first.  ``k`` comes from the stream's
+:class:`~anyio_iocp._flow.abd.BurstDetector`.  Receives complete in the order
+they were posted (the engine makes sure of it: io_uring links them into one
+chain, Windows fills overlapped receives of a stream socket in order), and
+:meth:`ReceivePool._collect` moves them, in that order, into the read-ahead
+queue: their bytes, the end of stream, or the first receive error.  While a
+burst lasts, the next ``k`` receives are posted as soon as the reader has taken
+what the previous ones brought, ahead of the next ``receive()``; a new pool is
+posted only once the previous one has completed entirely.  Bytes held ahead of
+the reader are therefore bounded by ``k * buffersize``.
+
+A cancelled ``receive()`` leaves its receives posted: their bytes go to the
+next ``receive()``.
+
+The engine's stream supplies the primitives: :meth:`ReceivePool._post_receives`
+(post up to ``k`` receives, in order), :meth:`ReceivePool._receive_outcome`
+(what a completed receive brought) and :meth:`ReceivePool._receive_cancelled`
+(the platform's error for a receive cut off by ``close()``).  Everything here
+is on the path of every ``receive()``: the attributes are read directly and
+the per-message work is kept flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import abstractmethod
+from typing import Any
+
+import trio
+
+from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
+from anyio_iocp._flow.stream_base import FlowStream
+from anyio_iocp._interface.settings import Usage
+
+
+class ReceivePool(WriteBehind, FlowStream):
+    #: the engine: waits for one posted receive
+    _engine: CompletionEngine
+
+    def _init_receive_pool(self) -> None:
+        # lists, not deques: they hold a few items, and an empty deque costs
+        # 760 bytes, which 10,000 idle connections would feel
+        #: receives posted and not yet collected, oldest first
+        self._posted: list[Any] = []
+        #: bytes received ahead of the reader, in order
+        self._ready: list[bytes] = []
+        self._eof = False
+        #: the first receive error (the stream stays broken)
+        self._recv_error: OSError | None = None
+
+    # -- the engine's primitives ----------------------------------------------
+
+    @abstractmethod
+    def _post_receives(self, count: int) -> None:
+        """Post up to ``count`` receives of ``buffersize`` bytes that complete
+        in order, appending them to ``_posted``: at least one, or raise."""
+
+    @abstractmethod
+    def _receive_outcome(self, op: Any) -> bytes | OSError | None:
+        """What the completed receive ``op`` brought: its bytes, ``b""`` at end
+        of stream, its error, or None if it was cancelled (by ``close()``, or
+        because an earlier receive of the pool failed)."""
+
+    @abstractmethod
+    def _receive_cancelled(self) -> OSError:
+        """The error of a receive whose posted receives were all cancelled."""
+
+    def _may_post_ahead(self) -> bool:
+        """Asked last, during a burst: no other receiver of the stream holds
+        bytes or waits (io_uring's multishot receive)."""
+        return True
+
+    # -- receiving ------------------------------------------------------------
+
+    async def receive(self, max_bytes: int) -> bytes:
+        self._engine.check_open()  # a stream kept past its run: a clear error
+        self._raise_unreported_send_error()  # a write-behind send failed
+        posted = self._posted
+        if not self._ready and posted and not posted[0].done:
+            await self._engine.wait(posted[0])
+            self._collect()
+            return self._take(max_bytes)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._collect()
+        if not (self._ready or posted or self._eof or self._recv_error):
+            now = self._recv_now(max_bytes)
+            if now is None:
+                return await self._receive_posted(max_bytes)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return now
+        data = self._take(max_bytes)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def _recv_now(self, max_bytes: int) -> bytes | None:
+        """A direct non-blocking recv: the bytes (``b""`` at end of stream),
+        or None when the socket holds none yet."""
+        try:
+            data = self.sock.recv(min(max_bytes, self.buffersize))
+        except BlockingIOError:
+            self._check_send_error()
+            return None
+        self.counters.direct_recv += 1
+        if data:
+            self.abd.observe(len(data) == self.buffersize)
+            self._post_ahead()  # a burst: k receives ahead
+        else:
+            self._eof = True
+            self._check_send_error()  # a reset that a send reported first
+        return data
+
+    async def _receive_posted(self, max_bytes: int) -> bytes:
+        """Post receives with buffers of their own and wait for the first."""
+        self._post_pool()
+        await self._engine.wait(self._posted[0])
+        self._collect()
+        return self._take(max_bytes)
+
+    def _post_pool(self) -> None:
+        self._check_not_closing()
+        self._post_receives(self.abd.k)
+
+    def _post_ahead(self) -> None:
+        """During a burst, post the next pool once the reader has caught up."""
+        if (
+            self.abd.in_burst()
+            and not self._posted
+            and not self._ready
+            and not self._eof
+            and self._recv_error is None
+            and not self._closing
+            and self._may_post_ahead()
+        ):
+            # best effort: bytes already taken must reach the caller; the next
+            # receive() posts (and reports a failure) if it needs to
+            with contextlib.suppress(OSError):
+                self._post_pool()
+
+    def _collect(self) -> None:
+        """Move completed receives, in order, into the read-ahead queue."""
+        posted = self._posted
+        while posted and posted[0].done:
+            outcome = self._receive_outcome(posted.pop(0))
+            if type(outcome) is bytes:
+                if outcome:
+                    self._ready.append(outcome)
+                    self.abd.observe(len(outcome) == self.buffersize)
+                else:
+                    self._eof = True
+            elif isinstance(outcome, OSError) and self._recv_error is None:
+                # (None: cancelled; its bytes, if any, are of no use now, and
+                # an error that made the engine cancel it is recorded already)
+                self._recv_error = outcome
+
+    def _take(self, max_bytes: int) -> bytes:
+        ready = self._ready
+        if ready:
+            data = ready[0]
+            if len(data) > max_bytes:
+                ready[0] = data[max_bytes:]
+                data = data[:max_bytes]
+            else:
+                del ready[0]
+            if not ready:
+                self._post_ahead()
+            return data
+        if self._recv_error is not None:
+            raise self._recv_error
+        self._check_send_error()
+        if self._eof:
+            return b""
+        # every posted receive was cancelled (close): nothing came
+        raise self._receive_cancelled()
+
+    def has_read_ahead(self) -> bool:
+        return bool(self._ready or self._posted)
+
+    # -- settings -------------------------------------------------------------
+
+    def usage(self, name: str) -> Usage:
+        if name == "sendcap":
+            return Usage(self.sendcap, self._pending_sends())
+        if name == "recvburst":
+            # receives in use: posted, or completed with bytes not yet taken
+            return Usage(self.recvburst, len(self._posted) + len(self._ready))
+        if name == "buffersize":
+            return Usage(self.buffersize, sum(map(len, self._ready)))
+        raise ValueError(f"unknown stream setting {name!r}")

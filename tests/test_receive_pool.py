@@ -1,0 +1,247 @@
+"""The receive pool (anyio_iocp._flow.receive_pool) on its own: a stream whose
+engine primitives are scripted, so that every order of completions, cancelled
+and failed receives, and the end of stream can be set up exactly."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from anyio_iocp._flow.receive_pool import ReceivePool
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
+
+SIZE = 4  # buffersize of the scripted stream
+
+
+class ScriptedOp:
+    """A posted receive: ``outcome`` is what the engine reports once ``done``."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.outcome: bytes | OSError | None = None
+
+    def complete(self, outcome: bytes | OSError | None) -> None:
+        self.outcome = outcome
+        self.done = True
+
+
+class ScriptedEngine:
+    closed = False
+
+    def __init__(self) -> None:
+        #: what wait() completes: (op index in the stream's posts, outcome)
+        self.on_wait: list[tuple[int, bytes | OSError | None]] = []
+        self.stream: ScriptedStream | None = None
+
+    def check_open(self) -> None:
+        pass
+
+    async def wait(self, op: Any) -> None:
+        assert self.stream is not None
+        for index, outcome in self.on_wait:
+            self.stream.posts[index].complete(outcome)
+        self.on_wait.clear()
+        assert op.done
+        await trio.lowlevel.checkpoint()
+
+    async def wait_or_cancel(self, op: Any) -> None:
+        raise NotImplementedError
+
+    async def drain(self, ops: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class ScriptedStream(ReceivePool):
+    def __init__(self, sock: socket.socket, recvburst: int = 4) -> None:
+        self._init_flow(sock, Tuning(recvburst=recvburst, buffersize=SIZE), EngineCounters())
+        self._engine = self.scripted = ScriptedEngine()
+        self.scripted.stream = self
+        self._init_receive_pool()
+        self._init_write_behind()
+        #: every receive posted, in order
+        self.posts: list[ScriptedOp] = []
+        #: the count of each _post_receives call
+        self.pools: list[int] = []
+
+    def _post_receives(self, count: int) -> None:
+        self.pools.append(count)
+        for _ in range(count):
+            op = ScriptedOp()
+            self.posts.append(op)
+            self._posted.append(op)
+
+    def _receive_outcome(self, op: ScriptedOp) -> bytes | OSError | None:
+        return op.outcome
+
+    def _receive_cancelled(self) -> OSError:
+        return OSError(errno.ECANCELED, "receive cancelled")
+
+    def _pending_sends(self) -> int:
+        return 0
+
+    async def send(self, data: memoryview) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def stream() -> Iterator[ScriptedStream]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield ScriptedStream(a)
+    a.close()
+    b.close()
+
+
+def post(stream: ScriptedStream, count: int) -> list[ScriptedOp]:
+    stream._post_receives(count)
+    return stream.posts[-count:]
+
+
+def take_all(stream: ScriptedStream, max_bytes: int) -> list[bytes]:
+    taken = []
+    while stream._ready:
+        taken.append(stream._take(max_bytes))
+    return taken
+
+
+def test_completed_receives_are_collected_in_posting_order(stream: ScriptedStream) -> None:
+    first, second, third = post(stream, 3)
+    # the later ones complete first: nothing may be taken before the first
+    third.complete(b"ghi")
+    second.complete(b"def")
+    stream._collect()
+    assert stream._ready == []
+    assert len(stream._posted) == 3
+    first.complete(b"abc")
+    stream._collect()
+    assert stream._posted == []
+    assert take_all(stream, 100) == [b"abc", b"def", b"ghi"]
+
+
+def test_takes_smaller_than_a_receive_keep_every_byte_in_order(stream: ScriptedStream) -> None:
+    ops = post(stream, 3)
+    for op, data in zip(ops, (b"abcd", b"efgh", b"ij"), strict=True):
+        op.complete(data)
+    stream._collect()
+    assert take_all(stream, 3) == [b"abc", b"d", b"efg", b"h", b"ij"]
+
+
+def test_a_cancelled_receive_in_the_middle_is_skipped_without_an_error(
+    stream: ScriptedStream,
+) -> None:
+    for op, outcome in zip(post(stream, 3), (b"ab", None, b"cd"), strict=True):
+        op.complete(outcome)
+    stream._collect()
+    assert take_all(stream, 100) == [b"ab", b"cd"]
+    assert stream._recv_error is None
+
+
+def test_a_failed_receive_comes_after_the_bytes_before_it_and_stays(
+    stream: ScriptedStream,
+) -> None:
+    reset = OSError(errno.ECONNRESET, "reset")
+    later = OSError(errno.EPIPE, "later")
+    outcomes = (b"ab", reset, None, later)  # the engine cancels what follows a failure
+    for op, outcome in zip(post(stream, 4), outcomes, strict=True):
+        op.complete(outcome)
+    stream._collect()
+    assert stream._take(100) == b"ab"
+    for _ in range(2):  # the first error, every time
+        with pytest.raises(OSError) as caught:
+            stream._take(100)
+        assert caught.value is reset
+
+
+def test_end_of_stream_comes_after_the_bytes_before_it(stream: ScriptedStream) -> None:
+    for op, outcome in zip(post(stream, 3), (b"abcd", b"ef", b""), strict=True):
+        op.complete(outcome)
+    stream._collect()
+    assert stream._take(3) == b"abc"
+    assert stream._take(3) == b"d"
+    assert stream._take(3) == b"ef"
+    assert stream._take(3) == b""
+    assert stream._take(3) == b""
+
+
+def test_receives_all_cancelled_report_the_cancel(stream: ScriptedStream) -> None:
+    for op in post(stream, 2):
+        op.complete(None)
+    stream._collect()
+    with pytest.raises(OSError) as caught:
+        stream._take(10)
+    assert caught.value.errno == errno.ECANCELED
+
+
+def test_receives_ahead_are_posted_during_a_burst_once_the_reader_caught_up(
+    stream: ScriptedStream,
+) -> None:
+    stream.pools.clear()
+    (op,) = post(stream, 1)
+    op.complete(b"abcd")  # full: k grows to 2, a burst
+    stream._collect()
+    assert stream.abd.k == 2
+    assert stream._take(2) == b"ab"
+    assert stream.pools == [1]  # bytes still ahead of the reader: nothing more yet
+    assert stream._take(2) == b"cd"
+    assert stream.pools == [1, 2]  # caught up: k receives ahead
+    assert len(stream._posted) == 2
+
+
+def test_no_receives_ahead_after_a_partial_receive(stream: ScriptedStream) -> None:
+    first, second = post(stream, 2)
+    first.complete(b"abcd")
+    second.complete(b"ef")  # partial: the burst is over
+    stream._collect()
+    assert take_all(stream, 100) == [b"abcd", b"ef"]
+    assert stream.pools == [2]
+    assert stream._posted == []
+
+
+def test_no_receives_ahead_after_the_end_of_stream(stream: ScriptedStream) -> None:
+    first, second = post(stream, 2)
+    first.complete(b"abcd")
+    second.complete(b"")
+    stream._collect()
+    assert stream.abd.in_burst()
+    assert stream._take(100) == b"abcd"
+    assert stream.pools == [2]
+    assert stream._take(100) == b""
+
+
+def test_receive_waits_for_posted_receives_and_returns_them_in_order(
+    stream: ScriptedStream,
+) -> None:
+    engine = stream.scripted
+    got: list[bytes] = []
+
+    async def main() -> None:
+        # the socket holds nothing: the pool posts k (1) receive and waits
+        engine.on_wait = [(0, b"abcd")]
+        got.append(await stream.receive(100))
+        # full receive: k is 2 and the next pool was posted ahead
+        assert stream.pools == [1, 2]
+        engine.on_wait = [(2, b"ij"), (1, b"efgh")]
+        got.append(await stream.receive(2))
+        got.append(await stream.receive(100))
+        got.append(await stream.receive(100))
+
+    trio.run(main)
+    assert got == [b"abcd", b"ef", b"gh", b"ij"]
+    assert stream.usage("recvburst").in_use == 0
+
+
+def test_usage_counts_posted_receives_and_bytes_ahead(stream: ScriptedStream) -> None:
+    first, _second = post(stream, 2)
+    first.complete(b"abc")
+    stream._collect()
+    assert stream.usage("recvburst").in_use == 2  # one posted, one holding bytes
+    assert stream.usage("buffersize").in_use == 3
