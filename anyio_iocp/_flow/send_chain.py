@@ -38,9 +38,10 @@ from abc import abstractmethod
 from typing import Any, Protocol
 
 import trio
-from trio.lowlevel import Abort, Task
+from trio.lowlevel import Task
 
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.parking import park_among, wake_all
 
 #: how long close() waits for pending write-behind sends before cutting them off
 CLOSE_DRAIN_SECONDS = 10.0
@@ -126,23 +127,15 @@ class WriteBehind:
             raise OSError(errno.EBADF, "stream closed")
 
     def _wake_sender(self) -> None:
-        waiters, self._send_waiters = self._send_waiters, []
-        for waiter in waiters:
-            trio.lowlevel.reschedule(waiter)
+        waiters = self._send_waiters
+        if waiters:  # (checked here: every send completion comes through)
+            wake_all(waiters)
 
     async def _wait_sends_below(self, limit: int) -> None:
         """Wait until fewer than ``limit`` sends are pending, one failed, or the
         stream is closing (cancellable: nothing is handed over while waiting)."""
-        task = trio.lowlevel.current_task()
-
-        def abort(_: object) -> Abort:
-            if task in self._send_waiters:
-                self._send_waiters.remove(task)
-            return Abort.SUCCEEDED
-
         while self._pending_sends() >= limit and self._send_error is None and not self._closing:
-            self._send_waiters.append(task)
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await park_among(self._send_waiters)
 
     async def send_eof(self) -> None:
         """Let pending sends go out, then shut down the sending side."""

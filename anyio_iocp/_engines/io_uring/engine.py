@@ -27,7 +27,7 @@ Driving the ring from Trio, without a thread
 The traps, and what this module does about them
 -----------------------------------------------
 * Memory lent to the kernel (receive buffers, send data, socket addresses) must
-  outlive the operation.  Each :class:`Op` holds a reference to its memory, and
+  outlive the operation.  Each :class:`UringOp` holds a reference to its memory, and
   the engine's table holds the op until its *final* completion is reaped,
   whatever happens to the task that posted it (cancelled, failed, gone).
 * Cancelling the waiting task does not cancel the operation.  For a receive the
@@ -64,12 +64,13 @@ from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.fork import track as track_for_fork
 from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
-from anyio_iocp._engines.io_uring.op import Op
+from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.completion import CompletionWaits
 from anyio_iocp._interface.engine import (
     Engine,
     EngineInfo,
@@ -114,7 +115,7 @@ _KINDS = {
 }
 
 
-class SendOp(Op):
+class SendOp(UringOp):
     """A send; its stream hears of the completion before the waiting task."""
 
     __slots__ = ("pipelined", "stream")
@@ -130,10 +131,10 @@ class SendOp(Op):
         self.result = res
         self.done = True
         self.stream.on_send_complete(self)
-        self._wake()
+        self.wake()
 
 
-class AcceptOp(Op):
+class AcceptOp(UringOp):
     """One posted accept of a listener's pool: one connection, or an error."""
 
     __slots__ = ("listener",)
@@ -146,10 +147,10 @@ class AcceptOp(Op):
         self.result = res
         self.done = True
         self.listener.on_accept_completion(self, res)
-        self._wake()
+        self.wake()
 
 
-class UringEngine(Engine):
+class UringEngine(Engine, CompletionWaits[UringOp]):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
@@ -184,7 +185,7 @@ class UringEngine(Engine):
         self.fd = lib.iou_fd(self._ring)
         #: longest linked chain: one chain must fit in the submission ring
         self.max_chain: int = lib.iou_sq_entries(self._ring)
-        self._ops: dict[int, Op] = {}
+        self._ops: dict[int, UringOp] = {}
         self._next_id = 1
         self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
         self.closed = False
@@ -194,7 +195,7 @@ class UringEngine(Engine):
         # have its queued connections closed at the end of the run
         self._listeners: set[UringListenerIO] = set()
         self._sends_to_post: list[UringStreamIO] = []
-        self._pending_cancels: list[Op] = []
+        self._pending_cancels: list[UringOp] = []
         # streams receive with one multishot receive each, into shared buffer
         # pools (one per buffer size), where the kernel has it
         # ($ANYIO_IOCP_RECV=single turns it off, to compare)
@@ -241,7 +242,7 @@ class UringEngine(Engine):
             )
 
     @enable_ki_protection  # posted and registered, or neither (Ctrl+C waits)
-    def _post(self, op: Op, prep: Callable[..., int], *args: Any) -> None:
+    def _post(self, op: UringOp, prep: Callable[..., int], *args: Any) -> None:
         self.check_open()
         rc: int = prep(self._ring, *args)
         if rc == -errno.EBUSY:
@@ -292,14 +293,14 @@ class UringEngine(Engine):
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
     @enable_ki_protection
-    def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[Op]:
+    def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[UringOp]:
         """Receives into ``buffers``, linked so that the kernel runs them in order."""
         self._make_room(len(buffers))
         ring = self._ring
         ops = []
         last = len(buffers) - 1
         for i, buf in enumerate(buffers):
-            op = Op(self._new_id(), buf)
+            op = UringOp(self._new_id(), buf)
             op.kind = "recv"
             lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
             if i != last:
@@ -336,10 +337,10 @@ class UringEngine(Engine):
 
     def post_op(
         self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
-    ) -> Op:
+    ) -> UringOp:
         """Post one operation; ``keep`` holds its memory until the completion
         (``pins``: its ``ffi.from_buffer`` views, released then)."""
-        op = Op(self._new_id(), keep, pins)
+        op = UringOp(self._new_id(), keep, pins)
         self._post(op, prep, *args, op.user_data)
         return op
 
@@ -348,7 +349,7 @@ class UringEngine(Engine):
         self._post(op, lib.iou_prep_accept, listener.fd, 0, op.user_data)
         return op
 
-    def request_cancel(self, op: Op) -> None:
+    def request_cancel(self, op: UringOp) -> None:
         """Ask the kernel to cancel ``op``; never raises (it runs in abort
         functions): a cancel that finds no room is retried every pass."""
         if op.done or op.cancel_requested or self.closed:
@@ -500,46 +501,6 @@ class UringEngine(Engine):
             await self._retry.wait(ring_fd)
             self.after_io_wait()
 
-    # -- waiting -------------------------------------------------------------
-
-    async def wait(self, op: Op) -> None:
-        """Wait for ``op``; if cancelled, ``op`` stays posted (receive, accept)."""
-        op.task = trio.lowlevel.current_task()
-
-        def abort(_: Callable[[], object]) -> Abort:
-            op.task = None
-            return Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def wait_or_cancel(self, op: Op) -> None:
-        """Wait for ``op``; if cancelled, cancel it in the kernel and wait for the
-        completion, then raise Cancelled only if the operation did not happen."""
-        task = trio.lowlevel.current_task()
-        op.task = task
-        raise_cancel: list[Callable[[], object]] = []
-
-        def abort(rc: Callable[[], object]) -> Abort:
-            raise_cancel.append(rc)
-            self.request_cancel(op)
-            return Abort.FAILED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if raise_cancel and op.result in (-errno.ECANCELED, -errno.EINTR):
-            raise_cancel[0]()
-
-    async def drain(self, ops: list[Op]) -> None:
-        """Cancel ``ops`` and wait for all their completions, shielded."""
-        for op in ops:
-            self.request_cancel(op)
-        task = trio.lowlevel.current_task()
-        for op in ops:
-            while not op.done:
-                if op.drainers is None:
-                    op.drainers = []
-                op.drainers.append(task)
-                await trio.lowlevel.wait_task_rescheduled(lambda _: Abort.FAILED)
-
     # -- Engine interface ----------------------------------------------------
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
@@ -601,11 +562,7 @@ class UringEngine(Engine):
             _trace.operations_left("io_uring", self.in_flight())
         for listener in list(self._listeners):
             listener.discard_queued()
-        for op in list(self._ops.values()):
-            # No task is left to wake: every task of the run has finished.
-            op.task = None
-            op.drainers = None
-            self.request_cancel(op)
+        self.cancel_at_end(list(self._ops.values()))  # every task of the run has finished
         for op in self._pending_cancels:
             self.request_cancel(op)
         poller = select.poll()
@@ -666,14 +623,14 @@ def _kind_name(kind: Any) -> str:
     return kind if isinstance(kind, str) else _KINDS.get(kind, "other")
 
 
-def _release_pins(op: Op) -> None:
+def _release_pins(op: UringOp) -> None:
     pins, op.pins = op.pins, ()
     for pin in pins:
         ffi.release(pin)
 
 
 #: operations abandoned by a ring that closed before they completed
-_abandoned: list[Op] = []
+_abandoned: list[UringOp] = []
 _abandoned_pools: list[BufferPool] = []
 
 

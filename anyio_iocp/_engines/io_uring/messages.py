@@ -6,7 +6,7 @@ Used for UDP and UNIX datagram sockets, and for descriptor passing
 As for streams, a call first tries the socket directly without blocking; only
 when nothing is there (or there is no room) is the operation posted to the
 ring.  The message header, the address, the iovec, the data and the control
-buffer all belong to the posted :class:`~anyio_iocp._engines.io_uring.engine.Op` until its
+buffer all belong to the posted :class:`~anyio_iocp._engines.io_uring.op.UringOp` until its
 completion is reaped.
 
 Cancellation: a message cannot be split, so a posted receive is not left
@@ -39,7 +39,7 @@ from anyio_iocp._interface.sockaddr import (
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
-    from anyio_iocp._engines.io_uring.op import Op
+    from anyio_iocp._engines.io_uring.op import UringOp
 
 SEND_FLAGS = socket.MSG_NOSIGNAL
 
@@ -66,7 +66,7 @@ class UringMessageIO(PostedMessageIO):
         self.fd = sock.fileno()
         self._engine = engine
 
-    def _outcome(self, op: Op, what: str) -> int:
+    def _outcome(self, op: UringOp, what: str) -> int:
         if op.result < 0:
             if op.result == -errno.ECANCELED and self._closing:
                 raise self._closed_error()

@@ -77,15 +77,14 @@ engine serving many streams per pass, keeps the multishot receive.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
-from anyio_iocp._engines.io_uring.op import Op
+from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._interface.engine import oserror
+from anyio_iocp._interface.parking import Parked
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
@@ -148,7 +147,7 @@ class PassLoad:
         return self._batched
 
 
-class MultishotOp(Op):
+class MultishotOp(UringOp):
     """The armed receive of one stream: many completions, the last one final."""
 
     __slots__ = ("pool", "receiver", "stream")
@@ -189,25 +188,27 @@ class MultishotOp(Op):
             receiver.error = oserror(res, "recv")
         if final and receiver.armed is self:
             receiver.armed = None
-        waiter = receiver._waiter  # the reader, if it waits
+        waiter = receiver.task  # the reader, if it waits (Parked.wake, inlined)
         if waiter is not None:
-            receiver._waiter = None
+            receiver.task = None
             trio.lowlevel.reschedule(waiter)
         if final:
-            self._wake()  # tasks draining it (close); no task waits on the op itself
+            self.wake()  # tasks draining it (close); no task waits on the op itself
 
 
-class MultishotReceiver:
+class MultishotReceiver(Parked):
     """The receive side of one stream on a multishot receive.
 
     The stream keeps its ABD detector (``abd``) and ``buffersize``
-    and hands itself to :meth:`arm`; everything else is here.
+    and hands itself to :meth:`arm`; everything else is here.  The reader
+    parks on it (``task``, :class:`~anyio_iocp._interface.parking.Parked`):
+    :meth:`wait` waits, cancellable, for bytes, end of stream, an error, or the
+    end of the armed operation; the operation stays armed when cancelled.
     """
 
     # one per connection: slots keep 10,000 idle connections small
     __slots__ = (
         "_engine",
-        "_waiter",
         "armed",
         "direct_hits",
         "eof",
@@ -230,7 +231,7 @@ class MultishotReceiver:
         self.starvations = 0  # how often (for tests and diagnostics)
         self.receives = 0  # counted up to BUSY_AFTER (see the module's notes)
         self.direct_hits = 0  # direct receives in a row that found bytes
-        self._waiter: Task | None = None
+        self.task = None  # the reader, while it waits
 
     # -- the reader -----------------------------------------------------------
 
@@ -256,17 +257,6 @@ class MultishotReceiver:
             engine.post_registered(op, lib.iou_prep_recv_multishot, fd, pool.bgid, cap)
         self.armed = op
         self.starved = False
-
-    async def wait(self) -> None:
-        """Wait (cancellable) for bytes, end of stream, an error, or the end of
-        the armed operation.  The operation stays armed when cancelled."""
-        self._waiter = trio.lowlevel.current_task()
-
-        def abort(_: Callable[[], object]) -> Abort:
-            self._waiter = None
-            return Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def take(self, max_bytes: int) -> bytes:
         ready = self.ready

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
-import trio
-from trio.lowlevel import Task
+from anyio_iocp._interface.completion import CompletionOp
+
+#: results of an operation the kernel cancelled
+_CANCELLED = (-errno.ECANCELED, -errno.EINTR)
 
 
-class Op:
+class UringOp(CompletionOp):
     """One posted operation.  ``keep`` holds the memory the kernel may touch.
 
     ``pins`` are the ``ffi.from_buffer`` views among it (data lent by the
@@ -21,42 +24,31 @@ class Op:
     one.
     """
 
-    __slots__ = (
-        "cancel_requested",
-        "done",
-        "drainers",
-        "keep",
-        "kind",
-        "pins",
-        "result",
-        "task",
-        "user_data",
-    )
+    __slots__ = ("cancel_requested", "pins", "result", "user_data")
 
     def __init__(self, user_data: int, keep: object, pins: tuple[Any, ...] = ()) -> None:
+        # the fields of CompletionOp are set here: one call per posted op
         self.user_data = user_data
         self.keep = keep
         self.pins = pins
         #: what it is, for the statistics: a name ("recv", "send"), or the
         #: shim's preparing function it was posted with
-        self.kind: object = ""
+        self.kind = ""
         self.result = 0
         self.done = False
         self.cancel_requested = False
-        self.task: Task | None = None
-        self.drainers: list[Task] | None = None
+        self.task = None
+        self.drainers = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.result in _CANCELLED
 
     def complete(self, res: int, flags: int) -> None:
         self.result = res
         self.done = True
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
-        task = self.task
-        if task is not None:
-            self.task = None
-            trio.lowlevel.reschedule(task)
-        if self.drainers:
-            for drainer in self.drainers:
-                trio.lowlevel.reschedule(drainer)
-            self.drainers = None
+
+#: the name the stream module still uses (until it says UringOp)
+Op = UringOp

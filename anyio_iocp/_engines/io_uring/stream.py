@@ -44,7 +44,7 @@ from anyio_iocp._interface.settings import Tuning, Usage
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import SendOp, UringEngine
-    from anyio_iocp._engines.io_uring.op import Op
+    from anyio_iocp._engines.io_uring.op import UringOp
 
 _new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
 _RECV_CANCELLED = -errno.ECANCELED
@@ -87,7 +87,7 @@ class UringStreamIO(ReceivePool, SendChain):
         buffers = [_new_buffer("char[]", size) for _ in range(count)]
         self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
 
-    def _receive_outcome(self, op: Op) -> bytes | OSError | None:
+    def _receive_outcome(self, op: UringOp) -> bytes | OSError | None:
         res = op.result
         if res >= 0:
             return ffi.buffer(op.keep, res)[:] if res else b""

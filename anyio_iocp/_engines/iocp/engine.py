@@ -24,7 +24,7 @@ of its own.  This engine uses that same port
 * Right after Trio's I/O wait (the instrument hook
   :meth:`IocpEngine.after_io_wait`) the engine takes the packets from the
   queue and completes the operations they name: the ``OVERLAPPED`` address (an
-  integer) maps to the :class:`Op` in the engine's table.  Their tasks are
+  integer) maps to the :class:`IocpOp` in the engine's table.  Their tasks are
   rescheduled in the same scheduler pass.  A system task also waits on the
   queue; it is what makes the run end cleanly (below), and it catches any
   packet the hook has not taken.
@@ -46,7 +46,7 @@ The traps, and what this module does about them
   the key stays monitored and their memory is kept alive.
 * Memory lent to the kernel (``OVERLAPPED``, ``WSABUF``, buffers, the packed
   address of a connect, the address space of an accept) must outlive the
-  operation.  Each :class:`Op` holds it, and the engine's table holds the op
+  operation.  Each :class:`IocpOp` holds it, and the engine's table holds the op
   until its packet has arrived, whatever happens to the task that posted it.
 * Cancelling the waiting task does not cancel the operation.  A receive or an
   accept stays posted, and its result goes to the next ``receive()`` or
@@ -93,6 +93,7 @@ from anyio_iocp._engines.iocp.winsock import (
     ws2,
 )
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
 from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
@@ -115,24 +116,22 @@ ACCEPT_RETRY_ERRORS = frozenset(
 )
 
 
-class Op:
+class IocpOp(CompletionOp):
     """One posted operation.  ``keep`` holds the memory the kernel may touch."""
 
     __slots__ = (
         "address",
-        "done",
-        "drainers",
         "error",
-        "keep",
-        "kind",
         "on_complete",
         "overlapped",
         "sock",
-        "task",
         "transferred",
     )
 
+    kind: str
+
     def __init__(self, sock: socket.socket, keep: object = None) -> None:
+        # the fields of CompletionOp are set here: one call per posted op
         self.sock = sock
         self.overlapped = ffi.new("OVERLAPPED *")
         self.address = int(ffi.cast("uintptr_t", self.overlapped))
@@ -143,10 +142,10 @@ class Op:
         #: Winsock error code, 0 on success
         self.error = 0
         self.transferred = 0
-        self.task: Task | None = None
-        self.drainers: list[Task] | None = None
+        self.task = None
+        self.drainers = None
         #: called first when the packet arrives (streams and listeners)
-        self.on_complete: Callable[[Op], None] | None = None
+        self.on_complete: Callable[[IocpOp], None] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -175,17 +174,14 @@ class Op:
                 callback(self)
             except Exception:  # the dispatcher must survive a failing handler
                 _log.exception("completion handler failed")
-        task = self.task
-        if task is not None:
-            self.task = None
-            trio.lowlevel.reschedule(task)
-        if self.drainers:
-            for drainer in self.drainers:
-                trio.lowlevel.reschedule(drainer)
-            self.drainers = None
+        self.wake()
 
     def oserror(self, what: str) -> OSError:
         return winerror(self.error, what)
+
+
+#: the name the stream module and the listener still use (until they say IocpOp)
+Op = IocpOp
 
 
 #: the Winsock call of a posted operation -> its kind in the statistics
@@ -199,7 +195,7 @@ _KINDS = {
 }
 
 
-class IocpEngine(Engine):
+class IocpEngine(Engine, CompletionWaits[IocpOp]):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
@@ -211,7 +207,7 @@ class IocpEngine(Engine):
             # the queue Trio hands out is its own deprecated UnboundedQueue
             warnings.simplefilter("ignore", trio.TrioDeprecationWarning)
             self._key, self._queue = self._monitor.__enter__()
-        self._ops: dict[int, Op] = {}
+        self._ops: dict[int, IocpOp] = {}
         self._associated: weakref.WeakValueDictionary[int, socket.socket] = (
             weakref.WeakValueDictionary()
         )
@@ -259,7 +255,7 @@ class IocpEngine(Engine):
         if fd != -1 and self._associated.get(fd) is sock:
             del self._associated[fd]
 
-    def posted(self, op: Op, ok: bool, what: str) -> Op:
+    def posted(self, op: IocpOp, ok: bool, what: str) -> IocpOp:
         """Enter ``op`` in the table after its call returned ``ok``, or raise.
 
         ``ok`` false with ``WSA_IO_PENDING`` is the usual case; a success also
@@ -277,24 +273,24 @@ class IocpEngine(Engine):
     def in_flight(self) -> dict[str, int]:
         return dict(Counter(op.kind for op in self._ops.values()))
 
-    def post_recv(self, sock: socket.socket, size: int) -> Op:
+    def post_recv(self, sock: socket.socket, size: int) -> IocpOp:
         self.check_open()
         buf = _new_buffer("char[]", size)
         wsabuf = ffi.new("WSABUF *", (size, buf))
         flags = ffi.new("DWORD *", 0)
-        op = Op(sock, (buf, wsabuf, flags))
+        op = IocpOp(sock, (buf, wsabuf, flags))
         rc = ws2.WSARecv(sock.fileno(), wsabuf, 1, ffi.NULL, flags, op.overlapped, ffi.NULL)
         return self.posted(op, rc == 0, "WSARecv")
 
-    def post_send(self, sock: socket.socket, data: bytes | memoryview) -> Op:
+    def post_send(self, sock: socket.socket, data: bytes | memoryview) -> IocpOp:
         self.check_open()
         cdata = ffi.from_buffer(data)
         wsabuf = ffi.new("WSABUF *", (len(cdata), ffi.cast("char *", cdata)))
-        op = Op(sock, (data, cdata, wsabuf))
+        op = IocpOp(sock, (data, cdata, wsabuf))
         rc = ws2.WSASend(sock.fileno(), wsabuf, 1, ffi.NULL, 0, op.overlapped, ffi.NULL)
         return self.posted(op, rc == 0, "WSASend")
 
-    def request_cancel(self, op: Op) -> None:
+    def request_cancel(self, op: IocpOp) -> None:
         """Ask the kernel to cancel ``op``; its packet arrives either way."""
         if op.done or self.closed:
             return
@@ -340,10 +336,7 @@ class IocpEngine(Engine):
         self._closing_listeners()
         if self._ops and _trace.active:
             _trace.operations_left("IOCP", self.in_flight())
-        for op in list(self._ops.values()):
-            op.task = None  # no task is left to wake: the run is ending
-            op.drainers = None
-            self.request_cancel(op)
+        self.cancel_at_end(list(self._ops.values()))  # no task is left to wake
         with trio.move_on_after(RUN_END_DRAIN_SECONDS):
             while self._ops:
                 self._complete(await queue.get_batch())
@@ -362,45 +355,6 @@ class IocpEngine(Engine):
     def _closing_listeners(self) -> None:
         for listener in list(self._listeners):
             listener.discard_queued()
-
-    # -- waiting --------------------------------------------------------------
-
-    async def wait(self, op: Op) -> None:
-        """Wait for ``op``; if cancelled, ``op`` stays posted (receive, accept)."""
-        op.task = trio.lowlevel.current_task()
-
-        def abort(_: Callable[[], object]) -> Abort:
-            op.task = None
-            return Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def wait_or_cancel(self, op: Op) -> None:
-        """Wait for ``op``; if cancelled, cancel it in the kernel and wait for the
-        packet, then raise Cancelled only if the operation did not happen."""
-        op.task = trio.lowlevel.current_task()
-        raise_cancel: list[Callable[[], object]] = []
-
-        def abort(rc: Callable[[], object]) -> Abort:
-            raise_cancel.append(rc)
-            self.request_cancel(op)
-            return Abort.FAILED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if raise_cancel and op.cancelled:
-            raise_cancel[0]()
-
-    async def drain(self, ops: list[Op]) -> None:
-        """Cancel ``ops`` and wait for all their packets (call shielded)."""
-        for op in ops:
-            self.request_cancel(op)
-        task = trio.lowlevel.current_task()
-        for op in ops:
-            while not op.done and not self.closed:
-                if op.drainers is None:
-                    op.drainers = []
-                op.drainers.append(task)
-                await trio.lowlevel.wait_task_rescheduled(lambda _: Abort.FAILED)
 
     # -- Engine interface -----------------------------------------------------
 
@@ -421,7 +375,9 @@ class IocpEngine(Engine):
         Windows engine today) keeps the readiness default."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
             return super().open_messages(sock)
-        from anyio_iocp._engines.iocp.messages import IocpMessageIO  # it imports this module's Op
+        from anyio_iocp._engines.iocp.messages import (
+            IocpMessageIO,
+        )  # it imports this module's IocpOp
 
         self.associate(sock)
         return IocpMessageIO(self, sock)
@@ -438,7 +394,7 @@ class IocpEngine(Engine):
             sock.bind(wildcard(sock.family))
         self.associate(sock)
         sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
-        op = Op(sock, sockaddr)
+        op = IocpOp(sock, sockaddr)
         ok = extensions(sock.family).ConnectEx(
             sock.fileno(), sockaddr, len(sockaddr), ffi.NULL, 0, ffi.NULL, op.overlapped
         )
@@ -454,7 +410,7 @@ class IocpEngine(Engine):
 
 
 #: operations abandoned by a run that ended before they completed
-_abandoned: list[Op] = []
+_abandoned: list[IocpOp] = []
 
 
 class IocpListenerIO(ListenerIO):

@@ -10,7 +10,7 @@ task waits for its packet: ``WSARecvFrom`` with a buffer of the size asked for,
 a ``SOCKADDR_STORAGE`` for the sender and the ``int`` the kernel writes that
 address's length to; ``WSASendTo`` with the data and the packed address, or
 ``WSASend`` on a connected socket when no address is given.  All of that
-memory belongs to the engine's :class:`~anyio_iocp._engines.iocp.engine.Op` until its
+memory belongs to the engine's :class:`~anyio_iocp._engines.iocp.engine.IocpOp` until its
 packet arrives, whatever happens to the task.
 
 Cancellation
@@ -53,7 +53,7 @@ from typing import Any
 
 import trio
 
-from anyio_iocp._engines.iocp.engine import IocpEngine, Op
+from anyio_iocp._engines.iocp.engine import IocpEngine, IocpOp
 from anyio_iocp._engines.iocp.winsock import ffi, pack_sockaddr, report_udp_resets, winerror, ws2
 from anyio_iocp._flow.posted_messages import PostedMessageIO
 from anyio_iocp._interface.engine import Message
@@ -94,7 +94,7 @@ class IocpMessageIO(PostedMessageIO):
             except OSError:  # pragma: no cover (every Windows since XP has it)
                 _log.warning("SIO_UDP_CONNRESET failed: ICMP errors may fail receives")
 
-    def _outcome(self, op: Op, what: str) -> int:
+    def _outcome(self, op: IocpOp, what: str) -> int:
         if op.error:
             if op.cancelled and self._closing:
                 raise self._closed_error()
@@ -128,7 +128,7 @@ class IocpMessageIO(PostedMessageIO):
         address = unpack_sockaddr(raw) if raw else self.sock.getpeername()
         return ffi.buffer(buf, size)[:], [], 0, address
 
-    def _post_recvfrom(self, bufsize: int) -> Op:
+    def _post_recvfrom(self, bufsize: int) -> IocpOp:
         engine = self._engine
         engine.check_open()
         buf = _new_buffer("char[]", max(bufsize, 1))
@@ -136,7 +136,7 @@ class IocpMessageIO(PostedMessageIO):
         flags = ffi.new("DWORD *", 0)
         name = ffi.new("char[]", SOCKADDR_STORAGE)
         namelen = ffi.new("int *", SOCKADDR_STORAGE)
-        op = Op(self.sock, (buf, wsabuf, flags, name, namelen))
+        op = IocpOp(self.sock, (buf, wsabuf, flags, name, namelen))
         rc = ws2.WSARecvFrom(
             self.sock.fileno(), wsabuf, 1, ffi.NULL, flags, name, namelen, op.overlapped, ffi.NULL
         )
@@ -160,13 +160,13 @@ class IocpMessageIO(PostedMessageIO):
             return await self._run(self._engine.post_send(self.sock, data), "WSASend")
         return await self._run(self._post_sendto(data, address), "WSASendTo")
 
-    def _post_sendto(self, data: memoryview, address: Any) -> Op:
+    def _post_sendto(self, data: memoryview, address: Any) -> IocpOp:
         engine = self._engine
         engine.check_open()
         name = ffi.from_buffer(pack_sockaddr(self.sock.family, address))
         payload = ffi.from_buffer(data)
         wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
-        op = Op(self.sock, (data, payload, wsabuf, name))
+        op = IocpOp(self.sock, (data, payload, wsabuf, name))
         rc = ws2.WSASendTo(
             self.sock.fileno(), wsabuf, 1, ffi.NULL, 0, name, len(name), op.overlapped, ffi.NULL
         )

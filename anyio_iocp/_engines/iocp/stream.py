@@ -30,7 +30,7 @@ from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
 from anyio_iocp._interface.settings import Tuning
 
 if TYPE_CHECKING:
-    from anyio_iocp._engines.iocp.engine import IocpEngine, Op
+    from anyio_iocp._engines.iocp.engine import IocpEngine, IocpOp
 
 
 class IocpStreamIO(ReceivePool, SendChain):
@@ -43,7 +43,7 @@ class IocpStreamIO(ReceivePool, SendChain):
         self._init_receive_pool()
         # sends in flight are in _sending (oldest first), the write-behind
         # ones also here; they are posted at once (_queued stays empty)
-        self._pipelined: set[Op] = set()
+        self._pipelined: set[IocpOp] = set()
         self._init_send_chain()
 
     # -- receiving: the pool's primitives -------------------------------------
@@ -58,7 +58,7 @@ class IocpStreamIO(ReceivePool, SendChain):
             except OSError:
                 break
 
-    def _receive_outcome(self, op: Op) -> bytes | OSError | None:
+    def _receive_outcome(self, op: IocpOp) -> bytes | OSError | None:
         if op.error:
             return None if op.cancelled else op.oserror("WSARecv")
         n = op.transferred
@@ -69,13 +69,13 @@ class IocpStreamIO(ReceivePool, SendChain):
 
     # -- sending: the chain's primitives --------------------------------------
 
-    def _post_send(self, data: memoryview) -> Op:
+    def _post_send(self, data: memoryview) -> IocpOp:
         op = self._engine.post_send(self.sock, data)
         op.on_complete = self.on_send_complete
         self._sending.append(op)
         return op
 
-    def _sent(self, op: Op) -> int:
+    def _sent(self, op: IocpOp) -> int:
         if op.error:
             raise op.oserror("WSASend")
         return op.transferred
@@ -94,13 +94,13 @@ class IocpStreamIO(ReceivePool, SendChain):
             self._send_error_reported = True
             raise
 
-    def _was_write_behind(self, op: Op) -> bool:
+    def _was_write_behind(self, op: IocpOp) -> bool:
         if op in self._pipelined:
             self._pipelined.discard(op)
             return True
         return False
 
-    def _send_failure(self, op: Op) -> OSError | None:
+    def _send_failure(self, op: IocpOp) -> OSError | None:
         if op.error:
             # cancelled: by close(), which cut write-behind sends off on purpose
             return SEND_CANCELLED if op.cancelled else op.oserror("WSASend")
@@ -108,7 +108,7 @@ class IocpStreamIO(ReceivePool, SendChain):
             return OSError(None, "short send", None, ws2.WSAECONNRESET)
         return None
 
-    def _send_result(self, op: Op) -> int:
+    def _send_result(self, op: IocpOp) -> int:
         return -op.error if op.error else op.transferred
 
     def _write_behind_pending(self) -> int:

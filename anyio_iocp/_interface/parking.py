@@ -1,0 +1,78 @@
+"""Parking a task until something happens, with an abort that forgets it.
+
+Trio parks a task with ``trio.lowlevel.wait_task_rescheduled(abort)``: the
+task sleeps until someone calls ``trio.lowlevel.reschedule(task)``.  If it is
+cancelled while it sleeps, Trio calls ``abort``, and ``Abort.SUCCEEDED`` lets
+the Cancelled go.  Every waiter of the engines has the same shape: the task is
+remembered where its waker will look for it, and a cancelled task is
+forgotten there, so that the waker never reschedules a task that has already
+gone on (Trio refuses that: the task is no longer parked).
+
+:class:`Parked` is a place for one task.  ``await spot.wait()`` parks the
+current task in ``spot.task`` and ``spot.wake()`` reschedules it.  Classes
+with one waiter per instance derive from it (an operation and the task
+waiting for its completion; a stream's receiver and its reader): the waiting
+costs no object of its own and no call beyond ``wait()`` itself, and a waker
+on a hot path may do what :meth:`Parked.wake` does inline.
+
+:func:`park_among` and :func:`wake_all` do the same for several tasks waiting
+for one condition, in a list the owner keeps (a write-behind stream's sender
+and a task closing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from trio.lowlevel import Abort, Task
+
+
+class Parked:
+    """A place where one task waits until :meth:`wake`; cancelling it forgets it."""
+
+    __slots__ = ("task",)
+
+    def __init__(self) -> None:
+        #: the parked task, None while nobody waits
+        self.task: Task | None = None
+
+    async def wait(self) -> None:
+        """Park the current task until :meth:`wake`.  Cancellable: a cancelled
+        task is forgotten, and nothing else changes."""
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> Abort:
+            self.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def wake(self) -> None:
+        """Reschedule the parked task, if there is one."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+
+async def park_among(tasks: list[Task]) -> None:
+    """Park the current task in ``tasks`` until :func:`wake_all` (or another
+    waker that removes it) reschedules it.  Cancellable: a cancelled task
+    leaves the list."""
+    task = trio.lowlevel.current_task()
+    tasks.append(task)
+
+    def abort(_: Callable[[], object]) -> Abort:
+        if task in tasks:
+            tasks.remove(task)
+        return Abort.SUCCEEDED
+
+    await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def wake_all(tasks: list[Task]) -> None:
+    """Reschedule every task parked in ``tasks`` and empty the list."""
+    for task in tasks:
+        trio.lowlevel.reschedule(task)
+    tasks.clear()

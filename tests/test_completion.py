@@ -1,0 +1,244 @@
+"""The completion-operation base and the waiting policy both completion
+engines share (``_interface/completion.py``, ``_interface/parking.py``), on a
+fake engine whose "kernel" completes operations when the test says so.
+
+Each test checks an ordering that a careless implementation gets wrong:
+Cancelled must not propagate from ``wait_or_cancel`` before the completion has
+arrived, ``drain`` must not return while any operation is still posted, a
+receive's plain ``wait`` must not cancel the operation, and a cancelled
+parked task must be forgotten.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from trio.lowlevel import Task
+
+from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
+from anyio_iocp._interface.parking import Parked, park_among, wake_all
+
+CANCELLED = -125
+
+
+class FakeOp(CompletionOp):
+    __slots__ = ("result",)
+
+    def __init__(self, keep: object = None) -> None:
+        super().__init__(keep)
+        self.result = 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.result == CANCELLED
+
+    def complete(self, result: int) -> None:
+        self.result = result
+        self.done = True
+        self.wake()
+
+
+class FakeEngine(CompletionWaits[FakeOp]):
+    def __init__(self) -> None:
+        self.closed = False
+        self.cancel_requests: list[FakeOp] = []
+
+    def request_cancel(self, op: FakeOp) -> None:
+        if not op.done:
+            self.cancel_requests.append(op)
+
+
+def test_wait_or_cancel_waits_for_the_completion_then_raises() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op = FakeOp(keep=bytearray(8))
+        outcome: list[str] = []
+        scope = trio.CancelScope()
+
+        async def waiter() -> None:
+            with scope:
+                try:
+                    await engine.wait_or_cancel(op)
+                except trio.Cancelled:
+                    outcome.append(f"cancelled, done={op.done}")
+                    raise
+                outcome.append("returned")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            # cancelled, and still waiting: the kernel has the op
+            assert outcome == []
+            assert engine.cancel_requests == [op]
+            assert op.task is not None and op.keep is not None
+            op.complete(CANCELLED)
+        assert outcome == ["cancelled, done=True"]
+
+    trio.run(main)
+
+
+def test_wait_or_cancel_keeps_an_operation_that_happened_after_all() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op = FakeOp()
+        outcome: list[str] = []
+        scope = trio.CancelScope()
+
+        async def waiter() -> None:
+            with scope:
+                await engine.wait_or_cancel(op)
+                outcome.append("returned")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            op.complete(64)  # the send went out before the cancel reached it
+        assert outcome == ["returned"]
+        assert engine.cancel_requests == [op]
+
+    trio.run(main)
+
+
+def test_wait_cancelled_leaves_the_operation_posted() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op = FakeOp()
+        with trio.move_on_after(0.01) as scope:
+            await engine.wait(op)
+        assert scope.cancelled_caught
+        assert engine.cancel_requests == []  # a receive stays posted
+        assert op.task is None  # and its completion wakes nobody
+        op.complete(5)
+        assert op.done and op.result == 5
+
+    trio.run(main)
+
+
+def test_wait_returns_when_the_completion_arrives() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op = FakeOp()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.wait, op)
+            await trio.testing.wait_all_tasks_blocked()
+            assert op.task is not None
+            op.complete(3)
+        assert op.task is None
+
+    trio.run(main)
+
+
+def test_drain_returns_only_when_every_operation_completed() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        ops = [FakeOp(), FakeOp(), FakeOp()]
+        ops[1].complete(7)  # already done: nothing to cancel or wait for
+        drained: list[bool] = []
+        scopes = [trio.CancelScope(), trio.CancelScope()]
+
+        async def drainer(scope: trio.CancelScope) -> None:
+            with scope:
+                await engine.drain(ops)
+                drained.append(True)
+
+        async with trio.open_nursery() as nursery:
+            for scope in scopes:  # two tasks closing at once
+                nursery.start_soon(drainer, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            assert engine.cancel_requests == [ops[0], ops[2]] * 2
+            ops[2].complete(CANCELLED)  # out of order
+            await trio.testing.wait_all_tasks_blocked()
+            assert drained == []
+            for scope in scopes:
+                scope.cancel()  # drain is not cancellable
+            await trio.testing.wait_all_tasks_blocked()
+            assert drained == []
+            ops[0].complete(CANCELLED)
+        assert drained == [True, True]
+
+    trio.run(main)
+
+
+def test_drain_gives_up_once_the_engine_closed() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op = FakeOp()
+        engine.closed = True  # its completions can no longer arrive
+        with trio.fail_after(1):
+            await engine.drain([op])
+        assert not op.done
+
+    trio.run(main)
+
+
+def test_cancel_at_end_forgets_waiters_and_cancels() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        op, done = FakeOp(), FakeOp()
+        done.complete(1)
+        op.task = trio.lowlevel.current_task()
+        op.drainers = [trio.lowlevel.current_task()]
+        engine.cancel_at_end([op, done])
+        assert op.task is None and op.drainers is None
+        assert engine.cancel_requests == [op]
+
+    trio.run(main)
+
+
+def test_parked_wake_and_cancel() -> None:
+    async def main() -> None:
+        spot = Parked()
+        woken: list[bool] = []
+
+        async def parked() -> None:
+            await spot.wait()
+            woken.append(True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(parked)
+            await trio.testing.wait_all_tasks_blocked()
+            spot.wake()
+        assert woken == [True] and spot.task is None
+        spot.wake()  # nobody parked: nothing happens
+        with trio.move_on_after(0.01):
+            await spot.wait()
+        assert spot.task is None  # a cancelled task is forgotten
+
+    trio.run(main)
+
+
+def test_park_among_wakes_all_and_forgets_the_cancelled() -> None:
+    async def main() -> None:
+        tasks: list[Task] = []
+        woken: list[int] = []
+
+        scope = trio.CancelScope()
+
+        async def parked(n: int) -> None:
+            await park_among(tasks)
+            woken.append(n)
+
+        async def cancelled() -> None:
+            with scope:
+                await park_among(tasks)
+            woken.append(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancelled)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(parked, 1)
+            nursery.start_soon(parked, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(tasks) == 3
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(tasks) == 2 and woken == [0]  # the cancelled task left the list
+            wake_all(tasks)
+            assert tasks == []
+        assert woken[0] == 0 and sorted(woken[1:]) == [1, 2]
+
+    trio.run(main)
