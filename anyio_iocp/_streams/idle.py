@@ -27,13 +27,12 @@ import contextlib
 import errno
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from anyio_iocp._interface.engine import Engine, ListenerIO, StreamIO, set_nodelay
+from anyio_iocp._interface.parking import Parked
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.stats import StreamStatistics
 
@@ -127,8 +126,8 @@ class IdleGate:
         self._ready: deque[StreamIO] = deque()
         self._waiting: set[StreamIO] = set()
         self._error: OSError | None = None
-        self._accepter: Task | None = None  # a task in accept()
-        self._gate_task: Task | None = None  # the gate, waiting for room
+        self._accepter = Parked()  # a task in accept()
+        self._gate = Parked()  # the gate, waiting for room
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self._started = False
@@ -153,13 +152,7 @@ class IdleGate:
                 raise error
             if self._closed:
                 raise OSError(errno.EBADF, "listener closed")
-            self._accepter = trio.lowlevel.current_task()
-
-            def abort(_: Callable[[], object]) -> Abort:
-                self._accepter = None
-                return Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await self._accepter.wait()
         stream = self._ready.popleft()
         self._wake_gate()  # room for one more
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -176,23 +169,13 @@ class IdleGate:
     # -- the gate ----------------------------------------------------------------
 
     def _wake_accepter(self) -> None:
-        task, self._accepter = self._accepter, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
+        self._accepter.wake()
 
     def _wake_gate(self) -> None:
-        task, self._gate_task = self._gate_task, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
+        self._gate.wake()
 
     async def _wait_for_accept(self) -> None:
-        self._gate_task = trio.lowlevel.current_task()
-
-        def abort(_: Callable[[], object]) -> Abort:
-            self._gate_task = None
-            return Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await self._gate.wait()
 
     async def _run(self) -> None:
         try:
