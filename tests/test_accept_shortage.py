@@ -17,22 +17,27 @@ real accept failing for want of a descriptor does.
 
 Runs on the io_uring engine on Linux and on the IOCP engine under Wine
 (``bash scripts/wine_test.sh tests/test_accept_shortage.py``).  The
-POSIX-only descriptor-limit tests are in ``tests/test_exhaustion.py``.
+POSIX-only descriptor-limit tests are in ``tests/test_exhaustion.py``.  The
+last test checks the pool's probe alone (no engine), on stand-in accepts.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, recv_exactly
+from helpers import MovedClock, first_listener, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._flow.accept_pool import PostedAcceptPool
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +181,52 @@ async def test_listener_survives_descriptor_shortage(
     for client in clients:
         client.close()
     await multi.aclose()
+
+
+def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
+    moved_clock: MovedClock,
+) -> None:
+    """A shortage may end because an accept posted before it succeeds while
+    the probe is still posted; the next shortage must post a probe of its own
+    (the stale one may never complete: see
+    tests/test_exhaustion.py::test_accept_storm_out_of_descriptors).  The pool's
+    policy alone, on stand-in accepts."""
+    posted: list[object] = []
+
+    class Pool(PostedAcceptPool[object]):
+        """The pool's policy, its accepts stand-in objects."""
+
+        def _post_accept(self) -> object:
+            posted.append(object())
+            return posted[-1]
+
+        def _withdraw(self, op: object) -> None:
+            raise AssertionError("nothing is withdrawn here")
+
+        async def _drain(self, ops: list[object]) -> None:
+            raise AssertionError("not closed here")
+
+        def _forget(self) -> None:
+            pass
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listener = Pool(sock, Tuning(backlog=4), EngineCounters())
+        pool = list(posted)
+        assert len(pool) == 4
+        listener.exhausted(pool[0], errno.EMFILE)  # a shortage
+        moved_clock.now += 1.0  # the pause is over
+        listener._refill()
+        first_probe = posted[-1]
+        assert len(posted) == 5 and listener._probe is first_probe
+        connection = socket.socket(fileno=os.dup(sock.fileno()))  # stands for a connection
+        listener.accepted(pool[1], connection)  # an older accept ends it
+        assert not listener._backoff.starving
+        listener.exhausted(pool[2], errno.EMFILE)  # the next shortage
+        moved_clock.now += 1.0
+        listener._refill()
+        assert len(posted) == 6, "the second shortage must probe with a new accept"
+        assert listener._probe is posted[-1] is not first_probe
+        listener.discard_queued()  # closes the stand-in connection
+        assert connection.fileno() == -1

@@ -7,7 +7,6 @@ injected at the accept (see ``enfile_script.py``)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -20,12 +19,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import MovedClock, first_listener, recv_exactly
+from helpers import first_listener, recv_exactly
 
 import anyio_iocp
-from anyio_iocp._flow.accept_pool import PostedAcceptPool
-from anyio_iocp._interface.settings import Tuning
-from anyio_iocp._interface.stats import EngineCounters
 
 if sys.platform == "win32":
     pytest.skip(
@@ -194,50 +190,3 @@ def test_accept_storm_system_out_of_descriptors(engine_name: str) -> None:
     assert "system-wide descriptor limit" in warnings[0]
     infos = [line for line in lines if line.startswith("INFO ")]
     assert len(infos) == 1 and "accepting again after" in infos[0], infos
-
-
-def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
-    moved_clock: MovedClock,
-) -> None:
-    """A shortage may end because an accept posted before it succeeds while
-    the probe is still posted; the next shortage must post a probe of its own
-    (the stale one may never complete: see test_accept_storm_out_of_descriptors)."""
-    posted: list[object] = []
-
-    class Pool(PostedAcceptPool[object]):
-        """The pool's policy, its accepts stand-in objects."""
-
-        def _post_accept(self) -> object:
-            posted.append(object())
-            return posted[-1]
-
-        def _withdraw(self, op: object) -> None:
-            raise AssertionError("nothing is withdrawn here")
-
-        async def _drain(self, ops: list[object]) -> None:
-            raise AssertionError("not closed here")
-
-        def _forget(self) -> None:
-            pass
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        listener = Pool(sock, Tuning(backlog=4), EngineCounters())
-        pool = list(posted)
-        assert len(pool) == 4
-        listener.exhausted(pool[0], errno.EMFILE)  # a shortage
-        moved_clock.now += 1.0  # the pause is over
-        listener._refill()
-        first_probe = posted[-1]
-        assert len(posted) == 5 and listener._probe is first_probe
-        connection = socket.socket(fileno=os.dup(sock.fileno()))  # stands for a connection
-        listener.accepted(pool[1], connection)  # an older accept ends it
-        assert not listener._backoff.starving
-        listener.exhausted(pool[2], errno.EMFILE)  # the next shortage
-        moved_clock.now += 1.0
-        listener._refill()
-        assert len(posted) == 6, "the second shortage must probe with a new accept"
-        assert listener._probe is posted[-1] is not first_probe
-        listener.discard_queued()  # closes the stand-in connection
-        assert connection.fileno() == -1

@@ -116,7 +116,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             conn.close()
             return
         self._queue.append(conn)
-        self._backoff.succeeded()
+        backoff = self._backoff
+        if backoff.failures:  # (checked here: a call per connection costs)
+            backoff.succeeded()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
