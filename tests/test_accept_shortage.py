@@ -24,7 +24,6 @@ last test checks the pool's probe alone (no engine), on stand-in accepts.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 from typing import Any
 
@@ -220,7 +219,7 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
         listener._refill()
         first_probe = posted[-1]
         assert len(posted) == 5 and listener._probe is first_probe
-        connection = socket.socket(fileno=os.dup(sock.fileno()))  # stands for a connection
+        connection = socket.socket()  # stands for an accepted connection
         listener.accepted(pool[1], connection)  # an older accept ends it
         assert not listener._backoff.starving
         listener.exhausted(pool[2], errno.EMFILE)  # the next shortage
