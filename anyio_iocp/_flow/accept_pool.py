@@ -153,12 +153,16 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     # -- the pool ------------------------------------------------------------
 
     def _refill(self) -> None:
-        if self._closing or self._error is not None or self._backoff.pause() > 0:
+        if self._closing or self._error is not None:
             return
+        backoff = self._backoff
         posted = self._posted
         before = len(posted)
         try:
-            if self._backoff.starving:
+            # (the shortage is checked here, not by calls: this runs per connection)
+            if backoff.failures:
+                if backoff.pause() > 0:
+                    return
                 # Short of descriptors: one fresh accept probes instead of the
                 # whole pool, even while accepts posted earlier are still
                 # pending.  Those may never complete: a connection's arrival
@@ -209,7 +213,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 raise OSError(errno.EBADF, "listener closed")
             # Out of descriptors: wait for a completion of an accept posted
             # earlier, but no longer than the pause, then probe (_refill).
-            pause = self._backoff.pause()
+            backoff = self._backoff
+            pause = backoff.pause() if backoff.failures else 0.0
             self._refill()
             self._waiter = trio.lowlevel.current_task()
 
