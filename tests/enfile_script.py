@@ -14,7 +14,7 @@ which cannot be reached safely on a shared machine):
   system call table, so no seccomp filter sees it.  While the fault is on, each
   accept the listener posts goes through the ring as a no-op of the same
   ``AcceptOp``, whose completion reaches the listener as -ENFILE: the engine
-  boundary (a completion handed to ``on_accept_completion``) sees exactly what
+  boundary (a completion read by ``AcceptOp.complete``) sees exactly what
   a failing accept produces.  Like a real ENFILE, it fails before any
   connection is taken from the listen queue (the kernel allocates the file
   before it dequeues a connection).
@@ -53,7 +53,7 @@ class RingAcceptFault:
     def install(self) -> None:
         from anyio_iocp._engines.io_uring._uring import lib
 
-        from anyio_iocp._engines.io_uring.engine import AcceptOp
+        from anyio_iocp._engines.io_uring.listener import AcceptOp, UringListenerIO
 
         fault = self
 
@@ -66,9 +66,9 @@ class RingAcceptFault:
                 super().complete(-self.code if res == 0 else res, flags)
 
         engine: Any = current_engine()
-        real_post_accept = engine.post_accept
+        real_post_accept = UringListenerIO._post_accept
 
-        def post_accept(listener: Any) -> Any:
+        def post_accept(listener: UringListenerIO) -> AcceptOp:
             if not fault.errno:
                 return real_post_accept(listener)
             op = FailingAcceptOp(engine.new_id(), listener)
@@ -77,7 +77,7 @@ class RingAcceptFault:
             fault.refused += 1
             return op
 
-        engine.post_accept = post_accept
+        UringListenerIO._post_accept = post_accept  # type: ignore[method-assign,assignment]
 
 
 async def storm(fault: Any) -> None:

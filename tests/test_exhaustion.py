@@ -7,7 +7,6 @@ injected at the accept (see ``enfile_script.py``)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -20,11 +19,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import MovedClock, first_listener, recv_exactly
+from helpers import first_listener, recv_exactly
 
 import anyio_iocp
-from anyio_iocp._interface.settings import Tuning
-from anyio_iocp._interface.stats import EngineCounters
 
 if sys.platform == "win32":
     pytest.skip(
@@ -193,45 +190,3 @@ def test_accept_storm_system_out_of_descriptors(engine_name: str) -> None:
     assert "system-wide descriptor limit" in warnings[0]
     infos = [line for line in lines if line.startswith("INFO ")]
     assert len(infos) == 1 and "accepting again after" in infos[0], infos
-
-
-def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
-    moved_clock: MovedClock,
-) -> None:
-    """A shortage may end because an accept posted before it succeeds while
-    the probe is still posted; the next shortage must post a probe of its own
-    (the stale one may never complete: see test_accept_storm_out_of_descriptors)."""
-    pytest.importorskip(
-        "anyio_iocp._engines.io_uring._uring", reason="the io_uring shim is not built"
-    )
-    from anyio_iocp._engines.io_uring.engine import AcceptOp, UringListenerIO
-
-    posted: list[AcceptOp] = []
-
-    class Engine:
-        counters = EngineCounters()  # the run's statistics, which the listener counts into
-
-        def post_accept(self, listener: UringListenerIO) -> AcceptOp:
-            posted.append(AcceptOp(len(posted) + 1, listener))
-            return posted[-1]
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        listener = UringListenerIO(Engine(), sock, Tuning(backlog=4))  # type: ignore[arg-type]
-        pool = list(posted)
-        assert len(pool) == 4
-        listener.on_accept_completion(pool[0], -errno.EMFILE)  # a shortage
-        moved_clock.now += 1.0  # the pause is over
-        listener._refill()
-        first_probe = posted[-1]
-        assert len(posted) == 5 and listener._probe is first_probe
-        connection = os.dup(sock.fileno())  # stands for an accepted connection
-        listener.on_accept_completion(pool[1], connection)  # an older accept ends it
-        assert not listener._backoff.starving
-        listener.on_accept_completion(pool[2], -errno.EMFILE)  # the next shortage
-        moved_clock.now += 1.0
-        listener._refill()
-        assert len(posted) == 6, "the second shortage must probe with a new accept"
-        assert listener._probe is posted[-1] is not first_probe
-        listener.discard_queued()  # closes the stand-in connection

@@ -7,12 +7,14 @@ again at once: a loop that did so would spin at full CPU for as long as the
 shortage lasts.  Ending ``serve()`` instead (Trio's behaviour, and this
 package's before) takes a server down for a shortage that is usually brief.
 
-So both engines treat these errors as a pause, not an error of ``accept()``:
+So every engine treats these errors as a pause, not an error of ``accept()``
+(the IOCP engine maps Winsock's WSAEMFILE and WSAENOBUFS to EMFILE and ENOBUFS):
 
 * the listener stops accepting for a delay that starts at
   :data:`FIRST_DELAY` and doubles after every further failure up to
-  :data:`MAX_DELAY`, then tries again (the io_uring accept pool posts a single
-  accept while it probes, not the whole pool);
+  :data:`MAX_DELAY`, then tries again (a pool of posted accepts,
+  :mod:`anyio_iocp._flow.accept_pool`, posts a single accept while it
+  probes, not the whole pool);
 * failures that arrive while a pause is under way do not lengthen it: they
   are accepts posted before the shortage began (a pool of posted accepts
   fails all at once), not new attempts.  Counting them doubled the pause once

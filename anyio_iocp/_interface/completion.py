@@ -38,10 +38,15 @@ Waiting (:class:`CompletionWaits`, mixed into an engine)
 * :meth:`~CompletionWaits.cancel_at_end`: the end of the run, when no task is
   left to wake: forget the waiters and ask the kernel to cancel everything;
   the engine then collects the completions its own way.
+* :meth:`~CompletionWaits.abandon`: operations whose completion did not come
+  within the end of the run's bounded wait are kept, with their memory, for
+  the life of the process (the kernel may still write into it), and a
+  warning says how many.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
@@ -50,6 +55,8 @@ import trio
 from trio.lowlevel import Abort, Task
 
 from anyio_iocp._interface.parking import Parked
+
+_log = logging.getLogger("anyio_iocp")
 
 
 class CompletionOp(Parked):
@@ -90,6 +97,10 @@ class CompletionOp(Parked):
 
 
 OpT = TypeVar("OpT", bound=CompletionOp)
+
+#: operations that a run left without their completion: kept, with the
+#: memory they lent to the kernel, for the life of the process
+ABANDONED: list[CompletionOp] = []
 
 
 def _refuse_abort(_: Callable[[], object]) -> Abort:
@@ -157,3 +168,14 @@ class CompletionWaits(Generic[OpT]):
             op.task = None
             op.drainers = None
             self.request_cancel(op)
+
+    def abandon(self, ops: Iterable[OpT], kept: str) -> bool:
+        """End of the run, after its bounded wait: keep ``ops`` (not completed)
+        and their memory for good, with a warning that says what is ``kept``.
+        Returns whether any was left."""
+        left = list(ops)
+        if not left:
+            return False
+        ABANDONED.extend(left)
+        _log.warning("%d operations did not complete at the end of the run; %s", len(left), kept)
+        return True

@@ -39,7 +39,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.settings import (
     LISTENER_SETTINGS,
     Tuning,
@@ -158,22 +157,6 @@ class ListenerIO(ABC):
     @abstractmethod
     def queued(self) -> int:
         """Connections accepted ahead of the application, waiting for accept()."""
-
-    def _trace_refill(self, added: int, pool: int, queued: int) -> None:
-        """The ``accept.refill`` event of a pool of posted accepts (callers
-        check ``_trace.active``)."""
-        fd = self.sock.fileno()
-        backlog = self.tuning.backlog
-        _trace.emit(
-            "accept.refill",
-            f"listener fd {fd}: posted {added} accepts, pool {pool} + {queued} queued "
-            f"of backlog {backlog}",
-            fd=fd,
-            posted=added,
-            pool=pool,
-            queued=queued,
-            backlog=backlog,
-        )
 
     def usage(self, name: str) -> Usage:
         """``(cap, in use)`` of backlog; stream settings report ``(default, 0)``."""

@@ -53,22 +53,22 @@ import os
 import select
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio.lowlevel import Abort, Task, enable_ki_protection
+from trio.lowlevel import enable_ki_protection
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.fork import track as track_for_fork
+from anyio_iocp._engines.io_uring.listener import UringListenerIO
 from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
-from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.completion import CompletionWaits
 from anyio_iocp._interface.engine import (
@@ -131,22 +131,6 @@ class SendOp(UringOp):
         self.result = res
         self.done = True
         self.stream.on_send_complete(self)
-        self.wake()
-
-
-class AcceptOp(UringOp):
-    """One posted accept of a listener's pool: one connection, or an error."""
-
-    __slots__ = ("listener",)
-
-    def __init__(self, user_data: int, listener: UringListenerIO) -> None:
-        super().__init__(user_data, None)
-        self.listener = listener
-
-    def complete(self, res: int, flags: int) -> None:
-        self.result = res
-        self.done = True
-        self.listener.on_accept_completion(self, res)
         self.wake()
 
 
@@ -342,11 +326,6 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         (``pins``: its ``ffi.from_buffer`` views, released then)."""
         op = UringOp(self._new_id(), keep, pins)
         self._post(op, prep, *args, op.user_data)
-        return op
-
-    def post_accept(self, listener: UringListenerIO) -> AcceptOp:
-        op = AcceptOp(self._new_id(), listener)
-        self._post(op, lib.iou_prep_accept, listener.fd, 0, op.user_data)
         return op
 
     def request_cancel(self, op: UringOp) -> None:
@@ -579,14 +558,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 for listener in list(self._listeners):
                     listener.discard_queued()
         finally:
-            abandoned = bool(self._ops)
-            if self._ops:
-                _abandoned.extend(self._ops.values())
-                _log.warning(
-                    "%d io_uring operations did not complete at the end of the run; "
-                    "their buffers are kept alive",
-                    len(self._ops),
-                )
+            abandoned = self.abandon(self._ops.values(), "their buffers are kept alive")
             self.closed = True
             self._listeners.clear()
             if self._watch is not None:
@@ -629,151 +601,5 @@ def _release_pins(op: UringOp) -> None:
         ffi.release(pin)
 
 
-#: operations abandoned by a ring that closed before they completed
-_abandoned: list[UringOp] = []
+#: buffer pools of a ring that closed with operations not completed
 _abandoned_pools: list[BufferPool] = []
-
-
-class UringListenerIO(ListenerIO):
-    """A pool of ``backlog`` posted accepts, iocpsock's ``-backlog``.
-
-    Each accept is single-shot.  Connections accepted before the application
-    asks for them wait in a queue.  Queued connections plus posted accepts
-    never exceed ``backlog``, and ``accept()`` refills the pool as it takes
-    from the queue.  (A multishot accept takes every pending connection as
-    soon as it is armed, so it could not keep this bound.)  When descriptors
-    run out (EMFILE, ENFILE), accepting pauses with back-off and a single
-    accept probes until one succeeds (:mod:`._accept_backoff`); ``accept()``
-    keeps waiting.  After any other accept error the pool is refilled only
-    by the next ``accept()``, which first raises the error.
-    """
-
-    def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.tuning = tuning
-        self._engine = engine
-        self._family = sock.family
-        self._queue: deque[int] = deque()
-        self._posted: set[AcceptOp] = set()
-        self._probe: AcceptOp | None = None  # the one accept posted while short of descriptors
-        self._error: OSError | None = None
-        self._waiter: Task | None = None
-        self._closing = False
-        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", engine.counters)
-        # The pool is posted at once, as iocpsock posted its AcceptEx calls.
-        self._refill()
-
-    def on_accept_completion(self, op: AcceptOp, res: int) -> None:
-        self._posted.discard(op)
-        if op is self._probe or res >= 0:
-            # The probe ended; or an accept worked, which ends the shortage
-            # whichever accept it was: a probe still posted is an ordinary
-            # accept of the pool now, and the next shortage posts its own.
-            self._probe = None
-        if res >= 0:
-            if self._closing:
-                os.close(res)
-                return
-            self._queue.append(res)
-            self._backoff.succeeded()
-        elif -res in EXHAUSTION:
-            self._backoff.failed(-res)  # a pause, not an error of accept()
-        elif res != -errno.ECANCELED and self._error is None:
-            self._error = oserror(res, "accept")
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
-
-    def _refill(self) -> None:
-        if self._closing or self._error is not None or self._backoff.pause() > 0:
-            return
-        if self._backoff.starving:
-            # Short of descriptors: one fresh accept probes instead of the
-            # whole pool, even while accepts posted earlier are still pending.
-            # Those may never complete: a connection's arrival wakes one
-            # posted accept, and if that one failed (EMFILE), the connection
-            # waits in the listen queue with no wake-up left for the others.
-            # A new accept tries the queue as soon as it is submitted.
-            if self._probe is None:
-                self._probe = self._engine.post_accept(self)
-                self._posted.add(self._probe)
-            return
-        before = len(self._posted)
-        try:
-            while len(self._queue) + len(self._posted) < self.tuning.backlog:
-                self._posted.add(self._engine.post_accept(self))
-        finally:
-            if _trace.active and len(self._posted) > before:
-                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
-
-    async def accept(self) -> socket.socket:
-        counters = self._engine.counters
-        if self._queue or self._error is not None:
-            counters.accept_hits += 1
-            await trio.lowlevel.checkpoint_if_cancelled()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        else:
-            counters.accept_waits += 1
-        while not self._queue and self._error is None:
-            if self._closing:
-                raise OSError(errno.EBADF, "listener closed")
-            # Out of descriptors: wait for a completion of an accept posted
-            # earlier, but no longer than the pause, then probe (_refill).
-            pause = self._backoff.pause()
-            self._refill()
-            self._waiter = trio.lowlevel.current_task()
-
-            def abort(_: Callable[[], object]) -> Abort:
-                self._waiter = None
-                return Abort.SUCCEEDED
-
-            if pause > 0:
-                with trio.move_on_after(pause):
-                    await trio.lowlevel.wait_task_rescheduled(abort)
-            else:
-                await trio.lowlevel.wait_task_rescheduled(abort)
-        if self._queue:
-            conn = socket.socket(self._family, socket.SOCK_STREAM, 0, fileno=self._queue.popleft())
-            try:
-                self._refill()
-            except OSError:
-                # the pool refills on the next accept(); this connection is taken
-                _log.exception("could not refill the accept pool")
-            return conn
-        error, self._error = self._error, None
-        assert error is not None
-        raise error
-
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def configure(self, **settings: int) -> None:
-        super().configure(**settings)
-        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
-        for op in list(self._posted)[: max(excess, 0)]:
-            self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
-        self._refill()
-
-    def abandon(self) -> None:
-        self.discard_queued()
-        self.sock.close()
-
-    def discard_queued(self) -> None:
-        """Close connections accepted by the kernel but never taken."""
-        self._closing = True
-        while self._queue:
-            os.close(self._queue.popleft())
-
-    async def close(self) -> None:
-        self.discard_queued()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
-        if self._posted:
-            with trio.CancelScope(shield=True):
-                await self._engine.drain(list(self._posted))
-        self._engine.forget_listener(self)
-        self.sock.close()

@@ -48,7 +48,3 @@ class UringOp(CompletionOp):
         self.result = res
         self.done = True
         self.wake()
-
-
-#: the name the stream module still uses (until it says UringOp)
-Op = UringOp

@@ -66,22 +66,19 @@ The traps, and what this module does about them
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import socket
 import warnings
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from anyio_iocp._engines.iocp.stream import IocpStreamIO
 from anyio_iocp._engines.iocp.winsock import (
-    ACCEPT_ADDRESS_SPACE,
     extensions,
     ffi,
     handle_of,
@@ -99,6 +96,9 @@ from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
 from anyio_iocp._internals import trio_iocp
 
+if TYPE_CHECKING:
+    from anyio_iocp._engines.iocp.listener import IocpListenerIO
+
 _log = logging.getLogger("anyio_iocp")
 
 #: how long the end of a run waits for the last completion packets (streams
@@ -110,10 +110,6 @@ _new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
 
 ERROR_OPERATION_ABORTED: int = ws2.ERROR_OPERATION_ABORTED
 STATUS_CANCELLED: int = ws2.STATUS_CANCELLED
-#: a connection reset before AcceptEx took it: not the listener's error
-ACCEPT_RETRY_ERRORS = frozenset(
-    (ws2.ERROR_NETNAME_DELETED, ws2.WSAECONNRESET, ws2.ERROR_CONNECTION_ABORTED)
-)
 
 
 class IocpOp(CompletionOp):
@@ -178,10 +174,6 @@ class IocpOp(CompletionOp):
 
     def oserror(self, what: str) -> OSError:
         return winerror(self.error, what)
-
-
-#: the name the stream module and the listener still use (until they say IocpOp)
-Op = IocpOp
 
 
 #: the Winsock call of a posted operation -> its kind in the statistics
@@ -342,13 +334,8 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
                 self._complete(await queue.get_batch())
                 self._closing_listeners()
         self.closed = True
-        if self._ops:
-            _abandoned.extend(self._ops.values())
-            _log.warning(
-                "%d overlapped operations did not complete at the end of the run; "
-                "their memory is kept alive and the completion key stays monitored",
-                len(self._ops),
-            )
+        kept = "their memory is kept alive and the completion key stays monitored"
+        if self.abandon(self._ops.values(), kept):
             return
         self._monitor.__exit__(None, None, None)
 
@@ -366,6 +353,10 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.associate(sock)
         self.counters.listeners += 1
+        from anyio_iocp._engines.iocp.listener import (
+            IocpListenerIO,  # it imports this module's IocpOp
+        )
+
         listener = IocpListenerIO(self, sock, tuning)
         self._listeners.add(listener)
         return listener
@@ -407,160 +398,3 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
             sock.fileno(), ws2.SOL_SOCKET, ws2.SO_UPDATE_CONNECT_CONTEXT, ffi.NULL, 0
         ):
             raise winerror(last_error(), "setsockopt(SO_UPDATE_CONNECT_CONTEXT)")
-
-
-#: operations abandoned by a run that ended before they completed
-_abandoned: list[IocpOp] = []
-
-
-class IocpListenerIO(ListenerIO):
-    """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``.
-
-    Each posted accept owns a fresh socket that becomes the connection.
-    Connections accepted before the application asks for them wait in a
-    queue; queued connections plus posted accepts never exceed ``backlog``,
-    and ``accept()`` refills the pool as it takes from the queue.  A
-    connection reset before it was taken (``ERROR_NETNAME_DELETED``) is not
-    an error of the listener: its accept is simply posted again.  After
-    another error the pool is refilled only by the next ``accept()``, which
-    first raises the error.
-    """
-
-    def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.tuning = tuning
-        self._engine = engine
-        self._family = sock.family
-        self._listen_handle = ffi.new("SOCKET *", sock.fileno())
-        self._queue: deque[socket.socket] = deque()
-        self._posted: set[Op] = set()
-        self._error: OSError | None = None
-        self._waiter: Task | None = None
-        self._closing = False
-        self._refill()
-
-    def _post_accept(self) -> None:
-        engine = self._engine
-        engine.check_open()
-        conn = socket.socket(self._family, socket.SOCK_STREAM)
-        try:
-            space = ffi.new("char[]", 2 * ACCEPT_ADDRESS_SPACE)
-            received = ffi.new("DWORD *")
-            op = Op(self.sock, (conn, space, received))
-            ok = extensions(self._family).AcceptEx(
-                self.sock.fileno(),
-                conn.fileno(),
-                space,
-                0,
-                ACCEPT_ADDRESS_SPACE,
-                ACCEPT_ADDRESS_SPACE,
-                received,
-                op.overlapped,
-            )
-            engine.posted(op, bool(ok), "AcceptEx")
-        except BaseException:
-            conn.close()
-            raise
-        op.on_complete = self._on_accept
-        self._posted.add(op)
-
-    def _on_accept(self, op: Op) -> None:
-        self._posted.discard(op)
-        conn = cast(tuple[socket.socket, Any, Any], op.keep)[0]
-        if not op.error and not self._closing:
-            rc = ws2.setsockopt(
-                conn.fileno(),
-                ws2.SOL_SOCKET,
-                ws2.SO_UPDATE_ACCEPT_CONTEXT,
-                ffi.cast("char *", self._listen_handle),
-                ffi.sizeof("SOCKET"),
-            )
-            if rc == 0:
-                self._queue.append(conn)
-            else:
-                conn.close()
-                if self._error is None:
-                    self._error = winerror(last_error(), "setsockopt(SO_UPDATE_ACCEPT_CONTEXT)")
-        else:
-            conn.close()
-            if op.error in ACCEPT_RETRY_ERRORS and not self._closing:
-                with contextlib.suppress(OSError):
-                    self._refill()
-            elif not op.cancelled and not self._closing and self._error is None:
-                self._error = op.oserror("AcceptEx")
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
-
-    def _refill(self) -> None:
-        if self._closing or self._error is not None:
-            return
-        before = len(self._posted)
-        try:
-            while len(self._queue) + len(self._posted) < self.tuning.backlog:
-                self._post_accept()
-        finally:
-            if _trace.active and len(self._posted) > before:
-                self._trace_refill(len(self._posted) - before, len(self._posted), len(self._queue))
-
-    async def accept(self) -> socket.socket:
-        counters = self._engine.counters
-        if self._queue or self._error is not None:
-            counters.accept_hits += 1
-            await trio.lowlevel.checkpoint_if_cancelled()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        else:
-            counters.accept_waits += 1
-        while not self._queue and self._error is None:
-            if self._closing:
-                raise OSError(errno.EBADF, "listener closed")
-            self._refill()
-            self._waiter = trio.lowlevel.current_task()
-
-            def abort(_: Callable[[], object]) -> Abort:
-                self._waiter = None
-                return Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        if self._queue:
-            conn = self._queue.popleft()
-            try:
-                self._refill()
-            except OSError:
-                # the pool refills on the next accept(); this connection is taken
-                _log.exception("could not refill the accept pool")
-            return conn
-        error, self._error = self._error, None
-        assert error is not None
-        raise error
-
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def configure(self, **settings: int) -> None:
-        super().configure(**settings)
-        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
-        for op in list(self._posted)[: max(excess, 0)]:
-            self._engine.request_cancel(op)  # a smaller pool: withdraw accepts
-        self._refill()
-
-    def discard_queued(self) -> None:
-        """Close connections accepted but never taken; post no more accepts."""
-        self._closing = True
-        while self._queue:
-            self._queue.popleft().close()
-
-    async def close(self) -> None:
-        self.discard_queued()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
-        if self._posted:
-            with trio.CancelScope(shield=True):
-                await self._engine.drain(list(self._posted))
-        self._engine.forget_listener(self)
-        self._engine.forget(self.sock)
-        self.sock.close()

@@ -278,7 +278,7 @@ class ReadinessListenerIO(ListenerIO):
             except OSError as exc:
                 if exc.errno not in EXHAUSTION:
                     raise
-                # out of descriptors: pause with back-off (see _accept_backoff)
+                # out of descriptors: pause with back-off (see accept_backoff)
                 self._backoff.failed(exc.errno)
                 await trio.sleep(self._backoff.pause())
                 continue

@@ -1,0 +1,77 @@
+"""The io_uring engine's listener: the accept pool's primitives on the ring.
+
+The policy (pool of ``backlog`` posted accepts, queue, back-off when
+descriptors run out, close) is :class:`anyio_iocp._flow.accept_pool.PostedAcceptPool`.
+This module posts the accepts and reads their completions.  Each accept is a
+single-shot ``IORING_OP_ACCEPT``: a multishot accept takes every pending
+connection as soon as it is armed, so it could not keep the pool's bound.
+Its completion is the new connection's descriptor, or a negative errno:
+EMFILE, ENFILE, ENOBUFS and ENOMEM mean a shortage (a pause), ECANCELED an
+accept withdrawn or drained, anything else an error of the listener.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import TYPE_CHECKING
+
+from anyio_iocp._engines.io_uring._uring import lib
+from anyio_iocp._engines.io_uring.op import UringOp
+from anyio_iocp._flow.accept_backoff import EXHAUSTION
+from anyio_iocp._flow.accept_pool import PostedAcceptPool
+from anyio_iocp._interface.engine import oserror
+from anyio_iocp._interface.settings import Tuning
+
+if TYPE_CHECKING:
+    from anyio_iocp._engines.io_uring.engine import UringEngine
+
+_SOCK_STREAM = socket.SOCK_STREAM
+_ECANCELED = -errno.ECANCELED
+
+
+class AcceptOp(UringOp):
+    """One posted accept of a listener's pool: one connection, or an error."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, user_data: int, listener: UringListenerIO) -> None:
+        super().__init__(user_data, None)
+        self.listener = listener
+
+    def complete(self, res: int, flags: int) -> None:
+        self.result = res
+        self.done = True
+        listener = self.listener
+        if res >= 0:
+            listener.accepted(self, socket.socket(listener.family, _SOCK_STREAM, 0, fileno=res))
+        elif -res in EXHAUSTION:
+            listener.exhausted(self, -res)
+        else:
+            listener.accept_failed(self, None if res == _ECANCELED else oserror(res, "accept"))
+        self.wake()
+
+
+class UringListenerIO(PostedAcceptPool[AcceptOp]):
+    """A pool of ``backlog`` posted accepts on the ring, iocpsock's ``-backlog``."""
+
+    def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
+        self.fd = sock.fileno()
+        self._engine = engine
+        super().__init__(sock, tuning, engine.counters)
+
+    def _post_accept(self) -> AcceptOp:
+        engine = self._engine
+        op = AcceptOp(engine.new_id(), self)
+        engine.post_registered(op, lib.iou_prep_accept, self.fd, 0)
+        return op
+
+    def _withdraw(self, op: AcceptOp) -> None:
+        self._engine.request_cancel(op)
+
+    async def _drain(self, ops: list[AcceptOp]) -> None:
+        drained: list[UringOp] = list(ops)
+        await self._engine.drain(drained)
+
+    def _forget(self) -> None:
+        self._engine.forget_listener(self)

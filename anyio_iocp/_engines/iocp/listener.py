@@ -1,0 +1,133 @@
+"""The IOCP engine's listener: the accept pool's primitives as ``AcceptEx`` calls.
+
+The policy (pool of ``backlog`` posted accepts, queue, back-off when
+descriptors run out, close) is :class:`anyio_iocp._flow.accept_pool.PostedAcceptPool`.
+This module posts the accepts and reads their packets.
+
+Each posted ``AcceptEx`` owns a fresh socket that becomes the connection (it
+needs ``SO_UPDATE_ACCEPT_CONTEXT`` before ``getpeername`` and ``shutdown``
+work on it).  What a packet's Winsock error means for the listener:
+
+* ``WSAEMFILE`` (no socket handle left) and ``WSAENOBUFS`` (no buffer space,
+  the kernel is short of memory) are a shortage, as EMFILE and ENOBUFS are on
+  Linux: accepting pauses with back-off (:mod:`anyio_iocp._flow.accept_backoff`).
+  The same codes raised while posting, where creating the accept's socket
+  fails first, are the same shortage;
+* a connection reset before ``AcceptEx`` took it (``ERROR_NETNAME_DELETED``
+  and the like) is no error of the listener: its accept is posted again;
+* ``ERROR_OPERATION_ABORTED``: the accept was withdrawn or drained;
+* anything else is raised by the next ``accept()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from typing import TYPE_CHECKING, Any, cast
+
+from anyio_iocp._engines.iocp.engine import IocpOp
+from anyio_iocp._engines.iocp.winsock import (
+    ACCEPT_ADDRESS_SPACE,
+    extensions,
+    ffi,
+    last_error,
+    winerror,
+    ws2,
+)
+from anyio_iocp._flow.accept_pool import PostedAcceptPool
+from anyio_iocp._interface.settings import Tuning
+
+if TYPE_CHECKING:
+    from anyio_iocp._engines.iocp.engine import IocpEngine
+
+#: Winsock errors of an accept that mean "no socket or memory for a new
+#: connection right now" -> the errno the back-off knows them by
+WSAEMFILE = 10024
+WSAENOBUFS = 10055
+ACCEPT_EXHAUSTION = {WSAEMFILE: errno.EMFILE, WSAENOBUFS: errno.ENOBUFS}
+#: a connection reset before AcceptEx took it: not the listener's error
+ACCEPT_RETRY_ERRORS = frozenset(
+    (ws2.ERROR_NETNAME_DELETED, ws2.WSAECONNRESET, ws2.ERROR_CONNECTION_ABORTED)
+)
+
+
+class IocpListenerIO(PostedAcceptPool[IocpOp]):
+    """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``."""
+
+    def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
+        sock.setblocking(False)
+        self._engine = engine
+        self._listen_handle = ffi.new("SOCKET *", sock.fileno())
+        super().__init__(sock, tuning, engine.counters)
+
+    def _post_accept(self) -> IocpOp:
+        engine = self._engine
+        engine.check_open()
+        family = self.family
+        conn = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            space = ffi.new("char[]", 2 * ACCEPT_ADDRESS_SPACE)
+            received = ffi.new("DWORD *")
+            op = IocpOp(self.sock, (conn, space, received))
+            ok = extensions(family).AcceptEx(
+                self.sock.fileno(),
+                conn.fileno(),
+                space,
+                0,
+                ACCEPT_ADDRESS_SPACE,
+                ACCEPT_ADDRESS_SPACE,
+                received,
+                op.overlapped,
+            )
+            engine.posted(op, bool(ok), "AcceptEx")
+        except BaseException:
+            conn.close()
+            raise
+        op.on_complete = self.on_accept_packet
+        return op
+
+    def on_accept_packet(self, op: IocpOp) -> None:
+        """The packet of a posted accept: a connection, or why not."""
+        conn = cast(tuple[socket.socket, Any, Any], op.keep)[0]
+        code = op.error
+        if not code:
+            if self._closing or not ws2.setsockopt(
+                conn.fileno(),
+                ws2.SOL_SOCKET,
+                ws2.SO_UPDATE_ACCEPT_CONTEXT,
+                ffi.cast("char *", self._listen_handle),
+                ffi.sizeof("SOCKET"),
+            ):
+                self.accepted(op, conn)  # (closed at once when the listener is closing)
+                return
+            error = winerror(last_error(), "setsockopt(SO_UPDATE_ACCEPT_CONTEXT)")
+            conn.close()
+            self.accept_failed(op, error)
+            return
+        conn.close()
+        shortage = ACCEPT_EXHAUSTION.get(code)
+        if shortage:
+            self.exhausted(op, shortage)
+        elif code in ACCEPT_RETRY_ERRORS:
+            self.accept_failed(op, None)
+            with contextlib.suppress(OSError):
+                self._refill()
+        else:
+            self.accept_failed(op, None if op.cancelled else op.oserror("AcceptEx"))
+
+    def _exhaustion(self, exc: OSError) -> int:
+        # Python's errno of WSAEMFILE is EMFILE, but WSAENOBUFS keeps its
+        # Winsock number: the Winsock code is what tells
+        shortage = ACCEPT_EXHAUSTION.get(getattr(exc, "winerror", None) or 0)
+        return shortage or super()._exhaustion(exc)
+
+    def _withdraw(self, op: IocpOp) -> None:
+        self._engine.request_cancel(op)
+
+    async def _drain(self, ops: list[IocpOp]) -> None:
+        await self._engine.drain(ops)
+
+    def _forget(self) -> None:
+        self._engine.forget_listener(self)
+        self._engine.forget(self.sock)

@@ -1,0 +1,271 @@
+"""A listener as a pool of posted accepts, written once for the completion engines.
+
+A completion engine cannot ask "is a connection waiting?": it posts accepts
+ahead, and the kernel completes one per connection.  So a listener of the
+io_uring and IOCP engines (iocpsock's ``-backlog``) keeps ``backlog`` accepts
+posted, and the connections they bring in before the application asks wait
+in a queue.  Queued connections plus posted accepts never exceed
+``backlog``; ``accept()`` refills the pool as it takes from the queue, and
+``configure(backlog=...)`` to a smaller pool withdraws the excess accepts.
+
+:class:`PostedAcceptPool` holds that policy, and with it:
+
+* the task waiting in ``accept()``: it parks, and the completion that brings
+  a connection (or an error) wakes it; a cancelled ``accept()`` loses no
+  connection, since the accept stays posted and its connection is queued;
+* descriptor exhaustion (:mod:`anyio_iocp._flow.accept_backoff`): an accept
+  that fails for want of descriptors or memory pauses accepting instead of
+  failing ``accept()``.  After the pause a single fresh accept probes (not
+  the whole pool): accepts posted before the shortage may never complete,
+  since a connection's arrival wakes one posted accept and, if that one
+  failed, nothing wakes the others.  Any accept that succeeds ends the
+  shortage;
+* any other error is raised by the next ``accept()``, and only that
+  ``accept()`` refills the pool;
+* close: connections queued and not taken are closed, the posted accepts are
+  cancelled and their completions awaited before the socket closes (memory
+  lent to the kernel stays alive until then);
+* the run's statistics (``accept_hits``: a connection was waiting,
+  ``accept_waits``: ``accept()`` had to wait) and the ``accept.refill``
+  trace event.
+
+An engine writes only its primitives: post one accept, withdraw one, drain
+the posted ones at close, forget the listener when it closes; and, when an
+accept completes, hand the outcome to :meth:`~PostedAcceptPool.accepted`,
+:meth:`~PostedAcceptPool.exhausted` or :meth:`~PostedAcceptPool.accept_failed`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from abc import abstractmethod
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
+from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.engine import ListenerIO
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
+
+_log = logging.getLogger("anyio_iocp")
+
+#: the engine's handle of one posted accept
+OpT = TypeVar("OpT")
+
+
+class PostedAcceptPool(ListenerIO, Generic[OpT]):
+    """``backlog`` posted accepts, a queue of accepted connections, back-off."""
+
+    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
+        self.sock = sock
+        self.tuning = tuning
+        #: the family of the connections accepted
+        self.family = sock.family
+        self._counters = counters
+        self._queue: deque[socket.socket] = deque()
+        self._posted: set[OpT] = set()
+        #: the one accept posted while short of descriptors
+        self._probe: OpT | None = None
+        self._error: OSError | None = None
+        self._waiter: Task | None = None
+        self._closing = False
+        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
+        # The pool is posted at once, as iocpsock posted its AcceptEx calls.
+        self._refill()
+
+    # -- the engine's primitives ---------------------------------------------
+
+    @abstractmethod
+    def _post_accept(self) -> OpT:
+        """Post one accept; raise OSError if it cannot be posted."""
+
+    @abstractmethod
+    def _withdraw(self, op: OpT) -> None:
+        """Ask the kernel to cancel ``op``; its completion comes either way."""
+
+    @abstractmethod
+    async def _drain(self, ops: list[OpT]) -> None:
+        """Cancel ``ops`` and wait for their completions (called shielded)."""
+
+    @abstractmethod
+    def _forget(self) -> None:
+        """The listener is closing: the engine lets go of it and its socket."""
+
+    def _exhaustion(self, exc: OSError) -> int:
+        """The errno of :data:`EXHAUSTION` that an error of posting stands
+        for, or 0 if it is another error."""
+        return exc.errno if exc.errno in EXHAUSTION else 0
+
+    # -- completions (called by the engine) ----------------------------------
+
+    def accepted(self, op: OpT, conn: socket.socket) -> None:
+        """``op`` brought in the connection ``conn``."""
+        self._posted.discard(op)
+        # The probe ended; or an accept worked, which ends the shortage
+        # whichever accept it was: a probe still posted is an ordinary accept
+        # of the pool now, and the next shortage posts its own.
+        self._probe = None
+        if self._closing:
+            conn.close()
+            return
+        self._queue.append(conn)
+        backoff = self._backoff
+        if backoff.failures:  # (checked here: a call per connection costs)
+            backoff.succeeded()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def exhausted(self, op: OpT, code: int) -> None:
+        """``op`` failed for want of descriptors or memory (``code``, an errno
+        of :data:`EXHAUSTION`): a pause, not an error of ``accept()``."""
+        self._ended(op)
+        self._backoff.failed(code)
+        self._wake()
+
+    def accept_failed(self, op: OpT, error: OSError | None) -> None:
+        """``op`` ended without a connection.  The next ``accept()`` raises
+        ``error``; None: no error of the listener (a cancelled accept)."""
+        self._ended(op)
+        if error is not None and self._error is None and not self._closing:
+            self._error = error
+        self._wake()
+
+    def _ended(self, op: OpT) -> None:
+        self._posted.discard(op)
+        if op is self._probe:
+            self._probe = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    # -- the pool ------------------------------------------------------------
+
+    def _refill(self) -> None:
+        if self._closing or self._error is not None:
+            return
+        backoff = self._backoff
+        posted = self._posted
+        before = len(posted)
+        try:
+            # (the shortage is checked here, not by calls: this runs per connection)
+            if backoff.failures:
+                if backoff.pause() > 0:
+                    return
+                # Short of descriptors: one fresh accept probes instead of the
+                # whole pool, even while accepts posted earlier are still
+                # pending.  Those may never complete: a connection's arrival
+                # wakes one posted accept, and if that one failed, the
+                # connection waits in the listen queue with no wake-up left
+                # for the others.  A new accept tries the queue at once.
+                if self._probe is None:
+                    probe = self._probe = self._post_accept()
+                    posted.add(probe)
+                    before += 1  # a probe, not a refill of the pool
+                return
+            while len(self._queue) + len(posted) < self.tuning.backlog:
+                posted.add(self._post_accept())
+        except OSError as exc:
+            code = self._exhaustion(exc)
+            if not code:
+                raise
+            self._backoff.failed(code)  # no socket for the accept: the same pause
+        finally:
+            if _trace.active and len(posted) > before:
+                self._trace_refill(len(posted) - before, len(posted), len(self._queue))
+
+    def _trace_refill(self, added: int, pool: int, queued: int) -> None:
+        """The ``accept.refill`` event (callers check ``_trace.active``)."""
+        fd = self.sock.fileno()
+        backlog = self.tuning.backlog
+        _trace.emit(
+            "accept.refill",
+            f"listener fd {fd}: posted {added} accepts, pool {pool} + {queued} queued "
+            f"of backlog {backlog}",
+            fd=fd,
+            posted=added,
+            pool=pool,
+            queued=queued,
+            backlog=backlog,
+        )
+
+    async def accept(self) -> socket.socket:
+        queue = self._queue
+        if queue or self._error is not None:
+            self._counters.accept_hits += 1
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            self._counters.accept_waits += 1
+        while not queue and self._error is None:
+            if self._closing:
+                raise OSError(errno.EBADF, "listener closed")
+            # Out of descriptors: wait for a completion of an accept posted
+            # earlier, but no longer than the pause, then probe (_refill).
+            backoff = self._backoff
+            pause = backoff.pause() if backoff.failures else 0.0
+            self._refill()
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Callable[[], object]) -> Abort:
+                self._waiter = None
+                return Abort.SUCCEEDED
+
+            if pause > 0:
+                with trio.move_on_after(pause):
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+            else:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+        if queue:
+            conn = queue.popleft()
+            try:
+                self._refill()
+            except OSError:
+                # the pool refills on the next accept(); this connection is taken
+                _log.exception("could not refill the accept pool")
+            return conn
+        error, self._error = self._error, None
+        assert error is not None
+        raise error
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def configure(self, **settings: int) -> None:
+        super().configure(**settings)
+        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
+        for op in list(self._posted)[: max(excess, 0)]:
+            self._withdraw(op)  # a smaller pool: withdraw accepts
+        self._refill()
+
+    # -- the end -------------------------------------------------------------
+
+    def discard_queued(self) -> None:
+        """Close connections accepted but never taken; post no more accepts."""
+        self._closing = True
+        while self._queue:
+            self._queue.popleft().close()
+
+    def abandon(self) -> None:
+        self.discard_queued()
+        self.sock.close()
+
+    async def close(self) -> None:
+        self.discard_queued()
+        self._wake()
+        if self._posted:
+            with trio.CancelScope(shield=True):
+                await self._drain(list(self._posted))
+        self._forget()
+        self.sock.close()

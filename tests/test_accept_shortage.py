@@ -1,0 +1,232 @@
+"""A completion engine's listener survives a descriptor shortage, on every
+platform: accepts that complete with the shortage's error (EMFILE on Linux,
+Winsock's WSAEMFILE on Windows) pause accepting with back-off, a task in
+``accept()`` keeps waiting, and every client is served once the fault stops.
+
+The fault is injected at the listener's primitive that posts one accept
+(``_post_accept``): while it is on, each accept the listener posts is a
+stand-in that takes no connection from the listen queue and whose completion
+reaches the listener's completion handler with the shortage's error, as a
+real accept failing for want of a descriptor does.
+
+* io_uring: a no-op on the ring, completed as -EMFILE
+  (``tests/enfile_script.py`` does the same with ENFILE);
+* IOCP: a packet queued on Trio's completion port with
+  ``PostQueuedCompletionStatus`` for the op's ``OVERLAPPED``, completed as
+  ``WSAEMFILE`` (10024), the error ``AcceptEx`` reports.
+
+Runs on the io_uring engine on Linux and on the IOCP engine under Wine
+(``bash scripts/wine_test.sh tests/test_accept_shortage.py``).  The
+POSIX-only descriptor-limit tests are in ``tests/test_exhaustion.py``.  The
+last test checks the pool's probe alone (no engine), on stand-in accepts.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import MovedClock, first_listener, recv_exactly
+
+import anyio_iocp
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._flow.accept_pool import PostedAcceptPool
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
+
+pytestmark = pytest.mark.anyio
+
+CLIENTS = 20
+BACKLOG = 4
+STARVED_SECONDS = 0.5
+WSAEMFILE = 10024
+
+
+class AcceptFault:
+    """While ``on``, every accept the listener posts fails as a shortage."""
+
+    def __init__(self) -> None:
+        self.on = True
+        #: stand-in accepts posted (each one an attempt to accept)
+        self.refused = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, engine_name: str) -> None:
+        if engine_name == "io_uring":
+            listener_class, refuse = self._io_uring()
+        else:
+            listener_class, refuse = self._iocp()
+        real_post_accept = listener_class._post_accept
+        fault = self
+
+        def post_accept(listener: Any) -> Any:
+            if not fault.on:
+                return real_post_accept(listener)
+            fault.refused += 1
+            return refuse(listener)
+
+        monkeypatch.setattr(listener_class, "_post_accept", post_accept)
+
+    @staticmethod
+    def _io_uring() -> tuple[Any, Any]:
+        from anyio_iocp._engines.io_uring._uring import lib
+
+        from anyio_iocp._engines.io_uring.listener import AcceptOp, UringListenerIO
+
+        class RefusedAccept(AcceptOp):
+            __slots__ = ()
+
+            def complete(self, res: int, flags: int) -> None:
+                super().complete(-errno.EMFILE if res == 0 else res, flags)
+
+        def refuse(listener: Any) -> Any:
+            engine: Any = current_engine()
+            op = RefusedAccept(engine.new_id(), listener)
+            engine.post_registered(op, lib.iou_prep_nop)
+            return op
+
+        return UringListenerIO, refuse
+
+    @staticmethod
+    def _iocp() -> tuple[Any, Any]:
+        import ctypes
+
+        from anyio_iocp._engines.iocp.engine import IocpOp
+        from anyio_iocp._engines.iocp.listener import IocpListenerIO
+        from anyio_iocp._engines.iocp.winsock import ffi
+
+        post_packet = ctypes.windll.kernel32.PostQueuedCompletionStatus  # type: ignore[attr-defined,unused-ignore]
+        post_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_void_p]
+
+        class RefusedAccept(IocpOp):
+            def complete(self, transferred: int) -> None:
+                # what IocpOp.complete makes of an AcceptEx that failed with WSAEMFILE
+                self.error = WSAEMFILE
+                self.done = True
+                assert self.on_complete is not None
+                self.on_complete(self)
+                self.wake()
+
+        def refuse(listener: Any) -> Any:
+            engine: Any = current_engine()
+            # the accept's own socket, which the listener closes when it fails
+            op = RefusedAccept(listener.sock, (socket.socket(listener.family), None, None))
+            op.on_complete = listener.on_accept_packet
+            engine.posted(op, True, "AcceptEx")
+            port = int(ffi.cast("uintptr_t", engine._port))
+            assert post_packet(port, 0, engine._key, op.address)
+            return op
+
+        return IocpListenerIO, refuse
+
+
+async def test_listener_survives_descriptor_shortage(
+    engine_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    trace_events: list[anyio_iocp.TraceEvent],
+) -> None:
+    if engine_name not in ("io_uring", "iocp"):
+        pytest.skip(f"the {engine_name} engine posts no accepts")
+    fault = AcceptFault()
+    fault.install(monkeypatch, engine_name)
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=BACKLOG)
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    accepted: list[SocketStream] = []
+    clients: list[socket.socket] = []
+
+    async def serve() -> None:
+        while True:  # an error of accept() ends the test here
+            accepted.append(await listener.accept())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        await anyio.sleep(0.05)
+        for _ in range(CLIENTS):  # the kernel completes these handshakes
+            client = socket.create_connection(("127.0.0.1", port))
+            client.settimeout(5)
+            clients.append(client)
+        passes_before = anyio_iocp.statistics().passes
+        await anyio.sleep(STARVED_SECONDS)
+        passes = anyio_iocp.statistics().passes - passes_before
+        refused = fault.refused
+        assert not accepted, "no accept may succeed while the fault is on"
+        # back-off, not a spin: the pool, then one probe per pause (10 ms
+        # doubling); a listener that reposted at once would post thousands
+        assert BACKLOG < refused < 40, refused
+        assert passes < 500, f"{passes} scheduler passes while starved: a busy loop"
+        fault.on = False  # descriptors are free again
+        with anyio.fail_after(10):
+            while len(accepted) < CLIENTS:
+                await anyio.sleep(0.01)
+        # every client is answered, matched to its connection by port
+        by_port = {s.extra(SocketAttribute.remote_port): s for s in accepted}
+        for i, client in enumerate(clients):
+            client.sendall(b"client %03d" % i)
+            stream = by_port[client.getsockname()[1]]
+            assert await recv_exactly(stream, 10) == b"client %03d" % i
+            await stream.send(b"answer %03d" % i)
+            assert client.recv(10) == b"answer %03d" % i
+        tg.cancel_scope.cancel()
+
+    pauses = [e for e in trace_events if e.kind == "accept.backoff"]
+    assert pauses and all(e.fields["errno"] == "EMFILE" for e in pauses)
+    assert anyio_iocp.statistics().accept_backoffs == len(pauses)
+    assert [e.kind for e in trace_events if e.kind == "accept.resumed"] == ["accept.resumed"]
+    for stream in accepted:
+        await stream.aclose()
+    for client in clients:
+        client.close()
+    await multi.aclose()
+
+
+def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
+    moved_clock: MovedClock,
+) -> None:
+    """A shortage may end because an accept posted before it succeeds while
+    the probe is still posted; the next shortage must post a probe of its own
+    (the stale one may never complete: see
+    tests/test_exhaustion.py::test_accept_storm_out_of_descriptors).  The pool's
+    policy alone, on stand-in accepts."""
+    posted: list[object] = []
+
+    class Pool(PostedAcceptPool[object]):
+        """The pool's policy, its accepts stand-in objects."""
+
+        def _post_accept(self) -> object:
+            posted.append(object())
+            return posted[-1]
+
+        def _withdraw(self, op: object) -> None:
+            raise AssertionError("nothing is withdrawn here")
+
+        async def _drain(self, ops: list[object]) -> None:
+            raise AssertionError("not closed here")
+
+        def _forget(self) -> None:
+            pass
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listener = Pool(sock, Tuning(backlog=4), EngineCounters())
+        pool = list(posted)
+        assert len(pool) == 4
+        listener.exhausted(pool[0], errno.EMFILE)  # a shortage
+        moved_clock.now += 1.0  # the pause is over
+        listener._refill()
+        first_probe = posted[-1]
+        assert len(posted) == 5 and listener._probe is first_probe
+        connection = socket.socket()  # stands for an accepted connection
+        listener.accepted(pool[1], connection)  # an older accept ends it
+        assert not listener._backoff.starving
+        listener.exhausted(pool[2], errno.EMFILE)  # the next shortage
+        moved_clock.now += 1.0
+        listener._refill()
+        assert len(posted) == 6, "the second shortage must probe with a new accept"
+        assert listener._probe is posted[-1] is not first_probe
+        listener.discard_queued()  # closes the stand-in connection
+        assert connection.fileno() == -1
