@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
-from anyio_iocp._face.tuning import LISTENER_SETTINGS, PROFILES, RANGES, STREAM_SETTINGS, _scope
+from anyio_iocp._face.tuning import PROFILES, _scope
+from anyio_iocp._interface.settings import LISTENER_SETTINGS, RANGES, STREAM_SETTINGS
 
 FUZZ = settings(
     max_examples=150,

@@ -12,7 +12,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from anyio_iocp._face.tuning import LISTENER_SETTINGS, STREAM_SETTINGS, check_settings, tuning
+from anyio_iocp._face.tuning import tuning
+from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, check_settings
 from anyio_iocp._streams.attributes import TuningAttribute
 
 

@@ -30,8 +30,9 @@ from anyio.abc import (
 from anyio_iocp._face.adapters import start_run as start_adapters
 from anyio_iocp._face.api import check_port
 from anyio_iocp._face.runstate import RunState, current_state, new_run_state
-from anyio_iocp._face.tuning import RANGES, Tuning, effective, run_overrides
+from anyio_iocp._face.tuning import effective, run_overrides
 from anyio_iocp._interface.engine import Engine, EngineInfo, MessageIO
+from anyio_iocp._interface.settings import RANGES, Tuning
 from anyio_iocp._internals.anyio_backend import (
     TestRunner,
     TrioBackend,

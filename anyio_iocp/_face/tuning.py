@@ -38,26 +38,9 @@ from anyio_iocp._interface.settings import (
     DEFAULTS,
     LISTENER_SETTINGS,
     RANGES,
-    STREAM_SETTINGS,
     Tuning,
-    Usage,
     check_settings,
-    validate_setting,
 )
-
-__all__ = [
-    "DEFAULTS",
-    "LISTENER_SETTINGS",
-    "PROFILES",
-    "RANGES",
-    "STREAM_SETTINGS",
-    "Tuning",
-    "Usage",
-    "check_settings",
-    "tuning",
-    "validate_profile",
-    "validate_setting",
-]
 
 #: iocpsock's own advice: a file server wants bursts both ways; a web server
 #: wants many connections, each small and short.

@@ -9,7 +9,8 @@ from typing import Any
 from anyio_iocp._face.cli import info as _cli_info
 from anyio_iocp._face.cli import run as _cli_run
 from anyio_iocp._face.engines import ENGINE_NAMES
-from anyio_iocp._face.tuning import PROFILES, validate_setting
+from anyio_iocp._face.tuning import PROFILES
+from anyio_iocp._interface.settings import validate_setting
 
 PROG = "python -m anyio_iocp"
 
