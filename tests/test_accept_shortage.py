@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trio
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import MovedClock, first_listener, recv_exactly
 
@@ -230,3 +231,48 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
         assert listener._probe is posted[-1] is not first_probe
         listener.discard_queued()  # closes the stand-in connection
         assert connection.fileno() == -1
+
+
+async def test_accept_retries_when_posting_the_probe_itself_fails() -> None:
+    """A shortage met while *posting* an accept (on IOCP each posted accept
+    needs a socket of its own) leaves nothing posted: ``accept()`` must wake at
+    the end of each pause and try again, and take the connection once
+    descriptors are free.  Parked without a deadline, it would wait forever."""
+    attempts: list[float] = []
+    free_at = anyio.current_time() + 0.3
+
+    class Pool(PostedAcceptPool[object]):
+        """An accept pool whose every post fails with EMFILE until ``free_at``;
+        an accept posted after that completes at once with a connection."""
+
+        def _post_accept(self) -> object:
+            attempts.append(anyio.current_time())
+            if anyio.current_time() < free_at:
+                raise OSError(errno.EMFILE, "Too many open files")
+            op = object()
+            trio_token.run_sync_soon(self.accepted, op, socket.socket())
+            return op
+
+        def _withdraw(self, op: object) -> None:
+            raise AssertionError("nothing is withdrawn here")
+
+        async def _drain(self, ops: list[object]) -> None:
+            raise AssertionError("not closed here")
+
+        def _forget(self) -> None:
+            pass
+
+    trio_token = trio.lowlevel.current_trio_token()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listener = Pool(sock, Tuning(backlog=1), EngineCounters())
+        assert len(attempts) == 1 and listener._backoff.starving  # nothing posted
+        with anyio.fail_after(5):
+            conn = await listener.accept()
+        conn.close()
+        listener.discard_queued()
+    after = [t for t in attempts if t >= free_at]
+    assert after, "accept() never tried again once descriptors were free"
+    # retried at the end of each pause (10 ms, doubling), not in a busy loop
+    assert 3 <= len(attempts) <= 10

@@ -75,14 +75,15 @@ def modules() -> list[Module]:
 
 
 def imports(module: Module) -> Iterator[tuple[int, str]]:
-    """(line, imported dotted name) for every import, relative ones resolved."""
+    """(line, imported dotted name) for every import, relative ones resolved,
+    and imports by name (``importlib.import_module``)."""
     for node in ast.walk(module.tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = module.name.split(".")
+                base = [part for part in module.name.split(".") if part]
                 if module.path.name != "__init__.py":
                     base = base[:-1]
                 base = base[: len(base) - (node.level - 1)]
@@ -91,6 +92,15 @@ def imports(module: Module) -> Iterator[tuple[int, str]]:
                 target = node.module or ""
             for alias in node.names:
                 yield node.lineno, f"{target}.{alias.name}"
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and ast.unparse(node.func).endswith(("import_module", "__import__"))
+        ):
+            # importlib.import_module("anyio_iocp...") is an import too
+            yield node.lineno, node.args[0].value
 
 
 def package_target(name: str) -> str | None:
@@ -112,6 +122,10 @@ def layer_violations() -> list[str]:
                 continue
             first = target.split(".")[0]
             layer = first if first in MAY_IMPORT else ""
+            if layer == "" and module.layer not in ("", "_face"):
+                # the package root re-exports the public face: not for lower layers
+                problems.append(f"{where}: layer {module.layer} imports {name} (the package root)")
+                continue
             if layer == "" or (layer == module.layer and layer != "_engines"):
                 continue
             if layer == "_engines":
@@ -183,7 +197,7 @@ def private_access_violations() -> list[str]:
                 continue
             if attr in own and module.layer != "_internals":
                 continue  # the module's own objects (another instance of its class)
-            if module.layer == "_internals":
+            if module.layer == "_internals" and not ast.unparse(base).startswith("anyio_iocp"):
                 continue  # the one place that reaches into Trio and AnyIO
             problems.append(f"{where}: reads {ast.unparse(node)}")
     return problems
@@ -274,6 +288,9 @@ def test_every_layer_has_modules() -> None:
         ("from anyio_iocp._engines.io_uring.engine import UringEngine\n", "only"),
         ("from anyio_iocp._face.runstate import current_state\n", "layer _streams"),
         ("from trio._core._run import GLOBAL_RUN_CONTEXT\n", "internals"),
+        ("from anyio_iocp import tuning\n", "package root"),
+        ("from .. import _engines\n", "only"),
+        ("import importlib\nimportlib.import_module('anyio_iocp._face.api')\n", "_face"),
     ],
 )
 def test_the_checker_finds_a_broken_rule(

@@ -42,15 +42,14 @@ import logging
 import socket
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
-from trio.lowlevel import Abort, Task
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.engine import ListenerIO
+from anyio_iocp._interface.parking import Parked
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
 
@@ -74,7 +73,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: the one accept posted while short of descriptors
         self._probe: OpT | None = None
         self._error: OSError | None = None
-        self._waiter: Task | None = None
+        #: a task waiting in accept()
+        self._waiter = Parked()
         self._closing = False
         self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
@@ -119,10 +119,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         backoff = self._backoff
         if backoff.failures:  # (checked here: a call per connection costs)
             backoff.succeeded()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
+        self._waiter.wake()
 
     def exhausted(self, op: OpT, code: int) -> None:
         """``op`` failed for want of descriptors or memory (``code``, an errno
@@ -145,10 +142,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             self._probe = None
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
+        self._waiter.wake()
 
     # -- the pool ------------------------------------------------------------
 
@@ -213,20 +207,17 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 raise OSError(errno.EBADF, "listener closed")
             # Out of descriptors: wait for a completion of an accept posted
             # earlier, but no longer than the pause, then probe (_refill).
+            # The pause is read after the refill: posting the probe may itself
+            # fail for want of a descriptor (IOCP: the accept's own socket),
+            # and with nothing posted only the pause's end can wake this task.
+            self._refill()
             backoff = self._backoff
             pause = backoff.pause() if backoff.failures else 0.0
-            self._refill()
-            self._waiter = trio.lowlevel.current_task()
-
-            def abort(_: Callable[[], object]) -> Abort:
-                self._waiter = None
-                return Abort.SUCCEEDED
-
             if pause > 0:
                 with trio.move_on_after(pause):
-                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    await self._waiter.wait()
             else:
-                await trio.lowlevel.wait_task_rescheduled(abort)
+                await self._waiter.wait()
         if queue:
             conn = queue.popleft()
             try:

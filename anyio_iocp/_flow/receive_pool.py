@@ -128,8 +128,10 @@ class ReceivePool(WriteBehind, FlowStream):
 
     def _post_ahead(self) -> None:
         """During a burst, post the next pool once the reader has caught up."""
+        abd = self.abd  # abd.in_burst(), inline: this runs on every receive with bytes
         if (
-            self.abd.in_burst()
+            abd.bursting
+            and abd.k > 1
             and not self._posted
             and not self._ready
             and not self._eof

@@ -38,7 +38,7 @@ Waiting (:class:`CompletionWaits`, mixed into an engine)
 * :meth:`~CompletionWaits.cancel_at_end`: the end of the run, when no task is
   left to wake: forget the waiters and ask the kernel to cancel everything;
   the engine then collects the completions its own way.
-* :meth:`~CompletionWaits.abandon`: operations whose completion did not come
+* :meth:`~CompletionWaits.keep_uncompleted`: operations whose completion did not come
   within the end of the run's bounded wait are kept, with their memory, for
   the life of the process (the kernel may still write into it), and a
   warning says how many.
@@ -169,10 +169,10 @@ class CompletionWaits(Generic[OpT]):
             op.drainers = None
             self.request_cancel(op)
 
-    def abandon(self, ops: Iterable[OpT], kept: str) -> bool:
+    def keep_uncompleted(self, ops: Iterable[OpT], what: str, kept: str) -> bool:
         """End of the run, after its bounded wait: keep ``ops`` (not completed)
-        and their memory for good, with a warning that says what is ``kept``.
-        Returns whether any was left."""
+        and their memory for good, with a warning that names the operations
+        (``what``) and what is ``kept``.  Returns whether any was left."""
         left = list(ops)
         if not left:
             return False

@@ -558,7 +558,9 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 for listener in list(self._listeners):
                     listener.discard_queued()
         finally:
-            abandoned = self.abandon(self._ops.values(), "their buffers are kept alive")
+            abandoned = self.keep_uncompleted(
+                self._ops.values(), "io_uring operations", "their buffers are kept alive"
+            )
             self.closed = True
             self._listeners.clear()
             if self._watch is not None:

@@ -335,7 +335,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
                 self._closing_listeners()
         self.closed = True
         kept = "their memory is kept alive and the completion key stays monitored"
-        if self.abandon(self._ops.values(), kept):
+        if self.keep_uncompleted(self._ops.values(), "overlapped operations", kept):
             return
         self._monitor.__exit__(None, None, None)
 

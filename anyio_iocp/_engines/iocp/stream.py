@@ -83,7 +83,7 @@ class IocpStreamIO(ReceivePool, SendChain):
     def _hand_over(self, data: bytes | memoryview) -> None:
         """Windows sends the data of overlapped sends on one socket in the
         order they were posted: post at once."""
-        owned = memoryview(data)
+        owned = data if isinstance(data, memoryview) else memoryview(data)
         try:
             while owned:
                 self._pipelined.add(self._post_send(owned[:MAX_SEND]))
