@@ -139,7 +139,8 @@ status=0
 # hypothesis profile under Wine).  What Wine cannot emulate is marked in the
 # tests themselves (docs/windows.md lists it).  Not run under Wine: the
 # UNIX-socket and io_uring-only modules (test_unix, test_multishot,
-# test_ring_limits, test_load, test_detect), test_exhaustion (descriptor
+# test_ring_limits, test_load, test_detect), test_layers (it reads the
+# checkout's source, not the installed copy), test_exhaustion (descriptor
 # limits, seccomp and io_uring: POSIX's), and test_real_libraries (its HTTP
 # libraries and Debian's wrk are not in the Wine tree).  Options are added
 # (-k echo -x); paths given first replace the list (tests/test_faults.py).
