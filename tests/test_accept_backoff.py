@@ -1,4 +1,4 @@
-"""The accept back-off's timing (``_accept_backoff``), on a clock the test moves."""
+"""The accept back-off's timing (``_flow/accept_backoff.py``), on a clock the test moves."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_a_finished_run_frees_its_engine_without_the_cycle_collector(
     engine_name: str,
 ) -> None:
     """Nothing of a run's engine is left for the cycle collector once
-    ``anyio.run`` returns (the per-pass hooks of ``_pass_hooks`` included)."""
+    ``anyio.run`` returns (the per-pass hooks of ``_internals/pass_hooks.py`` included)."""
 
     async def main() -> weakref.ref[object]:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1")

@@ -1,4 +1,4 @@
-"""The engine's once-per-pass hooks (``_pass_hooks``): called from Trio's epoll
+"""The engine's once-per-pass hooks (``_internals/pass_hooks.py``): called from Trio's epoll
 I/O manager on Linux, through an instrument elsewhere or when asked, and in
 both cases once per scheduler pass, with sniffio still answering "iocp"."""
 

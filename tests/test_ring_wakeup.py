@@ -1,4 +1,4 @@
-"""How the io_uring engine's loop wakes up for completions (``_uring_wakeup``).
+"""How the io_uring engine's loop wakes up for completions (``_engines/io_uring/wakeup.py``).
 
 With the ring's descriptor in Trio's epoll set, a wait that ends with a
 completion wakes no task but the one the completion is for; the fallback (a

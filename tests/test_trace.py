@@ -21,7 +21,7 @@ from helpers import after_a_burst, first_listener, open_pair, recv_exactly
 
 import anyio_iocp
 from anyio_iocp import TraceEvent
-from anyio_iocp._face import engines as _detect
+from anyio_iocp._face import engines as face_engines
 from anyio_iocp._flow.accept_backoff import AcceptBackoff
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.stats import EngineCounters
@@ -93,7 +93,7 @@ def test_fallback_to_readiness_says_why(
 ) -> None:
     monkeypatch.delenv("ANYIO_IOCP_ENGINE", raising=False)
     monkeypatch.setattr(
-        _detect, "probe_io_uring", lambda: (False, "refused by the test's fake probe", ())
+        face_engines, "probe_io_uring", lambda: (False, "refused by the test's fake probe", ())
     )
     caplog.set_level(logging.WARNING, logger="anyio_iocp.trace")
 
@@ -281,7 +281,7 @@ def test_io_uring_fallbacks_are_traced(
     )
     from anyio_iocp._engines.io_uring import engine as _uring_engine
 
-    usable, reason, details = _detect.probe_io_uring()
+    usable, reason, details = face_engines.probe_io_uring()
     if not usable:
         pytest.skip(reason)
     from anyio_iocp._engines.io_uring._uring import lib as real_lib
@@ -303,7 +303,7 @@ def test_io_uring_fallbacks_are_traced(
     with_coop = tuple(
         (name, True if name == "coop_taskrun" else value) for name, value in without_multishot
     )
-    monkeypatch.setattr(_detect, "probe_io_uring", lambda: (True, reason, with_coop))
+    monkeypatch.setattr(face_engines, "probe_io_uring", lambda: (True, reason, with_coop))
     monkeypatch.setattr(_uring_engine, "lib", RefusingCoop())
 
     async def main() -> None:
