@@ -17,7 +17,7 @@ from pathlib import Path
 from chart import write_chart
 from compile_c import DEFAULT_BUILD_DIR, build_programs
 from measure import Outcome, measure
-from pinning import PIN_MODES, placement
+from pinning import PIN_MODES, Placement, placement
 from report import Results, machine_line, markdown_table, notes, read_somaxconn
 from scenarios import SCENARIOS, Settings
 from targets import target_lines
@@ -94,9 +94,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add(
         "--pin",
-        choices=PIN_MODES,
-        default="same",
-        help="CPU placement of server and loadgen, see pinning.py (default %(default)s)",
+        type=pin_modes,
+        default=("same",),
+        metavar="MODE[,MODE]",
+        help="CPU placement of server and loadgen, see pinning.py: "
+        f"{', '.join(PIN_MODES)}, or several (e.g. same,split: both placements "
+        "in one run, interleaved, one table each; default same)",
     )
     add(
         "--repeat",
@@ -111,6 +114,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--json", type=Path, metavar="FILE", help="save raw results (every run) here")
     add("--chart", type=Path, metavar="PNG", help="write a chart of the table here (matplotlib)")
     return p.parse_args(argv)
+
+
+def pin_modes(value: str) -> tuple[str, ...]:
+    """``--pin``'s value: one placement or several, comma-separated."""
+    modes = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in PIN_MODES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown placement {', '.join(map(repr, unknown)) or repr(value)}: "
+            f"expected one or more of {', '.join(PIN_MODES)}, comma-separated"
+        )
+    return modes
 
 
 def median_run(runs: list[Outcome], key: str) -> Outcome:
@@ -136,29 +151,62 @@ def main(argv: list[str]) -> int:
         storm_n=args.storm,
         idle_n=args.idle,
     )
-    where = placement(args.pin)
+    placements = {mode: placement(mode) for mode in args.pin}
     binaries = build_programs(args.build_dir)
     log_dir = args.build_dir / "logs"
 
-    runs: dict[tuple[str, str], list[Outcome]] = {}
+    # every placement, backend and test once per repetition, interleaved, so
+    # that a change of the machine's load falls on all of them alike
+    runs: dict[tuple[str, str, str], list[Outcome]] = {}
     for rep in range(args.repeat):
-        for backend in args.backends:
-            for test in args.tests:
-                print(f"# [{rep + 1}/{args.repeat}] {backend} {test}", file=sys.stderr)
-                outcome = measure(
-                    backend, SCENARIOS[test], settings, binaries, args.python, where, log_dir
-                )
-                runs.setdefault((backend, test), []).append(outcome)
-                print(f"#   {outcome.error or json.dumps(outcome.load)}", file=sys.stderr)
-    results: Results = {k: median_run(v, SCENARIOS[k[1]].primary) for k, v in runs.items()}
+        for mode, where in placements.items():
+            for backend in args.backends:
+                for test in args.tests:
+                    print(
+                        f"# [{rep + 1}/{args.repeat}] --pin {mode} {backend} {test}",
+                        file=sys.stderr,
+                    )
+                    outcome = measure(
+                        backend, SCENARIOS[test], settings, binaries, args.python, where, log_dir
+                    )
+                    runs.setdefault((mode, backend, test), []).append(outcome)
+                    print(f"#   {outcome.error or json.dumps(outcome.load)}", file=sys.stderr)
 
     command = shlex.join([sys.executable, *sys.argv])
+    for number, (mode, where) in enumerate(placements.items()):
+        results: Results = {
+            (backend, test): median_run(rs, SCENARIOS[test].primary)
+            for (m, backend, test), rs in runs.items()
+            if m == mode
+        }
+        if len(placements) > 1:
+            if number:
+                print()
+            print(f"## --pin {mode}")
+            print()
+        report(args, results, mode, where, command)
+    if args.json is not None:
+        raw = {
+            "command": command,
+            "machine": machine_line(),
+            "pin": list(args.pin),
+            "settings": asdict(settings),
+            "runs": [{"pin": m, **asdict(o)} for (m, _b, _t), rs in runs.items() for o in rs],
+        }
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    return 0
+
+
+def report(
+    args: argparse.Namespace, results: Results, mode: str, where: Placement, command: str
+) -> None:
+    """One placement's table, notes and targets."""
     print(markdown_table(results, args.backends, args.tests))
     print()
     print(machine_line())
     print(f"Command: `{command}`")
     print(
-        f"Placement: --pin {args.pin} (server CPUs {_cpus(where.server)}, "
+        f"Placement: --pin {mode} (server CPUs {_cpus(where.server)}, "
         f"loadgen CPUs {_cpus(where.loadgen)}); median of {args.repeat} run(s)"
     )
     somaxconn = read_somaxconn()
@@ -175,21 +223,13 @@ def main(argv: list[str]) -> int:
     for line in target_lines(results):
         print(line)
     if args.chart is not None:
-        if write_chart(results, args.backends, args.chart, machine_line()):
-            print(f"\nChart: {args.chart}")
+        chart = (
+            args.chart if len(args.pin) == 1 else args.chart.with_stem(f"{args.chart.stem}-{mode}")
+        )
+        if write_chart(results, args.backends, chart, machine_line()):
+            print(f"\nChart: {chart}")
         else:
             print("\nChart: not written (needs matplotlib and a trio column)")
-
-    if args.json is not None:
-        raw = {
-            "command": command,
-            "machine": machine_line(),
-            "pin": args.pin,
-            "settings": asdict(settings),
-            "runs": [asdict(o) for rs in runs.values() for o in rs],
-        }
-        args.json.write_text(json.dumps(raw, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
