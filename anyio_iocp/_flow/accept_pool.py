@@ -126,7 +126,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         of :data:`EXHAUSTION`): a pause, not an error of ``accept()``."""
         self._ended(op)
         self._backoff.failed(code)
-        self._wake()
+        self._waiter.wake()
 
     def accept_failed(self, op: OpT, error: OSError | None) -> None:
         """``op`` ended without a connection.  The next ``accept()`` raises
@@ -134,15 +134,12 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._ended(op)
         if error is not None and self._error is None and not self._closing:
             self._error = error
-        self._wake()
+        self._waiter.wake()
 
     def _ended(self, op: OpT) -> None:
         self._posted.discard(op)
         if op is self._probe:
             self._probe = None
-
-    def _wake(self) -> None:
-        self._waiter.wake()
 
     # -- the pool ------------------------------------------------------------
 
@@ -254,7 +251,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
 
     async def close(self) -> None:
         self.discard_queued()
-        self._wake()
+        self._waiter.wake()
         if self._posted:
             with trio.CancelScope(shield=True):
                 await self._drain(list(self._posted))

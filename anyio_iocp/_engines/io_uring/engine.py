@@ -245,12 +245,11 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         posted = self._posted_by_prep
         posted[prep] = posted.get(prep, 0) + 1
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
+        """The user_data of the next operation."""
         uid = self._next_id
         self._next_id = uid + 1
         return uid
-
-    new_id = _new_id
 
     def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
         """Post ``op`` (built with :meth:`new_id`) and register it."""
@@ -284,7 +283,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         ops = []
         last = len(buffers) - 1
         for i, buf in enumerate(buffers):
-            op = UringOp(self._new_id(), buf)
+            op = UringOp(self.new_id(), buf)
             op.kind = "recv"
             lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
             if i != last:
@@ -305,7 +304,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             ptr = ffi.from_buffer(chunk)
-            op = SendOp(self._new_id(), ptr, stream, pipelined)
+            op = SendOp(self.new_id(), ptr, stream, pipelined)
             op.kind = "send"
             lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, op.user_data)
             if i != last:
@@ -324,7 +323,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     ) -> UringOp:
         """Post one operation; ``keep`` holds its memory until the completion
         (``pins``: its ``ffi.from_buffer`` views, released then)."""
-        op = UringOp(self._new_id(), keep, pins)
+        op = UringOp(self.new_id(), keep, pins)
         self._post(op, prep, *args, op.user_data)
         return op
 

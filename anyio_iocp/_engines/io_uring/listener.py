@@ -70,8 +70,7 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
         self._engine.request_cancel(op)
 
     async def _drain(self, ops: list[AcceptOp]) -> None:
-        drained: list[UringOp] = list(ops)
-        await self._engine.drain(drained)
+        await self._engine.drain(ops)
 
     def _forget(self) -> None:
         self._engine.forget_listener(self)
