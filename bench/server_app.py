@@ -3,6 +3,7 @@
 Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
 
 BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness | iocp-httpd
+         | iocp-strict
 MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
@@ -46,6 +47,8 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "iocp-readiness": ("iocp", {"engine": "readiness"}),
     # iocpsock's httpd profile: a pool of 500 posted accepts (docs/tuning.md)
     "iocp-httpd": ("iocp", {"profile": "httpd"}),
+    # a schedule point on every stream call, as in Trio (docs/design.md)
+    "iocp-strict": ("iocp", {"schedule": "strict"}),
 }
 #: environment each backend needs ($ANYIO_IOCP_RECV is read when the engine starts)
 BACKEND_ENV: dict[str, dict[str, str]] = {"iocp-single": {"ANYIO_IOCP_RECV": "single"}}

@@ -20,6 +20,11 @@ run the whole suite.
 
 ``ANYIO_IOCP_TEST_ENGINES`` narrows the list (e.g. to ``readiness`` on a machine
 without io_uring).
+
+Runs keep the default schedule (schedule points on a budget) unless the test
+is marked ``@pytest.mark.schedule("strict")``; modules whose tests must hold
+in both modes (interleavings, fuzz) override ``anyio_backend`` with
+:func:`helpers.with_schedules`.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ def anyio_backend(
     options: dict[str, Any] = {"engine": engine}
     if request.param.endswith("+guest"):
         options[GUEST_OPTION] = True
+    schedule = request.node.get_closest_marker("schedule")
+    if schedule is not None:  # the run's schedule points (default: on a budget)
+        options["schedule"] = schedule.args[0]
     return "iocp", options
 
 

@@ -1,6 +1,7 @@
 """Cancellation at every await, property-based: random programs of send,
 receive, cancel, send_eof and close on both ends of a connection, each step
-possibly cancelled after a random number of scheduler passes.  Whatever
+possibly cancelled after a random number of scheduler passes, with schedule
+points on a budget and strict (every call a schedule point).  Whatever
 happens, no byte may be lost, duplicated or reordered, and nothing may leak.
 
 What a cancelled send delivers is a prefix of its data (the engine contract),
@@ -29,6 +30,7 @@ from hypothesis import strategies as st
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._interface.budget import SCHEDULES
 
 MAX_EXAMPLES = 60
 #: None: not cancelled (a receive still gives up after RECEIVE_WAIT seconds);
@@ -194,7 +196,7 @@ def leak_counts() -> tuple[int, int]:
     return open_fds(), open_sockets()
 
 
-def run_program(engine: str, tunings: list[Tuned], program: list[Any]) -> list[End]:
+def run_program(engine: str, tunings: list[Tuned], program: list[Any], schedule: str) -> list[End]:
     ends: list[End] = []
 
     async def main() -> None:
@@ -223,11 +225,12 @@ def run_program(engine: str, tunings: list[Tuned], program: list[Any]) -> list[E
         await finish(ends)
         assert not ops_in_flight(), f"operations left in flight: {ops_in_flight()}"
 
-    anyio.run(main, backend="iocp", backend_options={"engine": engine})
+    anyio.run(main, backend="iocp", backend_options={"engine": engine, "schedule": schedule})
     return ends
 
 
-def test_random_interleavings(engine_name: str) -> None:
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_random_interleavings(engine_name: str, schedule: str) -> None:
     before = leak_counts()
     totals.update(dict.fromkeys(totals, 0))
 
@@ -238,7 +241,7 @@ def test_random_interleavings(engine_name: str) -> None:
     )
     @given(tunings=st.lists(TUNING, min_size=2, max_size=2), program=PROGRAM)
     def check(tunings: list[Tuned], program: list[Any]) -> None:
-        ends = run_program(engine_name, tunings, program)
+        ends = run_program(engine_name, tunings, program, schedule)
         totals["examples"] += 1
         clean = not any(step[0] == "close" for step in program) and not any(
             end.failed for end in ends
@@ -254,7 +257,7 @@ def test_random_interleavings(engine_name: str) -> None:
         assert leak_counts() == before, "descriptors or sockets leaked"
 
     check()
-    print(f"\n{engine_name}: {totals}")
+    print(f"\n{engine_name}, {schedule}: {totals}")
 
 
 @pytest.mark.parametrize(

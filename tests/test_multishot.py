@@ -160,6 +160,7 @@ def wait_for_unreaped_completion(engine: Any) -> None:
         time.sleep(0.001)
 
 
+@pytest.mark.schedule("strict")  # (the default yields on a budget)
 async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name: str) -> None:
     """When the completion is in the ring but not reaped yet, the receiving
     task reaps it and does not wait: receive() must still let other tasks run
@@ -216,6 +217,7 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     return armed
 
 
+@pytest.mark.schedule("strict")  # one receive per pass: each receive yields
 async def test_a_lone_stream_that_finds_its_bytes_waits_with_a_single_receive(
     engine_name: str,
 ) -> None:

@@ -11,8 +11,18 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import StepCounter
 
 from anyio_iocp._flow.receive_pool import ReceivePool
+from anyio_iocp._flow.yield_first import (
+    HIT_CREDIT,
+    MAX_CREDIT,
+    PROBE_AFTER,
+    START_CREDIT,
+    looked_again,
+    should_yield_first,
+)
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
 
@@ -38,6 +48,8 @@ class ScriptedEngine:
         #: what wait() completes: (op index in the stream's posts, outcome)
         self.on_wait: list[tuple[int, bytes | OSError | None]] = []
         self.stream: ScriptedStream | None = None
+        #: strict: a receive that would wait posts at once (no yield first)
+        self.budget = ScheduleBudget("strict")
 
     def check_open(self) -> None:
         pass
@@ -245,3 +257,81 @@ def test_usage_counts_posted_receives_and_bytes_ahead(stream: ScriptedStream) ->
     stream._collect()
     assert stream.usage("recvburst").in_use == 2  # one posted, one holding bytes
     assert stream.usage("buffersize").in_use == 3
+
+
+@pytest.fixture
+def stream_and_peer() -> Iterator[tuple[ScriptedStream, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield ScriptedStream(a), b
+    a.close()
+    b.close()
+
+
+def test_on_a_budget_a_receive_that_would_wait_yields_once_and_looks_again(
+    stream_and_peer: tuple[ScriptedStream, socket.socket],
+) -> None:
+    """The peer answers while the receiving task yields: the bytes are taken
+    without posting a receive, and the stream's credit for looking again grows."""
+    stream, peer = stream_and_peer
+    stream.scripted.budget = ScheduleBudget("budget")
+    credit = stream.yield_credit
+    assert credit > 0
+
+    async def answer() -> None:
+        peer.send(b"abc")  # runs while the receiver yields (less than a buffer)
+
+    async def main() -> bytes:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)  # runs at the receiver's first yield
+            return await stream.receive(100)
+
+    assert trio.run(main) == b"abc"
+    assert stream.pools == [], "the receive posted although its bytes came"
+    assert stream.yield_credit == min(credit + HIT_CREDIT, MAX_CREDIT)
+
+
+def test_on_a_budget_a_look_that_finds_nothing_posts_and_costs_credit(
+    stream: ScriptedStream,
+) -> None:
+    stream.scripted.budget = ScheduleBudget("budget")
+    stream.yield_credit = 1
+    stream.scripted.on_wait = [(0, b"later")]
+    assert trio.run(stream.receive, 100) == b"later"
+    assert stream.pools == [1]
+    assert stream.yield_credit == 0
+    # without credit the next receive posts at once: no yield before it
+    stream.scripted.on_wait = [(1, b"again")]
+    steps: list[int] = []
+
+    async def main() -> bytes:
+        task = trio.lowlevel.current_task()
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            return await stream.receive(100)
+        finally:
+            steps.append(counter.steps[task])
+            trio.lowlevel.remove_instrument(counter)
+
+    assert trio.run(main) == b"again"
+    assert steps == [1], "a stream without credit yielded before waiting"
+
+
+def test_the_credit_rule() -> None:
+    class Stream:
+        yield_credit = START_CREDIT
+
+    s = Stream()
+    assert should_yield_first(s)
+    looked_again(s, False)  # 1 -> 0: no more yields first
+    assert s.yield_credit == 0
+    declined = 0
+    while not should_yield_first(s):
+        declined += 1
+    assert declined == PROBE_AFTER  # then it looks once more
+    looked_again(s, True)
+    assert s.yield_credit == HIT_CREDIT
+    for _ in range(10):
+        looked_again(s, True)
+    assert s.yield_credit == MAX_CREDIT

@@ -177,6 +177,7 @@ async def test_concurrent_receives_and_sends_are_busy() -> None:
             got += len(await server.receive())
 
 
+@pytest.mark.schedule("strict")  # (the default yields on a budget)
 async def test_a_receive_that_does_not_wait_is_still_a_checkpoint() -> None:
     """Bytes, or the end of the stream, already there: receive() returns
     without waiting, but it still goes through a schedule point and still sees

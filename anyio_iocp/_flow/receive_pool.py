@@ -36,6 +36,7 @@ import trio
 
 from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
+from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.settings import Usage
 
 
@@ -91,12 +92,16 @@ class ReceivePool(WriteBehind, FlowStream):
         if not (self._ready or posted or self._eof or self._recv_error):
             now = self._recv_now(max_bytes)
             if now is None:
+                if not self._engine.budget.strict and should_yield_first(self):
+                    # the peer may answer during one scheduler pass (yield_first)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    now = self._recv_now(max_bytes)
+                    looked_again(self, now is not None)
+                    if now is not None:
+                        return now
                 return await self._receive_posted(max_bytes)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return now
-        data = self._take(max_bytes)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+            return now  # no wait: the stream layer's budget decides on a yield
+        return self._take(max_bytes)
 
     def _recv_now(self, max_bytes: int) -> bytes | None:
         """A direct non-blocking recv: the bytes (``b""`` at end of stream),

@@ -41,6 +41,7 @@ import trio
 from trio.lowlevel import Task
 
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.parking import park_among, wake_all
 
 #: how long close() waits for pending write-behind sends before cutting them off
@@ -56,6 +57,9 @@ SEND_CANCELLED = OSError(errno.ECANCELED, "send cancelled")
 
 class CompletionEngine(Protocol):
     """What the shared stream code asks of a completion engine."""
+
+    #: the run's schedule budget (strict: no yield before a wait)
+    budget: ScheduleBudget
 
     @property
     def closed(self) -> bool: ...
@@ -228,8 +232,7 @@ class SendChain(WriteBehind):
             else:
                 self.counters.direct_send += 1
             if sent == len(data):
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
+                return  # no wait: the stream layer's budget decides on a yield
             data = data[sent:]
         if self.sendcap == 1:
             await self._send_and_wait(data)
@@ -241,7 +244,6 @@ class SendChain(WriteBehind):
         owned = data if isinstance(data.obj, bytes) else bytes(data)
         self._hand_over(owned)
         self._queued_send(len(owned))
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_and_wait(self, data: memoryview) -> None:
         await self._wait_sends_below(1)  # write-behind sends of an earlier sendcap

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 
 from anyio_iocp._flow.abd import BurstDetector
+from anyio_iocp._flow.yield_first import START_CREDIT
 from anyio_iocp._interface.engine import StreamIO
 from anyio_iocp._interface.settings import STREAM_SETTINGS, Tuning, check_settings
 from anyio_iocp._interface.stats import EngineCounters, StreamStatistics
@@ -35,6 +36,8 @@ class FlowStream(StreamIO):
         self.abd = BurstDetector(sock, counters, tuning.recvburst)
         self.sendcap = tuning.sendcap
         self.buffersize = tuning.buffersize
+        #: whether a receive that would wait yields once first (yield_first)
+        self.yield_credit = START_CREDIT
 
     @property
     def recvburst(self) -> int:

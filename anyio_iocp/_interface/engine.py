@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.settings import (
     LISTENER_SETTINGS,
     Tuning,
@@ -89,7 +90,13 @@ class EngineInfo:
 
 
 class StreamIO(ABC):
-    """Byte transport of one connected stream socket."""
+    """Byte transport of one connected stream socket.
+
+    ``receive()`` and ``send()`` are cancel points (``checkpoint_if_cancelled``
+    before any byte moves, or a cancellable wait).  When they complete without
+    waiting they return *without* a schedule point: the stream layer adds one
+    when the run's :class:`~anyio_iocp._interface.budget.ScheduleBudget` says so.
+    """
 
     sock: socket.socket
 
@@ -216,6 +223,10 @@ class Engine(ABC):
     #: the run's streams and listeners not closed yet (set by the run, which
     #: closes them when it ends)
     leftovers: Leftovers
+    #: when stream calls that did not wait yield; each engine's
+    #: ``after_io_wait`` calls its ``new_pass()`` (the run may replace it
+    #: before any stream is opened)
+    budget: ScheduleBudget
 
     def in_flight(self) -> dict[str, int]:
         """Operations handed to the kernel and not completed yet, by kind."""

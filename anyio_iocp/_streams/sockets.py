@@ -3,6 +3,11 @@
 This layer is written once: it gives AnyIO's semantics (resource guards,
 ``EndOfStream``, ``BrokenResourceError`` with the OS error as cause,
 ``ClosedResourceError``, typed attributes) to whatever engine moves the bytes.
+
+It also decides the schedule points: an engine's ``receive()``/``send()`` is a
+cancel point and returns at once when it did not have to wait; here, such a
+call yields only when the run's budget has run out (every call in strict
+mode).  The model and its guarantees: :mod:`anyio_iocp._interface.budget`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import socket
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from io import IOBase
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -83,6 +89,8 @@ class EngineSocketStream(SocketStream):
         self._leftovers.add(io)  # closed at the end of the run if nobody closes it
         self._receive_guard = _Guard("reading from")
         self._send_guard = _Guard("writing to")
+        #: when a call that did not wait yields (the run's, or a strict one)
+        self._budget = engine.budget
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -120,10 +128,15 @@ class EngineSocketStream(SocketStream):
             if self._closed:
                 raise ClosedResourceError
             io = self._io
+            budget = self._budget
+            passes = budget.passes
             try:
                 data = await io.receive(max_bytes)
             except OSError as exc:
                 raise self._error(exc) from exc
+            if budget.passes == passes and perf_counter() >= budget.deadline:
+                # it did not wait, and the budget has run out: a schedule point
+                await trio.lowlevel.cancel_shielded_checkpoint()
             if data:
                 io.bytes_in += len(data)
                 return data
@@ -145,11 +158,16 @@ class EngineSocketStream(SocketStream):
             if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
                 view = view.cast("B")
             io = self._io
+            budget = self._budget
+            passes = budget.passes
             try:
                 await io.send(view)
             except OSError as exc:
                 raise self._error(exc) from exc
             io.bytes_out += len(view)
+            if budget.passes == passes and perf_counter() >= budget.deadline:
+                # it did not wait, and the budget has run out: a schedule point
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             guard.busy = False
 
@@ -206,7 +224,10 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
             try:
                 if self._io.has_read_ahead():
                     # bytes already taken from the socket come first, in order
+                    passes = self._budget.passes
                     message, ancdata = await self._io.receive(max(msglen, 1)), []
+                    if self._budget.passes == passes:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                 else:
                     message, ancdata, _flags, _address = await self._message_io().receive_msg(
                         msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)

@@ -70,6 +70,7 @@ from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionWaits
 from anyio_iocp._interface.engine import (
     Engine,
@@ -138,6 +139,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
+        self.budget = ScheduleBudget()
         #: operations posted through _post, by preparing function
         self._posted_by_prep: dict[Any, int] = {}
         ring_pp = ffi.new("iou_ring **")
@@ -398,6 +400,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
         self.load.passes += 1
+        self.budget.new_pass()
         if (
             not self.closed
             and lib.iou_cq_ready(self._ring)

@@ -39,6 +39,7 @@ from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
+from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family
 from anyio_iocp._interface.settings import Tuning, Usage
 
@@ -220,8 +221,7 @@ class MultishotStreamIO(UringStreamIO):
                 data = ms.take(max_bytes)
                 if self.abd.bursting and not ms.ready:
                     self._post_ahead()  # during a burst, once the reader has caught up
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
+                return data  # no wait: the stream layer's budget decides on a yield
             self._engine.check_open()  # a stream kept past its run: a clear error
             self._raise_unreported_send_error()  # a write-behind send failed
             return await self._receive_multishot(ms, max_bytes)
@@ -240,15 +240,24 @@ class MultishotStreamIO(UringStreamIO):
                 now = self._recv_now(max_bytes)
                 if now is not None:
                     ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
-                    await trio.lowlevel.cancel_shielded_checkpoint()
                     return now
             self._engine.reap_ready()  # the kernel may have finished meanwhile
         if ms.has_data():
-            # no wait: a checkpoint like every other receive that did not block
+            # no wait: a cancel point like every other receive that did not block
             await trio.lowlevel.checkpoint_if_cancelled()
-            data = self._take_multishot(ms, max_bytes)
+            return self._take_multishot(ms, max_bytes)
+        if not self._engine.budget.strict and should_yield_first(self):
+            # the peer may answer during one scheduler pass (yield_first)
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            if ms.armed is None and not ms.has_data():
+                self._check_not_closing()
+                now = self._recv_now(max_bytes)
+                looked_again(self, now is not None)
+                if now is not None:
+                    ms.direct_hits += 1
+                    return now
+            else:
+                looked_again(self, ms.has_data())
         while not ms.has_data():
             if ms.armed is None:
                 self._check_not_closing()

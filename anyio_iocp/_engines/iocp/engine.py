@@ -90,6 +90,7 @@ from anyio_iocp._engines.iocp.winsock import (
     ws2,
 )
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
 from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from anyio_iocp._interface.settings import Tuning
@@ -191,6 +192,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
+        self.budget = ScheduleBudget()
         self._port = ffi.cast("HANDLE", trio_iocp.current_iocp())
         # Entered here (synchronously: sockets need the key at once) and left
         # by the dispatcher task once every operation has been drained.
@@ -307,6 +309,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
     def after_io_wait(self) -> None:
         """Complete the packets Trio has just queued, in the same pass."""
         self.counters.passes += 1
+        self.budget.new_pass()
         try:
             batch = self._queue.get_batch_nowait()
         except trio.WouldBlock:

@@ -33,7 +33,9 @@ import trio
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._flow.send_chain import CLOSE_DRAIN_SECONDS, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
+from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface import trace as _trace
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, StreamIO
 from anyio_iocp._interface.readiness import wait_readable, wait_writable
 from anyio_iocp._interface.settings import Tuning, Usage
@@ -44,9 +46,10 @@ CONNECT_RETRY_SECONDS = 0.005
 
 
 class ReadinessStreamIO(WriteBehind, FlowStream):
-    def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
+    def __init__(self, sock: socket.socket, tuning: Tuning, engine: ReadinessEngine) -> None:
         sock.setblocking(False)
-        self._init_flow(sock, tuning, counters)
+        self._init_flow(sock, tuning, engine.counters)
+        self._engine = engine  # its budget: whether a receive yields before it waits
         self._ready: deque[bytes] = deque()
         self._eof = False
         self._recv_error: OSError | None = None
@@ -109,19 +112,30 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             data = b""
         else:
             size = min(max_bytes, self.buffersize)
-            waited = False
+            #: None until it would wait; then whether it yielded to look again
+            looking: bool | None = None
             while True:
                 try:
                     data = self.sock.recv(size)
                 except BlockingIOError:
                     self._check_send_error()
+                    if looking is None:
+                        looking = not self._engine.budget.strict and should_yield_first(self)
+                        if looking:
+                            # the peer may answer during one scheduler pass (yield_first)
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            continue
+                    elif looking:
+                        looked_again(self, False)
+                        looking = False
                     self.counters.waits += 1
                     await wait_readable(self.sock)
-                    waited = True
                     continue
                 except OSError as exc:
                     self._recv_error = exc
                     raise
+                if looking:
+                    looked_again(self, True)
                 self.counters.direct_recv += 1
                 if data:
                     self.abd.observe(len(data) == self.buffersize)
@@ -131,11 +145,8 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                     # after a reset that a write-behind send consumed, the
                     # socket reads as end of stream: report the reset instead
                     self._check_send_error()
-                if not waited:  # no wait: a schedule point all the same
-                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+        return data  # no wait: the stream layer's budget decides on a yield
 
     # -- sending --------------------------------------------------------------
 
@@ -169,8 +180,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                     trio.lowlevel.spawn_system_task(
                         self._write_queued, name="anyio_iocp write-behind"
                     )
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+            return  # no wait (or waited above): the stream layer's budget decides
         counters = self.counters
         while data:
             try:
@@ -181,7 +191,6 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             else:
                 counters.direct_send += 1
                 data = data[sent:]
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _write_queued(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
@@ -305,13 +314,15 @@ class ReadinessEngine(Engine):
     def __init__(self, info: EngineInfo) -> None:
         self.info = info
         self.counters = EngineCounters()
+        self.budget = ScheduleBudget()
 
     def after_io_wait(self) -> None:
         self.counters.passes += 1
+        self.budget.new_pass()
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         self.counters.streams += 1
-        return ReadinessStreamIO(sock, tuning, self.counters)
+        return ReadinessStreamIO(sock, tuning, self)
 
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.counters.listeners += 1

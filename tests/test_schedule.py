@@ -1,0 +1,252 @@
+"""Schedule points on a budget (``anyio_iocp._interface.budget``), on every engine.
+
+A stream call that completes without waiting yields only when the run's
+budget has run out; in strict mode every call yields, as in Trio.  What must
+hold in both modes: every call is a cancel point, a cancelled call moves no
+byte, tasks that never wait still take turns and let a timeout fire, and the
+setting is refused clearly when wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import pytest
+import trio
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import open_pair, steps_of_this_task
+
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._face.schedule import SCHEDULE_ENV
+from anyio_iocp._interface.budget import BUDGET_SECONDS, SCHEDULES, ScheduleBudget
+
+#: how long the busy tasks run, and when the sleeper's deadline is
+BUSY_SECONDS = 0.6
+SLEEP_SECONDS = 0.05
+#: lateness allowed on a noisy machine (the budget itself is 1 ms); a task
+#: that never yielded would make it BUSY_SECONDS
+SLACK = 0.2
+
+
+@contextmanager
+def kept_full(raw: socket.socket) -> Iterator[None]:
+    """A thread keeps ``raw``'s peer supplied with bytes (blocking sends), so
+    that the peer's receives find bytes without waiting."""
+    stop = threading.Event()
+    chunk = b"x" * 65536
+
+    def feed() -> None:
+        raw.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                raw.send(chunk)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
+def kept_drained(raw: socket.socket) -> Iterator[None]:
+    """A thread reads everything ``raw``'s peer sends, so its sends do not block."""
+    stop = threading.Event()
+
+    def drain() -> None:
+        raw.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                if not raw.recv(1 << 20):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+async def busy_receiver(stream: SocketStream, until: float, times: list[float]) -> None:
+    while (now := time.monotonic()) < until:
+        await stream.receive(16)
+        times.append(now)
+
+
+async def busy_sender(stream: SocketStream, until: float, times: list[float]) -> None:
+    while (now := time.monotonic()) < until:
+        await stream.send(b"y" * 16)
+        times.append(now)
+
+
+def longest_gap(times: list[float]) -> float:
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+async def test_tasks_that_never_wait_take_turns_and_a_timeout_fires(
+    anyio_backend: Any, schedule: str
+) -> None:
+    """Two tasks whose calls never have to wait (one receives from a peer that
+    keeps it supplied, one sends to a peer that keeps draining) both progress
+    throughout, and a third task's timeout fires about on time: nobody runs
+    for longer than the budget without yielding."""
+    current_engine().budget = ScheduleBudget(schedule)
+    listener_a, client_a, server_a = await open_pair()
+    listener_b, client_b, server_b = await open_pair()
+    feeder = client_a.extra(SocketAttribute.raw_socket).dup()
+    drainer = client_b.extra(SocketAttribute.raw_socket).dup()
+    received: list[float] = []
+    sent: list[float] = []
+    woke: list[float] = []
+
+    async def sleeper(deadline: float) -> None:
+        with anyio.move_on_after(SLEEP_SECONDS):
+            await anyio.sleep_forever()
+        woke.append(time.monotonic() - deadline)
+
+    try:
+        with kept_full(feeder), kept_drained(drainer):
+            await anyio.sleep(0.1)  # the feeder's first bytes arrive
+            start = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sleeper, start + SLEEP_SECONDS)
+                tg.start_soon(busy_receiver, server_a, start + BUSY_SECONDS, received)
+                tg.start_soon(busy_sender, server_b, start + BUSY_SECONDS, sent)
+    finally:
+        for closable in (feeder, drainer):
+            closable.close()
+        for resource in (client_a, server_a, listener_a, client_b, server_b, listener_b):
+            await resource.aclose()
+
+    assert len(received) > 100 and len(sent) > 100
+    assert woke[0] < SLACK, f"the timeout fired {woke[0] * 1000:.0f} ms late"
+    # each busy task was running throughout: no turn of the other kept it out long
+    assert longest_gap(received) < SLACK, f"the receiver waited {longest_gap(received):.3f} s"
+    assert longest_gap(sent) < SLACK, f"the sender waited {longest_gap(sent):.3f} s"
+    assert received[0] - start < SLACK and sent[0] - start < SLACK
+
+
+async def schedule_points_of(stream: SocketStream, peer: SocketStream, calls: int) -> int:
+    """How many of ``calls`` receives that find their bytes waiting went
+    through a schedule point."""
+    await peer.send(b"z" * calls)
+    got = b""
+    while len(got) < 1:  # the bytes have reached the stream's side
+        await anyio.sleep(0.05)
+        got = await stream.receive(1)
+    yielded = 0
+    for _ in range(calls - 1):
+        with steps_of_this_task() as steps:
+            before = steps()
+            assert await stream.receive(1) == b"z"
+            yielded += steps() > before
+    return yielded
+
+
+@pytest.mark.anyio
+@pytest.mark.schedule("strict")
+async def test_strict_mode_makes_every_call_a_schedule_point() -> None:
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        assert current_engine().budget.schedule == "strict"
+        assert await schedule_points_of(server, client, 200) == 199
+
+
+@pytest.mark.anyio
+async def test_the_budget_lets_calls_that_did_not_wait_skip_the_yield() -> None:
+    """The default: consecutive receives that find their bytes yield about
+    once per budget, not once per call."""
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        budget = current_engine().budget
+        assert budget.schedule == "budget" and budget.seconds == BUDGET_SECONDS
+        started = time.monotonic()
+        yielded = await schedule_points_of(server, client, 200)
+        elapsed = time.monotonic() - started
+        # at most one per budget spent (plus the first), and far fewer than calls
+        assert yielded <= 2 + elapsed / BUDGET_SECONDS
+        assert yielded < 199
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+async def test_a_cancelled_call_moves_no_byte(anyio_backend: Any, schedule: str) -> None:
+    """Every call is a cancel point, checked before any byte moves: a receive
+    in a cancelled scope takes nothing, a send in one sends nothing."""
+    current_engine().budget = ScheduleBudget(schedule)
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        for message in (b"one", b"two", b"three"):
+            await client.send(message)
+            await anyio.sleep(0.02)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await server.receive()
+            assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await client.send(b"never")
+            assert scope.cancelled_caught
+            assert await server.receive() == message
+        await client.send(b"end")
+        assert await server.receive() == b"end"
+
+
+def test_the_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def schedule() -> str:
+        listener, client, server = await open_pair()  # the engine starts
+        async with listener, client, server:
+            return current_engine().budget.schedule
+
+    monkeypatch.delenv(SCHEDULE_ENV, raising=False)
+    run: Any = anyio.run
+    assert run(schedule, backend="iocp") == "budget"
+    assert run(schedule, backend="iocp", backend_options={"schedule": "strict"}) == "strict"
+    monkeypatch.setenv(SCHEDULE_ENV, "strict")
+    assert run(schedule, backend="iocp") == "strict"
+    # the option wins over the environment
+    assert run(schedule, backend="iocp", backend_options={"schedule": "budget"}) == "budget"
+    with pytest.raises(
+        ValueError, match="'schedule' must be one of 'budget', 'strict', not 'fast'"
+    ):
+        run(schedule, backend="iocp", backend_options={"schedule": "fast"})
+    monkeypatch.setenv(SCHEDULE_ENV, "never")
+    with pytest.raises(ValueError, match=f"{SCHEDULE_ENV}='never': expected one of 'budget'"):
+        run(schedule, backend="iocp")
+    with pytest.raises(ValueError, match="unknown schedule 'sometimes'"):
+        ScheduleBudget("sometimes")
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        ScheduleBudget("budget", 0.0)
+
+
+@pytest.mark.anyio
+async def test_a_pass_renews_the_budget() -> None:
+    budget = current_engine().budget
+    passes = budget.passes
+    await trio.lowlevel.checkpoint()
+    assert budget.passes > passes
+    assert not budget.exhausted()  # a new pass: the budget is fresh
+    strict = ScheduleBudget("strict")
+    strict.new_pass()
+    assert strict.exhausted()
