@@ -275,8 +275,7 @@ def test_on_a_budget_a_receive_that_would_wait_yields_once_and_looks_again(
     without posting a receive, and the stream's credit for looking again grows."""
     stream, peer = stream_and_peer
     stream.scripted.budget = ScheduleBudget("budget")
-    credit = stream.yield_credit
-    assert credit > 0
+    stream.yield_credit = credit = 1  # (a new stream has none: see the credit rule)
 
     async def answer() -> None:
         peer.send(b"abc")  # runs while the receiver yields (less than a buffer)
@@ -322,16 +321,22 @@ def test_the_credit_rule() -> None:
     class Stream:
         yield_credit = START_CREDIT
 
+    def waits_before_a_look(s: Stream) -> int:
+        declined = 0
+        while not should_yield_first(s):
+            declined += 1
+        return declined
+
     s = Stream()
-    assert should_yield_first(s)
-    looked_again(s, False)  # 1 -> 0: no more yields first
-    assert s.yield_credit == 0
-    declined = 0
-    while not should_yield_first(s):
-        declined += 1
-    assert declined == PROBE_AFTER  # then it looks once more
-    looked_again(s, True)
+    assert START_CREDIT == 0  # a new stream waits at once, then looks now and then
+    assert waits_before_a_look(s) == PROBE_AFTER
+    looked_again(s, False)  # nothing found: no credit
+    assert waits_before_a_look(s) == PROBE_AFTER - 1
+    looked_again(s, True)  # found: looks before each wait from now on
     assert s.yield_credit == HIT_CREDIT
+    assert should_yield_first(s) and should_yield_first(s)
+    looked_again(s, False)
+    assert should_yield_first(s)  # one miss does not cancel a hit
     for _ in range(10):
         looked_again(s, True)
     assert s.yield_credit == MAX_CREDIT
