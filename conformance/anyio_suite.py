@@ -263,7 +263,7 @@ class Target:
     pythonpath: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     #: the iocp engines beside trio (plugin.py's CONFORMANCE_ENGINES)
-    engines: str = "io_uring,readiness"
+    engines: str = "io_uring,readiness,io_uring+strict"
     #: ends what a killed run may leave behind (Wine: the prefix's processes)
     cleanup: Callable[[], object] | None = None
 

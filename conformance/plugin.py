@@ -5,7 +5,9 @@ Loaded with ``-p plugin`` by ``conformance/anyio_suite.py`` (which puts this dir
 
 * re-parametrises the ``anyio_backend`` fixture of AnyIO's ``tests/conftest.py``
   over :data:`BACKEND_PARAMS` (trio as the reference, then the iocp engines of
-  ``CONFORMANCE_ENGINES``, default ``io_uring,readiness``).
+  ``CONFORMANCE_ENGINES``, default ``io_uring,readiness,io_uring+strict``; a
+  ``+strict`` entry runs that engine with ``schedule="strict"``, a schedule
+  point on every stream call, where the others keep the default budget).
   It does so with a ``parametrize`` mark added to each test that requests the
   fixture, before pytest's own hooks run: pytest then parametrises from the
   mark (``indirect=True``, so AnyIO's fixture still produces the value) and its
@@ -40,11 +42,23 @@ import pytest
 #: the iocp backend's engines to run beside trio (Linux: io_uring and readiness;
 #: anyio_suite.py's Wine run sets ``iocp,readiness``)
 ENGINES = [
-    name for name in os.environ.get("CONFORMANCE_ENGINES", "io_uring,readiness").split(",") if name
+    name
+    for name in os.environ.get("CONFORMANCE_ENGINES", "io_uring,readiness,io_uring+strict").split(
+        ","
+    )
+    if name
 ]
+
+
+def _options(entry: str) -> dict[str, str]:
+    """``engine`` or ``engine+strict`` -> the backend options."""
+    engine, _, schedule = entry.partition("+")
+    return {"engine": engine, "schedule": schedule or "budget"}
+
+
 BACKEND_PARAMS: list[Any] = [
     pytest.param(("trio", {}), id="trio"),
-    *(pytest.param(("iocp", {"engine": name}), id=f"iocp+{name}") for name in ENGINES),
+    *(pytest.param(("iocp", _options(name)), id=f"iocp+{name}") for name in ENGINES),
 ]
 REFERENCE_ID = "trio"
 BACKEND_IDS = {param.values[0][0] + repr(param.values[0][1]): param.id for param in BACKEND_PARAMS}

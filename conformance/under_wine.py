@@ -47,7 +47,7 @@ WINDOWS_WHEELS = [
 #: importing _rust"; wine_test.sh pins it below 43)
 PINNED = ("anyio", "trio", "pytest", "cryptography")
 #: the iocp engines the Wine run compares with trio
-ENGINES = "iocp,readiness"
+ENGINES = "iocp,readiness,iocp+strict"
 
 
 def wine_paths() -> tuple[str, Path]:

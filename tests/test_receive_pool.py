@@ -269,23 +269,24 @@ def stream_and_peer() -> Iterator[tuple[ScriptedStream, socket.socket]]:
 
 
 def test_on_a_budget_a_receive_that_would_wait_yields_once_and_looks_again(
-    stream_and_peer: tuple[ScriptedStream, socket.socket],
+    stream_and_peer: tuple[ScriptedStream, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The peer answers while the receiving task yields: the bytes are taken
     without posting a receive, and the stream's credit for looking again grows."""
     stream, peer = stream_and_peer
     stream.scripted.budget = ScheduleBudget("budget")
     stream.yield_credit = credit = 1  # (a new stream has none: see the credit rule)
+    yields = []
+    real_yield = trio.lowlevel.cancel_shielded_checkpoint
 
-    async def answer() -> None:
-        peer.send(b"abc")  # runs while the receiver yields (less than a buffer)
+    async def yield_while_the_peer_answers() -> None:
+        yields.append(1)
+        peer.send(b"abc")  # less than a full buffer (no burst)
+        await real_yield()
 
-    async def main() -> bytes:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(answer)  # runs at the receiver's first yield
-            return await stream.receive(100)
-
-    assert trio.run(main) == b"abc"
+    monkeypatch.setattr(trio.lowlevel, "cancel_shielded_checkpoint", yield_while_the_peer_answers)
+    assert trio.run(stream.receive, 100) == b"abc"
+    assert yields == [1]
     assert stream.pools == [], "the receive posted although its bytes came"
     assert stream.yield_credit == min(credit + HIT_CREDIT, MAX_CREDIT)
 

@@ -160,12 +160,22 @@ async def test_end_of_stream_and_half_close() -> None:
 
 async def test_concurrent_receives_and_sends_are_busy() -> None:
     listener, client, server = await open_pair()
+    first: list[bytes] = []
+
+    async def receive_first() -> None:
+        first.append(await server.receive())
+
     async with listener, client, server, anyio.create_task_group() as tg:
-        tg.start_soon(server.receive)
+        tg.start_soon(receive_first)
         await anyio.wait_all_tasks_blocked()
         with pytest.raises(BusyResourceError, match="reading from"):
             await server.receive()
         await client.send(b"x")
+        # the first receive takes "x" before the big send starts (a send that
+        # did not wait need not yield: without this, it could take big's
+        # first bytes with it)
+        await anyio.wait_all_tasks_blocked()
+        assert first == [b"x"]
 
         big = b"y" * 50_000_000
         tg.start_soon(client.send, big)
