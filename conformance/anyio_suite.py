@@ -444,12 +444,12 @@ def summarise(first: list[dict[str, Any]], rerun: list[dict[str, Any]] | None) -
 
 def print_report(summary: dict[str, Any], deps: DepReport | None) -> None:
     print()
-    header = f"{'backend':<16}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'total':>9}"
+    header = f"{'backend':<22}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'total':>9}"
     print(header)
     print("-" * len(header))
     for backend, c in summary["counts"].items():
         print(
-            f"{backend:<16}"
+            f"{backend:<22}"
             + "".join(f"{c.get(o, 0):>9}" for o in OUTCOMES)
             + f"{sum(c.values()):>9}"
         )
@@ -459,7 +459,7 @@ def print_report(summary: dict[str, Any], deps: DepReport | None) -> None:
     )
     for backend, objects in summary["engine_objects"].items():
         text = ", ".join(f"{k}={v}" for k, v in sorted(objects.items())) or "none"
-        print(f"  {backend:<16}{text}")
+        print(f"  {backend:<22}{text}")
     print()
     regs = summary["regressions"]
     real = [
