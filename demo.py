@@ -11,8 +11,14 @@ process; every run starts its own servers and clients on 127.0.0.1:
 * bulk:  one connection sending a large payload one way; the server replies with
   the byte count and a BLAKE2b digest that the client checks.
 
-Usage: ``python demo.py [--quick] [--backends iocp,iocp-readiness,trio,asyncio]``.
+Usage: ``python demo.py [--quick] [--repeat N]
+[--backends iocp,iocp-strict,iocp-readiness,trio,asyncio]``.
 Exit status is 1 if any check failed (or a run raised), 2 on bad arguments.
+
+Each cell is the median of ``--repeat`` rounds (3, or 1 with ``--quick``);
+the rounds are interleaved (each round runs every backend), and the range of
+the rounds is printed under the medians.  The last lines compare iocp with
+trio phase by phase, and call a difference a tie when the two ranges overlap.
 These are demo figures, not a benchmark: see bench/ for that.
 """
 
@@ -24,6 +30,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +72,7 @@ COLUMNS: dict[str, Column] = {
     c.key: c
     for c in (
         Column("iocp", "iocp", {}),
+        Column("iocp-strict", "iocp", {"schedule": "strict"}),
         Column("iocp-readiness", "iocp", {"engine": "readiness"}),
         Column("trio", "trio", {}),
         Column("asyncio", "asyncio", {}),
@@ -302,14 +310,18 @@ async def run_bulk(sizes: Sizes, payload: Payload, failures: list[str]) -> float
 # -- one run per backend ------------------------------------------------------------
 
 
-async def demo_main(column: Column, sizes: Sizes, payload: Payload, result: Result) -> None:
+async def demo_main(
+    column: Column, sizes: Sizes, payload: Payload, result: Result, announce: bool
+) -> None:
     if column.backend == "iocp":
         import anyio_iocp  # only for reporting: the workload uses plain AnyIO
 
         info = anyio_iocp.engine_info()  # inside the run: this run's engine
-        result.label = f"iocp ({info.name})"
+        strict = " strict" if column.options.get("schedule") == "strict" else ""
+        result.label = f"iocp ({info.name}{strict})"
         details = " ".join(f"{k}={v}" for k, v in info.details)
-        print(f"engine [{column.key}]: {info}" + (f" [{details}]" if details else ""))
+        if announce:
+            print(f"engine [{column.key}]: {info}" + (f" [{details}]" if details else ""))
 
     async def timed(name: str, phase: Awaitable[float]) -> float | None:
         with anyio.move_on_after(PHASE_TIMEOUT):
@@ -322,11 +334,11 @@ async def demo_main(column: Column, sizes: Sizes, payload: Payload, result: Resu
     result.bulk_mb_s = await timed("bulk", run_bulk(sizes, payload, result.failures))
 
 
-def run_column(column: Column, sizes: Sizes, payload: Payload) -> Result:
+def run_column(column: Column, sizes: Sizes, payload: Payload, announce: bool = True) -> Result:
     result = Result(label=column.key)
     try:
         anyio.run(
-            demo_main, column, sizes, payload, result,
+            demo_main, column, sizes, payload, result, announce,
             backend=column.backend, backend_options=column.options or None,
         )  # fmt: skip
     except Exception as exc:
@@ -355,29 +367,91 @@ def print_header() -> None:
     print(f"machine: {platform.platform()}  {platform.machine()}  nproc={nproc}")
 
 
-def print_table(results: Sequence[Result], sizes: Sizes) -> None:
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+#: the phases of a column: (name, attribute of Result); higher is better for each
+PHASES = (("hello", "hello_per_s"), ("echo", "echo_per_s"), ("bulk", "bulk_mb_s"))
+#: rounds a comparison needs before it says ahead or behind
+ROUNDS_TO_COMPARE = 3
 
-    rows = [
-        (f"hello exchanges/s ({sizes.hello_exchanges})", [fmt(r.hello_per_s) for r in results]),
-        (
-            f"echo msgs/s ({sizes.echo_connections}x{sizes.echo_messages})",
-            [fmt(r.echo_per_s) for r in results],
-        ),
-        (f"bulk MB/s ({sizes.bulk_bytes >> 20} MiB)", [fmt(r.bulk_mb_s) for r in results]),
-        ("verified", ["no" if r.failures else "yes" for r in results]),
-    ]
+
+def phase_values(rounds: Sequence[Result], attribute: str) -> list[float]:
+    """The figures of one phase over the rounds (a phase that failed has none)."""
+    return [v for v in (getattr(r, attribute) for r in rounds) if v is not None]
+
+
+def compare(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """The ratio of the medians, and a verdict only when the ranges say so."""
+    if not ours or not theirs:
+        return "not measured"
+    ratio = f"{statistics.median(ours) / statistics.median(theirs):.2f}x"
+    if min(len(ours), len(theirs)) < ROUNDS_TO_COMPARE:
+        return f"{ratio} (fewer than {ROUNDS_TO_COMPARE} rounds: no verdict)"
+    if min(ours) > max(theirs):
+        return f"{ratio}, ahead"
+    if max(ours) < min(theirs):
+        return f"{ratio}, behind"
+    return f"{ratio}, a tie (the ranges overlap)"
+
+
+def print_table(columns: Sequence[Sequence[Result]], sizes: Sizes) -> None:
+    """One column per backend: medians over its rounds, their ranges, and
+    whether every check of every round passed."""
+
+    def fmt(value: float) -> str:
+        return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+    def median(values: Sequence[float]) -> str:
+        return fmt(statistics.median(values)) if values else "-"
+
+    def spread(values: Sequence[float]) -> str:
+        return f"{fmt(min(values))}-{fmt(max(values))}" if values else "-"
+
+    names = {
+        "hello": f"hello exchanges/s ({sizes.hello_exchanges})",
+        "echo": f"echo msgs/s ({sizes.echo_connections}x{sizes.echo_messages})",
+        "bulk": f"bulk MB/s ({sizes.bulk_bytes >> 20} MiB)",
+    }
+    several = any(len(rounds) > 1 for rounds in columns)
+    rows: list[tuple[str, list[str]]] = []
+    for phase, attribute in PHASES:
+        values = [phase_values(rounds, attribute) for rounds in columns]
+        rows.append((names[phase], [median(v) for v in values]))
+        if several:
+            rows.append(("  range", [spread(v) for v in values]))
+    rows.append(
+        ("verified", ["no" if any(r.failures for r in rounds) else "yes" for rounds in columns])
+    )
+    labels = [rounds[0].label for rounds in columns]
     first = max(len(name) for name, _ in rows)
     widths = [
-        max(len(r.label), *(len(cells[i]) for _, cells in rows)) for i, r in enumerate(results)
+        max(len(label), *(len(cells[i]) for _, cells in rows)) for i, label in enumerate(labels)
     ]
     print()
-    print(" " * first + "".join(f"  {r.label:>{w}}" for r, w in zip(results, widths, strict=True)))
+    print(" " * first + "".join(f"  {lb:>{w}}" for lb, w in zip(labels, widths, strict=True)))
     for name, cells in rows:
         print(
             f"{name:<{first}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
         )
+
+
+def print_comparisons(keys: Sequence[str], columns: Sequence[Sequence[Result]]) -> None:
+    """Each iocp column against trio and asyncio, phase by phase."""
+    by_key = dict(zip(keys, columns, strict=True))
+    baselines = [k for k in ("trio", "asyncio") if k in by_key]
+    if not baselines:
+        return
+    print()
+    for key in keys:
+        if COLUMNS[key].backend != "iocp":
+            continue
+        for base in baselines:
+            verdicts = [
+                f"{phase} "
+                + compare(
+                    phase_values(by_key[key], attribute), phase_values(by_key[base], attribute)
+                )
+                for phase, attribute in PHASES
+            ]
+            print(f"{key} against {base} (median ratio): " + "; ".join(verdicts))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,7 +463,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated columns to run, from: {', '.join(COLUMNS)} (default: all)",
     )
     parser.add_argument("--seed", type=int, default=20240601, help="seed for message sizes/data")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="interleaved rounds per backend, at least 1 (default: 3, or 1 with --quick)",
+    )
     args = parser.parse_args(argv)
+    repeat = args.repeat if args.repeat is not None else 1 if args.quick else ROUNDS_TO_COMPARE
+    if repeat < 1:
+        parser.error(f"--repeat must be a whole number of rounds, at least 1 (got {repeat})")
     keys = [k.strip() for k in args.backends.split(",") if k.strip()]
     unknown = [k for k in keys if k not in COLUMNS]
     if unknown or not keys:
@@ -398,18 +481,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     payload = make_payload(sizes, args.seed)
     print_header()
-    results = [run_column(COLUMNS[k], sizes, payload) for k in keys]
-    print_table(results, sizes)
+    # Interleaved rounds: each round runs every backend once, so a change in the
+    # machine's load during the demo touches every column alike.
+    columns: list[list[Result]] = [[] for _ in keys]
+    for round_index in range(repeat):
+        for key, rounds in zip(keys, columns, strict=True):
+            rounds.append(run_column(COLUMNS[key], sizes, payload, announce=round_index == 0))
+    print_table(columns, sizes)
+    print_comparisons(keys, columns)
     print(
         "\nnote: single-process demo figures (clients and servers share one thread) on a shared"
         "\nmachine; they show the backends side by side, not their limits. bench/ has the real"
         "\nbenchmark."
     )
     failed = False
-    for r in results:
-        for failure in r.failures:
-            print(f"FAILED [{r.label}] {failure}")
-            failed = True
+    for rounds in columns:
+        for round_index, r in enumerate(rounds, 1):
+            for failure in r.failures:
+                print(f"FAILED [{r.label}, round {round_index}] {failure}")
+                failed = True
     return 1 if failed else 0
 
 

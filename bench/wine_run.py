@@ -6,12 +6,13 @@ Run it through the Wine harness, which prepares Windows Python and exports
 ``WINE`` and ``WINE_PY``::
 
     bash scripts/wine_test.sh --bench [--seconds 3] [--repeat 1]
-        [--backends asyncio,trio,iocp] [--tests echo1,echo64,churn,bulk,storm]
+        [--backends asyncio,trio,iocp,iocp-strict] [--tests echo1,echo64,churn,bulk,storm]
 
 Backends: ``asyncio`` is AnyIO on asyncio's default Windows loop, the
 ProactorEventLoop (IOCP); ``trio`` is AnyIO on Trio (AFD polling); ``iocp`` is
-this project's IOCP engine.  These are Wine figures: compare the backends with
-each other, never with Linux or Windows figures.
+this project's IOCP engine (``iocp-strict``: the same with a schedule point
+on every stream call).  Repetitions are interleaved.  These are Wine figures:
+compare the backends with each other, never with Linux or Windows figures.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ def run_one(backend: str, test: str, settings: Settings, loadgen: Path) -> dict[
         server.stop()
 
 
+def format_cell(values: list[float], fmt: str, note: str) -> str:
+    """The median, then the range of the runs when there were several."""
+    if not values:
+        return note
+    cell = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        cell += f" [{fmt.format(min(values))} to {fmt.format(max(values))}]"
+    return cell + note
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0)
@@ -114,29 +125,32 @@ def main(argv: list[str]) -> int:
     tests = args.tests.split(",")
     settings = Settings(seconds=args.seconds, storm_n=args.storm)
     loadgen = build_programs()["loadgen"]
-    rows: dict[str, list[str]] = {}
-    for backend in backends:
-        cells = []
+    # Interleaved: each round runs every backend on a test before the next
+    # round, so a change in the machine's load touches every backend alike.
+    values: dict[tuple[str, str], list[float]] = {}
+    notes: dict[tuple[str, str], str] = {}
+    for _round in range(args.repeat):
         for test in tests:
-            key, _label, fmt = COLUMNS[test]
-            values: list[float] = []
-            note = ""
-            for _ in range(args.repeat):
+            for backend in backends:
+                cell = (backend, test)
+                values.setdefault(cell, [])
                 try:
                     load = run_one(backend, test, settings, loadgen)
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-                    note = f"failed: {exc}".replace("|", "/")[:80]
-                    print(f"# {backend} {test}: {note}", file=sys.stderr)
+                    notes[cell] = f"failed: {exc}".replace("|", "/")[:80]
+                    print(f"# {backend} {test}: {notes[cell]}", file=sys.stderr)
                     continue
                 print(f"# {backend} {test}: {load}", file=sys.stderr)
-                values.append(float(load[key]))
+                values[cell].append(float(load[COLUMNS[test][0]]))
                 if test == "storm":
-                    note = f" ({load.get('answered', '?')} of {load.get('n', '?')} answered)"
-            cells.append(fmt.format(statistics.median(values)) + note if values else note)
-        rows[backend] = cells
+                    notes[cell] = f" ({load.get('answered', '?')} of {load.get('n', '?')} answered)"
     print("| server backend (under Wine) | " + " | ".join(COLUMNS[t][1] for t in tests) + " |")
     print("| --- " * (len(tests) + 1) + "|")
-    for backend, cells in rows.items():
+    for backend in backends:
+        cells = [
+            format_cell(values[(backend, t)], COLUMNS[t][2], notes.get((backend, t), ""))
+            for t in tests
+        ]
         print(f"| {backend} | " + " | ".join(cells) + " |")
     print(
         f"\nmedian of {args.repeat} run(s), {args.seconds:g} s each; "
