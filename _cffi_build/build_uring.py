@@ -30,6 +30,13 @@ typedef struct iou_cqe {
     int32_t res;
     uint32_t flags;
 } iou_cqe;
+typedef struct iou_quiet {
+    uint32_t *done;
+    uint8_t *watch;
+    unsigned slots;
+    uint64_t completed;
+    uint64_t skipped;
+} iou_quiet;
 
 int iou_open(iou_ring **out, unsigned entries, unsigned cq_entries, unsigned flags);
 void iou_close(iou_ring *r);
@@ -47,6 +54,9 @@ int iou_prep_recv(iou_ring *r, int fd, void *buf, unsigned len, int msg_flags,
                   uint64_t user_data);
 int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_flags,
                   uint64_t user_data);
+int iou_prep_send_quiet(iou_ring *r, int fd, const char *buf, unsigned len, int msg_flags,
+                        unsigned slot);
+void iou_set_quiet(iou_ring *r, iou_quiet *q);
 int iou_prep_recvmsg(iou_ring *r, int fd, struct msghdr *msg, int msg_flags,
                      uint64_t user_data);
 int iou_prep_sendmsg(iou_ring *r, int fd, const struct msghdr *msg, int msg_flags,
@@ -91,6 +101,7 @@ int iou_probe(iou_ring *r, unsigned char *supported, int n);
 #define IORING_FEAT_FAST_POLL ...
 #define MSG_NOSIGNAL ...
 #define MSG_WAITALL ...
+#define MSG_DONTWAIT ...
 """
 
 #: ANYIO_IOCP_SANITIZE=address builds the shim with AddressSanitizer (for

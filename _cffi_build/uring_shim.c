@@ -7,6 +7,14 @@
  * until the completion of the operation that uses it has been reaped.  This
  * file only prepares submission queue entries, hands them to the kernel in
  * batches and copies completions out in batches.
+ *
+ * Quiet sends are the one exception to "every completion goes to Python": a
+ * send prepared with iou_prep_send_quiet carries its stream's slot and its
+ * length in user_data, and the reaper counts its completion in that slot
+ * (iou_quiet.done).  A completion that sent every byte is not copied out
+ * unless the slot is watched; any other result (an error, a short send, a
+ * cancel) always is.  Python compares a slot's count with the sends it posted
+ * to know when a send's memory is free again.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -28,6 +36,18 @@
 #ifndef IORING_ASYNC_CANCEL_ALL
 #define IORING_ASYNC_CANCEL_ALL (1U << 0)
 #endif
+
+/* Completion counts of quiet sends, by slot (see the top of this file). */
+typedef struct iou_quiet {
+    uint32_t *done;     /* per slot: quiet sends completed (wraps at 2**32) */
+    uint8_t *watch;     /* per slot: non-zero copies every completion out */
+    unsigned slots;
+    uint64_t completed; /* quiet sends completed, every slot */
+    uint64_t skipped;   /* of those, completions not copied out */
+} iou_quiet;
+
+/* user_data of a quiet send: the tag, the slot (31 bits), the length (32 bits) */
+#define IOU_QUIET_TAG (1ULL << 63)
 
 typedef struct iou_ring {
     int fd;
@@ -56,6 +76,8 @@ typedef struct iou_ring {
     size_t cq_size;
     void *sqes_ptr;
     size_t sqes_size;
+    /* where the reaper counts quiet sends; NULL: none may be posted */
+    iou_quiet *quiet;
 } iou_ring;
 
 typedef struct iou_cqe {
@@ -263,6 +285,29 @@ int iou_prep_send(iou_ring *r, int fd, const void *buf, unsigned len, int msg_fl
     return rc;
 }
 
+/*
+ * A send whose successful completion the reaper keeps to itself (counted in
+ * quiet->done[slot]).  The caller keeps buf alive until that count covers it.
+ */
+int iou_prep_send_quiet(iou_ring *r, int fd, const char *buf, unsigned len, int msg_flags,
+                        unsigned slot)
+{
+    struct io_uring_sqe *sqe;
+    uint64_t user_data;
+    int rc;
+
+    if (!r->quiet || slot == 0 || slot >= r->quiet->slots || len == 0)
+        return -EINVAL;
+    user_data = IOU_QUIET_TAG | ((uint64_t)slot << 32) | len;
+    rc = prep(r, IORING_OP_SEND, fd, buf, len, 0, user_data, &sqe);
+    if (rc == 0)
+        sqe->msg_flags = (unsigned)msg_flags;
+    return rc;
+}
+
+/* Where the reaper counts quiet sends from now on (NULL: nowhere). */
+void iou_set_quiet(iou_ring *r, iou_quiet *q) { r->quiet = q; }
+
 /* recvmsg/sendmsg: the message header (address, iovecs, control buffer) is
  * the caller's and must stay alive until the completion, like every buffer. */
 int iou_prep_recvmsg(iou_ring *r, int fd, struct msghdr *msg, int msg_flags, uint64_t user_data)
@@ -410,6 +455,20 @@ int iou_reap(iou_ring *r, iou_cqe *out, int max)
 
         while (head != tail && n < max) {
             struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+            if ((c->user_data & IOU_QUIET_TAG) && r->quiet) {
+                iou_quiet *q = r->quiet;
+                unsigned slot = (unsigned)(c->user_data >> 32) & 0x7fffffffU;
+                uint32_t len = (uint32_t)c->user_data;
+                if (slot < q->slots) {
+                    q->done[slot]++;
+                    q->completed++;
+                    if (c->res >= 0 && (uint32_t)c->res == len && !q->watch[slot]) {
+                        q->skipped++;
+                        head++;
+                        continue;
+                    }
+                }
+            }
             out[n].user_data = c->user_data;
             out[n].res = c->res;
             out[n].flags = c->flags;

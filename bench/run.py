@@ -24,7 +24,14 @@ from targets import target_lines
 
 ALL_BACKENDS = ["floor", "asyncio", "asyncio+uvloop", "trio", "iocp"]
 #: also accepted by --backends, for comparing steps (see server_app.py)
-EXTRA_BACKENDS = ["iocp-single", "iocp-readiness", "iocp-httpd", "iocp-strict"]
+EXTRA_BACKENDS = [
+    "iocp-single",
+    "iocp-readiness",
+    "iocp-httpd",
+    "iocp-strict",
+    "iocp-ring",
+    "iocp-direct",
+]
 
 
 def _list(choices: list[str]) -> Callable[[str], list[str]]:

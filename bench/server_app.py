@@ -3,7 +3,7 @@
 Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
 
 BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness | iocp-httpd
-         | iocp-strict
+         | iocp-strict | iocp-ring | iocp-direct
 MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
@@ -49,9 +49,18 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "iocp-httpd": ("iocp", {"profile": "httpd"}),
     # a schedule point on every stream call, as in Trio (docs/design.md)
     "iocp-strict": ("iocp", {"schedule": "strict"}),
+    # io_uring with every send that can going quiet through the ring, and
+    # with none (by default: quiet while passes serve several receives)
+    "iocp-ring": ("iocp", {"engine": "io_uring"}),
+    "iocp-direct": ("iocp", {"engine": "io_uring"}),
 }
-#: environment each backend needs ($ANYIO_IOCP_RECV is read when the engine starts)
-BACKEND_ENV: dict[str, dict[str, str]] = {"iocp-single": {"ANYIO_IOCP_RECV": "single"}}
+#: environment each backend needs ($ANYIO_IOCP_RECV and $ANYIO_IOCP_SEND are
+#: read when the engine starts)
+BACKEND_ENV: dict[str, dict[str, str]] = {
+    "iocp-single": {"ANYIO_IOCP_RECV": "single"},
+    "iocp-ring": {"ANYIO_IOCP_SEND": "ring"},
+    "iocp-direct": {"ANYIO_IOCP_SEND": "direct"},
+}
 
 
 async def drain_until_eof(stream: SocketStream) -> None:

@@ -5,7 +5,10 @@
   into the engine's buffer pool (where the kernel supports it, as here);
   ``io_uring+single``, the same engine with ``$ANYIO_IOCP_RECV=single``, where
   every wait posts single receives with buffers of their own (what kernels
-  without a capped multishot receive get); and ``readiness``;
+  without a capped multishot receive get); ``io_uring+ring``, the same engine
+  with ``$ANYIO_IOCP_SEND=ring``, where every send that can goes quiet
+  through the ring (by default only when passes serve several streams); and
+  ``readiness``;
 * Windows: ``iocp`` and ``readiness``;
 * ``+guest`` (``io_uring+guest``, ``iocp+guest``): the default engine again,
   under AnyIO's own Trio test runner.
@@ -22,9 +25,8 @@ run the whole suite.
 without io_uring).
 
 Runs keep the default schedule (schedule points on a budget) unless the test
-is marked ``@pytest.mark.schedule("strict")``; modules whose tests must hold
-in both modes (interleavings, fuzz) override ``anyio_backend`` with
-:func:`helpers.with_schedules`.
+is marked ``@pytest.mark.schedule("strict")``; a test that must hold in both
+modes (the random interleavings) takes the schedule as a parameter.
 """
 
 from __future__ import annotations
@@ -43,20 +45,23 @@ from helpers import MovedClock
 import anyio_iocp
 from anyio_iocp._face.backend import IocpBackend
 
-#: variant -> (engine, $ANYIO_IOCP_RECV or None)
-VARIANTS: dict[str, tuple[str, str | None]] = {
-    "io_uring": ("io_uring", None),
-    "io_uring+single": ("io_uring", "single"),
-    "io_uring+guest": ("io_uring", None),
-    "iocp": ("iocp", None),
-    "iocp+guest": ("iocp", None),
-    "readiness": ("readiness", None),
+#: the environment settings a variant may set (the others are cleared)
+VARIANT_ENV = ("ANYIO_IOCP_RECV", "ANYIO_IOCP_SEND")
+#: variant -> (engine, its environment settings)
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "io_uring": ("io_uring", {}),
+    "io_uring+single": ("io_uring", {"ANYIO_IOCP_RECV": "single"}),
+    "io_uring+ring": ("io_uring", {"ANYIO_IOCP_SEND": "ring"}),
+    "io_uring+guest": ("io_uring", {}),
+    "iocp": ("iocp", {}),
+    "iocp+guest": ("iocp", {}),
+    "readiness": ("readiness", {}),
 }
 
 DEFAULT_ENGINES = (
     "iocp,iocp+guest,readiness"
     if sys.platform == "win32"
-    else "io_uring,io_uring+single,io_uring+guest,readiness"
+    else "io_uring,io_uring+single,io_uring+ring,io_uring+guest,readiness"
 )
 #: the backend option (taken out again before the backend sees it) that
 #: selects AnyIO's own test runner
@@ -70,11 +75,12 @@ ENGINES = tuple(
 def anyio_backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, dict[str, Any]]:
-    engine, recv_mode = VARIANTS[request.param]
-    if recv_mode is not None:
-        monkeypatch.setenv("ANYIO_IOCP_RECV", recv_mode)
-    else:
-        monkeypatch.delenv("ANYIO_IOCP_RECV", raising=False)
+    engine, env = VARIANTS[request.param]
+    for name in VARIANT_ENV:
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
     options: dict[str, Any] = {"engine": engine}
     if request.param.endswith("+guest"):
         options[GUEST_OPTION] = True

@@ -135,10 +135,16 @@ class WriteBehind:
         if waiters:  # (checked here: every send completion comes through)
             wake_all(waiters)
 
+    def _before_send_wait(self) -> None:
+        """A task is about to wait for pending sends: an engine that does not
+        report every completion must report the next one (io_uring's quiet
+        sends)."""
+
     async def _wait_sends_below(self, limit: int) -> None:
         """Wait until fewer than ``limit`` sends are pending, one failed, or the
         stream is closing (cancellable: nothing is handed over while waiting)."""
         while self._pending_sends() >= limit and self._send_error is None and not self._closing:
+            self._before_send_wait()
             await park_among(self._send_waiters)
 
     async def send_eof(self) -> None:
@@ -213,6 +219,18 @@ class SendChain(WriteBehind):
         """Queued sends can go now: post them (the engine may wait for the
         end of the scheduler pass)."""
 
+    def _send_now(self, data: memoryview) -> int:
+        """With nothing of the stream's pending: send what can go without
+        waiting, and say how much did.  A direct non-blocking send here; an
+        engine may hand the bytes to the kernel instead (io_uring's quiet
+        sends), and then says all of them went."""
+        try:
+            sent = self.sock.send(data, SEND_NOW_FLAGS)
+        except BlockingIOError:
+            return 0
+        self.counters.direct_send += 1
+        return sent
+
     # -- sending --------------------------------------------------------------
 
     def _pending_sends(self) -> int:
@@ -225,12 +243,7 @@ class SendChain(WriteBehind):
             self._check_send_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._queued and not self._sending:
-            try:
-                sent = self.sock.send(data, SEND_NOW_FLAGS)
-            except BlockingIOError:
-                sent = 0
-            else:
-                self.counters.direct_send += 1
+            sent = self._send_now(data)
             if sent == len(data):
                 return  # no wait: the stream layer's budget decides on a yield
             data = data[sent:]

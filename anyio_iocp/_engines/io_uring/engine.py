@@ -66,6 +66,7 @@ from anyio_iocp._engines.io_uring.listener import UringListenerIO
 from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
+from anyio_iocp._engines.io_uring.quiet_sends import QUIET_TAG, QuietSends, SendersPerPass
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
@@ -105,6 +106,11 @@ POOL_BYTES = 16 << 20
 POOL_MIN_ENTRIES = 16
 POOL_MAX_ENTRIES = 1024
 RECV_MODE_ENV = "ANYIO_IOCP_RECV"
+#: how a send that finds nothing pending goes: "auto" (quiet while recent
+#: scheduler passes had several sending streams each), "ring" (always quiet) or
+#: "direct" (never quiet); for comparing them
+SEND_MODE_ENV = "ANYIO_IOCP_SEND"
+SEND_MODES = ("auto", "ring", "direct")
 #: the shim's preparing function of a posted operation -> its kind in the statistics
 _KINDS = {
     lib.iou_prep_accept: "accept",
@@ -189,6 +195,16 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             os.environ.get(RECV_MODE_ENV, "multishot") != "single"
         )
         self._pools: dict[int, BufferPool] = {}
+        #: sends whose successful completions the C reaper counts (quiet_sends)
+        self.quiet = QuietSends(self._ring)
+        #: sending streams per pass: when sends go quiet ("auto")
+        self.senders = SendersPerPass()
+        self.send_mode = os.environ.get(SEND_MODE_ENV, "auto")
+        if self.send_mode not in SEND_MODES:
+            lib.iou_close(self._ring)
+            raise ValueError(
+                f"{SEND_MODE_ENV}={self.send_mode!r}: expected one of {', '.join(SEND_MODES)}"
+            )
         #: receives per scheduler pass: how a stream that must wait arms
         self.load = PassLoad()
         self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
@@ -315,6 +331,34 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             ops.append(op)
         self.counters.count_posted("send", len(ops))
         return ops
+
+    def quiet_sends_now(self) -> bool:
+        """Whether a send that finds nothing pending goes quiet (one system
+        call per pass for every stream's sends), or direct (one each, but
+        at once): quiet while recent passes had several sending streams each."""
+        mode = self.send_mode
+        return mode == "ring" or (mode == "auto" and self.senders.many(self.load.passes))
+
+    @enable_ki_protection  # posted and kept, or neither
+    def post_quiet_send(self, stream: UringStreamIO, data: bytes, slot: int) -> None:
+        """Post a quiet send of ``data`` (see :mod:`.quiet_sends`) from ``slot``."""
+        self.check_open()
+        rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, len(data), SEND_FLAGS, slot)
+        if rc == -errno.EBUSY:  # the submission ring is full: as in _post
+            if self._submit() < 0:
+                self._reap_now()
+                self._submit()
+            rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, len(data), SEND_FLAGS, slot)
+        if rc < 0:
+            raise oserror(rc, "io_uring submission")
+        quiet = self.quiet
+        quiet.keep[slot] = data
+        quiet.posted += 1
+        stream.quiet_posted(len(data))
+
+    def quiet_op(self, slot: int, length: int) -> UringOp:
+        """A quiet send in flight as an operation (to cancel and drain)."""
+        return self.quiet.op(slot, length, self._ops)
 
     def post_later(self, stream: UringStreamIO) -> None:
         """Post ``stream``'s queued sends at the end of this scheduler pass."""
@@ -452,6 +496,11 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 if uid == IGNORED:
                     continue
                 flags = cqe.flags
+                if uid & QUIET_TAG:
+                    # a quiet send that failed, or that a task waits for
+                    self.quiet.reported(uid, cqe.res)
+                    if uid not in ops:
+                        continue  # (an operation only while closing: quiet_op)
                 op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
                 if op is None:
                     _log.error("io_uring completion for unknown user_data %d", uid)
@@ -492,11 +541,16 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     def in_flight(self) -> dict[str, int]:
         by_kind: Counter[str] = Counter()
         for op in self._ops.values():
-            by_kind[_kind_name(op.kind)] += 1
+            if op.kind != "send_quiet":  # counted below
+                by_kind[_kind_name(op.kind)] += 1
+        if self.quiet.posted:
+            by_kind["send_quiet"] = self.quiet.in_flight()
         return dict(by_kind)
 
     def posted_by_kind(self) -> dict[str, int]:
         posted = dict(self.counters.posted)
+        if self.quiet.posted:
+            posted["send_quiet"] = self.quiet.posted
         for prep, n in self._posted_by_prep.items():
             name = _kind_name(prep)
             posted[name] = posted.get(name, 0) + n
@@ -543,6 +597,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             _trace.operations_left("io_uring", self.in_flight())
         for listener in list(self._listeners):
             listener.discard_queued()
+        for stream in list(self.quiet.streams.values()):
+            stream.quiet_ops()  # quiet sends still in flight become operations
         self.cancel_at_end(list(self._ops.values()))  # every task of the run has finished
         for op in self._pending_cancels:
             self.request_cancel(op)

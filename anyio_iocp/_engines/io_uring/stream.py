@@ -22,6 +22,10 @@ Automatic Burst Detection in :mod:`anyio_iocp._flow.receive_pool`, sending
   linked chain (:meth:`UringStreamIO.post_queued_sends`), and a new chain only
   after the previous one completed, so bytes leave in order.  A failed send
   makes the kernel cancel the rest of its chain.
+* A send that finds nothing of the stream pending may go *quiet*
+  (:mod:`anyio_iocp._engines.io_uring.quiet_sends`): handed to the ring, and
+  ``send()`` returns; nothing else of the stream is posted or sent until the
+  reaper's count says it completed.
 * From the moment ``close()`` starts cancelling, nothing is posted, so no
   operation can reach the descriptor number after it is closed (the kernel
   would find whatever socket reuses it).
@@ -37,6 +41,7 @@ import trio
 
 from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
+from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QUIET_MAX
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 
 _new_buffer = ffi.new_allocator(should_clear_after_alloc=False)
 _RECV_CANCELLED = -errno.ECANCELED
+_SEND_CANCELLED_RES = -errno.ECANCELED
 
 
 def open_stream_io(engine: UringEngine, sock: socket.socket, tuning: Tuning) -> UringStreamIO:
@@ -78,6 +84,13 @@ class UringStreamIO(ReceivePool, SendChain):
             # kernel has it
             self._ms = MultishotReceiver(engine)
         self._init_send_chain()
+        #: the stream's slot for quiet sends (0: none yet), and the count of
+        #: its quiet sends posted, to compare with the reaper's (mod 2**32)
+        self._qslot = 0
+        self._qposted = 0
+        self._qlength = 0  # the length of the last one (its user_data)
+        self._send_pass = -1  # the last pass this stream sent in (SendersPerPass)
+        self._sends = 0  # sends made, counted up to QUIET_AFTER
 
     # -- receiving: the pool's primitives -------------------------------------
 
@@ -102,6 +115,73 @@ class UringStreamIO(ReceivePool, SendChain):
         return OSError(errno.ECANCELED, "receive cancelled")
 
     # -- sending: the chain's primitives --------------------------------------
+
+    def _quiet_in_flight(self) -> bool:
+        slot = self._qslot
+        return slot != 0 and self._engine.quiet.done[slot] != self._qposted
+
+    def _send_now(self, data: memoryview) -> int:
+        """A quiet send when the engine says the ring pays (see
+        :meth:`UringEngine.quiet_sends_now`), otherwise a direct one; nothing
+        while the last quiet send is in flight (bytes keep their order)."""
+        if self._quiet_in_flight():
+            return 0  # the last quiet send is in flight: send() waits for it
+        engine = self._engine
+        passes = engine.load.passes
+        if self._send_pass != passes:  # the first send of this stream in this pass
+            self._send_pass = passes
+            engine.senders.senders += 1
+        if self._sends < QUIET_AFTER:
+            self._sends += 1  # (a short connection sends directly: QUIET_AFTER)
+            if engine.send_mode != "ring":
+                return SendChain._send_now(self, data)
+        length = len(data)
+        if self.sendcap == 1 and 0 < length <= QUIET_MAX and engine.quiet_sends_now():
+            slot = self._qslot or self._take_quiet_slot()
+            if slot:
+                obj = data.obj
+                # the caller may reuse a mutable buffer once send() returns
+                keep = obj if type(obj) is bytes and len(obj) == length else bytes(data)
+                engine.post_quiet_send(self, keep, slot)
+                return length
+        return SendChain._send_now(self, data)
+
+    def _take_quiet_slot(self) -> int:
+        slot = self._engine.quiet.acquire(self)
+        if slot:
+            self._qslot = slot
+            self._qposted = int(self._engine.quiet.done[slot])
+        return slot
+
+    def quiet_posted(self, length: int) -> None:
+        """The engine posted a quiet send of ``length`` bytes for this stream."""
+        self._qposted = (self._qposted + 1) & COUNT_MASK
+        self._qlength = length
+
+    def on_quiet_send_complete(self, res: int, length: int) -> None:
+        """The reaper copied a quiet send's completion out: it failed, or a
+        task waits (watched).  Errors are the write-behind ones."""
+        if res != length:
+            if res == _SEND_CANCELLED_RES:
+                failure: OSError = SEND_CANCELLED
+            elif res < 0:
+                failure = oserror(res, "send")
+            else:
+                failure = OSError(errno.EPIPE, "short send")
+            if self._send_error is None and failure is not SEND_CANCELLED:
+                self._send_error = failure
+            if self._send_error is not None:
+                self._queued.clear()
+        elif not self._sending and self._queued:
+            self._post_queued_later()
+        self._wake_sender()
+
+    def _before_send_wait(self) -> None:
+        if self._quiet_in_flight():
+            self._engine.quiet.watch[self._qslot] = 1  # its completion wakes us
+
+    def _pending_sends(self) -> int:
+        return len(self._queued) + len(self._sending) + self._quiet_in_flight()
 
     def _post_send(self, data: memoryview) -> SendOp:
         (op,) = self._engine.post_send_chain(self.fd, [data], self, pipelined=False)
@@ -137,11 +217,15 @@ class UringStreamIO(ReceivePool, SendChain):
 
     def _write_behind_pending(self) -> int:
         pipelined: int = sum(op.pipelined for op in self._sending)
-        return len(self._queued) + pipelined
+        return len(self._queued) + pipelined + self._quiet_in_flight()
 
     def post_queued_sends(self) -> None:
         """Called once per scheduler pass: post queued sends as one linked chain."""
         if self._sending or not self._queued or self._send_error is not None or self._closing:
+            return
+        if self._quiet_in_flight():
+            # behind the quiet send: its completion posts them (on_quiet_send_complete)
+            self._engine.quiet.watch[self._qslot] = 1
             return
         # a chain must fit in the submission ring: the rest waits for the next one
         limit = self._engine.max_chain
@@ -175,11 +259,20 @@ class UringStreamIO(ReceivePool, SendChain):
     # -- closing --------------------------------------------------------------
 
     def _operations(self) -> list[Any]:
-        return [*self._posted, *self._sending]
+        return [*self._posted, *self._sending, *self.quiet_ops()]
+
+    def quiet_ops(self) -> list[Any]:
+        """The quiet send in flight, as an operation to cancel and wait for."""
+        if not self._quiet_in_flight():
+            return []
+        return [self._engine.quiet_op(self._qslot, self._qlength)]
 
     def _release(self) -> None:
         self._posted.clear()
         self._sending.clear()
+        if self._qslot and not self._quiet_in_flight():
+            self._engine.quiet.release(self._qslot)
+            self._qslot = 0
 
 
 class MultishotStreamIO(UringStreamIO):
@@ -208,7 +301,7 @@ class MultishotStreamIO(UringStreamIO):
         return self._ms.idle()
 
     def _operations(self) -> list[Any]:
-        return [*self._posted, *self._sending, *self._ms.pending()]
+        return [*self._posted, *self._sending, *self.quiet_ops(), *self._ms.pending()]
 
     async def receive(self, max_bytes: int) -> bytes:
         ms = self._ms

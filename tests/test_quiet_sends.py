@@ -1,0 +1,247 @@
+"""The io_uring engine's quiet sends: handed to the ring, ``send()`` returns,
+and the C reaper keeps the successful completions to itself."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener, recv_exactly
+
+import anyio_iocp
+from anyio_iocp._engines.io_uring import engine as engine_module
+from anyio_iocp._engines.io_uring.multishot import LOAD_WINDOW
+from anyio_iocp._engines.io_uring.quiet_sends import MANY_SENDERS, QUIET_AFTER
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._flow import send_chain
+
+pytestmark = pytest.mark.anyio
+
+
+def ring_engine(engine_name: str) -> Any:
+    """The run's io_uring engine, with every send that can going quiet."""
+    if engine_name != "io_uring":
+        pytest.skip("quiet sends are the io_uring engine's")
+    engine: Any = current_engine()
+    engine.send_mode = "ring"
+    return engine
+
+
+def quiet_posted() -> int:
+    return anyio_iocp.statistics().posted.get("send_quiet", 0)
+
+
+class ThreadPeer:
+    """A blocking socket served by a thread: echoes, or reads everything."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.received = bytearray()
+
+    def echo(self, n: int) -> None:
+        while n > 0:
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            self.sock.sendall(data)
+            n -= len(data)
+
+    def read_all(self) -> None:
+        while data := self.sock.recv(65536):
+            self.received += data
+
+
+async def peer_pair() -> tuple[SocketStream, ThreadPeer, Any]:
+    """A stream of the engine whose peer is a plain blocking socket, and the
+    stream's engine side."""
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    plain = socket.socket()
+    await anyio.to_thread.run_sync(plain.connect, listener.extra(SocketAttribute.local_address))
+    stream = await listener.accept()
+    await listener.aclose()
+    return stream, ThreadPeer(plain), stream._io  # type: ignore[attr-defined]
+
+
+async def test_successful_quiet_sends_never_reach_python(engine_name: str) -> None:
+    engine = ring_engine(engine_name)
+    stream, peer, io = await peer_pair()
+    thread = threading.Thread(target=peer.echo, args=(200 * 8,))
+    thread.start()
+    try:
+        async with stream:
+            before, skipped = quiet_posted(), engine.quiet.table.skipped
+            for i in range(200):
+                await stream.send(b"%07d" % i)
+                assert await recv_exactly(stream, 7) == b"%07d" % i
+            sent = quiet_posted() - before
+            assert sent == 200, "every send went quiet"
+            # the peer answered each one, so each completed before the next
+            # send: none was watched, and the reaper kept every completion
+            assert engine.quiet.table.skipped - skipped == 200
+            assert not io._sending, "no send operation was ever registered"
+    finally:
+        peer.sock.close()
+        thread.join()
+
+
+async def test_bytes_keep_their_order_when_a_quiet_send_has_to_wait(engine_name: str) -> None:
+    """The peer reads nothing at first: a quiet send fills the socket buffer
+    and waits in the kernel, and the next send must not overtake it."""
+    ring_engine(engine_name)
+    stream, peer, io = await peer_pair()
+    messages = [bytes([65 + i % 26]) * 60_000 + b"%06d" % i for i in range(120)]
+    waited = 0
+    async with stream:
+        for message in messages:
+            if io._quiet_in_flight():
+                waited += 1  # this send() waits for the last one
+            await stream.send(message)
+            if waited == 3 and not peer.received and not hasattr(peer, "thread"):
+                # now that sends have had to wait, let the peer read
+                peer.thread = threading.Thread(target=peer.read_all)  # type: ignore[attr-defined]
+                peer.thread.start()  # type: ignore[attr-defined]
+        assert waited >= 3, "the test needs quiet sends that wait in the kernel"
+        await stream.send_eof()
+    await anyio.to_thread.run_sync(peer.thread.join)  # type: ignore[attr-defined]
+    peer.sock.close()
+    assert bytes(peer.received) == b"".join(messages)
+
+
+async def test_a_mutable_buffer_may_be_reused_when_send_returns(engine_name: str) -> None:
+    ring_engine(engine_name)
+    stream, peer, _ = await peer_pair()
+    buffer = bytearray(b"first message")
+    async with stream:
+        await stream.send(buffer)  # type: ignore[arg-type]
+        buffer[:] = b"SECOND"  # before the pass ends: the ring has not sent it yet
+        await stream.send(buffer)  # type: ignore[arg-type]
+        await stream.send_eof()
+        await anyio.to_thread.run_sync(peer.read_all)
+    peer.sock.close()
+    assert bytes(peer.received) == b"first messageSECOND"
+
+
+async def test_a_failed_quiet_send_is_raised_by_the_next_call(engine_name: str) -> None:
+    engine = ring_engine(engine_name)
+    stream, peer, io = await peer_pair()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.sock.close()  # a reset
+    async with stream:
+        with anyio.fail_after(5):
+            while True:
+                before = quiet_posted()
+                await stream.send(b"into a reset connection")  # returns: it went quiet
+                assert quiet_posted() == before + 1
+                while io._quiet_in_flight():
+                    await anyio.sleep(0.001)
+                if io._send_error is not None:
+                    break
+        assert engine.quiet.table.skipped < engine.quiet.table.completed
+        with pytest.raises(anyio.BrokenResourceError):
+            await stream.send(b"after it")
+        with pytest.raises(anyio.BrokenResourceError):
+            await stream.receive()
+
+
+async def test_close_cancels_a_quiet_send_that_cannot_go(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = ring_engine(engine_name)
+    monkeypatch.setattr(send_chain, "CLOSE_DRAIN_SECONDS", 0.2)
+    stream, peer, io = await peer_pair()
+    with anyio.fail_after(10):
+        while not io._quiet_in_flight():
+            await stream.send(b"x" * 60_000)  # nobody reads: the buffers fill
+            await anyio.sleep(0)
+        slot = io._qslot
+        try:
+            await stream.aclose()  # waits 0.2 s, then cancels it and waits for that
+        except anyio.BrokenResourceError as exc:
+            # the usual outcome: part of the send had gone out when it was
+            # cancelled, and close() says that bytes were cut off
+            assert "short send" in str(exc)
+    assert slot not in engine.quiet.streams, "the slot was given back"
+    assert "send_quiet" not in anyio_iocp.statistics().in_flight
+    assert not any(op.kind == "send_quiet" for op in engine._ops.values())
+    peer.sock.close()
+
+
+def test_a_run_ends_with_a_quiet_send_that_cannot_go(engine_name: str) -> None:
+    """A stream never closed: the end of the run cancels its quiet send and
+    waits for it (instead of abandoning it after RUN_END_DRAIN_SECONDS)."""
+    if engine_name != "io_uring":
+        pytest.skip("quiet sends are the io_uring engine's")
+
+    async def main() -> tuple[SocketStream, ThreadPeer, Any]:
+        ring_engine(engine_name)
+        stream, peer, io = await peer_pair()
+        with anyio.fail_after(10):
+            while not io._quiet_in_flight():
+                await stream.send(b"x" * 60_000)  # nobody reads: the buffers fill
+                await anyio.sleep(0)
+        return stream, peer, io
+
+    stream, peer, io = anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
+    try:
+        assert not io._quiet_in_flight(), "the run ended with the quiet send in flight"
+        assert not io._engine._ops
+    finally:
+        peer.sock.close()
+        stream._raw_socket.close()
+
+
+@pytest.mark.parametrize("streams", [1, MANY_SENDERS])
+async def test_auto_goes_quiet_when_passes_have_several_sending_streams(
+    engine_name: str, streams: int
+) -> None:
+    if engine_name != "io_uring":
+        pytest.skip("quiet sends are the io_uring engine's")
+    engine: Any = current_engine()
+    engine.send_mode = "auto"
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    port = listener.extra(SocketAttribute.local_port)
+    pairs = []
+    for _ in range(streams):
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        pairs.append((client, await listener.accept()))
+    before = quiet_posted()
+    for _ in range(3 * LOAD_WINDOW):  # every stream sends once in each pass
+        for client, _server in pairs:
+            await client.send(b"x")
+        await anyio.sleep(0)  # the next pass
+    quiet = quiet_posted() - before
+    if streams == 1:
+        assert quiet == 0, "a lone sending stream sends directly"
+    else:
+        # direct for the first window (no window complete yet), quiet from then on
+        assert quiet >= streams * LOAD_WINDOW
+        # a new connection's first QUIET_AFTER sends go directly all the same
+        newcomer = await anyio.connect_tcp("127.0.0.1", port)
+        pairs.append((newcomer, await listener.accept()))
+        before = quiet_posted()
+        for _ in range(QUIET_AFTER):
+            await newcomer.send(b"y")
+        assert quiet_posted() == before
+        await newcomer.send(b"y")
+        assert quiet_posted() == before + 1
+    for client, server in pairs:
+        await client.aclose()
+        await server.aclose()
+    await listener.aclose()
+
+
+def test_a_bad_send_mode_is_refused(monkeypatch: pytest.MonkeyPatch, engine_name: str) -> None:
+    if engine_name != "io_uring":
+        pytest.skip("quiet sends are the io_uring engine's")
+    monkeypatch.setenv(engine_module.SEND_MODE_ENV, "sometimes")
+
+    async def main() -> None:
+        await anyio.create_tcp_listener(local_host="127.0.0.1")  # the engine starts
+
+    expected = "ANYIO_IOCP_SEND='sometimes': expected one of auto, ring, direct"
+    with pytest.raises(ValueError, match=expected):
+        anyio.run(main, backend="iocp", backend_options={"engine": "io_uring"})
