@@ -200,7 +200,7 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     from anyio_iocp._engines.io_uring.multishot import DIRECT_HITS, LOAD_WINDOW
 
     # the client's bytes must reach the kernel within send(): no quiet sends
-    current_engine().send_mode = "direct"  # type: ignore[attr-defined]
+    current_engine().set_send_mode("direct")  # type: ignore[attr-defined]
     await make_busy(client, server)
     for i in range(max(DIRECT_HITS, LOAD_WINDOW)):  # also fills a window of passes
         await client.send(b"there %d" % i)

@@ -27,7 +27,7 @@ def ring_engine(engine_name: str) -> Any:
     if engine_name != "io_uring":
         pytest.skip("quiet sends are the io_uring engine's")
     engine: Any = current_engine()
-    engine.send_mode = "ring"
+    engine.set_send_mode("ring")
     return engine
 
 
@@ -201,7 +201,7 @@ async def test_auto_goes_quiet_when_passes_have_several_sending_streams(
     if engine_name != "io_uring":
         pytest.skip("quiet sends are the io_uring engine's")
     engine: Any = current_engine()
-    engine.send_mode = "auto"
+    engine.set_send_mode("auto")
     listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
     port = listener.extra(SocketAttribute.local_port)
     pairs = []

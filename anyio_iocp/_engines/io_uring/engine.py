@@ -199,12 +199,13 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.quiet = QuietSends(self._ring)
         #: sending streams per pass: when sends go quiet ("auto")
         self.senders = SendersPerPass()
-        self.send_mode = os.environ.get(SEND_MODE_ENV, "auto")
-        if self.send_mode not in SEND_MODES:
+        mode = os.environ.get(SEND_MODE_ENV, "auto")
+        if mode not in SEND_MODES:
             lib.iou_close(self._ring)
-            raise ValueError(
-                f"{SEND_MODE_ENV}={self.send_mode!r}: expected one of {', '.join(SEND_MODES)}"
-            )
+            raise ValueError(f"{SEND_MODE_ENV}={mode!r}: expected one of {', '.join(SEND_MODES)}")
+        self.send_mode = mode
+        #: quiet sends now or not (decided once per pass: quiet_sends_now)
+        self.quiet_now = mode == "ring"
         #: receives per scheduler pass: how a stream that must wait arms
         self.load = PassLoad()
         self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
@@ -332,10 +333,18 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.counters.count_posted("send", len(ops))
         return ops
 
+    def set_send_mode(self, mode: str) -> None:
+        """How sends that find nothing pending go from now on (``SEND_MODES``)."""
+        if mode not in SEND_MODES:
+            raise ValueError(f"send mode {mode!r}: expected one of {', '.join(SEND_MODES)}")
+        self.send_mode = mode
+        self.quiet_now = self.quiet_sends_now()
+
     def quiet_sends_now(self) -> bool:
         """Whether a send that finds nothing pending goes quiet (one system
         call per pass for every stream's sends), or direct (one each, but
-        at once): quiet while recent passes had several sending streams each."""
+        at once): quiet while recent passes had several sending streams each.
+        Asked once per pass; streams read ``quiet_now``."""
         mode = self.send_mode
         return mode == "ring" or (mode == "auto" and self.senders.many(self.load.passes))
 
@@ -445,6 +454,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
         self.load.passes += 1
         self.budget.new_pass()
+        if self.send_mode == "auto":
+            self.quiet_now = self.senders.many(self.load.passes)
         if (
             not self.closed
             and lib.iou_cq_ready(self._ring)

@@ -90,7 +90,8 @@ class UringStreamIO(ReceivePool, SendChain):
         self._qposted = 0
         self._qlength = 0  # the length of the last one (its user_data)
         self._send_pass = -1  # the last pass this stream sent in (SendersPerPass)
-        self._sends = 0  # sends made, counted up to QUIET_AFTER
+        #: sends made, counted up to QUIET_AFTER ("ring" counts none)
+        self._sends = QUIET_AFTER if engine.send_mode == "ring" else 0
 
     # -- receiving: the pool's primitives -------------------------------------
 
@@ -121,29 +122,27 @@ class UringStreamIO(ReceivePool, SendChain):
         return slot != 0 and self._engine.quiet.done[slot] != self._qposted
 
     def _send_now(self, data: memoryview) -> int:
-        """A quiet send when the engine says the ring pays (see
-        :meth:`UringEngine.quiet_sends_now`), otherwise a direct one; nothing
-        while the last quiet send is in flight (bytes keep their order)."""
-        if self._quiet_in_flight():
-            return 0  # the last quiet send is in flight: send() waits for it
+        """A quiet send while the engine says the ring pays (``quiet_now``,
+        decided once per pass), otherwise a direct one; nothing while the
+        last quiet send is in flight (bytes keep their order)."""
         engine = self._engine
+        slot = self._qslot
+        if slot and engine.quiet.done[slot] != self._qposted:
+            return 0  # the last quiet send is in flight: send() waits for it
         passes = engine.load.passes
         if self._send_pass != passes:  # the first send of this stream in this pass
             self._send_pass = passes
             engine.senders.senders += 1
         if self._sends < QUIET_AFTER:
             self._sends += 1  # (a short connection sends directly: QUIET_AFTER)
-            if engine.send_mode != "ring":
-                return SendChain._send_now(self, data)
-        length = len(data)
-        if self.sendcap == 1 and 0 < length <= QUIET_MAX and engine.quiet_sends_now():
-            slot = self._qslot or self._take_quiet_slot()
+        elif engine.quiet_now and self.sendcap == 1 and 0 < len(data) <= QUIET_MAX:
+            slot = slot or self._take_quiet_slot()
             if slot:
                 obj = data.obj
                 # the caller may reuse a mutable buffer once send() returns
-                keep = obj if type(obj) is bytes and len(obj) == length else bytes(data)
+                keep = obj if type(obj) is bytes and len(obj) == len(data) else bytes(data)
                 engine.post_quiet_send(self, keep, slot)
-                return length
+                return len(data)
         return SendChain._send_now(self, data)
 
     def _take_quiet_slot(self) -> int:
