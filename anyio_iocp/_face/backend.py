@@ -143,8 +143,13 @@ class IocpBackend(TrioBackend):
     @classmethod
     def create_tcp_listener(cls, sock: socket.socket) -> SocketListener:
         state = current_state()
-        engine = state.get_engine()
-        return EngineTCPListener(engine.open_listener(sock, effective(state.overrides)), engine)
+        try:  # the socket is ours now: closed when no listener takes it
+            engine = state.get_engine()
+            listener = engine.open_listener(sock, effective(state.overrides))
+        except BaseException:
+            sock.close()
+            raise
+        return EngineTCPListener(listener, engine)
 
     # -- UNIX streams through the engine -----------------------------------
 
