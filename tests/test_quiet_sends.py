@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, recv_exactly
+from helpers import first_listener, open_pair, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._engines.io_uring import engine as engine_module
@@ -253,9 +253,7 @@ async def test_a_new_streams_first_sends_go_directly(engine_name: str) -> None:
         pytest.skip("quiet sends are the io_uring engine's")
     engine: Any = current_engine()
     engine.set_send_mode("auto")  # (a stream made under "ring" goes quiet at once)
-    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
-    port = listener.extra(SocketAttribute.local_port)
-    ((newcomer, server),) = await connected_pairs(listener, port, 1)
+    listener, newcomer, server = await open_pair()
     engine.set_send_mode("ring")  # from now on, every send that can goes quiet
     before = quiet_posted()
     for _ in range(QUIET_AFTER):
