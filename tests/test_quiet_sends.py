@@ -20,6 +20,7 @@ from anyio_iocp._engines.io_uring.multishot import LOAD_WINDOW
 from anyio_iocp._engines.io_uring.quiet_sends import MANY_SENDERS, QUIET_AFTER
 from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._flow import send_chain
+from anyio_iocp._interface.budget import ScheduleBudget
 
 pytestmark = pytest.mark.anyio
 
@@ -283,3 +284,60 @@ def test_a_bad_send_mode_is_refused(monkeypatch: pytest.MonkeyPatch, engine_name
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaked, "the listener's socket was left open"
+
+
+async def test_a_second_send_in_one_pass_does_not_wait_for_the_quiet_one(engine_name: str) -> None:
+    """A quiet send posted in this pass has not reached the kernel: a second
+    send of its stream hands it over at once instead of waiting a pass, and
+    the bytes keep their order."""
+    engine = ring_engine(engine_name)
+    engine.budget = ScheduleBudget("budget", 60.0)  # no yield between the sends below
+    listener, client, server = await open_pair()
+    before, passes = quiet_posted(), engine.load.passes
+    for letter in b"ABC":
+        await client.send(bytes([letter]) * 1000)
+    assert engine.load.passes == passes, "a send waited a pass for the quiet one before it"
+    assert quiet_posted() == before + 3
+    assert await recv_exactly(server, 3000) == b"A" * 1000 + b"B" * 1000 + b"C" * 1000
+    await client.aclose()
+    await server.aclose()
+    await listener.aclose()
+
+
+async def test_auto_a_stream_that_sends_several_times_a_pass_sends_directly(
+    engine_name: str,
+) -> None:
+    """Under "auto", a stream that sent more than once in this pass or the
+    last one streams: its sends go directly (a quiet one would make the next
+    send of the pass wait for it), and a pass with one send makes it quiet again."""
+    if engine_name != "io_uring":
+        pytest.skip("quiet sends are the io_uring engine's")
+    engine: Any = current_engine()
+    engine.set_send_mode("auto")
+    engine.budget = ScheduleBudget("budget", 60.0)  # no yield between one pass's sends
+    listener, client, server = await open_pair()
+    for _ in range(QUIET_AFTER):  # a new stream's direct sends, several in this pass
+        await client.send(b"w")
+    sent = bytearray(b"w" * QUIET_AFTER)
+
+    async def one_pass(sends: int) -> int:
+        """Quiet sends among ``sends`` sends made in the next pass."""
+        passes = engine.load.passes
+        await anyio.lowlevel.checkpoint()
+        assert engine.load.passes == passes + 1
+        engine.quiet_now = True  # as a window of many sending streams decides
+        before = quiet_posted()
+        for i in range(sends):
+            data = bytes([ord("a") + len(sent) % 26]) * (i + 1)
+            await client.send(data)
+            sent.extend(data)
+        assert engine.load.passes == passes + 1, "the sends took more than one pass"
+        return quiet_posted() - before
+
+    # after a pass of several sends: direct; a pass of one: quiet; of three: the
+    # first quiet, the rest direct (the second hands the first to the kernel)
+    assert [await one_pass(n) for n in (1, 1, 3, 1, 1)] == [0, 1, 1, 0, 1]
+    assert await recv_exactly(server, len(sent)) == bytes(sent)
+    await client.aclose()
+    await server.aclose()
+    await listener.aclose()

@@ -365,6 +365,16 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         quiet.posted += 1
         stream.quiet_posted(len(data))
 
+    def submit_now(self) -> None:
+        """Hand the entries prepared so far to the kernel now, in the middle
+        of a pass, and reap what that completed (a quiet send that another
+        send of its stream must follow)."""
+        if self.closed:
+            return
+        if lib.iou_unsubmitted(self._ring) and self._submit() < 0:
+            return  # refused for now: the entries wait for the pass's submission
+        self._reap_now()
+
     def quiet_op(self, slot: int, length: int) -> UringOp:
         """A quiet send in flight as an operation (to cancel and drain)."""
         return self.quiet.op(slot, length, self._ops)

@@ -29,7 +29,10 @@ The traps
 * Order: a stream has at most one quiet send in flight, and posts nothing else
   (no direct send, no ring send, no queued chain) until the count says it is
   done: the kernel does not order independent sends on one socket when one of
-  them has to wait for room.
+  them has to wait for room.  A quiet send posted in the current pass has not
+  reached the kernel yet, so a second send of its stream in the same pass
+  submits the ring at once (:meth:`UringEngine.submit_now`) instead of
+  waiting a whole pass for it; on loopback it is then done.
 * Short sends: the sends carry ``MSG_WAITALL``, with which the kernel finishes
   a short send on a stream socket by itself; a result below the length is an
   error, copied out.
@@ -45,8 +48,13 @@ The traps
   sends directly.
 * When ("auto"): a stream's first ``QUIET_AFTER`` sends go directly, and later
   ones go quiet while the engine's recent passes had ``MANY_SENDERS`` or more
-  sending streams each (:class:`SendersPerPass`).  ``$ANYIO_IOCP_SEND``:
-  ``ring`` sends quietly whenever the stream can, ``direct`` never does.
+  sending streams each (:class:`SendersPerPass`), except on a stream that
+  sent more than once in this pass or the last one: a stream that streams
+  (a writer's loop, an echo handler that finds more bytes at once) sends
+  directly, one system call each, where quiet sends would make every second
+  send of a pass wait for the first (the demo's echo phase ran at half the
+  rate).  ``$ANYIO_IOCP_SEND``: ``ring`` sends quietly whenever the stream
+  can, ``direct`` never does.
 """
 
 from __future__ import annotations

@@ -90,6 +90,10 @@ class UringStreamIO(ReceivePool, SendChain):
         self._qposted = 0
         self._qlength = 0  # the length of the last one (its user_data)
         self._send_pass = -1  # the last pass this stream sent in (SendersPerPass)
+        #: the last pass this stream sent in more than once: a stream that
+        #: streams (several sends per pass) sends directly ("auto")
+        self._busy_pass = -2
+        self._quiet_pass = -1  # the pass of its last quiet send
         #: sends made, counted up to QUIET_AFTER ("ring" counts none)
         self._sends = QUIET_AFTER if engine.send_mode == "ring" else 0
 
@@ -127,15 +131,29 @@ class UringStreamIO(ReceivePool, SendChain):
         last quiet send is in flight (bytes keep their order)."""
         engine = self._engine
         slot = self._qslot
-        if slot and engine.quiet.done[slot] != self._qposted:
-            return 0  # the last quiet send is in flight: send() waits for it
         passes = engine.load.passes
+        if slot and engine.quiet.done[slot] != self._qposted:
+            # The last quiet send is in flight.  Posted in this pass, it has
+            # not reached the kernel yet: hand it over now rather than wait a
+            # pass (a stream that sends again in the same pass streams).
+            if self._quiet_pass != passes:
+                return 0  # it waits in the kernel: send() waits for it
+            engine.submit_now()
+            if engine.quiet.done[slot] != self._qposted:
+                return 0
         if self._send_pass != passes:  # the first send of this stream in this pass
             self._send_pass = passes
             engine.senders.senders += 1
+        else:
+            self._busy_pass = passes
         if self._sends < QUIET_AFTER:
             self._sends += 1  # (a short connection sends directly: QUIET_AFTER)
-        elif engine.quiet_now and self.sendcap == 1 and 0 < len(data) <= QUIET_MAX:
+        elif (
+            engine.quiet_now
+            and self.sendcap == 1
+            and 0 < len(data) <= QUIET_MAX
+            and (passes - self._busy_pass > 1 or engine.send_mode == "ring")
+        ):
             slot = slot or self._take_quiet_slot()
             if slot:
                 obj = data.obj
@@ -156,6 +174,7 @@ class UringStreamIO(ReceivePool, SendChain):
         """The engine posted a quiet send of ``length`` bytes for this stream."""
         self._qposted = (self._qposted + 1) & COUNT_MASK
         self._qlength = length
+        self._quiet_pass = self._engine.load.passes
 
     def on_quiet_send_complete(self, res: int, length: int) -> None:
         """The reaper copied a quiet send's completion out: it failed, or a
