@@ -299,6 +299,10 @@ async def test_a_second_send_in_one_pass_does_not_wait_for_the_quiet_one(engine_
     assert engine.load.passes == passes, "a send waited a pass for the quiet one before it"
     assert quiet_posted() == before + 3
     assert await recv_exactly(server, 3000) == b"A" * 1000 + b"B" * 1000 + b"C" * 1000
+    stats = anyio_iocp.statistics()
+    assert stats.in_flight.get("send_quiet", 0) == 0
+    # the completions that the C reaper counted are reaped completions too
+    assert stats.completions >= sum(stats.completed.values())
     await client.aclose()
     await server.aclose()
     await listener.aclose()

@@ -106,6 +106,7 @@ class RunState(trio.abc.Instrument):
             engine.in_flight(),
             engine.passes(),
             self.leftovers.bytes_moved(),
+            engine.completions(),
         )
 
     def after_run(self) -> None:

@@ -240,6 +240,10 @@ class Engine(ABC):
         """Scheduler passes seen by the engine's hooks."""
         return self.counters.passes
 
+    def completions(self) -> int:
+        """Completions reaped so far, every kind."""
+        return self.counters.completions
+
     @abstractmethod
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
         """Take ownership of a connected stream socket."""
