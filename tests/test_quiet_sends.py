@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import struct
 import threading
 import warnings
 from typing import Any
@@ -344,4 +345,26 @@ async def test_auto_a_stream_that_sends_several_times_a_pass_sends_directly(
     assert await recv_exactly(server, len(sent)) == bytes(sent)
     await client.aclose()
     await server.aclose()
+    await listener.aclose()
+
+
+async def test_a_failure_found_by_the_second_send_of_a_pass_stops_it(engine_name: str) -> None:
+    """A second send that hands its stream's quiet send to the kernel at once
+    and finds it failed raises, and sends nothing behind the failure."""
+    engine = ring_engine(engine_name)
+    engine.budget = ScheduleBudget("budget", 60.0)  # both sends in one pass
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    peer = socket.socket()
+    await anyio.to_thread.run_sync(peer.connect, listener.extra(SocketAttribute.local_address))
+    stream = await listener.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # a reset: the stream's next send fails
+    await anyio.sleep(0.05)
+    before, passes = quiet_posted(), engine.load.passes
+    await stream.send(b"first")  # quiet: its failure is not known yet
+    with pytest.raises(anyio.BrokenResourceError):
+        await stream.send(b"second")
+    assert engine.load.passes == passes, "the second send did not find the failure at once"
+    assert quiet_posted() == before + 1, "a send went out behind the failed one"
+    await stream.aclose()
     await listener.aclose()

@@ -141,6 +141,8 @@ class UringStreamIO(ReceivePool, SendChain):
             engine.submit_now()
             if engine.quiet.done[slot] != self._qposted:
                 return 0
+            # it may have failed: nothing goes out behind a failed send
+            self._check_send_error()
         if self._send_pass != passes:  # the first send of this stream in this pass
             self._send_pass = passes
             engine.senders.senders += 1
