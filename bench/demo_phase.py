@@ -1,0 +1,99 @@
+"""One phase of the demo (hello, echo or bulk), on several of its columns,
+in interleaved rounds: a closer look at a phase than ``demo.py`` gives.
+
+Each run is one ``anyio.run`` of the phase in this process, with the demo's
+default sizes and data; a round runs every column once, in order.  Prints,
+per column, the median rate with its range and the median process CPU time
+(clients and servers share the thread, as in the demo).
+
+    .venv/bin/python bench/demo_phase.py echo --backends iocp,trio --rounds 5
+
+To compare two versions of the package, run it twice with ``PYTHONPATH``
+set to each checkout (a ``git worktree``), interleaving the invocations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import anyio
+
+# demo.py from the checkout; the package as installed (scripts/setup.sh), or from
+# PYTHONPATH, which comes first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+import demo
+
+PHASES = ("hello", "echo", "bulk")
+#: one run of a phase: its rate; failed checks are added to the list
+Phase = Callable[[list[str]], Awaitable[float]]
+
+
+def phase_runner(phase: str, payload: demo.Payload) -> Phase:
+    sizes = demo.DEFAULT_SIZES
+    if phase == "hello":
+        return lambda failures: demo.run_hello(sizes, failures)
+    if phase == "echo":
+        return lambda failures: demo.run_echo(sizes, payload, failures)
+    return lambda failures: demo.run_bulk(sizes, payload, failures)
+
+
+def run_once(
+    column: demo.Column, phase: Callable[[list[str]], Awaitable[float]]
+) -> tuple[float, float]:
+    """(rate, process CPU seconds) of one run; a failed check raises."""
+    failures: list[str] = []
+
+    async def main() -> float:
+        return await phase(failures)
+
+    cpu = time.process_time()
+    rate = anyio.run(main, backend=column.backend, backend_options=column.options or None)
+    cpu = time.process_time() - cpu
+    if failures:
+        raise SystemExit(f"{column.key}: the phase's check failed: {failures[0]}")
+    return rate, cpu
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phase", choices=PHASES)
+    parser.add_argument(
+        "--backends",
+        default="iocp,trio",
+        help=f"comma-separated demo columns, from: {', '.join(demo.COLUMNS)} (default iocp,trio)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    keys = [k for k in args.backends.split(",") if k]
+    unknown = [k for k in keys if k not in demo.COLUMNS]
+    if unknown or not keys:
+        parser.error(f"--backends {args.backends!r}: expected some of {', '.join(demo.COLUMNS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: expected at least 1")
+    phase = phase_runner(args.phase, demo.make_payload(demo.DEFAULT_SIZES, args.seed))
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
+    for _ in range(args.rounds):
+        for key in keys:
+            runs[key].append(run_once(demo.COLUMNS[key], phase))
+    unit = "MB/s" if args.phase == "bulk" else "/s"
+    print(f"{args.phase} ({args.rounds} interleaved rounds; {sys.executable})")
+    for key, values in runs.items():
+        rates = [rate for rate, _ in values]
+        cpu = statistics.median(c for _, c in values)
+        print(
+            f"  {key:15} median {statistics.median(rates):>10,.0f} {unit}"
+            f"  range {min(rates):,.0f}-{max(rates):,.0f}  CPU {cpu:.2f} s"
+            f"  runs {', '.join(f'{r:,.0f}' for r in rates)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
