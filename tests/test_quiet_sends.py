@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import struct
 import threading
 import warnings
 from typing import Any
@@ -353,12 +352,9 @@ async def test_a_failure_found_by_the_second_send_of_a_pass_stops_it(engine_name
     and finds it failed raises, and sends nothing behind the failure."""
     engine = ring_engine(engine_name)
     engine.budget = ScheduleBudget("budget", 60.0)  # both sends in one pass
-    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
-    peer = socket.socket()
-    await anyio.to_thread.run_sync(peer.connect, listener.extra(SocketAttribute.local_address))
-    stream = await listener.accept()
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()  # a reset: the stream's next send fails
+    stream, peer, _ = await peer_pair()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.sock.close()  # a reset: the stream's next send fails
     await anyio.sleep(0.05)
     before, passes = quiet_posted(), engine.load.passes
     await stream.send(b"first")  # quiet: its failure is not known yet
@@ -367,4 +363,3 @@ async def test_a_failure_found_by_the_second_send_of_a_pass_stops_it(engine_name
     assert engine.load.passes == passes, "the second send did not find the failure at once"
     assert quiet_posted() == before + 1, "a send went out behind the failed one"
     await stream.aclose()
-    await listener.aclose()

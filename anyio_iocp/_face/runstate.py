@@ -98,7 +98,7 @@ class RunState(trio.abc.Instrument):
         asking does not start it)."""
         engine = self.engine
         if engine is None:
-            return run_statistics(self.info.name, EngineCounters(), {}, {}, 0, (0, 0))
+            return run_statistics(self.info.name, EngineCounters(), {}, {}, 0, (0, 0), 0)
         return run_statistics(
             engine.info.name,
             engine.counters,

@@ -197,12 +197,12 @@ def run_statistics(
     in_flight: dict[str, int],
     passes: int,
     bytes_moved: tuple[int, int],
-    completions: int | None = None,
+    completions: int,
 ) -> RunStatistics:
     """Build a snapshot from the counters, what the engine posted and has in
-    flight, its scheduler passes, and the (in, out) bytes of the run's streams;
-    ``completions``: the engine's count where the counters' misses some (the
-    io_uring reaper counts quiet sends in C)."""
+    flight, its scheduler passes, the (in, out) bytes of the run's streams, and
+    the completions it reaped (``Engine.completions``: the io_uring reaper
+    counts some in C, not in the counters)."""
     completed = {kind: n - in_flight.get(kind, 0) for kind, n in posted.items()}
     return RunStatistics(
         engine=engine,
@@ -210,7 +210,7 @@ def run_statistics(
         posted=posted,
         completed=completed,
         in_flight={k: v for k, v in in_flight.items() if v},
-        completions=counters.completions if completions is None else completions,
+        completions=completions,
         reaps=counters.reaps,
         passes=passes,
         submits=counters.submits,

@@ -93,7 +93,6 @@ class UringStreamIO(ReceivePool, SendChain):
         #: the last pass this stream sent in more than once: a stream that
         #: streams (several sends per pass) sends directly ("auto")
         self._busy_pass = -2
-        self._quiet_pass = -1  # the pass of its last quiet send
         #: sends made, counted up to QUIET_AFTER ("ring" counts none)
         self._sends = QUIET_AFTER if engine.send_mode == "ring" else 0
 
@@ -133,10 +132,11 @@ class UringStreamIO(ReceivePool, SendChain):
         slot = self._qslot
         passes = engine.load.passes
         if slot and engine.quiet.done[slot] != self._qposted:
-            # The last quiet send is in flight.  Posted in this pass, it has
-            # not reached the kernel yet: hand it over now rather than wait a
-            # pass (a stream that sends again in the same pass streams).
-            if self._quiet_pass != passes:
+            # The last quiet send is in flight: nothing of the stream went out
+            # after it, so it is the stream's last send.  Posted in this pass,
+            # it has not reached the kernel yet: hand it over now rather than
+            # wait a pass (a stream that sends again in the same pass streams).
+            if self._send_pass != passes:
                 return 0  # it waits in the kernel: send() waits for it
             engine.submit_now()
             if engine.quiet.done[slot] != self._qposted:
@@ -176,7 +176,6 @@ class UringStreamIO(ReceivePool, SendChain):
         """The engine posted a quiet send of ``length`` bytes for this stream."""
         self._qposted = (self._qposted + 1) & COUNT_MASK
         self._qlength = length
-        self._quiet_pass = self._engine.load.passes
 
     def on_quiet_send_complete(self, res: int, length: int) -> None:
         """The reaper copied a quiet send's completion out: it failed, or a
