@@ -36,6 +36,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,6 +139,39 @@ def _create_test_runner(cls: Any, options: dict[str, Any]) -> TestRunner:
 
 _anyio_test_runner = IocpBackend.create_test_runner
 IocpBackend.create_test_runner = classmethod(_create_test_runner)  # type: ignore[method-assign,assignment]
+
+
+#: the checkout's package, beside this tests folder (absent where the tests
+#: are copied without it, as under Wine)
+CHECKOUT_PACKAGE = Path(__file__).resolve().parent.parent / "anyio_iocp"
+
+
+def stale_modules(checkout: Path, imported: Path) -> list[str]:
+    """The checkout's modules that the imported copy lacks or has otherwise."""
+    stale = []
+    for source in sorted(checkout.rglob("*.py")):
+        name = source.relative_to(checkout)
+        copy = imported / name
+        if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+            stale.append(str(name))
+    return stale
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The tests import the installed package: stop at once when it is not the
+    checkout's code, which would test something other than what was edited."""
+    imported = Path(anyio_iocp.__file__).resolve().parent
+    if not CHECKOUT_PACKAGE.is_dir() or imported == CHECKOUT_PACKAGE:
+        return
+    stale = stale_modules(CHECKOUT_PACKAGE, imported)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        pytest.exit(
+            f"the imported anyio_iocp ({imported}) is not this checkout's: {shown} "
+            "differ. Reinstall it (bash scripts/setup.sh), or run with PYTHONPATH=. "
+            "to test the checkout's own files.",
+            returncode=4,
+        )
 
 
 @pytest.fixture
