@@ -12,6 +12,10 @@
 # starts once the server listens (start-up and imports are not counted) and
 # stops when the load ends.  Under callgrind the server runs some 50 times
 # slower, so it finds more work waiting per scheduler pass than at full speed.
+# The iocp backends' budget (schedule points on a budget) is wall-clock time:
+# under the slowdown 1 ms covers some 50 times less work, so calls yield more
+# often than at full speed.  ANYIO_IOCP_BUDGET=0.05 scales it to the slowdown;
+# the output line names the budget in use (docs/performance.md compares both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 test=$2 seconds=${3:-4}
@@ -37,12 +41,13 @@ callgrind_control -d "$vg" >/dev/null 2>&1  # dumps what was counted to cg.out.1
 kill "$vg"
 wait "$vg" 2>/dev/null || true
 "$py" - "$backend" "$test" "$work/load.json" "$work/cg.out.1" <<'PY'
-import json, sys
+import json, os, sys
 backend, test, load, dump = sys.argv[1:]
 result = json.load(open(load))
 units = result.get("exchanges") or result.get("ops")
 total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
 name = "exchange" if test == "churn" else "message"
+budget = os.environ.get("ANYIO_IOCP_BUDGET") or "default"
 print(f"{backend} {test}: {total / units / 1000:.1f} K instructions per {name} "
-      f"({units} {name}s counted)")
+      f"({units} {name}s counted; budget {budget})")
 PY

@@ -24,7 +24,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import open_pair, steps_of_this_task
 
 from anyio_iocp._face.runstate import current_engine
-from anyio_iocp._face.schedule import SCHEDULE_ENV
+from anyio_iocp._face.schedule import BUDGET_ENV, MAX_BUDGET_SECONDS, SCHEDULE_ENV
 from anyio_iocp._interface.budget import BUDGET_SECONDS, SCHEDULES, ScheduleBudget
 
 #: how long the busy tasks run, and when the sleeper's deadline is
@@ -238,6 +238,59 @@ def test_the_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         ScheduleBudget("sometimes")
     with pytest.raises(ValueError, match="positive number of seconds"):
         ScheduleBudget("budget", 0.0)
+
+
+def test_the_budget_length_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def budget() -> tuple[str, float]:
+        listener, client, server = await open_pair()  # the engine starts
+        async with listener, client, server:
+            engine_budget = current_engine().budget
+            return engine_budget.schedule, engine_budget.seconds
+
+    monkeypatch.delenv(SCHEDULE_ENV, raising=False)
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+    run: Any = anyio.run
+    assert run(budget, backend="iocp") == ("budget", BUDGET_SECONDS)
+    assert run(budget, backend="iocp", backend_options={"budget": 0.05}) == ("budget", 0.05)
+    assert run(budget, backend="iocp", backend_options={"budget": 1}) == ("budget", 1.0)
+    monkeypatch.setenv(BUDGET_ENV, "0.02")
+    assert run(budget, backend="iocp") == ("budget", 0.02)
+    # the option wins over the environment
+    assert run(budget, backend="iocp", backend_options={"budget": 0.003}) == ("budget", 0.003)
+    # strict mode has no budget
+    strict = run(budget, backend="iocp", backend_options={"schedule": "strict"})
+    assert strict[0] == "strict" and strict[1] == -float("inf")
+    for bad in (0, -0.001, MAX_BUDGET_SECONDS * 2, float("inf"), float("nan"), True, "fast"):
+        with pytest.raises(ValueError, match="backend option 'budget' must be a number of seconds"):
+            run(budget, backend="iocp", backend_options={"budget": bad})
+    for bad_env in ("soon", "0", "-1", "5"):
+        monkeypatch.setenv(BUDGET_ENV, bad_env)
+        with pytest.raises(ValueError, match=f"{BUDGET_ENV}='{bad_env}' must be a number"):
+            run(budget, backend="iocp")
+
+
+def test_a_longer_budget_yields_less(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The length reaches the stream layer: with the longest budget, calls
+    that did not wait yield about once per second spent, not once per
+    millisecond."""
+    monkeypatch.delenv(SCHEDULE_ENV, raising=False)
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+
+    async def yields() -> tuple[int, float]:
+        listener, client, server = await open_pair()
+        async with listener, client, server:
+            started = time.monotonic()
+            yielded = await schedule_points_of(server, client, 2000)
+            return yielded, time.monotonic() - started
+
+    run: Any = anyio.run
+    options = {"budget": MAX_BUDGET_SECONDS}
+    yielded, elapsed = run(yields, backend="iocp", backend_options=options)
+    assert yielded <= 2 + elapsed / MAX_BUDGET_SECONDS
+    # the same calls under the default budget (1 ms) take several milliseconds
+    # and yield more than that
+    yielded, elapsed = run(yields, backend="iocp")
+    assert yielded > 2 + elapsed / MAX_BUDGET_SECONDS
 
 
 @pytest.mark.anyio

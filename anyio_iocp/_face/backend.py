@@ -30,7 +30,7 @@ from anyio.abc import (
 from anyio_iocp._face.adapters import start_run as start_adapters
 from anyio_iocp._face.api import check_port
 from anyio_iocp._face.runstate import RunState, current_state, new_run_state
-from anyio_iocp._face.schedule import requested_schedule
+from anyio_iocp._face.schedule import requested_budget, requested_schedule
 from anyio_iocp._face.tuning import effective, run_overrides
 from anyio_iocp._interface.engine import Engine, EngineInfo, MessageIO
 from anyio_iocp._interface.settings import RANGES, Tuning
@@ -58,7 +58,7 @@ T = TypeVar("T")
 TRIO_OPTIONS = tuple(
     name for name in inspect.signature(trio.run).parameters if name not in ("async_fn", "args")
 )
-OWN_OPTIONS = ("engine", "adapters", "schedule", "profile", *RANGES)
+OWN_OPTIONS = ("engine", "adapters", "schedule", "budget", "profile", *RANGES)
 
 
 def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
@@ -72,8 +72,10 @@ def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
     overrides = run_overrides(trio_options)  # profile, backlog, sendcap, ...
     adapters = start_adapters(trio_options.pop("adapters", None))  # on by default
     schedule = requested_schedule(trio_options.pop("schedule", None))
+    budget = requested_budget(trio_options.pop("budget", None))
     state = new_run_state(trio_options.pop("engine", None), overrides)
     state.schedule = schedule
+    state.budget_seconds = budget
     state.adapters = adapters
     trio_options["instruments"] = [*trio_options.get("instruments", ()), state]
     return state, trio_options

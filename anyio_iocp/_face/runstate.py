@@ -28,7 +28,7 @@ from anyio_iocp._face.engines import create_engine, select_engine
 from anyio_iocp._face.fallback import warn_if_shim_missing
 from anyio_iocp._face.tuning import Overrides
 from anyio_iocp._interface import trace as _trace
-from anyio_iocp._interface.budget import ScheduleBudget
+from anyio_iocp._interface.budget import BUDGET_SECONDS, ScheduleBudget
 from anyio_iocp._interface.engine import Engine, EngineInfo
 from anyio_iocp._interface.leftovers import Leftovers
 from anyio_iocp._interface.stats import EngineCounters, RunStatistics, add_finished, run_statistics
@@ -53,6 +53,8 @@ class RunState(trio.abc.Instrument):
         self.adapters = True
         #: "budget" or "strict": when stream calls that did not wait yield
         self.schedule = "budget"
+        #: the budget's length in seconds (unused in strict mode)
+        self.budget_seconds = BUDGET_SECONDS
 
     def get_engine(self) -> Engine:
         engine = self.engine
@@ -61,7 +63,7 @@ class RunState(trio.abc.Instrument):
                 _trace_selection(self.info)
             engine = self.engine = create_engine(self.info)
             engine.leftovers = self.leftovers
-            engine.budget = ScheduleBudget(self.schedule)
+            engine.budget = ScheduleBudget(self.schedule, self.budget_seconds)
             uninstall = install_pass_hooks(
                 engine.before_io_wait, engine.after_io_wait, BACKEND_NAME
             )

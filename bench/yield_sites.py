@@ -1,0 +1,154 @@
+"""Where the benchmark server yields, per echoed message, at full speed.
+
+Counts the server's calls of ``trio.lowlevel.cancel_shielded_checkpoint`` (the
+yields of calls that did not wait) by the module that made them: the stream
+layer's budget (``sockets.py``), a receive that yields once before it waits
+(``stream.py``, io_uring's "yield first"), and the rest.  For the io_uring
+engine it also counts what the look after a "yield first" found.  Counts, not
+times: they say what the server did per message, which a profiler's slowdown
+changes (docs/performance.md, "What callgrind's figures measure").
+
+    .venv/bin/python bench/yield_sites.py --backend iocp --conns 64 --pin same,split
+    .venv/bin/python bench/yield_sites.py --conns 64 --pin same --callgrind
+
+Needs bench/.build/loadgen (built by bench/run.py).  The server imports the
+package from ``PYTHONPATH`` when set, otherwise the installed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+LOADGEN = BENCH / ".build" / "loadgen"
+#: CPU of the server, and of the load generator per placement
+SERVER_CPU = 1
+LOAD_CPU = {"same": 1, "split": 0}
+
+
+def serve(backend: str, out: str) -> None:
+    """The server: bench/server_app.py with the yields counted; SIGUSR1 starts
+    the count, SIGUSR2 writes it to ``out`` and ends the process."""
+    import runpy
+
+    import trio
+
+    counts: collections.Counter[str] = collections.Counter()
+    checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+
+    async def counted() -> None:
+        caller = sys._getframe(1).f_code.co_filename
+        counts[Path(caller).name] += 1
+        await checkpoint()
+
+    trio.lowlevel.cancel_shielded_checkpoint = counted
+    try:
+        from anyio_iocp._engines.io_uring import stream as uring_stream
+
+        looked_again = vars(uring_stream)["looked_again"]
+
+        def counted_look(stream: Any, found: bool) -> None:
+            counts["look found bytes" if found else "look found nothing"] += 1
+            looked_again(stream, found)
+
+        vars(uring_stream)["looked_again"] = counted_look
+    except ImportError:  # no io_uring shim here
+        pass
+
+    def dump(*_: object) -> None:
+        Path(out).write_text(json.dumps(counts))
+        os._exit(0)
+
+    signal.signal(signal.SIGUSR1, lambda *_: counts.clear())
+    signal.signal(signal.SIGUSR2, dump)
+    sys.argv = [str(BENCH / "server_app.py"), backend, "echo"]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+#: the server under callgrind, as bench/callgrind.sh runs it (instrumented:
+#: some 50 times slower), for the counts of that run
+CALLGRIND = ("valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+
+
+def measure(
+    backend: str, conns: int, seconds: float, pin: str, out: Path, callgrind: bool
+) -> dict[str, float]:
+    wrapper = CALLGRIND if callgrind else ()
+    serve_args = [sys.executable, __file__, "--serve", backend, str(out)]
+    server = subprocess.Popen(
+        ["taskset", "-c", str(SERVER_CPU), *wrapper, *serve_args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        server.send_signal(signal.SIGUSR1)
+        time.sleep(0.1)
+        load_args = [str(LOADGEN), "echo", "127.0.0.1", port, str(conns), "64", str(seconds)]
+        load = subprocess.run(
+            ["taskset", "-c", str(LOAD_CPU[pin]), *load_args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        server.send_signal(signal.SIGUSR2)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    messages = json.loads(load.stdout)["ops"]
+    counts = json.loads(out.read_text())
+    names = {"sockets.py": "budget", "stream.py": "yield first"}
+    per_message: dict[str, float] = collections.defaultdict(float)
+    for site, count in counts.items():
+        per_message[names.get(site, site if site.startswith("look") else "other")] += count
+    return {name: count / messages for name, count in sorted(per_message.items())} | {
+        "messages": messages
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", nargs=2, metavar=("BACKEND", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="iocp", help="a backend of bench/server_app.py")
+    parser.add_argument("--conns", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--pin", default="same,split", help="same, split, or same,split for both")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="the server under callgrind (bench/callgrind.sh)"
+    )
+    args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
+    pins = args.pin.split(",")
+    if unknown := [pin for pin in pins if pin not in LOAD_CPU]:
+        parser.error(f"unknown --pin {unknown[0]!r}: expected same or split (comma-separated)")
+    if not LOADGEN.exists():
+        parser.error(f"{LOADGEN} is missing: bench/run.py builds it")
+    out = Path(f"/tmp/yield_sites.{os.getpid()}.json")
+    try:
+        for pin in pins:
+            result = measure(args.backend, args.conns, args.seconds, pin, out, args.callgrind)
+            messages = int(result.pop("messages"))
+            shown = ", ".join(f"{name} {value:.3f}" for name, value in result.items())
+            print(
+                f"{args.backend} echo {args.conns} conns, {pin}: {messages} messages; "
+                f"per message: {shown or 'no yields'}"
+            )
+    finally:
+        out.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
