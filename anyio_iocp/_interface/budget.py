@@ -26,7 +26,9 @@ What stays as in Trio
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its
-budget is minus infinity, so every call that did not wait yields.
+budget is minus infinity, so every call that did not wait yields.  The
+budget's length is ``budget=`` (``backend_options`` or ``$ANYIO_IOCP_BUDGET``,
+in seconds; :mod:`anyio_iocp._face.schedule`).
 
 How it is kept cheap
 --------------------
