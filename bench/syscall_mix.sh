@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Every system call the server makes per unit of work, by name, with the
+# io_uring requests it submits and its CPU time (task-clock), from perf's
+# tracepoints: where a connection's or a message's kernel entries go.
+# usage: bench/syscall_mix.sh BACKEND TEST [SECONDS]
+#   TEST: echo1, echo64 (per message) or churn (per exchange: connect, hello,
+#   hello back, close; 16 at once).  Server on CPU 1, load generator on CPU 0.
+# Needs bench/.build/loadgen (built by bench/run.py), Debian's linux-perf, and
+# root or perf_event_paranoid <= 1.  The CPU time moves with the machine's
+# load; the counts much less.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=$1 test=$2 seconds=${3:-3}
+py=${PYTHON:-python3}
+case $test in
+    echo1) mode=echo load=(echo 1 64) ;;
+    echo64) mode=echo load=(echo 64 64) ;;
+    churn) mode=hello load=(churn 16) ;;
+    *) echo "unknown test $test (echo1, echo64, churn)" >&2; exit 2 ;;
+esac
+work=$(mktemp -d)
+trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+taskset -c 1 "$py" bench/server_app.py "$backend" "$mode" >"$work/port" 2>/dev/null &
+srv=$!
+for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+port=$(head -1 "$work/port")
+perf stat -x, -e 'syscalls:sys_enter_*' -e io_uring:io_uring_submit_req -e task-clock \
+    -p "$srv" -o "$work/perf" -- sleep "$((${seconds%.*} + 1))" 2>/dev/null &
+perf_pid=$!
+sleep 0.3
+taskset -c 0 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
+    >"$work/load.json"
+wait $perf_pid
+"$py" - "$backend" "$test" "$work/load.json" "$work/perf" <<'PY'
+import json, sys
+backend, test, load, perf = sys.argv[1:]
+result = json.load(open(load))
+units = result.get("exchanges") or result["ops"]
+unit = "exchange" if test == "churn" else "message"
+calls, ring, cpu_ms = {}, 0.0, 0.0
+for line in open(perf):
+    fields = line.strip().split(",")
+    if len(fields) < 3 or not fields[0].replace(".", "").isdigit():
+        continue
+    value, event = float(fields[0]), fields[2]
+    if event == "task-clock":
+        cpu_ms = value
+    elif event == "io_uring:io_uring_submit_req":
+        ring = value
+    elif value:
+        calls[event.removeprefix("syscalls:sys_enter_")] = value
+total = sum(calls.values())
+mix = ", ".join(f"{name} {n / units:.2f}" for name, n in sorted(calls.items(), key=lambda c: -c[1])
+                if n / units >= 0.01)
+print(f"{backend} {test}: {units} {unit}s; per {unit}: {total / units:.2f} system calls "
+      f"({mix}); {ring / units:.2f} io_uring requests; {cpu_ms * 1000 / units:.1f} us CPU")
+PY
