@@ -6,8 +6,9 @@
 #   TEST: echo1, echo64 (per message) or churn (per exchange: connect, hello,
 #   hello back, close; 16 at once).  Server on CPU 1, load generator on CPU 0.
 # Needs bench/.build/loadgen (built by bench/run.py), Debian's linux-perf, and
-# root or perf_event_paranoid <= 1.  The CPU time moves with the machine's
-# load; the counts much less.
+# root or perf_event_paranoid <= 1.  The CPU times (task-clock, and user and
+# system time from /proc while the load runs) move with the machine's load;
+# the counts much less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 test=$2 seconds=${3:-3}
@@ -28,12 +29,15 @@ perf stat -x, -e 'syscalls:sys_enter_*' -e io_uring:io_uring_submit_req -e task-
     -p "$srv" -o "$work/perf" -- sleep "$((${seconds%.*} + 1))" 2>/dev/null &
 perf_pid=$!
 sleep 0.3
+cut -d' ' -f14,15 "/proc/$srv/stat" >"$work/cpu"  # user and system clock ticks
 taskset -c 0 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
     >"$work/load.json"
+cut -d' ' -f14,15 "/proc/$srv/stat" >>"$work/cpu"
 wait $perf_pid
-"$py" - "$backend" "$test" "$work/load.json" "$work/perf" <<'PY'
+"$py" - "$backend" "$test" "$work/load.json" "$work/perf" "$work/cpu" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-backend, test, load, perf = sys.argv[1:]
+backend, test, load, perf, cpu, tick = sys.argv[1:]
+(user0, sys0), (user1, sys1) = (map(int, line.split()) for line in open(cpu))
 result = json.load(open(load))
 units = result.get("exchanges") or result["ops"]
 unit = "exchange" if test == "churn" else "message"
@@ -52,6 +56,9 @@ for line in open(perf):
 total = sum(calls.values())
 mix = ", ".join(f"{name} {n / units:.2f}" for name, n in sorted(calls.items(), key=lambda c: -c[1])
                 if n / units >= 0.01)
+per_unit_us = 1e6 / int(tick) / units
 print(f"{backend} {test}: {units} {unit}s; per {unit}: {total / units:.2f} system calls "
-      f"({mix}); {ring / units:.2f} io_uring requests; {cpu_ms * 1000 / units:.1f} us CPU")
+      f"({mix}); {ring / units:.2f} io_uring requests; {cpu_ms * 1000 / units:.1f} us CPU "
+      f"(during the load: user {(user1 - user0) * per_unit_us:.1f}, "
+      f"system {(sys1 - sys0) * per_unit_us:.1f})")
 PY
