@@ -20,12 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 test=$2 seconds=${3:-4}
 py=${PYTHON:-python3}
-case $test in
-    echo1) mode=echo load=(echo 1 64) ;;
-    echo64) mode=echo load=(echo 64 64) ;;
-    churn) mode=hello load=(churn 16) ;;
-    *) echo "unknown test $test (echo1, echo64, churn)" >&2; exit 2 ;;
-esac
+. bench/echo_server.sh
+test_load "$test"
 work=$(mktemp -d)
 trap 'kill $vg 2>/dev/null || true; rm -rf "$work"' EXIT
 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
@@ -47,7 +43,12 @@ result = json.load(open(load))
 units = result.get("exchanges") or result.get("ops")
 total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
 name = "exchange" if test == "churn" else "message"
-budget = os.environ.get("ANYIO_IOCP_BUDGET") or "default"
+if backend == "iocp-strict" or os.environ.get("ANYIO_IOCP_SCHEDULE") == "strict":
+    schedule = "; strict schedule"
+elif backend.startswith("iocp"):
+    schedule = f"; budget {(os.environ.get('ANYIO_IOCP_BUDGET') or '').strip() or '0.001 (default)'} s"
+else:
+    schedule = ""
 print(f"{backend} {test}: {total / units / 1000:.1f} K instructions per {name} "
-      f"({units} {name}s counted; budget {budget})")
+      f"({units} {name}s counted{schedule})")
 PY

@@ -1,17 +1,35 @@
-# Sourced by bench/cpu_split.sh and bench/syscalls.sh (not run on its own).
-# start_echo_server BACKEND: starts bench/server_app.py in echo mode with "$py",
+# Sourced by bench/cpu_split.sh, bench/syscalls.sh, bench/syscall_mix.sh and
+# bench/callgrind.sh (not run on its own).
+# start_server BACKEND MODE: starts bench/server_app.py in MODE with "$py",
 # pins it to CPU 1, sets $srv (its pid) and $port, and on exit kills it and
-# removes the files listed in $cleanup_files.
+# removes the files listed in $cleanup_files.  start_echo_server BACKEND: the
+# same in echo mode.
+# test_load TEST: the server's mode ($mode) and the load generator's
+# arguments ($load: its mode, then what follows host and port) of a test
+# named echo1, echo64 or churn.
 cleanup_files=()
 
-start_echo_server() {
+start_server() {
     local portfile
     portfile=$(mktemp)
     cleanup_files+=("$portfile")
-    "$py" bench/server_app.py "$1" echo >"$portfile" 2>/dev/null &
+    "$py" bench/server_app.py "$1" "$2" >"$portfile" 2>/dev/null &
     srv=$!
     trap 'kill $srv 2>/dev/null; rm -f "${cleanup_files[@]}"' EXIT
     for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done
     taskset -apc 1 "$srv" >/dev/null
     port=$(head -1 "$portfile")
+}
+
+start_echo_server() {
+    start_server "$1" echo
+}
+
+test_load() {
+    case $1 in
+        echo1) mode=echo load=(echo 1 64) ;;
+        echo64) mode=echo load=(echo 64 64) ;;
+        churn) mode=hello load=(churn 16) ;;
+        *) echo "unknown test $1 (echo1, echo64, churn)" >&2; exit 2 ;;
+    esac
 }

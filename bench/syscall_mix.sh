@@ -13,28 +13,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 test=$2 seconds=${3:-3}
 py=${PYTHON:-python3}
-case $test in
-    echo1) mode=echo load=(echo 1 64) ;;
-    echo64) mode=echo load=(echo 64 64) ;;
-    churn) mode=hello load=(churn 16) ;;
-    *) echo "unknown test $test (echo1, echo64, churn)" >&2; exit 2 ;;
-esac
-work=$(mktemp -d)
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
-taskset -c 1 "$py" bench/server_app.py "$backend" "$mode" >"$work/port" 2>/dev/null &
-srv=$!
-for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
-port=$(head -1 "$work/port")
+. bench/echo_server.sh
+test_load "$test"
+start_server "$backend" "$mode"
+perfout=$(mktemp) cpu=$(mktemp) result=$(mktemp)
+cleanup_files+=("$perfout" "$cpu" "$result")
+# counts the server's threads of the moment (the I/O runs on its main thread)
+# until it is told to stop, once the load has ended
 perf stat -x, -e 'syscalls:sys_enter_*' -e io_uring:io_uring_submit_req -e task-clock \
-    -p "$srv" -o "$work/perf" -- sleep "$((${seconds%.*} + 1))" 2>/dev/null &
+    -p "$srv" -o "$perfout" 2>/dev/null &
 perf_pid=$!
 sleep 0.3
-cut -d' ' -f14,15 "/proc/$srv/stat" >"$work/cpu"  # user and system clock ticks
+cut -d' ' -f14,15 "/proc/$srv/stat" >"$cpu"  # user and system clock ticks
 taskset -c 0 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
-    >"$work/load.json"
-cut -d' ' -f14,15 "/proc/$srv/stat" >>"$work/cpu"
-wait $perf_pid
-"$py" - "$backend" "$test" "$work/load.json" "$work/perf" "$work/cpu" "$(getconf CLK_TCK)" <<'PY'
+    >"$result"
+cut -d' ' -f14,15 "/proc/$srv/stat" >>"$cpu"
+kill -INT $perf_pid
+wait $perf_pid || true
+"$py" - "$backend" "$test" "$result" "$perfout" "$cpu" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 backend, test, load, perf, cpu, tick = sys.argv[1:]
 (user0, sys0), (user1, sys1) = (map(int, line.split()) for line in open(cpu))

@@ -1,10 +1,10 @@
 """Where the benchmark server yields, per echoed message, at full speed.
 
 Counts the server's calls of ``trio.lowlevel.cancel_shielded_checkpoint`` (the
-yields of calls that did not wait) by the module that made them: the stream
-layer's budget (``sockets.py``), a receive that yields once before it waits
-(``stream.py``, io_uring's "yield first"), and the rest.  For the io_uring
-engine it also counts what the look after a "yield first" found.  Counts, not
+yields of calls that did not wait): the stream layer's budget
+(``sockets.py``), a receive that yields once before it waits ("yield first",
+``anyio_iocp._flow.yield_first``, on every engine) with what the look after
+it found, and the rest.  Counts, not
 times: they say what the server did per message, which a profiler's slowdown
 changes (docs/performance.md, "What callgrind's figures measure").
 
@@ -51,18 +51,28 @@ def serve(backend: str, out: str) -> None:
         await checkpoint()
 
     trio.lowlevel.cancel_shielded_checkpoint = counted
-    try:
-        from anyio_iocp._engines.io_uring import stream as uring_stream
 
-        looked_again = vars(uring_stream)["looked_again"]
+    from anyio_iocp._flow import yield_first
 
-        def counted_look(stream: Any, found: bool) -> None:
-            counts["look found bytes" if found else "look found nothing"] += 1
-            looked_again(stream, found)
+    should_yield_first, looked_again = yield_first.should_yield_first, yield_first.looked_again
 
-        vars(uring_stream)["looked_again"] = counted_look
-    except ImportError:  # no io_uring shim here
-        pass
+    def counted_decision(stream: Any) -> bool:
+        yields = should_yield_first(stream)
+        counts["yield first"] += yields
+        return yields
+
+    def counted_look(stream: Any, found: bool) -> None:
+        counts["look found bytes" if found else "look found nothing"] += 1
+        looked_again(stream, found)
+
+    # every engine imports the two by name: replace them in the module and in
+    # every module loaded already (the engines load when the run starts)
+    replaced = {id(should_yield_first): counted_decision, id(looked_again): counted_look}
+    for module in [yield_first, *list(sys.modules.values())]:
+        names = vars(module) if module is not None else {}
+        for name, value in list(names.items()):
+            if id(value) in replaced:
+                names[name] = replaced[id(value)]
 
     def dump(*_: object) -> None:
         Path(out).write_text(json.dumps(counts))
@@ -108,13 +118,12 @@ def measure(
             server.kill()
     messages = json.loads(load.stdout)["ops"]
     counts = json.loads(out.read_text())
-    names = {"sockets.py": "budget", "stream.py": "yield first"}
-    per_message: dict[str, float] = collections.defaultdict(float)
-    for site, count in counts.items():
-        per_message[names.get(site, site if site.startswith("look") else "other")] += count
-    return {name: count / messages for name, count in sorted(per_message.items())} | {
-        "messages": messages
-    }
+    # every yield first is one of the yields counted by module: the rest are "other"
+    kinds = {"budget": counts.pop("sockets.py", 0)}
+    for kind in ("yield first", "look found bytes", "look found nothing"):
+        kinds[kind] = counts.pop(kind, 0)
+    kinds["other"] = sum(counts.values()) - kinds["yield first"]
+    return {kind: count / messages for kind, count in kinds.items()} | {"messages": messages}
 
 
 def main() -> None:

@@ -45,9 +45,11 @@ from helpers import MovedClock
 
 import anyio_iocp
 from anyio_iocp._face.backend import IocpBackend
+from anyio_iocp._face.schedule import BUDGET_ENV, SCHEDULE_ENV
 
-#: the environment settings a variant may set (the others are cleared)
-VARIANT_ENV = ("ANYIO_IOCP_RECV", "ANYIO_IOCP_SEND")
+#: the environment settings a variant may set (the others are cleared, with
+#: the run's schedule settings: a marker or a test sets those)
+VARIANT_ENV = ("ANYIO_IOCP_RECV", "ANYIO_IOCP_SEND", SCHEDULE_ENV, BUDGET_ENV)
 #: variant -> (engine, its environment settings)
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "io_uring": ("io_uring", {}),
@@ -146,11 +148,18 @@ IocpBackend.create_test_runner = classmethod(_create_test_runner)  # type: ignor
 CHECKOUT_PACKAGE = Path(__file__).resolve().parent.parent / "anyio_iocp"
 
 
+#: modules generated at build time, not part of the checkout's code
+#: (git-ignored; setup.py writes them into the installed copy)
+GENERATED = {Path("_engines/iocp/_winsock_cffi.py")}
+
+
 def stale_modules(checkout: Path, imported: Path) -> list[str]:
     """The checkout's modules that the imported copy lacks or has otherwise."""
     stale = []
     for source in sorted(checkout.rglob("*.py")):
         name = source.relative_to(checkout)
+        if name in GENERATED:
+            continue
         copy = imported / name
         if not copy.is_file() or copy.read_bytes() != source.read_bytes():
             stale.append(str(name))
@@ -166,9 +175,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     stale = stale_modules(CHECKOUT_PACKAGE, imported)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        verb = "differs" if len(stale) == 1 else "differ"
         pytest.exit(
             f"the imported anyio_iocp ({imported}) is not this checkout's: {shown} "
-            "differ. Reinstall it (bash scripts/setup.sh), or run with PYTHONPATH=. "
+            f"{verb}. Reinstall it (bash scripts/setup.sh), or run with PYTHONPATH=. "
             "to test the checkout's own files.",
             returncode=4,
         )
