@@ -9,9 +9,9 @@ backend=$1 conns=$2 seconds=${3:-4}
 py=${PYTHON:-python3}
 . bench/echo_server.sh
 start_echo_server "$backend"
-read -r u0 s0 < <(awk '{print $14, $15}' /proc/$srv/stat)
+read -r u0 s0 < <(server_ticks)
 result=$(taskset -c 0 bench/.build/loadgen echo 127.0.0.1 "$port" "$conns" 64 "$seconds")
-read -r u1 s1 < <(awk '{print $14, $15}' /proc/$srv/stat)
+read -r u1 s1 < <(server_ticks)
 "$py" - "$backend" "$conns" "$seconds" "$u0" "$s0" "$u1" "$s1" "$result" <<'PY'
 import json, os, sys
 backend, conns, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -4,6 +4,8 @@
 # pins it to CPU 1, sets $srv (its pid) and $port, and on exit kills it and
 # removes the files listed in $cleanup_files.  start_echo_server BACKEND: the
 # same in echo mode.
+# server_ticks: the server's user and system CPU so far, in clock ticks
+# (/proc/PID/stat), on one line.
 # test_load TEST: the server's mode ($mode) and the load generator's
 # arguments ($load: its mode, then what follows host and port) of a test
 # named echo1, echo64 or churn.
@@ -19,6 +21,10 @@ start_server() {
     for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done
     taskset -apc 1 "$srv" >/dev/null
     port=$(head -1 "$portfile")
+}
+
+server_ticks() {
+    awk '{print $14, $15}' "/proc/$srv/stat"
 }
 
 start_echo_server() {

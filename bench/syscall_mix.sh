@@ -24,10 +24,10 @@ perf stat -x, -e 'syscalls:sys_enter_*' -e io_uring:io_uring_submit_req -e task-
     -p "$srv" -o "$perfout" 2>/dev/null &
 perf_pid=$!
 sleep 0.3
-cut -d' ' -f14,15 "/proc/$srv/stat" >"$cpu"  # user and system clock ticks
+server_ticks >"$cpu"
 taskset -c 0 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
     >"$result"
-cut -d' ' -f14,15 "/proc/$srv/stat" >>"$cpu"
+server_ticks >>"$cpu"
 kill -INT $perf_pid
 wait $perf_pid || true
 "$py" - "$backend" "$test" "$result" "$perfout" "$cpu" "$(getconf CLK_TCK)" <<'PY'

@@ -213,27 +213,34 @@ async def test_a_cancelled_call_moves_no_byte(anyio_backend: Any, schedule: str)
         assert await server.receive() == b"end"
 
 
-def test_the_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def schedule() -> str:
-        listener, client, server = await open_pair()  # the engine starts
-        async with listener, client, server:
-            return current_engine().budget.schedule
+async def engine_schedule() -> tuple[str, float]:
+    """The schedule and the budget's length of the run's engine (started here)."""
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        budget = current_engine().budget
+        return budget.schedule, budget.seconds
 
+
+def test_the_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SCHEDULE_ENV, raising=False)
     run: Any = anyio.run
-    assert run(schedule, backend="iocp") == "budget"
-    assert run(schedule, backend="iocp", backend_options={"schedule": "strict"}) == "strict"
+    assert run(engine_schedule, backend="iocp")[0] == "budget"
+    assert (
+        run(engine_schedule, backend="iocp", backend_options={"schedule": "strict"})[0] == "strict"
+    )
     monkeypatch.setenv(SCHEDULE_ENV, "strict")
-    assert run(schedule, backend="iocp") == "strict"
+    assert run(engine_schedule, backend="iocp")[0] == "strict"
     # the option wins over the environment
-    assert run(schedule, backend="iocp", backend_options={"schedule": "budget"}) == "budget"
+    assert (
+        run(engine_schedule, backend="iocp", backend_options={"schedule": "budget"})[0] == "budget"
+    )
     with pytest.raises(
         ValueError, match="'schedule' must be one of 'budget', 'strict', not 'fast'"
     ):
-        run(schedule, backend="iocp", backend_options={"schedule": "fast"})
+        run(engine_schedule, backend="iocp", backend_options={"schedule": "fast"})
     monkeypatch.setenv(SCHEDULE_ENV, "never")
     with pytest.raises(ValueError, match=f"{SCHEDULE_ENV}='never': expected one of 'budget'"):
-        run(schedule, backend="iocp")
+        run(engine_schedule, backend="iocp")
     with pytest.raises(ValueError, match="unknown schedule 'sometimes'"):
         ScheduleBudget("sometimes")
     with pytest.raises(ValueError, match="positive number of seconds"):
@@ -241,38 +248,38 @@ def test_the_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_budget_length_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def budget() -> tuple[str, float]:
-        listener, client, server = await open_pair()  # the engine starts
-        async with listener, client, server:
-            engine_budget = current_engine().budget
-            return engine_budget.schedule, engine_budget.seconds
-
     monkeypatch.delenv(SCHEDULE_ENV, raising=False)
     monkeypatch.delenv(BUDGET_ENV, raising=False)
     run: Any = anyio.run
-    assert run(budget, backend="iocp") == ("budget", BUDGET_SECONDS)
-    assert run(budget, backend="iocp", backend_options={"budget": 0.05}) == ("budget", 0.05)
-    assert run(budget, backend="iocp", backend_options={"budget": 1}) == ("budget", 1.0)
+    assert run(engine_schedule, backend="iocp") == ("budget", BUDGET_SECONDS)
+    assert run(engine_schedule, backend="iocp", backend_options={"budget": 0.05}) == (
+        "budget",
+        0.05,
+    )
+    assert run(engine_schedule, backend="iocp", backend_options={"budget": 1}) == ("budget", 1.0)
     monkeypatch.setenv(BUDGET_ENV, "0.02")
-    assert run(budget, backend="iocp") == ("budget", 0.02)
+    assert run(engine_schedule, backend="iocp") == ("budget", 0.02)
     # the option wins over the environment
-    assert run(budget, backend="iocp", backend_options={"budget": 0.003}) == ("budget", 0.003)
+    assert run(engine_schedule, backend="iocp", backend_options={"budget": 0.003}) == (
+        "budget",
+        0.003,
+    )
     # strict mode has no budget
-    strict = run(budget, backend="iocp", backend_options={"schedule": "strict"})
+    strict = run(engine_schedule, backend="iocp", backend_options={"schedule": "strict"})
     assert strict[0] == "strict" and strict[1] == -float("inf")
     huge = 10**400  # beyond any float
     for bad in (0, -0.001, MAX_BUDGET_SECONDS * 2, float("inf"), float("nan"), True, "fast", huge):
         with pytest.raises(ValueError, match="backend option 'budget' must be a number of seconds"):
-            run(budget, backend="iocp", backend_options={"budget": bad})
+            run(engine_schedule, backend="iocp", backend_options={"budget": bad})
     # strict mode has no budget, and refuses a bad one all the same
     with pytest.raises(ValueError, match="backend option 'budget' must be a number of seconds"):
-        run(budget, backend="iocp", backend_options={"schedule": "strict", "budget": "x"})
+        run(engine_schedule, backend="iocp", backend_options={"schedule": "strict", "budget": "x"})
     monkeypatch.setenv(BUDGET_ENV, " ")  # blank: the default, as when unset
-    assert run(budget, backend="iocp") == ("budget", BUDGET_SECONDS)
+    assert run(engine_schedule, backend="iocp") == ("budget", BUDGET_SECONDS)
     for bad_env in ("soon", "0", "-1", "5"):
         monkeypatch.setenv(BUDGET_ENV, bad_env)
         with pytest.raises(ValueError, match=f"{BUDGET_ENV}='{bad_env}' must be a number"):
-            run(budget, backend="iocp")
+            run(engine_schedule, backend="iocp")
 
 
 def test_a_longer_budget_yields_less(monkeypatch: pytest.MonkeyPatch) -> None:
