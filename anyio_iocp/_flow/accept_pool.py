@@ -8,6 +8,17 @@ in a queue.  Queued connections plus posted accepts never exceed
 ``backlog``; ``accept()`` refills the pool as it takes from the queue, and
 ``configure(backlog=...)`` to a smaller pool withdraws the excess accepts.
 
+Where the engine can also accept with a direct call (io_uring: ``accept4``
+on the non-blocking listening socket; the IOCP engine has none), a refill first takes the
+connections already waiting in the kernel's queue that way, and posts
+accepts only when none is waiting and none is queued or posted: when the
+listener is idle.  A posted accept costs more than a direct call when a
+connection is already there (the ring arms a poll, and its completion is
+reaped and handed over), and while connections keep coming the kernel's
+listen queue holds them anyway.  So a busy listener accepts as Trio does,
+an idle one has its pool posted for the next burst, and the bound holds
+both ways: connections queued plus accepts posted never exceed ``backlog``.
+
 :class:`PostedAcceptPool` holds that policy, and with it:
 
 * the task waiting in ``accept()``: it parks, and the completion that brings
@@ -76,6 +87,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: a task waiting in accept()
         self._waiter = Parked()
         self._closing = False
+        #: whether the engine has a direct accept (_accept_now), and whether
+        #: its last call found the kernel's listen queue empty
+        self._direct = type(self)._accept_now is not PostedAcceptPool._accept_now
+        self._listen_queue_empty = False
         self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
@@ -98,6 +113,12 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     def _forget(self) -> None:
         """The listener is closing: the engine lets go of it and its socket."""
 
+    def _accept_now(self) -> socket.socket | None:
+        """A connection waiting in the kernel's queue, taken with a direct
+        call; None if none is waiting, or on any error (the posted accepts
+        report errors).  The default: the engine has no direct call."""
+        return None
+
     def _exhaustion(self, exc: OSError) -> int:
         """The errno of :data:`EXHAUSTION` that an error of posting stands
         for, or 0 if it is another error."""
@@ -116,6 +137,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             conn.close()
             return
         self._queue.append(conn)
+        self._listen_queue_empty = False  # others may have come behind it
         backoff = self._backoff
         if backoff.failures:  # (checked here: a call per connection costs)
             backoff.succeeded()
@@ -165,7 +187,19 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                     posted.add(probe)
                     before += 1  # a probe, not a refill of the pool
                 return
-            while len(self._queue) + len(posted) < self.tuning.backlog:
+            queue = self._queue
+            direct = self._direct
+            while len(queue) + len(posted) < self.tuning.backlog:
+                if direct:
+                    conn = self._accept_now()
+                    self._listen_queue_empty = conn is None
+                    if conn is not None:
+                        queue.append(conn)
+                        self._counters.direct_accept += 1
+                        continue
+                    if queue or posted:
+                        break  # not idle: the kernel's queue holds what comes next
+                    direct = False  # idle: post the pool
                 posted.add(self._post_accept())
         except OSError as exc:
             code = self._exhaustion(exc)
@@ -217,6 +251,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 await self._waiter.wait()
         if queue:
             conn = queue.popleft()
+            if queue and self._listen_queue_empty:
+                # the kernel's queue was empty at the last look: look again
+                # once the connections accepted ahead are taken (one look
+                # that finds nothing per batch, not per connection)
+                return conn
             try:
                 self._refill()
             except OSError:

@@ -38,6 +38,7 @@ class EngineCounters:
         "accept_hits",
         "accept_waits",
         "completions",
+        "direct_accept",
         "direct_recv",
         "direct_send",
         "listeners",
@@ -62,7 +63,8 @@ class EngineCounters:
         self.passes = 0
         self.submits = 0
         self.submitted = 0
-        #: receives and sends done by a direct non-blocking system call
+        #: accepts, receives and sends done by a direct non-blocking system call
+        self.direct_accept = 0
         self.direct_recv = 0
         self.direct_send = 0
         #: readiness waits (the readiness engine's way of waiting)
@@ -128,7 +130,7 @@ class RunStatistics:
     passes: int
     submits: int
     submitted: int
-    #: receives and sends done by a direct system call, against ring operations
+    #: accepts, receives and sends done by a direct system call, against ring operations
     direct_calls: dict[str, int]
     ring_operations: int
     #: readiness waits (readiness engine)
@@ -215,7 +217,11 @@ def run_statistics(
         passes=passes,
         submits=counters.submits,
         submitted=counters.submitted,
-        direct_calls={"recv": counters.direct_recv, "send": counters.direct_send},
+        direct_calls={
+            "accept": counters.direct_accept,
+            "recv": counters.direct_recv,
+            "send": counters.direct_send,
+        },
         ring_operations=sum(posted.values()),
         waits=counters.waits,
         bytes_in=bytes_moved[0],

@@ -56,6 +56,7 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
     """A pool of ``backlog`` posted accepts on the ring, iocpsock's ``-backlog``."""
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
+        sock.setblocking(False)  # for the direct accept; io_uring ignores the flag
         self.fd = sock.fileno()
         self._engine = engine
         super().__init__(sock, tuning, engine.counters)
@@ -65,6 +66,15 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
         op = AcceptOp(engine.new_id(), self)
         engine.post_registered(op, lib.iou_prep_accept, self.fd, 0)
         return op
+
+    def _accept_now(self) -> socket.socket | None:
+        try:
+            conn, _address = self.sock.accept()
+        except OSError:
+            # none waiting (EAGAIN), or an error a posted accept reports
+            # through the pool's policy (a shortage, a reset connection)
+            return None
+        return conn
 
     def _withdraw(self, op: AcceptOp) -> None:
         self._engine.request_cancel(op)

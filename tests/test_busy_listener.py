@@ -1,0 +1,70 @@
+"""The accept pool on an engine with a direct accept (io_uring): while
+connections wait in the kernel's queue, a refill takes them with ``accept4``
+and posts no accept; an idle listener has its pool posted again
+(anyio_iocp._flow.accept_pool)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+from helpers import first_listener
+
+import anyio_iocp
+from anyio_iocp import TuningAttribute
+
+pytestmark = pytest.mark.anyio
+
+BACKLOG = 2
+CLIENTS = 7
+
+
+async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
+    if engine_name != "io_uring":
+        pytest.skip(f"the {engine_name} engine has no direct accept beside its posted ones")
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=BACKLOG)
+    listener = first_listener(multi)
+    port = listener.extra(SocketAttribute.local_port)
+    async with multi:
+        # The pool of 2 takes the first two connections; the other five wait
+        # in the kernel's listen queue (connect returns once the handshake is
+        # done, so each is there before the next starts).
+        clients = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(CLIENTS)]
+        accepted: list[SocketStream] = []
+        try:
+            for n in range(CLIENTS):
+                with anyio.fail_after(5):
+                    accepted.append(await listener.accept())
+                stats = anyio_iocp.statistics()
+                if n < CLIENTS - 1:
+                    # busy: no accept posted beyond the first pool, and the
+                    # queue stays within the backlog
+                    assert stats.posted["accept"] == BACKLOG
+                    assert listener.extra(TuningAttribute.backlog).in_use <= BACKLOG
+            # five came through accept4, each once
+            assert stats.direct_calls["accept"] == CLIENTS - BACKLOG
+            ports = [s.extra(SocketAttribute.remote_port) for s in accepted]
+            assert sorted(ports) == sorted(c.extra(SocketAttribute.local_port) for c in clients)
+            # idle after the last: the pool is posted again, in full
+            assert stats.posted["accept"] == 2 * BACKLOG
+            assert stats.in_flight["accept"] == BACKLOG
+            # and a connection that comes now meets a posted accept
+            late = await anyio.connect_tcp("127.0.0.1", port)
+            clients.append(late)
+            with anyio.fail_after(5):
+                accepted.append(await listener.accept())
+            stats = anyio_iocp.statistics()
+            assert stats.direct_calls["accept"] == CLIENTS - BACKLOG
+            assert accepted[-1].extra(SocketAttribute.remote_port) == late.extra(
+                SocketAttribute.local_port
+            )
+            # the bytes of each connection reach its own stream
+            by_port = {s.extra(SocketAttribute.remote_port): s for s in accepted}
+            for i, client in enumerate(clients):
+                await client.send(b"client %d" % i)
+                server = by_port[client.extra(SocketAttribute.local_port)]
+                with anyio.fail_after(5):
+                    assert await server.receive() == b"client %d" % i
+        finally:
+            for stream in [*clients, *accepted]:
+                await stream.aclose()
