@@ -275,7 +275,7 @@ def test_on_a_budget_a_receive_that_would_wait_yields_once_and_looks_again(
     without posting a receive, and the stream's credit for looking again grows."""
     stream, peer = stream_and_peer
     stream.scripted.budget = ScheduleBudget("budget")
-    stream.yield_credit = credit = 1  # (a new stream has none: see the credit rule)
+    stream.yield_credit = credit = START_CREDIT  # a new stream's: one look
     yields = []
     real_yield = trio.lowlevel.cancel_shielded_checkpoint
 
@@ -329,9 +329,10 @@ def test_the_credit_rule() -> None:
         return declined
 
     s = Stream()
-    assert START_CREDIT == 0  # a new stream waits at once, then looks now and then
-    assert waits_before_a_look(s) == PROBE_AFTER
-    looked_again(s, False)  # nothing found: no credit
+    assert should_yield_first(s)  # a new stream looks before its first wait
+    looked_again(s, False)  # nothing found: no credit; it waits at once, then
+    assert waits_before_a_look(s) == PROBE_AFTER  # looks now and then
+    looked_again(s, False)
     assert waits_before_a_look(s) == PROBE_AFTER - 1
     looked_again(s, True)  # found: looks before each wait from now on
     assert s.yield_credit == HIT_CREDIT

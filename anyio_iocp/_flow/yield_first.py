@@ -20,9 +20,10 @@ positive, a receive that would wait yields once first (a scheduler pass: the
 engine reaps what completed meanwhile) and looks again; a look that finds
 bytes raises the credit by ``HIT_CREDIT`` (up to ``MAX_CREDIT``), one that
 finds nothing lowers it by one.  So the stream keeps yielding first while
-more than about one look in ``HIT_CREDIT + 1`` finds bytes.  A stream without
-credit (a new one, or one whose looks found nothing) waits at once, and looks
-after ``PROBE_AFTER`` waits: the peer may have moved.
+more than about one look in ``HIT_CREDIT + 1`` finds bytes.  A new stream
+has credit for one look.  A stream without credit (one whose looks found
+nothing) waits at once, and looks after ``PROBE_AFTER`` waits: the peer may
+have moved.
 
 In strict mode the call before has just yielded, so a receive never yields
 first.
@@ -32,12 +33,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-#: credit a stream starts with: none, so a short connection (a request, an
-#: answer, the close) never pays for a look that finds nothing; a stream
-#: looks for the first time after PROBE_AFTER waits.  Measured with
-#: ``bench/run.py`` (churn): starting at 1 cost churn 0.76x Trio's exchanges
-#: per CPU-second against 0.86x in strict mode.
-START_CREDIT = 0
+#: credit a stream starts with: one look, so a short connection (a request,
+#: an answer, then the peer's close) finds the close after one scheduler pass
+#: instead of posting a receive for it.  Measured with bench/syscall_mix.sh
+#: (churn, 16 at once; 3 interleaved runs, CPU per exchange, medians): 174 us
+#: starting at 1 against 190 us at 0 (Trio 198 us); at 0, 0.53-0.70 receives
+#: per exchange went to the ring.  (An earlier run, while every connection
+#: also came through a posted accept, had measured the opposite.)
+START_CREDIT = 1
 #: credit a look that found bytes earns, and the most a stream keeps
 HIT_CREDIT = 2
 MAX_CREDIT = 8
