@@ -264,6 +264,7 @@ class ReadinessListenerIO(ListenerIO):
             except OSError:
                 # EMFILE and the like: report them from accept(), not from here
                 return
+            self._counters.direct_accept += 1
             self._queue.append(conn)
 
     async def accept(self) -> socket.socket:
@@ -293,6 +294,7 @@ class ReadinessListenerIO(ListenerIO):
                 continue
             if not waited:
                 counters.accept_hits += 1  # a connection was there already
+            counters.direct_accept += 1
             self._backoff.succeeded()
             self._accept_ahead()
             await trio.lowlevel.cancel_shielded_checkpoint()
