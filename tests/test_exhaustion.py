@@ -152,6 +152,56 @@ async def test_other_accept_errors_still_raise() -> None:
                     await listener.accept()
 
 
+async def test_a_shortage_met_after_one_ends_pauses_again() -> None:
+    """Two connections arrive while the descriptor table is full: their
+    wake-ups go to posted accepts that fail.  One descriptor is freed: the
+    probe takes the first connection and the shortage ends.  The table is
+    full again, so taking the second fails too (on io_uring, the direct
+    accept4 of the refill, while an accept posted before the shortage is
+    still there and will never be woken for it).  That failure must start a
+    pause like any other, so that accept() tries again once descriptors are
+    free, instead of waiting for a completion that never comes."""
+    clients = [socket.socket() for _ in range(2)]
+    with low_descriptor_limit(room=64):
+        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=3)
+        listener = first_listener(multi)
+        port = listener.extra(SocketAttribute.local_port)
+        await anyio.sleep(0.05)
+        fillers = fill_descriptor_table()
+        try:
+            for client in clients:
+                client.connect(("127.0.0.1", port))
+            await anyio.sleep(0.1)
+            os.close(fillers.pop())  # room for one connection
+            with anyio.fail_after(5):
+                first = await listener.accept()
+
+            # freed while the second accept() waits: it must get the
+            # connection within a pause (at most 1 s), not never
+            async def free_soon() -> None:
+                await anyio.sleep(0.3)
+                while fillers:
+                    os.close(fillers.pop())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(free_soon)
+                with anyio.fail_after(5):
+                    second = await listener.accept()
+        finally:
+            for fd in fillers:
+                os.close(fd)
+        ports = {
+            first.extra(SocketAttribute.remote_port),
+            second.extra(SocketAttribute.remote_port),
+        }
+        assert ports == {c.getsockname()[1] for c in clients}
+        for stream in (first, second):
+            await stream.aclose()
+        for client in clients:
+            client.close()
+        await multi.aclose()
+
+
 ENFILE_SCRIPT = Path(__file__).with_name("enfile_script.py")
 
 

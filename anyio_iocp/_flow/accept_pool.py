@@ -9,15 +9,22 @@ in a queue.  Queued connections plus posted accepts never exceed
 ``configure(backlog=...)`` to a smaller pool withdraws the excess accepts.
 
 Where the engine can also accept with a direct call (io_uring: ``accept4``
-on the non-blocking listening socket; the IOCP engine has none), a refill first takes the
-connections already waiting in the kernel's queue that way, and posts
-accepts only when none is waiting and none is queued or posted: when the
-listener is idle.  A posted accept costs more than a direct call when a
-connection is already there (the ring arms a poll, and its completion is
-reaped and handed over), and while connections keep coming the kernel's
-listen queue holds them anyway.  So a busy listener accepts as Trio does,
-an idle one has its pool posted for the next burst, and the bound holds
-both ways: connections queued plus accepts posted never exceed ``backlog``.
+on the non-blocking listening socket; the IOCP engine has none), a refill
+first takes the connections already waiting in the kernel's queue that
+way, and posts accepts only when none is waiting and none is queued or
+posted: when the listener is idle.  An accept posted ahead of its
+connection costs more than the direct call that finds one waiting: the ring
+arms a poll, the arrival runs the accept as task work, and the completion
+is reaped and handed over; while connections keep coming, the kernel's
+listen queue holds them anyway.  So a busy listener accepts about as Trio
+does (one ``accept4`` per connection, and one that finds nothing per batch),
+and the pool is posted again once it has run down and the listener is idle:
+after a burst smaller than the pool, the rest stays posted and is not
+topped up.  The bound holds both ways: connections queued plus accepts
+posted never exceed ``backlog``.  ``accept()`` looks with the direct call
+before it waits, and a refill looks even while accepts are posted: after a
+shortage those may never be woken for a connection already waiting (below).
+A direct call that meets a shortage starts the pause like a failed accept.
 
 :class:`PostedAcceptPool` holds that policy, and with it:
 
@@ -37,8 +44,8 @@ both ways: connections queued plus accepts posted never exceed ``backlog``.
   cancelled and their completions awaited before the socket closes (memory
   lent to the kernel stays alive until then);
 * the run's statistics (``accept_hits``: a connection was waiting,
-  ``accept_waits``: ``accept()`` had to wait) and the ``accept.refill``
-  trace event.
+  ``accept_waits``: ``accept()`` had to wait, ``direct_accept``: taken with
+  the direct call) and the ``accept.refill`` trace event.
 
 An engine writes only its primitives: post one accept, withdraw one, drain
 the posted ones at close, forget the listener when it closes; and, when an
@@ -191,6 +198,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             direct = self._direct
             while len(queue) + len(posted) < self.tuning.backlog:
                 if direct:
+                    # (also while accepts are posted: after a shortage, those
+                    # posted before it may never be woken for a connection
+                    # already waiting, and the direct call takes it)
                     conn = self._accept_now()
                     self._listen_queue_empty = conn is None
                     if conn is not None:
@@ -227,6 +237,12 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
 
     async def accept(self) -> socket.socket:
         queue = self._queue
+        refilled = False
+        if not queue and self._error is None and not self._closing:
+            # a connection waiting in the kernel's queue is taken at once
+            # (the direct accept); it stays queued if this call is cancelled
+            self._refill()
+            refilled = True
         if queue or self._error is not None:
             self._counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -241,7 +257,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             # The pause is read after the refill: posting the probe may itself
             # fail for want of a descriptor (IOCP: the accept's own socket),
             # and with nothing posted only the pause's end can wake this task.
-            self._refill()
+            if not refilled:
+                self._refill()
+            refilled = False
+            if queue:
+                break  # the refill's direct accept took one
             backoff = self._backoff
             pause = backoff.pause() if backoff.failures else 0.0
             if pause > 0:

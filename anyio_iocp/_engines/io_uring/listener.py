@@ -7,7 +7,14 @@ single-shot ``IORING_OP_ACCEPT``: a multishot accept takes every pending
 connection as soon as it is armed, so it could not keep the pool's bound.
 Its completion is the new connection's descriptor, or a negative errno:
 EMFILE, ENFILE, ENOBUFS and ENOMEM mean a shortage (a pause), ECANCELED an
-accept withdrawn or drained, anything else an error of the listener.
+accept withdrawn or drained, EAGAIN an accept whose connection another took,
+anything else an error of the listener.
+
+The listening socket is non-blocking for the pool's direct ``accept4``
+(``_accept_now``), as AnyIO's own listeners already are.  A posted accept
+that finds no connection arms a poll; one the kernel hands to a worker
+thread runs with the socket's flags and may end with EAGAIN, which the pool
+takes as "post again", not as an error.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
 
 _SOCK_STREAM = socket.SOCK_STREAM
-_ECANCELED = -errno.ECANCELED
+_NOT_ERRORS = (-errno.ECANCELED, -errno.EAGAIN)
 
 
 class AcceptOp(UringOp):
@@ -48,7 +55,12 @@ class AcceptOp(UringOp):
         elif -res in EXHAUSTION:
             listener.exhausted(self, -res)
         else:
-            listener.accept_failed(self, None if res == _ECANCELED else oserror(res, "accept"))
+            # ECANCELED: withdrawn or drained.  EAGAIN: the connection that
+            # woke it was taken by another accept (the pool's accept4, or a
+            # kernel that retries a non-blocking socket's accept once): no
+            # error of the listener, the pool posts again.
+            no_error = res in _NOT_ERRORS
+            listener.accept_failed(self, None if no_error else oserror(res, "accept"))
         self.wake()
 
 
@@ -56,7 +68,7 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
     """A pool of ``backlog`` posted accepts on the ring, iocpsock's ``-backlog``."""
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
-        sock.setblocking(False)  # for the direct accept; io_uring ignores the flag
+        sock.setblocking(False)  # for the direct accept (module docstring)
         self.fd = sock.fileno()
         self._engine = engine
         super().__init__(sock, tuning, engine.counters)
@@ -70,9 +82,11 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
     def _accept_now(self) -> socket.socket | None:
         try:
             conn, _address = self.sock.accept()
-        except OSError:
+        except OSError as exc:
+            if exc.errno in EXHAUSTION:
+                raise  # a shortage: the pool pauses (a posted accept may never wake)
             # none waiting (EAGAIN), or an error a posted accept reports
-            # through the pool's policy (a shortage, a reset connection)
+            # through the pool's policy (a reset connection, a socket shut down)
             return None
         return conn
 
