@@ -237,12 +237,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
 
     async def accept(self) -> socket.socket:
         queue = self._queue
-        refilled = False
-        if not queue and self._error is None and not self._closing:
+        if not queue:
             # a connection waiting in the kernel's queue is taken at once
             # (the direct accept); it stays queued if this call is cancelled
             self._refill()
-            refilled = True
         if queue or self._error is not None:
             self._counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -254,14 +252,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 raise OSError(errno.EBADF, "listener closed")
             # Out of descriptors: wait for a completion of an accept posted
             # earlier, but no longer than the pause, then probe (_refill).
-            # The pause is read after the refill: posting the probe may itself
+            # The pause is read after the refill (at the call's start, or after
+            # the last wake-up): posting the probe may itself
             # fail for want of a descriptor (IOCP: the accept's own socket),
             # and with nothing posted only the pause's end can wake this task.
-            if not refilled:
-                self._refill()
-            refilled = False
-            if queue:
-                break  # the refill's direct accept took one
             backoff = self._backoff
             pause = backoff.pause() if backoff.failures else 0.0
             if pause > 0:
@@ -269,6 +263,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                     await self._waiter.wait()
             else:
                 await self._waiter.wait()
+            if not queue:
+                self._refill()
         if queue:
             conn = queue.popleft()
             if queue and self._listen_queue_empty:
