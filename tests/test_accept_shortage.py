@@ -185,6 +185,23 @@ async def test_listener_survives_descriptor_shortage(
     await multi.aclose()
 
 
+class StandInPool(PostedAcceptPool[object]):
+    """The pool's policy alone: no engine, stand-in objects as its accepts
+    (each test says how they are posted)."""
+
+    def _post_accept(self) -> object:
+        raise NotImplementedError
+
+    def _withdraw(self, op: object) -> None:
+        raise AssertionError("nothing is withdrawn here")
+
+    async def _drain(self, ops: list[object]) -> None:
+        raise AssertionError("not closed here")
+
+    def _forget(self) -> None:
+        pass
+
+
 def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
     moved_clock: MovedClock,
 ) -> None:
@@ -195,21 +212,12 @@ def test_a_second_shortage_probes_again_after_an_older_accept_ended_the_first(
     policy alone, on stand-in accepts."""
     posted: list[object] = []
 
-    class Pool(PostedAcceptPool[object]):
+    class Pool(StandInPool):
         """The pool's policy, its accepts stand-in objects."""
 
         def _post_accept(self) -> object:
             posted.append(object())
             return posted[-1]
-
-        def _withdraw(self, op: object) -> None:
-            raise AssertionError("nothing is withdrawn here")
-
-        async def _drain(self, ops: list[object]) -> None:
-            raise AssertionError("not closed here")
-
-        def _forget(self) -> None:
-            pass
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -242,7 +250,7 @@ async def test_accept_retries_when_posting_the_probe_itself_fails() -> None:
     attempts: list[float] = []
     free_at = anyio.current_time() + 0.3
 
-    class Pool(PostedAcceptPool[object]):
+    class Pool(StandInPool):
         """An accept pool whose every post fails with EMFILE until ``free_at``;
         an accept posted after that completes at once with a connection."""
 
@@ -253,15 +261,6 @@ async def test_accept_retries_when_posting_the_probe_itself_fails() -> None:
             op = object()
             trio_token.run_sync_soon(self.accepted, op, socket.socket())
             return op
-
-        def _withdraw(self, op: object) -> None:
-            raise AssertionError("nothing is withdrawn here")
-
-        async def _drain(self, ops: list[object]) -> None:
-            raise AssertionError("not closed here")
-
-        def _forget(self) -> None:
-            pass
 
     trio_token = trio.lowlevel.current_trio_token()
     with socket.socket() as sock:
@@ -277,3 +276,111 @@ async def test_accept_retries_when_posting_the_probe_itself_fails() -> None:
     assert after, "accept() never tried again once descriptors were free"
     # retried at the end of each pause (10 ms, doubling), not in a busy loop
     assert 3 <= len(attempts) <= 10
+
+
+class HoardingPool(StandInPool):
+    """A pool whose accepts each hold a descriptor, in a process with
+    ``free`` descriptors: posting fails with EMFILE once they are all taken,
+    and a given-back accept frees its descriptor at once."""
+
+    accepts_hold_descriptors = True
+
+    def __init__(self, free: int, backlog: int) -> None:
+        self.free = free
+        self.given_back: list[object] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        super().__init__(self.sock, Tuning(backlog=backlog), EngineCounters())
+
+    def _post_accept(self) -> object:
+        if not self.free:
+            raise OSError(errno.EMFILE, "Too many open files")
+        self.free -= 1
+        return object()
+
+    def _give_back(self, op: object) -> None:
+        assert op in self._posted and op not in self.given_back
+        self.given_back.append(op)
+        self.free += 1
+
+
+def test_a_pool_that_takes_the_last_descriptors_gives_half_back(
+    caplog: pytest.LogCaptureFixture, trace_events: list[anyio_iocp.TraceEvent]
+) -> None:
+    """IOCP's posted accepts own their sockets: a backlog larger than the
+    descriptors left must not leave the process without any.  The pool gives
+    half of its accepts back at once, keeps at most the rest (the cap the
+    query reports), does not pause, and posts no more than that later."""
+    with caplog.at_level("WARNING", logger="anyio_iocp"):
+        pool = HoardingPool(free=101, backlog=500)
+    try:
+        assert len(pool.given_back) == 50
+        assert pool.free == 50, "the given-back descriptors are free at once"
+        assert pool.usage("backlog") == (51, 0)
+        assert not pool._backoff.failures, "the pool still accepts: no pause"
+        assert "gave 50 back" in caplog.text and "at most 51 of backlog 500" in caplog.text
+        (event,) = [e for e in trace_events if e.kind == "accept.giveback"]
+        assert (event.fields["given"], event.fields["ceiling"]) == (50, 51)
+        assert event.fields["errno"] == "EMFILE"
+        for op in pool.given_back:  # their completions: cancelled, no error
+            pool.accept_failed(op, None)
+        assert len(pool._posted) == 51
+        # ten connections come in and are taken: the refill posts ten new
+        # accepts, up to the ceiling and no further
+        for op in list(pool._posted)[:10]:
+            pool.accepted(op, socket.socket())
+        assert len(pool._queue) + len(pool._posted) == 51
+        while pool._queue:
+            pool._queue.popleft().close()
+        pool._refill()
+        assert len(pool._posted) == 51 and pool.free == 40
+        # set again, the pool tries the whole backlog: it takes the 40 left,
+        # and the shortage gives half of its 91 back again
+        pool.configure(backlog=500)
+        assert len(pool.given_back) == 50 + 45 and pool.free == 45
+        assert pool.usage("backlog") == (46, 0)
+    finally:
+        pool.discard_queued()
+        pool.sock.close()
+
+
+@pytest.mark.parametrize(("posted", "holds"), [(1, True), (5, False)])
+def test_a_shortage_with_no_accepts_to_spare_pauses(posted: int, holds: bool) -> None:
+    """With one accept posted there is none to give back; and where posted
+    accepts hold no descriptor (io_uring), giving them back frees nothing: a
+    shortage while posting pauses, as before."""
+
+    class Pool(HoardingPool):
+        accepts_hold_descriptors = holds
+
+    pool = Pool(free=posted, backlog=10)
+    try:
+        assert not pool.given_back and len(pool._posted) == posted
+        assert pool._backoff.failures == 1 and pool.usage("backlog").cap == 10
+    finally:
+        pool.discard_queued()
+        pool.sock.close()
+
+
+async def test_a_backlog_beyond_the_descriptors_left_leaves_the_process_some(
+    engine_name: str,
+) -> None:
+    """Under Wine every socket is a Linux descriptor (20,000 here): a pool of
+    65,535 posted AcceptEx, each with its own socket, would take them all.
+    The process can still open a socket and connect, and the pool is capped."""
+    from helpers import under_wine
+
+    if engine_name != "iocp" or not under_wine():
+        pytest.skip("the IOCP engine under Wine, where descriptors run out first")
+    multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=65535)
+    async with multi:
+        listener = first_listener(multi)
+        cap, _ = listener.extra(anyio_iocp.TuningAttribute.backlog)
+        assert 1 <= cap < 65535
+        socket.socket().close()  # a descriptor is left for the process
+        port = listener.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        async with client, await listener.accept() as server:
+            await client.send(b"still served")
+            assert await recv_exactly(server, 12) == b"still served"

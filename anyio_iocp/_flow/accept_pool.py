@@ -38,6 +38,16 @@ A direct call that meets a shortage starts the pause like a failed accept.
   since a connection's arrival wakes one posted accept and, if that one
   failed, nothing wakes the others.  Any accept that succeeds ends the
   shortage;
+* the pool's own descriptors (IOCP: each posted ``AcceptEx`` owns the socket
+  it accepts into, so a pool of 20,000 takes 20,000 descriptors): when posting
+  runs out of descriptors while the pool holds at least two accepts, the
+  pool itself took the process's last ones, and pausing would not give them
+  back.  It gives half of its posted accepts back at once (withdrawn, their
+  sockets closed) and keeps at most what remains from then on: a
+  *ceiling* below ``backlog``, reported as the cap of the backlog query,
+  logged as a warning and traced as ``accept.giveback``, until
+  ``configure(backlog=...)`` sets the pool again.  With fewer than two posted
+  the shortage pauses as below;
 * any other error is raised by the next ``accept()``, and only that
   ``accept()`` refills the pool;
 * close: connections queued and not taken are closed, the posted accepts are
@@ -60,7 +70,7 @@ import logging
 import socket
 from abc import abstractmethod
 from collections import deque
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import trio
 
@@ -68,7 +78,7 @@ from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.engine import ListenerIO
 from anyio_iocp._interface.parking import Parked
-from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
 
 _log = logging.getLogger("anyio_iocp")
@@ -79,6 +89,11 @@ OpT = TypeVar("OpT")
 
 class PostedAcceptPool(ListenerIO, Generic[OpT]):
     """``backlog`` posted accepts, a queue of accepted connections, back-off."""
+
+    #: whether each posted accept holds a descriptor of its own (IOCP: the
+    #: socket AcceptEx accepts into; a ring accept makes its descriptor only
+    #: when a connection arrives)
+    accepts_hold_descriptors: ClassVar[bool] = False
 
     def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
         self.sock = sock
@@ -98,6 +113,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: its last call found the kernel's listen queue empty
         self._direct = type(self)._accept_now is not PostedAcceptPool._accept_now
         self._listen_queue_empty = False
+        #: at most this many queued plus posted, below backlog, since posting
+        #: ran out of descriptors (None: backlog is the bound)
+        self._ceiling: int | None = None
         self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
@@ -119,6 +137,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     @abstractmethod
     def _forget(self) -> None:
         """The listener is closing: the engine lets go of it and its socket."""
+
+    def _give_back(self, op: OpT) -> None:
+        """Withdraw ``op`` and free what it holds at once, for a process out of
+        descriptors; its completion comes later.  The default withdraws."""
+        self._withdraw(op)
 
     def _accept_now(self) -> socket.socket | None:
         """A connection waiting in the kernel's queue, taken with a direct
@@ -196,7 +219,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 return
             queue = self._queue
             direct = self._direct
-            while len(queue) + len(posted) < self.tuning.backlog:
+            cap = self.cap()
+            while len(queue) + len(posted) < cap:
                 if direct:
                     # (also while accepts are posted: after a shortage, those
                     # posted before it may never be woken for a connection
@@ -215,10 +239,53 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             code = self._exhaustion(exc)
             if not code:
                 raise
-            self._backoff.failed(code)  # no socket for the accept: the same pause
+            if self.accepts_hold_descriptors and len(posted) >= 2 and not backoff.failures:
+                self._give_way(code)  # the pool took the last descriptors
+            else:
+                self._backoff.failed(code)  # no socket for the accept: the same pause
         finally:
             if _trace.active and len(posted) > before:
                 self._trace_refill(len(posted) - before, len(posted), len(self._queue))
+
+    def cap(self) -> int:
+        """The bound on queued plus posted in force: backlog, or the ceiling
+        set when posting ran out of descriptors."""
+        backlog = self.tuning.backlog
+        ceiling = self._ceiling
+        return backlog if ceiling is None else min(backlog, ceiling)
+
+    def _give_way(self, code: int) -> None:
+        """Posting ran out of descriptors while the pool's own posted accepts
+        hold them: give half of them back, and keep at most the rest."""
+        posted = self._posted
+        given = list(posted)[: len(posted) // 2]
+        kept = self._ceiling = len(self._queue) + len(posted) - len(given)
+        for op in given:
+            self._give_back(op)
+        name = errno.errorcode.get(code, str(code))
+        listener = f"listener {self.sock.getsockname()!r}"
+        _log.warning(
+            "%s: out of descriptors (%s) with %d accepts posted, each holding a socket; "
+            "gave %d back, and the pool keeps at most %d of backlog %d until "
+            "configure(backlog=...) sets it again",
+            listener,
+            name,
+            len(posted),
+            len(given),
+            kept,
+            self.tuning.backlog,
+        )
+        if _trace.active:
+            _trace.emit(
+                "accept.giveback",
+                f"{listener}: out of descriptors ({name}); gave back {len(given)} "
+                f"posted accepts, the pool keeps at most {kept}",
+                listener=listener,
+                errno=name,
+                given=len(given),
+                ceiling=kept,
+                backlog=self.tuning.backlog,
+            )
 
     def _trace_refill(self, added: int, pool: int, queued: int) -> None:
         """The ``accept.refill`` event (callers check ``_trace.active``)."""
@@ -285,9 +352,16 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     def queued(self) -> int:
         return len(self._queue)
 
+    def usage(self, name: str) -> Usage:
+        if name == "backlog":
+            return Usage(self.cap(), self.queued())
+        return super().usage(name)
+
     def configure(self, **settings: int) -> None:
         super().configure(**settings)
-        excess = len(self._queue) + len(self._posted) - self.tuning.backlog
+        if "backlog" in settings:
+            self._ceiling = None  # set again: the pool tries the full backlog
+        excess = len(self._queue) + len(self._posted) - self.cap()
         for op in list(self._posted)[: max(excess, 0)]:
             self._withdraw(op)  # a smaller pool: withdraw accepts
         self._refill()

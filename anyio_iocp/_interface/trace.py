@@ -60,6 +60,11 @@ KINDS: dict[str, tuple[int, str]] = {
         WARNING,
         "accepting paused: the process or system is out of descriptors (EMFILE, ENFILE, ...)",
     ),
+    "accept.giveback": (
+        WARNING,
+        "posting accepts ran out of descriptors (IOCP: each posted accept owns a socket): "
+        "the pool gave half of them back and keeps at most the rest",
+    ),
     "accept.resumed": (INFO, "accepting works again after a shortage"),
     "send.queued": (
         DEBUG,

@@ -16,6 +16,10 @@ work on it).  What a packet's Winsock error means for the listener:
 * a connection reset before ``AcceptEx`` took it (``ERROR_NETNAME_DELETED``
   and the like) is no error of the listener: its accept is posted again;
 * ``ERROR_OPERATION_ABORTED``: the accept was withdrawn or drained;
+* a pool that runs the process out of descriptors while posting gives half
+  of its accepts back (:mod:`anyio_iocp._flow.accept_pool`): each is
+  cancelled and its socket closed at once, so the descriptors are free before
+  the packets come;
 * anything else is raised by the next ``accept()``.
 """
 
@@ -55,6 +59,8 @@ ACCEPT_RETRY_ERRORS = frozenset(
 class IocpListenerIO(PostedAcceptPool[IocpOp]):
     """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``."""
 
+    accepts_hold_descriptors = True  # each AcceptEx owns its connection's socket
+
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
         self._engine = engine
@@ -91,6 +97,11 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         """The packet of a posted accept: a connection, or why not."""
         conn = cast(tuple[socket.socket, Any, Any], op.keep)[0]
         code = op.error
+        if not code and conn.fileno() == -1:
+            # given back (_give_back) but a connection came first: its socket is
+            # closed, and the connection with it
+            self.accept_failed(op, None)
+            return
         if not code:
             if self._closing or not ws2.setsockopt(
                 conn.fileno(),
@@ -124,6 +135,13 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
 
     def _withdraw(self, op: IocpOp) -> None:
         self._engine.request_cancel(op)
+
+    def _give_back(self, op: IocpOp) -> None:
+        # The descriptor is wanted now, not when the packet arrives: cancel,
+        # then close the accept's socket at once.  The op keeps the address
+        # space and the OVERLAPPED alive until its packet.
+        self._engine.request_cancel(op)
+        cast(tuple[socket.socket, Any, Any], op.keep)[0].close()
 
     async def _drain(self, ops: list[IocpOp]) -> None:
         await self._engine.drain(ops)
