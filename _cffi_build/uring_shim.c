@@ -372,19 +372,39 @@ int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data)
     int rc = prep(r, IORING_OP_ACCEPT, fd, NULL, 0, 0, user_data, &sqe);
 
     if (rc == 0) {
-        sqe->accept_flags = SOCK_CLOEXEC;
+        sqe->accept_flags = SOCK_CLOEXEC | SOCK_NONBLOCK;
         if (multishot)
             sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
     }
     return rc;
 }
 
-int iou_prep_connect(iou_ring *r, int fd, const void *addr, unsigned addrlen, uint64_t user_data)
+/* A one-shot poll for `events` (POLLOUT: the end of a connect's handshake).
+ * The 32-bit event mask is stored in host order with its 16-bit halves
+ * swapped on big-endian machines, where the kernel reads it that way. */
+int iou_prep_poll(iou_ring *r, int fd, unsigned events, uint64_t user_data)
 {
     struct io_uring_sqe *sqe;
+    int rc = prep(r, IORING_OP_POLL_ADD, fd, NULL, 0, 0, user_data, &sqe);
 
-    /* For connect the address length travels in the offset field. */
-    return prep(r, IORING_OP_CONNECT, fd, addr, 0, addrlen, user_data, &sqe);
+    if (rc == 0) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        events = (events << 16) | (events >> 16);
+#endif
+        sqe->poll32_events = events;
+    }
+    return rc;
+}
+
+/* accept4() of a connection waiting on the non-blocking listener `fd`: the
+ * new descriptor, non-blocking and close-on-exec, or -errno (-EAGAIN: none
+ * waiting).  No address is read back and no exception made for EAGAIN, which
+ * Python's socket.accept() does each time. */
+int iou_accept_now(int fd)
+{
+    int conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    return conn >= 0 ? conn : -errno;
 }
 
 int iou_prep_cancel(iou_ring *r, uint64_t target, uint64_t user_data)

@@ -6,6 +6,7 @@ and posts no accept; an idle listener has its pool posted again
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from typing import Any
@@ -61,6 +62,14 @@ async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
                     assert listener.extra(TuningAttribute.backlog).in_use <= BACKLOG
             # five came through accept4, each once
             assert stats.direct_calls["accept"] == CLIENTS - BACKLOG
+            # the ring's accepts and accept4 alike hand over descriptors that
+            # are non-blocking and close-on-exec, as Python believes them to be
+            # (a blocking one taken for non-blocking would stall the loop)
+            for stream in [*accepted, *clients]:
+                sock = stream.extra(SocketAttribute.raw_socket)
+                assert sock.gettimeout() == 0.0
+                assert not os.get_blocking(sock.fileno())
+                assert not os.get_inheritable(sock.fileno())
             ports = [s.extra(SocketAttribute.remote_port) for s in accepted]
             assert sorted(ports) == sorted(c.extra(SocketAttribute.local_port) for c in clients)
             # idle after the last: the pool is posted again, in full

@@ -178,6 +178,49 @@ async def test_connect_refused_leaves_nothing() -> None:
     assert not engine_ops()
 
 
+async def test_a_handshake_under_way_is_waited_for(engine_name: str) -> None:
+    """A connect whose SYN the listener dropped (its queue is full) is not
+    over when connect() returns: the engine waits for the handshake (a poll
+    on the ring, or Trio's wait_writable), and the stream works once the
+    retransmitted SYN is answered.  On loopback otherwise nothing waits."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    before = anyio_iocp.statistics()
+    try:
+        async with anyio.create_task_group() as tg:
+            streams: list[SocketStream] = []
+
+            async def connect() -> None:
+                streams.append(await anyio_iocp.connect_tcp("127.0.0.1", port))
+
+            tg.start_soon(connect)
+            await anyio.sleep(0.2)
+            assert not streams, "the listener's queue is full: no handshake yet"
+            server.accept()[0].close()  # room for one more; the SYN comes again
+            with anyio.fail_after(10):
+                conn, _ = await anyio.to_thread.run_sync(server.accept)
+        with conn:
+            async with streams[0] as stream:
+                await stream.send(b"after the wait")
+                conn.settimeout(5)
+                assert await anyio.to_thread.run_sync(conn.recv, 64) == b"after the wait"
+    finally:
+        filler.close()
+        server.close()
+    after = anyio_iocp.statistics()
+    if engine_name == "io_uring":
+        posted = after.posted.get("connect", 0) - before.posted.get("connect", 0)
+        assert posted == 1, "one poll posted for the handshake under way"
+    elif engine_name == "readiness":
+        assert after.waits > before.waits
+    if engine_name != "iocp":
+        assert after.direct_calls["connect"] - before.direct_calls["connect"] == 1
+    assert not engine_ops()
+
+
 async def test_connect_timing_out_on_a_full_backlog() -> None:
     """A listener with listen(0) and one connection queued drops further SYNs:
     the connect hangs until the timeout cancels it, and nothing leaks."""

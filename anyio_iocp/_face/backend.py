@@ -81,6 +81,10 @@ def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
     return state, trio_options
 
 
+#: socket() makes the socket non-blocking at once on Linux; 0 elsewhere
+_SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
 class IocpBackend(TrioBackend):
     @classmethod
     def run(
@@ -131,7 +135,8 @@ class IocpBackend(TrioBackend):
         engine = state.get_engine()
         tuning = effective(state.overrides)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # non-blocking from the start where the platform can (no FIONBIO call)
+        sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if local_address:

@@ -66,6 +66,13 @@ AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
+def set_nonblocking(sock: socket.socket) -> None:
+    """Make ``sock`` non-blocking, unless it is already (a socket made with
+    ``SOCK_NONBLOCK``): ``setblocking`` is a system call each time."""
+    if sock.gettimeout() != 0.0:
+        sock.setblocking(False)
+
+
 def set_nodelay(sock: socket.socket) -> None:
     """TCP_NODELAY on TCP sockets (a UNIX socket has no such option)."""
     if raw_family(sock) in _INET_FAMILIES:

@@ -39,6 +39,7 @@ class EngineCounters:
         "accept_waits",
         "completions",
         "direct_accept",
+        "direct_connect",
         "direct_recv",
         "direct_send",
         "listeners",
@@ -63,8 +64,10 @@ class EngineCounters:
         self.passes = 0
         self.submits = 0
         self.submitted = 0
-        #: accepts, receives and sends done by a direct non-blocking system call
+        #: accepts, connects, receives and sends done by a direct non-blocking
+        #: system call (a connect: one whose handshake may still have been waited for)
         self.direct_accept = 0
+        self.direct_connect = 0
         self.direct_recv = 0
         self.direct_send = 0
         #: readiness waits (the readiness engine's way of waiting)
@@ -219,6 +222,7 @@ def run_statistics(
         submitted=counters.submitted,
         direct_calls={
             "accept": counters.direct_accept,
+            "connect": counters.direct_connect,
             "recv": counters.direct_recv,
             "send": counters.direct_send,
         },

@@ -2,10 +2,13 @@
 
 The model
 ---------
-A socket operation (accept, connect, receive, send) is *posted* as a submission
+A socket operation (accept, receive, send) is *posted* as a submission
 queue entry before the event it waits for has happened.  The kernel performs it
 when it can and posts a completion queue entry: "here is what got done".  The
-program never asks "is this socket ready?".
+program never asks "is this socket ready?".  (A connect is the exception:
+``connect()`` is called directly, since on loopback the handshake is over
+before it returns, and only a handshake still under way is waited for, with a
+poll posted to the ring: :mod:`anyio_iocp._interface.connecting`.)
 
 Driving the ring from Trio, without a thread
 --------------------------------------------
@@ -32,10 +35,11 @@ The traps, and what this module does about them
   whatever happens to the task that posted it (cancelled, failed, gone).
 * Cancelling the waiting task does not cancel the operation.  For a receive the
   operation stays posted and its bytes go to the next ``receive()``; for an
-  accept the connection goes to the next ``accept()``.  For a send or a
-  connect, the operation is cancelled in the kernel (``IORING_OP_ASYNC_CANCEL``)
-  and the task waits for the completion before Cancelled propagates: the
-  completion tells whether it happened after all.
+  accept the connection goes to the next ``accept()``.  For a send, the
+  operation is cancelled in the kernel (``IORING_OP_ASYNC_CANCEL``) and the
+  task waits for the completion before Cancelled propagates: the completion
+  tells whether it happened after all.  A connect's poll is cancelled the same
+  way, and the attempt is abandoned (the caller closes the socket).
 * Closing a stream or listener cancels its operations and waits for their
   completions before the descriptor is closed.  At the end of the run every op
   still in the table is cancelled and drained before the ring is unmapped.
@@ -73,6 +77,7 @@ from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionWaits
+from anyio_iocp._interface.connecting import connect_stream
 from anyio_iocp._interface.engine import (
     Engine,
     EngineInfo,
@@ -80,9 +85,9 @@ from anyio_iocp._interface.engine import (
     MessageIO,
     StreamIO,
     oserror,
+    set_nonblocking,
 )
 from anyio_iocp._interface.settings import Tuning
-from anyio_iocp._interface.sockaddr import pack_sockaddr
 from anyio_iocp._interface.stats import EngineCounters
 
 _log = logging.getLogger("anyio_iocp")
@@ -114,7 +119,7 @@ SEND_MODES = ("auto", "ring", "direct")
 #: the shim's preparing function of a posted operation -> its kind in the statistics
 _KINDS = {
     lib.iou_prep_accept: "accept",
-    lib.iou_prep_connect: "connect",
+    lib.iou_prep_poll: "connect",  # the wait for a handshake under way
     lib.iou_prep_recvmsg: "recvmsg",
     lib.iou_prep_sendmsg: "sendmsg",
     lib.iou_prep_recv_multishot: "recv_multishot",
@@ -599,14 +604,19 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self._listeners.discard(listener)
 
     async def connect(self, sock: socket.socket, address: Any) -> None:
+        # connect() directly: on loopback the handshake is over before it
+        # returns (anyio_iocp._interface.connecting); a handshake still under
+        # way is waited for with a poll posted to the ring
         self.ensure_reaper()
-        sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
-        op = self.post_op(
-            sockaddr, lib.iou_prep_connect, sock.fileno(), sockaddr, len(sockaddr), pins=(sockaddr,)
-        )
+        set_nonblocking(sock)
+        await connect_stream(sock, address, self.budget, self._wait_handshake)
+        self.counters.direct_connect += 1
+
+    async def _wait_handshake(self, sock: socket.socket) -> None:
+        op = self.post_op(None, lib.iou_prep_poll, sock.fileno(), select.POLLOUT)
         await self.wait_or_cancel(op)
         if op.result < 0:
-            raise oserror(op.result, f"connect to {address!r}")
+            raise oserror(op.result, "poll for the end of a connect")
 
     def close(self) -> None:
         """End of the run: cancel and drain everything, then release the ring.

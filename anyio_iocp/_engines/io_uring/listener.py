@@ -33,7 +33,9 @@ from anyio_iocp._interface.settings import Tuning
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
 
-_SOCK_STREAM = socket.SOCK_STREAM
+#: the type of an accepted socket: the ring's accept and the direct one both
+#: make it non-blocking (SOCK_NONBLOCK), so no setblocking call follows
+_SOCK_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _NOT_ERRORS = (-errno.ECANCELED, -errno.EAGAIN)
 
 
@@ -80,15 +82,16 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
         return op
 
     def _accept_now(self) -> socket.socket | None:
-        try:
-            conn, _address = self.sock.accept()
-        except OSError as exc:
-            if exc.errno in EXHAUSTION:
-                raise  # a shortage: the pool pauses (a posted accept may never wake)
-            # none waiting (EAGAIN), or an error a posted accept reports
-            # through the pool's policy (a reset connection, a socket shut down)
-            return None
-        return conn
+        fd = lib.iou_accept_now(self.fd)
+        if fd >= 0:
+            return socket.socket(self.family, _SOCK_STREAM, 0, fileno=fd)
+        if -fd in EXHAUSTION:
+            raise oserror(
+                fd, "accept"
+            )  # a shortage: the pool pauses (a posted accept may never wake)
+        # none waiting (EAGAIN), or an error a posted accept reports through
+        # the pool's policy (a reset connection, a socket shut down)
+        return None
 
     def _withdraw(self, op: AcceptOp) -> None:
         self._engine.request_cancel(op)

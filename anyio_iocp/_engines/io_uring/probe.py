@@ -45,7 +45,7 @@ _REQUIRED_OPCODES = {
     "IORING_OP_RECV": "receive",
     "IORING_OP_SEND": "send",
     "IORING_OP_ACCEPT": "accept",
-    "IORING_OP_CONNECT": "connect",
+    "IORING_OP_POLL_ADD": "connect (the wait for a handshake under way)",
     "IORING_OP_ASYNC_CANCEL": "cancellation",
 }
 

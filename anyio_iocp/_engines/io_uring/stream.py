@@ -45,7 +45,7 @@ from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QU
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
-from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family
+from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
 from anyio_iocp._interface.settings import Tuning, Usage
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class UringStreamIO(ReceivePool, SendChain):
     multishot = False
 
     def __init__(self, engine: UringEngine, sock: socket.socket, tuning: Tuning) -> None:
-        sock.setblocking(False)  # for the direct calls; io_uring ignores the flag
+        set_nonblocking(sock)  # for the direct calls; io_uring ignores the flag
         self._init_flow(sock, tuning, engine.counters)
         self.fd = sock.fileno()
         self._engine = engine

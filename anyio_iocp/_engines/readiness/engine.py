@@ -22,8 +22,6 @@ The settings keep their meaning where a readiness model can give them one:
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import socket
 from collections import deque
 from typing import Any
@@ -36,18 +34,22 @@ from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
-from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, StreamIO
+from anyio_iocp._interface.connecting import connect_stream
+from anyio_iocp._interface.engine import (
+    Engine,
+    EngineInfo,
+    ListenerIO,
+    StreamIO,
+    set_nonblocking,
+)
 from anyio_iocp._interface.readiness import wait_readable, wait_writable
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
 
-#: retry interval of a UNIX connect refused for now (EAGAIN: backlog full)
-CONNECT_RETRY_SECONDS = 0.005
-
 
 class ReadinessStreamIO(WriteBehind, FlowStream):
     def __init__(self, sock: socket.socket, tuning: Tuning, engine: ReadinessEngine) -> None:
-        sock.setblocking(False)
+        set_nonblocking(sock)
         self._init_flow(sock, tuning, engine.counters)
         self._engine = engine  # its budget: whether a receive yields before it waits
         self._ready: deque[bytes] = deque()
@@ -245,7 +247,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
 
 class ReadinessListenerIO(ListenerIO):
     def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
-        sock.setblocking(False)
+        set_nonblocking(sock)
         self.sock = sock
         self.tuning = tuning
         self._counters = counters
@@ -331,24 +333,9 @@ class ReadinessEngine(Engine):
         return ReadinessListenerIO(sock, tuning, self.counters)
 
     async def connect(self, sock: socket.socket, address: Any) -> None:
-        sock.setblocking(False)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                sock.connect(address)
-            except BlockingIOError as exc:
-                if exc.errno != errno.EAGAIN:
-                    break  # EINPROGRESS: the kernel goes on with it
-                # EAGAIN (a UNIX listener's backlog is full): nothing started,
-                # and no readiness event announces room, so try again shortly
-                await trio.sleep(CONNECT_RETRY_SECONDS)
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-        # In progress: wait until writable, then read the outcome.  Cancelling
-        # here abandons the attempt; the caller closes the socket.
-        self.counters.waits += 1
-        await wait_writable(sock)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, f"connect to {address!r}: {os.strerror(err)}")
+        set_nonblocking(sock)
+        # (anyio_iocp._interface.connecting: a handshake that is over when
+        # connect() returns, as on loopback, is not waited for)
+        if await connect_stream(sock, address, self.budget, wait_writable):
+            self.counters.waits += 1
+        self.counters.direct_connect += 1

