@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 import sniffio
@@ -201,3 +202,25 @@ def explicit_adapters_cleared(disable: Iterable[str] | None = None) -> Iterator[
     finally:
         for library in before:
             anyio_iocp.enable_for(library)
+
+
+def post_failing_ring_accept(listener: Any, code: int) -> Any:
+    """Post, in place of one real accept of an io_uring listener's pool, a
+    no-op whose completion reaches the listener as an accept that failed with
+    the errno ``code`` (a cancelled one still ends as cancelled).  Returns
+    the op; it takes no connection from the listen queue."""
+    from anyio_iocp._engines.io_uring._uring import lib
+
+    from anyio_iocp._engines.io_uring.listener import AcceptOp
+    from anyio_iocp._face.runstate import current_engine
+
+    class FailingAccept(AcceptOp):
+        __slots__ = ()
+
+        def complete(self, res: int, flags: int) -> None:
+            super().complete(-code if res == 0 else res, flags)
+
+    engine: Any = current_engine()
+    op = FailingAccept(engine.new_id(), listener)
+    engine.post_registered(op, lib.iou_prep_nop)
+    return op

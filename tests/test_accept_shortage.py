@@ -31,7 +31,7 @@ import anyio
 import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import MovedClock, first_listener, recv_exactly
+from helpers import MovedClock, first_listener, post_failing_ring_accept, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -73,21 +73,10 @@ class AcceptFault:
 
     @staticmethod
     def _io_uring() -> tuple[Any, Any]:
-        from anyio_iocp._engines.io_uring._uring import lib
-
-        from anyio_iocp._engines.io_uring.listener import AcceptOp, UringListenerIO
-
-        class RefusedAccept(AcceptOp):
-            __slots__ = ()
-
-            def complete(self, res: int, flags: int) -> None:
-                super().complete(-errno.EMFILE if res == 0 else res, flags)
+        from anyio_iocp._engines.io_uring.listener import UringListenerIO
 
         def refuse(listener: Any) -> Any:
-            engine: Any = current_engine()
-            op = RefusedAccept(engine.new_id(), listener)
-            engine.post_registered(op, lib.iou_prep_nop)
-            return op
+            return post_failing_ring_accept(listener, errno.EMFILE)
 
         return UringListenerIO, refuse
 

@@ -14,11 +14,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener
+from helpers import first_listener, post_failing_ring_accept
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
-from anyio_iocp._face.runstate import current_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -106,15 +105,7 @@ async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
     nothing.  The first accept posted here is a no-op that completes so."""
     if engine_name != "io_uring":
         pytest.skip(f"the {engine_name} engine has no direct accept and posted accepts both")
-    from anyio_iocp._engines.io_uring._uring import lib
-
-    from anyio_iocp._engines.io_uring.listener import AcceptOp, UringListenerIO
-
-    class OutrunAccept(AcceptOp):
-        __slots__ = ()
-
-        def complete(self, res: int, flags: int) -> None:
-            super().complete(-errno.EAGAIN, flags)
+    from anyio_iocp._engines.io_uring.listener import UringListenerIO
 
     real_post_accept = UringListenerIO._post_accept
     outrun: list[Any] = []
@@ -122,11 +113,8 @@ async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
     def post_accept(listener: Any) -> Any:
         if outrun:
             return real_post_accept(listener)
-        engine: Any = current_engine()
-        op = OutrunAccept(engine.new_id(), listener)
-        engine.post_registered(op, lib.iou_prep_nop)
-        outrun.append(op)
-        return op
+        outrun.append(post_failing_ring_accept(listener, errno.EAGAIN))
+        return outrun[-1]
 
     monkeypatch.setattr(UringListenerIO, "_post_accept", post_accept)
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=1)
