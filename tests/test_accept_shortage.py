@@ -315,20 +315,43 @@ def test_a_pool_that_takes_the_last_descriptors_gives_half_back(
         for op in pool.given_back:  # their completions: cancelled, no error
             pool.accept_failed(op, None)
         assert len(pool._posted) == 51
-        # ten connections come in and are taken: the refill posts ten new
-        # accepts, up to the ceiling and no further
+        # ten connections come in and are taken: the ceiling rises by one
+        # each, and the refill posts up to it and no further
         for op in list(pool._posted)[:10]:
             pool.accepted(op, socket.socket())
-        assert len(pool._queue) + len(pool._posted) == 51
+        assert pool.usage("backlog") == (61, 10)
         while pool._queue:
             pool._queue.popleft().close()
         pool._refill()
-        assert len(pool._posted) == 51 and pool.free == 40
-        # set again, the pool tries the whole backlog: it takes the 40 left,
+        assert len(pool._posted) == 61 and pool.free == 30
+        # set again, the pool tries the whole backlog: it takes the 30 left,
         # and the shortage gives half of its 91 back again
         pool.configure(backlog=500)
         assert len(pool.given_back) == 50 + 45 and pool.free == 45
         assert pool.usage("backlog") == (46, 0)
+    finally:
+        pool.discard_queued()
+        pool.sock.close()
+
+
+def test_the_ceiling_rises_with_each_connection_until_it_is_gone() -> None:
+    """A shortage the pool did not cause (the application's own sockets took
+    the last descriptor) must not halve the pool for good: each connection
+    accepted raises the ceiling by one, and at backlog it is gone."""
+    pool = HoardingPool(free=3, backlog=6)
+    try:
+        assert len(pool.given_back) == 1 and pool.usage("backlog").cap == 2
+        for op in pool.given_back:
+            pool.accept_failed(op, None)
+        pool.free = 1000  # descriptors are free again
+        for expected in (3, 4, 5, 6):
+            op = next(iter(pool._posted))
+            pool.accepted(op, socket.socket())
+            pool._queue.popleft().close()
+            pool._refill()
+            assert pool.usage("backlog").cap == expected
+            assert len(pool._posted) == expected
+        assert pool._ceiling is None, "at backlog the ceiling is gone"
     finally:
         pool.discard_queued()
         pool.sock.close()

@@ -159,13 +159,14 @@ async def test_peer_closes_mid_receive(
     assert not engine_ops()
 
 
-async def test_connect_refused_leaves_nothing() -> None:
+async def test_connect_refused_leaves_nothing(engine_name: str) -> None:
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens on this port now
     current_engine()  # the ring (io_uring) exists before counting
     gc.collect()
     fds, sockets = open_fds(), open_sockets()
+    before = anyio_iocp.statistics()
     for _ in range(20):
         with pytest.raises(OSError) as info:
             await anyio.connect_tcp("127.0.0.1", port)
@@ -176,6 +177,9 @@ async def test_connect_refused_leaves_nothing() -> None:
     assert open_fds() == fds
     assert open_sockets() == sockets
     assert not engine_ops()
+    if engine_name != "iocp":  # every connect call counts, refused ones too
+        after = anyio_iocp.statistics()
+        assert after.direct_calls["connect"] - before.direct_calls["connect"] == 20
 
 
 async def test_a_handshake_under_way_is_waited_for(engine_name: str) -> None:
@@ -221,7 +225,7 @@ async def test_a_handshake_under_way_is_waited_for(engine_name: str) -> None:
     assert not engine_ops()
 
 
-async def test_connect_timing_out_on_a_full_backlog() -> None:
+async def test_connect_timing_out_on_a_full_backlog(engine_name: str) -> None:
     """A listener with listen(0) and one connection queued drops further SYNs:
     the connect hangs until the timeout cancels it, and nothing leaks."""
     server = socket.socket()
@@ -232,10 +236,13 @@ async def test_connect_timing_out_on_a_full_backlog() -> None:
     current_engine()  # the ring (io_uring) exists before counting
     gc.collect()
     fds, sockets = open_fds(), open_sockets()
+    before = anyio_iocp.statistics()
     try:
         for _ in range(3):
             with pytest.raises(TimeoutError), anyio.fail_after(0.3):
                 await anyio_iocp.connect_tcp("127.0.0.1", port)
+        if engine_name == "readiness":  # each waited, and the wait counts
+            assert anyio_iocp.statistics().waits - before.waits == 3
         gc.collect()
         assert open_fds() == fds
         assert open_sockets() == sockets

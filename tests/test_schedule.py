@@ -316,3 +316,52 @@ async def test_a_pass_renews_the_budget() -> None:
     strict = ScheduleBudget("strict")
     strict.new_pass()
     assert strict.exhausted()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_connects_that_fail_at_once_take_turns_and_a_timeout_fires(
+    anyio_backend: Any, schedule: str, kind: str, tmp_path: Any
+) -> None:
+    """A loop of connects that fail without waiting (a UNIX path nobody
+    listens on; a TCP port that refuses, its RST back before connect()
+    returns) lets another task run and its own deadline fire: a failed
+    connect is a schedule point too, on the budget or (strict) every time."""
+    if kind == "unix" and not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no UNIX sockets here")
+    from anyio._core._eventloop import get_async_backend
+
+    current_engine().budget = ScheduleBudget(schedule)
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    backend = get_async_backend()
+    ticks: list[float] = []
+    failures = 0
+
+    async def ticker(until: float) -> None:
+        while (now := time.monotonic()) < until:
+            await anyio.sleep(0)
+            ticks.append(now)
+
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, start + SLEEP_SECONDS * 4)
+        with anyio.move_on_after(SLEEP_SECONDS * 4):
+            # (bounded: without schedule points the deadline would never fire)
+            while time.monotonic() - start < 3:
+                try:
+                    if kind == "unix":
+                        await backend.connect_unix(str(tmp_path / "nobody"), socket.SOCK_STREAM)
+                    else:
+                        await backend.connect_tcp("127.0.0.1", port)
+                except OSError:
+                    failures += 1
+                else:
+                    raise AssertionError("connected to nobody")
+    late = time.monotonic() - start - SLEEP_SECONDS * 4
+    assert failures > 10
+    assert late < SLACK, f"the timeout fired {late * 1000:.0f} ms late"
+    assert len(ticks) > 10 and ticks[0] - start < SLACK, "the other task did not get its turns"
+    assert longest_gap(ticks) < SLACK, f"the other task waited {longest_gap(ticks):.3f} s"

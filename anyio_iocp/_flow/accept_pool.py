@@ -43,11 +43,13 @@ A direct call that meets a shortage starts the pause like a failed accept.
   runs out of descriptors while the pool holds at least two accepts, the
   pool itself took the process's last ones, and pausing would not give them
   back.  It gives half of its posted accepts back at once (withdrawn, their
-  sockets closed) and keeps at most what remains from then on: a
-  *ceiling* below ``backlog``, reported as the cap of the backlog query,
-  logged as a warning and traced as ``accept.giveback``, until
-  ``configure(backlog=...)`` sets the pool again.  With fewer than two posted
-  the shortage pauses as below;
+  sockets closed) and keeps at most what remains: a *ceiling* below
+  ``backlog``, reported as the cap of the backlog query, logged as a warning
+  and traced as ``accept.giveback``.  The ceiling rises by one for each
+  connection accepted, and is gone once it reaches ``backlog`` (or
+  ``configure(backlog=...)`` sets the pool again); another shortage halves
+  it again.  ENOBUFS (IOCP: ``WSAENOBUFS``) counts as such a shortage, as
+  EMFILE does.  With fewer than two posted the shortage pauses as below;
 * any other error is raised by the next ``accept()``, and only that
   ``accept()`` refills the pool;
 * close: connections queued and not taken are closed, the posted accepts are
@@ -168,6 +170,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             return
         self._queue.append(conn)
         self._listen_queue_empty = False  # others may have come behind it
+        ceiling = self._ceiling
+        if ceiling is not None:
+            # after a give-way: one accept more per connection accepted, up to
+            # backlog (another shortage halves the ceiling again)
+            self._ceiling = None if ceiling + 1 >= self.tuning.backlog else ceiling + 1
         backoff = self._backoff
         if backoff.failures:  # (checked here: a call per connection costs)
             backoff.succeeded()
@@ -265,9 +272,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         name = errno.errorcode.get(code, str(code))
         listener = f"listener {self.sock.getsockname()!r}"
         _log.warning(
-            "%s: out of descriptors (%s) with %d accepts posted, each holding a socket; "
-            "gave %d back, and the pool keeps at most %d of backlog %d until "
-            "configure(backlog=...) sets it again",
+            "%s: short of descriptors or memory (%s) with %d accepts posted, each "
+            "holding a socket; gave %d back, and the pool keeps at most %d of backlog %d, "
+            "one more per connection accepted",
             listener,
             name,
             len(posted),
@@ -278,7 +285,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         if _trace.active:
             _trace.emit(
                 "accept.giveback",
-                f"{listener}: out of descriptors ({name}); gave back {len(given)} "
+                f"{listener}: short of descriptors or memory ({name}); gave back {len(given)} "
                 f"posted accepts, the pool keeps at most {kept}",
                 listener=listener,
                 errno=name,

@@ -19,7 +19,8 @@ What the outcomes mean
 * ``connect()`` succeeds (a UNIX socket), or the connection is established
   already: connected, without waiting.  The call is still a cancel point
   (checked first) and yields when the run's budget says so, as a stream
-  call that did not wait does (:mod:`anyio_iocp._interface.budget`).
+  call that did not wait does (:mod:`anyio_iocp._interface.budget`); so does
+  a connect that fails at once (strict mode: every call yields, as in Trio).
 * Not established, and ``SO_ERROR`` holds an error: the peer refused (on
   loopback the RST has come back already); that error is raised at once.
 * Not established and no error: the handshake is under way (a remote peer,
@@ -76,10 +77,29 @@ async def connect_stream(
     address: Any,
     budget: ScheduleBudget,
     wait_writable: Callable[[socket.socket], Awaitable[None]],
-) -> bool:
-    """Connect the non-blocking ``sock`` to ``address``; True if it waited
-    for the handshake with ``wait_writable``."""
+) -> None:
+    """Connect the non-blocking ``sock`` to ``address``, waiting for a
+    handshake under way with ``wait_writable``."""
     await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        await _attempt(sock, address, wait_writable)
+    except OSError:
+        # A connect that fails at once is a schedule point too, as in Trio:
+        # otherwise a loop of refused connects would never let another task
+        # or a deadline in (strict mode: every time; else on the budget).
+        if perf_counter() >= budget.deadline:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        raise
+    if perf_counter() >= budget.deadline:
+        # connected without waiting, and the budget has run out: a schedule point
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+async def _attempt(
+    sock: socket.socket,
+    address: Any,
+    wait_writable: Callable[[socket.socket], Awaitable[None]],
+) -> None:
     while True:
         try:
             sock.connect(address)
@@ -92,9 +112,4 @@ async def connect_stream(
                 error = connect_failed(sock, address)
                 if error is not None:
                     raise error from None
-                return True
-        break
-    if perf_counter() >= budget.deadline:
-        # connected without waiting, and the budget has run out: a schedule point
-        await trio.lowlevel.cancel_shielded_checkpoint()
-    return False
+        return

@@ -609,8 +609,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         # way is waited for with a poll posted to the ring
         self.ensure_reaper()
         set_nonblocking(sock)
-        await connect_stream(sock, address, self.budget, self._wait_handshake)
         self.counters.direct_connect += 1
+        await connect_stream(sock, address, self.budget, self._wait_handshake)
 
     async def _wait_handshake(self, sock: socket.socket) -> None:
         op = self.post_op(None, lib.iou_prep_poll, sock.fileno(), select.POLLOUT)

@@ -97,9 +97,9 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         """The packet of a posted accept: a connection, or why not."""
         conn = cast(tuple[socket.socket, Any, Any], op.keep)[0]
         code = op.error
-        if not code and conn.fileno() == -1:
-            # given back (_give_back) but a connection came first: its socket is
-            # closed, and the connection with it
+        if conn.fileno() == -1:
+            # given back (_give_back): whatever its packet says (cancelled; or a
+            # connection that came first, closed with its socket), no error
             self.accept_failed(op, None)
             return
         if not code:

@@ -336,6 +336,9 @@ class ReadinessEngine(Engine):
         set_nonblocking(sock)
         # (anyio_iocp._interface.connecting: a handshake that is over when
         # connect() returns, as on loopback, is not waited for)
-        if await connect_stream(sock, address, self.budget, wait_writable):
-            self.counters.waits += 1
         self.counters.direct_connect += 1
+        await connect_stream(sock, address, self.budget, self._wait_connect)
+
+    async def _wait_connect(self, sock: socket.socket) -> None:
+        self.counters.waits += 1
+        await wait_writable(sock)
