@@ -102,3 +102,24 @@ def test_a_finished_run_frees_its_engine_without_the_cycle_collector(
         assert engine() is None, "the engine is only freed by the cycle collector"
     finally:
         gc.enable()
+
+
+async def test_a_refused_connect_error_is_referred_to_by_nothing(anyio_backend: object) -> None:
+    """The error of a refused connect (raised at once on loopback: the RST is
+    back before connect() returns) is held by no frame of its traceback:
+    kept in a local variable, it would make a cycle through the frame (AnyIO's
+    ``test_happy_eyeballs_refcycles`` checks this on every backend)."""
+    import socket
+
+    from anyio._core._eventloop import get_async_backend
+
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    error: OSError | None = None
+    try:
+        await get_async_backend().connect_tcp("127.0.0.1", port)
+    except OSError as exc:
+        error = exc
+    assert isinstance(error, ConnectionRefusedError)
+    assert gc.get_referrers(error) == []
