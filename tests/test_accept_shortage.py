@@ -334,24 +334,27 @@ def test_a_pool_that_takes_the_last_descriptors_gives_half_back(
         pool.sock.close()
 
 
-def test_the_ceiling_rises_with_each_connection_until_it_is_gone() -> None:
+def test_the_ceiling_rises_with_each_connection_short_of_the_shortage() -> None:
     """A shortage the pool did not cause (the application's own sockets took
     the last descriptor) must not halve the pool for good: each connection
-    accepted raises the ceiling by one, and at backlog it is gone."""
-    pool = HoardingPool(free=3, backlog=6)
+    accepted raises the ceiling by one, up to three quarters of the size
+    that met the shortage (climbing back to that size would meet the same
+    shortage again); configure(backlog=...) lifts it."""
+    pool = HoardingPool(free=40, backlog=100)
     try:
-        assert len(pool.given_back) == 1 and pool.usage("backlog").cap == 2
+        assert len(pool.given_back) == 20 and pool.usage("backlog").cap == 20
         for op in pool.given_back:
             pool.accept_failed(op, None)
         pool.free = 1000  # descriptors are free again
-        for expected in (3, 4, 5, 6):
+        for expected in [*range(21, 31), 30, 30]:
             op = next(iter(pool._posted))
             pool.accepted(op, socket.socket())
             pool._queue.popleft().close()
             pool._refill()
             assert pool.usage("backlog").cap == expected
             assert len(pool._posted) == expected
-        assert pool._ceiling is None, "at backlog the ceiling is gone"
+        pool.configure(backlog=100)
+        assert pool.usage("backlog").cap == 100 and len(pool._posted) == 100
     finally:
         pool.discard_queued()
         pool.sock.close()

@@ -365,3 +365,36 @@ async def test_connects_that_fail_at_once_take_turns_and_a_timeout_fires(
     assert late < SLACK, f"the timeout fired {late * 1000:.0f} ms late"
     assert len(ticks) > 10 and ticks[0] - start < SLACK, "the other task did not get its turns"
     assert longest_gap(ticks) < SLACK, f"the other task waited {longest_gap(ticks):.3f} s"
+
+
+@pytest.mark.anyio
+@pytest.mark.schedule("strict")
+async def test_a_connect_that_waited_adds_no_second_schedule_point(anyio_backend: Any) -> None:
+    """A connect whose handshake had to be waited for (the listener's queue
+    was full, so its SYN came again later) has yielded in that wait: like a
+    stream call that waited, it makes no second schedule point, even in strict
+    mode.  The connecting task is resumed once, by the end of the wait."""
+    from anyio._core._eventloop import get_async_backend
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    steps_taken: list[int] = []
+
+    async def make_room() -> None:
+        await anyio.sleep(0.2)
+        server.accept()[0].close()  # room for one more; the SYN comes again
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(make_room)
+            with anyio.fail_after(10), steps_of_this_task() as steps:
+                stream = await get_async_backend().connect_tcp("127.0.0.1", port)
+                steps_taken.append(steps())
+        await stream.aclose()
+        assert steps_taken == [1]
+    finally:
+        filler.close()
+        server.close()

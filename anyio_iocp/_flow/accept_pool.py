@@ -46,10 +46,11 @@ A direct call that meets a shortage starts the pause like a failed accept.
   sockets closed) and keeps at most what remains: a *ceiling* below
   ``backlog``, reported as the cap of the backlog query, logged as a warning
   and traced as ``accept.giveback``.  The ceiling rises by one for each
-  connection accepted, and is gone once it reaches ``backlog`` (or
-  ``configure(backlog=...)`` sets the pool again); another shortage halves
-  it again.  ENOBUFS (IOCP: ``WSAENOBUFS``) counts as such a shortage, as
-  EMFILE does.  With fewer than two posted the shortage pauses as below;
+  connection accepted, up to three quarters of the size that met the
+  shortage (climbing back to that size would meet the same shortage again);
+  ``configure(backlog=...)`` lifts it, and another shortage halves it
+  again.  ENOBUFS (IOCP: ``WSAENOBUFS``) counts as such a shortage, as EMFILE
+  does.  With fewer than two posted the shortage pauses as below;
 * any other error is raised by the next ``accept()``, and only that
   ``accept()`` refills the pool;
 * close: connections queued and not taken are closed, the posted accepts are
@@ -118,6 +119,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: at most this many queued plus posted, below backlog, since posting
         #: ran out of descriptors (None: backlog is the bound)
         self._ceiling: int | None = None
+        #: how far the ceiling may rise again: below the size that met the shortage
+        self._ceiling_max = 0
         self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
@@ -171,10 +174,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._queue.append(conn)
         self._listen_queue_empty = False  # others may have come behind it
         ceiling = self._ceiling
-        if ceiling is not None:
+        if ceiling is not None and ceiling < self._ceiling_max:
             # after a give-way: one accept more per connection accepted, up to
-            # backlog (another shortage halves the ceiling again)
-            self._ceiling = None if ceiling + 1 >= self.tuning.backlog else ceiling + 1
+            # three quarters of the pool that met the shortage
+            self._ceiling = ceiling + 1
         backoff = self._backoff
         if backoff.failures:  # (checked here: a call per connection costs)
             backoff.succeeded()
@@ -266,21 +269,26 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         hold them: give half of them back, and keep at most the rest."""
         posted = self._posted
         given = list(posted)[: len(posted) // 2]
-        kept = self._ceiling = len(self._queue) + len(posted) - len(given)
+        size = len(self._queue) + len(posted)
+        kept = self._ceiling = size - len(given)
+        # climbing back to the size that ran out would only meet the same
+        # shortage again: a quarter of it stays free
+        self._ceiling_max = max(kept, size - max(size // 4, 1))
         for op in given:
             self._give_back(op)
         name = errno.errorcode.get(code, str(code))
         listener = f"listener {self.sock.getsockname()!r}"
         _log.warning(
             "%s: short of descriptors or memory (%s) with %d accepts posted, each "
-            "holding a socket; gave %d back, and the pool keeps at most %d of backlog %d, "
-            "one more per connection accepted",
+            "holding a socket; gave %d back, and the pool keeps at most %d of backlog %d "
+            "(one more per connection accepted, up to %d)",
             listener,
             name,
             len(posted),
             len(given),
             kept,
             self.tuning.backlog,
+            self._ceiling_max,
         )
         if _trace.active:
             _trace.emit(

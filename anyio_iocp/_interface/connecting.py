@@ -58,7 +58,8 @@ def raise_if_failed(sock: socket.socket, address: Any) -> None:
     ``test_happy_eyeballs_refcycles`` checks for.)"""
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
-        raise OSError(err, f"connect to {address!r}: {os.strerror(err)}")
+        # (from None: it is raised while the EINPROGRESS is being handled)
+        raise OSError(err, f"connect to {address!r}: {os.strerror(err)}") from None
 
 
 def established(sock: socket.socket, address: Any) -> bool:
@@ -70,7 +71,7 @@ def established(sock: socket.socket, address: Any) -> bool:
         pass
     else:
         return True
-    raise_if_failed(sock, address)  # (outside the handler: no chained context)
+    raise_if_failed(sock, address)
     return False
 
 
@@ -83,16 +84,17 @@ async def connect_stream(
     """Connect the non-blocking ``sock`` to ``address``, waiting for a
     handshake under way with ``wait_writable``."""
     await trio.lowlevel.checkpoint_if_cancelled()
+    passes = budget.passes  # a change means it waited (and so yielded) meanwhile
     try:
         await _attempt(sock, address, wait_writable)
     except OSError:
         # A connect that fails at once is a schedule point too, as in Trio:
         # otherwise a loop of refused connects would never let another task
         # or a deadline in (strict mode: every time; else on the budget).
-        if perf_counter() >= budget.deadline:
+        if budget.passes == passes and perf_counter() >= budget.deadline:
             await trio.lowlevel.cancel_shielded_checkpoint()
         raise
-    if perf_counter() >= budget.deadline:
+    if budget.passes == passes and perf_counter() >= budget.deadline:
         # connected without waiting, and the budget has run out: a schedule point
         await trio.lowlevel.cancel_shielded_checkpoint()
 
