@@ -121,7 +121,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._ceiling: int | None = None
         #: how far the ceiling may rise again: below the size that met the shortage
         self._ceiling_max = 0
-        self._backoff = AcceptBackoff(f"listener {sock.getsockname()!r}", counters)
+        #: how the log and the trace name this listener
+        self._name = f"listener {sock.getsockname()!r}"
+        self._backoff = AcceptBackoff(self._name, counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
         self._refill()
 
@@ -277,7 +279,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         for op in given:
             self._give_back(op)
         name = errno.errorcode.get(code, str(code))
-        listener = f"listener {self.sock.getsockname()!r}"
+        listener = self._name
         _log.warning(
             "%s: short of descriptors or memory (%s) with %d accepts posted, each "
             "holding a socket; gave %d back, and the pool keeps at most %d of backlog %d "

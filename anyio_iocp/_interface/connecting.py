@@ -45,6 +45,8 @@ from typing import Any
 import trio
 
 from anyio_iocp._interface.budget import ScheduleBudget
+from anyio_iocp._interface.engine import set_nonblocking
+from anyio_iocp._interface.stats import EngineCounters
 
 #: how long a connect refused with EAGAIN (a full UNIX backlog) waits before
 #: trying again
@@ -79,10 +81,14 @@ async def connect_stream(
     sock: socket.socket,
     address: Any,
     budget: ScheduleBudget,
+    counters: EngineCounters,
     wait_writable: Callable[[socket.socket], Awaitable[None]],
 ) -> None:
-    """Connect the non-blocking ``sock`` to ``address``, waiting for a
-    handshake under way with ``wait_writable``."""
+    """Connect ``sock`` (made non-blocking here) to ``address``, waiting for a
+    handshake under way with ``wait_writable``; every call counts as a direct
+    connect in ``counters``."""
+    set_nonblocking(sock)
+    counters.direct_connect += 1
     await trio.lowlevel.checkpoint_if_cancelled()
     passes = budget.passes  # a change means it waited (and so yielded) meanwhile
     try:

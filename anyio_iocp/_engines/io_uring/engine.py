@@ -85,7 +85,6 @@ from anyio_iocp._interface.engine import (
     MessageIO,
     StreamIO,
     oserror,
-    set_nonblocking,
 )
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
@@ -608,9 +607,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         # returns (anyio_iocp._interface.connecting); a handshake still under
         # way is waited for with a poll posted to the ring
         self.ensure_reaper()
-        set_nonblocking(sock)
-        self.counters.direct_connect += 1
-        await connect_stream(sock, address, self.budget, self._wait_handshake)
+        await connect_stream(sock, address, self.budget, self.counters, self._wait_handshake)
 
     async def _wait_handshake(self, sock: socket.socket) -> None:
         op = self.post_op(None, lib.iou_prep_poll, sock.fileno(), select.POLLOUT)

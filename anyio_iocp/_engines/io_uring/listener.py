@@ -86,9 +86,8 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
         if fd >= 0:
             return socket.socket(self.family, _SOCK_STREAM, 0, fileno=fd)
         if -fd in EXHAUSTION:
-            raise oserror(
-                fd, "accept"
-            )  # a shortage: the pool pauses (a posted accept may never wake)
+            # a shortage: the pool pauses (a posted accept may never wake)
+            raise oserror(fd, "accept")
         # none waiting (EAGAIN), or an error a posted accept reports through
         # the pool's policy (a reset connection, a socket shut down)
         return None

@@ -333,11 +333,9 @@ class ReadinessEngine(Engine):
         return ReadinessListenerIO(sock, tuning, self.counters)
 
     async def connect(self, sock: socket.socket, address: Any) -> None:
-        set_nonblocking(sock)
         # (anyio_iocp._interface.connecting: a handshake that is over when
         # connect() returns, as on loopback, is not waited for)
-        self.counters.direct_connect += 1
-        await connect_stream(sock, address, self.budget, self._wait_connect)
+        await connect_stream(sock, address, self.budget, self.counters, self._wait_connect)
 
     async def _wait_connect(self, sock: socket.socket) -> None:
         self.counters.waits += 1
