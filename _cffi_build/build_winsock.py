@@ -77,9 +77,6 @@ typedef BOOL (*LPFN_ACCEPTEX)(SOCKET sListenSocket, SOCKET sAcceptSocket,
                               void *lpOutputBuffer, DWORD dwReceiveDataLength,
                               DWORD dwLocalAddressLength, DWORD dwRemoteAddressLength,
                               DWORD *lpdwBytesReceived, OVERLAPPED *lpOverlapped);
-typedef BOOL (*LPFN_CONNECTEX)(SOCKET s, const void *name, int namelen,
-                               void *lpSendBuffer, DWORD dwSendDataLength,
-                               DWORD *lpdwBytesSent, OVERLAPPED *lpOverlapped);
 typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(void *lpOutputBuffer, DWORD dwReceiveDataLength,
                                           DWORD dwLocalAddressLength,
                                           DWORD dwRemoteAddressLength,
@@ -96,7 +93,6 @@ DWORD GetLastError(void);
 #define SOCKET_ERROR -1
 #define SOL_SOCKET 0xffff
 #define SO_UPDATE_ACCEPT_CONTEXT 0x700B
-#define SO_UPDATE_CONNECT_CONTEXT 0x7010
 #define SIO_GET_EXTENSION_FUNCTION_POINTER 0xC8000006
 #define SIO_UDP_CONNRESET 0x9800000C
 #define WSA_FLAG_OVERLAPPED 0x01

@@ -8,6 +8,10 @@ per column, the median rate with its range and the median process CPU time
 
     .venv/bin/python bench/demo_phase.py echo --backends iocp,trio --rounds 5
 
+``--concurrency 1`` runs the hello phase's exchanges one after another (the
+demo runs 16 clients at once): each connect, accept and close is then on the
+critical path, with no other connection's work to share its scheduler pass.
+
 To compare two versions of the package, run it twice with ``PYTHONPATH``
 set to each checkout (a ``git worktree``), interleaving the invocations.
 """
@@ -15,6 +19,7 @@ set to each checkout (a ``git worktree``), interleaving the invocations.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -34,8 +39,7 @@ PHASES = ("hello", "echo", "bulk")
 Phase = Callable[[list[str]], Awaitable[float]]
 
 
-def phase_runner(phase: str, payload: demo.Payload) -> Phase:
-    sizes = demo.DEFAULT_SIZES
+def phase_runner(phase: str, payload: demo.Payload, sizes: demo.Sizes) -> Phase:
     if phase == "hello":
         return lambda failures: demo.run_hello(sizes, failures)
     if phase == "echo":
@@ -70,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=demo.DEFAULT_SIZES.hello_concurrency,
+        help="hello: clients at once (default %(default)s, as in the demo)",
+    )
     args = parser.parse_args(argv)
     keys = [k for k in args.backends.split(",") if k]
     unknown = [k for k in keys if k not in demo.COLUMNS]
@@ -77,13 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--backends {args.backends!r}: expected some of {', '.join(demo.COLUMNS)}")
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: expected at least 1")
-    phase = phase_runner(args.phase, demo.make_payload(demo.DEFAULT_SIZES, args.seed))
+    if args.concurrency < 1:
+        parser.error(f"--concurrency {args.concurrency}: expected at least 1")
+    sizes = dataclasses.replace(demo.DEFAULT_SIZES, hello_concurrency=args.concurrency)
+    phase = phase_runner(args.phase, demo.make_payload(sizes, args.seed), sizes)
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
     for _ in range(args.rounds):
         for key in keys:
             runs[key].append(run_once(demo.COLUMNS[key], phase))
     unit = "MB/s" if args.phase == "bulk" else "/s"
-    print(f"{args.phase} ({args.rounds} interleaved rounds; {sys.executable})")
+    clients = f"{args.concurrency} clients at once; " if args.phase == "hello" else ""
+    print(f"{args.phase} ({clients}{args.rounds} interleaved rounds; {sys.executable})")
     for key, values in runs.items():
         rates = [rate for rate, _ in values]
         cpu = statistics.median(c for _, c in values)

@@ -70,7 +70,8 @@ class EngineCounters:
         self.direct_connect = 0
         self.direct_recv = 0
         self.direct_send = 0
-        #: readiness waits (the readiness engine's way of waiting)
+        #: readiness waits (the readiness engine's way of waiting; on IOCP, a
+        #: connect whose handshake was still under way)
         self.waits = 0
         #: accept(): found a connection accepted ahead / had to wait; pauses
         self.accept_hits = 0
@@ -136,7 +137,7 @@ class RunStatistics:
     #: accepts, receives and sends done by a direct system call, against ring operations
     direct_calls: dict[str, int]
     ring_operations: int
-    #: readiness waits (readiness engine)
+    #: readiness waits (readiness engine; IOCP: connects still under way)
     waits: int
     bytes_in: int
     bytes_out: int

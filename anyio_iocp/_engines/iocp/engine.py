@@ -3,8 +3,8 @@
 The model
 ---------
 Windows reports *completions*, as io_uring does: an operation (``AcceptEx``,
-``ConnectEx``, ``WSARecv``, ``WSASend``, and for UDP ``WSARecvFrom`` and
-``WSASendTo`` in :mod:`anyio_iocp._engines.iocp.messages`) is posted with an ``OVERLAPPED``
+``WSARecv``, ``WSASend``, and for UDP ``WSARecvFrom`` and ``WSASendTo`` in
+:mod:`anyio_iocp._engines.iocp.messages`) is posted with an ``OVERLAPPED``
 structure before the event happens, and when the kernel has done it, a
 completion packet naming that ``OVERLAPPED`` is queued on the completion port
 the socket is associated with.  The program never asks "is this socket
@@ -44,15 +44,15 @@ The traps, and what this module does about them
   its packet drained *before* the key's monitor ends.  The wait is bounded
   (``RUN_END_DRAIN_SECONDS``); operations still pending after it are abandoned,
   the key stays monitored and their memory is kept alive.
-* Memory lent to the kernel (``OVERLAPPED``, ``WSABUF``, buffers, the packed
-  address of a connect, the address space of an accept) must outlive the
-  operation.  Each :class:`IocpOp` holds it, and the engine's table holds the op
-  until its packet has arrived, whatever happens to the task that posted it.
+* Memory lent to the kernel (``OVERLAPPED``, ``WSABUF``, buffers, the address
+  space of an accept) must outlive the operation.  Each :class:`IocpOp` holds
+  it, and the engine's table holds the op until its packet has arrived,
+  whatever happens to the task that posted it.
 * Cancelling the waiting task does not cancel the operation.  A receive or an
   accept stays posted, and its result goes to the next ``receive()`` or
-  ``accept()``.  A send or a connect is cancelled with ``CancelIoEx`` and the
-  task waits for the packet before Cancelled propagates: the packet tells
-  whether the operation happened after all (then its result is used).
+  ``accept()``.  A send is cancelled with ``CancelIoEx`` and the task waits
+  for the packet before Cancelled propagates: the packet tells whether the
+  operation happened after all (then its result is used).
 * ``CancelIoEx`` says ``ERROR_NOT_FOUND`` when the operation has already
   completed: its packet is on its way, and nothing more is done.
 * Packets are produced for synchronous successes too (the engine never sets
@@ -60,8 +60,12 @@ The traps, and what this module does about them
   where an operation ends.  An immediate failure other than ``WSA_IO_PENDING``
   produces no packet: the op is then never entered in the table.
 * A socket can be associated with one port only, once.  The engine remembers
-  which sockets it has associated (connect associates the socket before
-  ``ConnectEx``; the stream opened on it afterwards must not try again).
+  which sockets it has associated.
+* Connects are not posted: a non-blocking ``connect()`` is over when it
+  returns on loopback, so the engine calls it directly and waits (Trio's AFD
+  poll) only for a handshake still under way, as the other engines do
+  (:mod:`anyio_iocp._interface.connecting`).  The socket is associated when
+  its stream opens.
 """
 
 from __future__ import annotations
@@ -79,19 +83,17 @@ import trio
 
 from anyio_iocp._engines.iocp.stream import IocpStreamIO
 from anyio_iocp._engines.iocp.winsock import (
-    extensions,
     ffi,
     handle_of,
     kernel32,
     last_error,
-    pack_sockaddr,
-    wildcard,
     winerror,
     ws2,
 )
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
+from anyio_iocp._interface.connecting import connect_stream
 from anyio_iocp._interface.engine import Engine, EngineInfo, ListenerIO, MessageIO, StreamIO
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
@@ -182,7 +184,6 @@ _KINDS = {
     "WSARecv": "recv",
     "WSASend": "send",
     "AcceptEx": "accept",
-    "ConnectEx": "connect",
     "WSARecvFrom": "recvmsg",
     "WSASendTo": "sendmsg",
 }
@@ -380,24 +381,15 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         self._listeners.discard(listener)
 
     async def connect(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        sock.setblocking(False)
-        try:
-            sock.getsockname()
-        except OSError:  # WSAEINVAL: not bound yet, and ConnectEx needs it
-            sock.bind(wildcard(sock.family))
-        self.associate(sock)
-        sockaddr = ffi.from_buffer(pack_sockaddr(sock.family, address))
-        op = IocpOp(sock, sockaddr)
-        ok = extensions(sock.family).ConnectEx(
-            sock.fileno(), sockaddr, len(sockaddr), ffi.NULL, 0, ffi.NULL, op.overlapped
-        )
-        self.posted(op, bool(ok), f"ConnectEx to {address!r}")
-        await self.wait_or_cancel(op)
-        if op.error:
-            raise op.oserror(f"connect to {address!r}")
-        # without it, getpeername() and shutdown() fail on this socket
-        if ws2.setsockopt(
-            sock.fileno(), ws2.SOL_SOCKET, ws2.SO_UPDATE_CONNECT_CONTEXT, ffi.NULL, 0
-        ):
-            raise winerror(last_error(), "setsockopt(SO_UPDATE_CONNECT_CONTEXT)")
+        # A direct non-blocking connect(), as on the other engines
+        # (anyio_iocp._interface.connecting): on loopback the handshake is over
+        # when it returns (under Wine too: 100 of 100), which a posted ConnectEx
+        # would learn only from a packet one pass later.  A handshake still
+        # under way is waited for with Trio's AFD poll; the socket is
+        # associated with the port when its stream opens.
+        self.check_open()
+        await connect_stream(sock, address, self.budget, self.counters, self._wait_connect)
+
+    async def _wait_connect(self, sock: socket.socket) -> None:
+        self.counters.waits += 1
+        await trio.lowlevel.wait_writable(sock)

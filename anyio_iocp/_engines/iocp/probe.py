@@ -1,5 +1,5 @@
 """Whether the IOCP engine can run here: Windows, with the Winsock extensions
-(``AcceptEx``, ``ConnectEx``) loadable."""
+(``AcceptEx``, ``GetAcceptExSockaddrs``) loadable."""
 
 from __future__ import annotations
 
@@ -19,4 +19,6 @@ def probe_iocp() -> tuple[bool, str]:
         extensions(socket.AF_INET)
     except (ImportError, OSError, AttributeError) as exc:
         return False, f"overlapped Winsock is not usable: {exc}"
-    return True, "Windows: overlapped Winsock (AcceptEx, ConnectEx) on Trio's completion port"
+    return True, (
+        "Windows: overlapped Winsock (AcceptEx, WSARecv, WSASend) on Trio's completion port"
+    )

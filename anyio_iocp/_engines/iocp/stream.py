@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from anyio_iocp._engines.iocp.winsock import ffi, ws2
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
+from anyio_iocp._interface.engine import set_nonblocking
 from anyio_iocp._interface.settings import Tuning
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ class IocpStreamIO(ReceivePool, SendChain):
     _engine: IocpEngine
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
-        sock.setblocking(False)  # for the direct calls; overlapped calls ignore it
+        # for the direct calls (overlapped calls ignore it); a connected client
+        # socket is non-blocking already (connect_stream), so no call is made
+        set_nonblocking(sock)
         self._init_flow(sock, tuning, engine.counters)
         self._engine = engine
         self._init_receive_pool()

@@ -15,15 +15,16 @@ one place, the packet, and the memory it was lent is released only then.
 
 The traps
 ---------
-* ``AcceptEx``, ``ConnectEx`` and ``GetAcceptExSockaddrs`` are not exported by
+* ``AcceptEx`` and ``GetAcceptExSockaddrs`` are not exported by
   ``ws2_32``: their addresses are asked for per socket with
   ``WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER)`` and a GUID.  They are the
   same for every socket of one provider, so they are looked up once per
   address family and cached.
-* A socket accepted by ``AcceptEx`` or connected by ``ConnectEx`` is not fully
-  set up until ``setsockopt(SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT)``:
-  before it, ``getpeername``, ``getsockname`` and ``shutdown`` fail.
-* ``ConnectEx`` needs a bound socket.
+* A socket accepted by ``AcceptEx`` is not fully set up until
+  ``setsockopt(SO_UPDATE_ACCEPT_CONTEXT)``: before it, ``getpeername``,
+  ``getsockname`` and ``shutdown`` fail.
+* Connects need no extension: a non-blocking ``connect()`` is over at once on
+  loopback, so ``ConnectEx`` is not used (:mod:`anyio_iocp._interface.connecting`).
 * The status of a completed operation is an NTSTATUS in ``OVERLAPPED.Internal``;
   ``WSAGetOverlappedResult`` turns it into the Winsock error code that
   ``OSError`` knows (``WSAECONNRESET`` becomes :class:`ConnectionResetError`).
@@ -61,7 +62,6 @@ INVALID_HANDLE = (1 << (8 * ffi.sizeof("uintptr_t"))) - 1
 
 # GUIDs of the extension functions (mswsock.h)
 _WSAID_ACCEPTEX = (0xB5367DF1, 0xCBAC, 0x11CF, (0x95, 0xCA, 0x00, 0x80, 0x5F, 0x48, 0xA1, 0x92))
-_WSAID_CONNECTEX = (0x25A207B9, 0xDDF3, 0x4660, (0x8E, 0xE9, 0x76, 0xE5, 0x8C, 0x74, 0x06, 0x3E))
 _WSAID_GETACCEPTEXSOCKADDRS = (
     0xB5367DF2,
     0xCBAC,
@@ -106,12 +106,11 @@ def _extension(sock: socket.socket, guid: tuple[Any, ...], ctype: str) -> Any:
 
 
 class Extensions:
-    """AcceptEx, ConnectEx and GetAcceptExSockaddrs of one address family."""
+    """AcceptEx and GetAcceptExSockaddrs of one address family."""
 
     def __init__(self, family: int) -> None:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             self.AcceptEx = _extension(probe, _WSAID_ACCEPTEX, "LPFN_ACCEPTEX")
-            self.ConnectEx = _extension(probe, _WSAID_CONNECTEX, "LPFN_CONNECTEX")
             self.GetAcceptExSockaddrs = _extension(
                 probe, _WSAID_GETACCEPTEXSOCKADDRS, "LPFN_GETACCEPTEXSOCKADDRS"
             )
@@ -173,8 +172,3 @@ def pack_sockaddr(family: int, address: tuple[Any, ...]) -> bytes:
             + struct.pack("<I", scope_id)
         )
     raise ValueError(f"unsupported address family {family!r}: expected AF_INET or AF_INET6")
-
-
-def wildcard(family: int) -> tuple[str, int]:
-    """The any-address of ``family``, port 0: where ConnectEx binds an unbound socket."""
-    return ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
