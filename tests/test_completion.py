@@ -189,6 +189,49 @@ def test_cancel_at_end_forgets_waiters_and_cancels() -> None:
     trio.run(main)
 
 
+def test_a_drain_under_way_survives_the_end_of_the_run_inside_it() -> None:
+    """IOCP drains at the end of the run inside it, where a system task may be
+    draining an op (closing a stream the program dropped): cancel_at_end with
+    ``in_run`` keeps that drainer, so the completion wakes it; and when no
+    completion comes, release_drainers wakes it once the engine has closed.
+    (Forgotten, it would wait forever and the run would never end.)"""
+
+    async def main() -> None:
+        engine = FakeEngine()
+        completes, never = FakeOp(), FakeOp()
+        drained: list[str] = []
+        tasks: list[Task] = []
+
+        async def drainer(op: FakeOp, name: str) -> None:
+            tasks.append(trio.lowlevel.current_task())
+            with trio.CancelScope(shield=True):
+                await engine.drain([op])
+            drained.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drainer, completes, "completed")
+            nursery.start_soon(drainer, never, "released")
+            await trio.testing.wait_all_tasks_blocked()
+            engine.cancel_at_end([completes, never], in_run=True)
+            completes.complete(CANCELLED)
+            await trio.testing.wait_all_tasks_blocked()
+            woken_by_completion = list(drained)
+            engine.closed = True
+            engine.release_drainers([never])
+            await trio.testing.wait_all_tasks_blocked()
+            woken_at_close = list(drained)
+            # a drainer nobody woke would wait forever: wake it here, so that
+            # the test ends (and fails on the assertions below)
+            for task, name in zip(tasks, ("completed", "released"), strict=True):
+                if name not in drained:
+                    trio.lowlevel.reschedule(task)
+        assert woken_by_completion == ["completed"]
+        assert woken_at_close == ["completed", "released"]
+        assert not never.done
+
+    trio.run(main)
+
+
 def test_parked_wake_and_cancel() -> None:
     async def main() -> None:
         spot = Parked()

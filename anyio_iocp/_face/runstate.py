@@ -63,6 +63,7 @@ class RunState(trio.abc.Instrument):
                 _trace_selection(self.info)
             engine = self.engine = create_engine(self.info)
             engine.leftovers = self.leftovers
+            self.leftovers.token = trio.lowlevel.current_trio_token()
             engine.budget = ScheduleBudget(self.schedule, self.budget_seconds)
             uninstall = install_pass_hooks(
                 engine.before_io_wait, engine.after_io_wait, BACKEND_NAME

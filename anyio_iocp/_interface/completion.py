@@ -37,7 +37,11 @@ Waiting (:class:`CompletionWaits`, mixed into an engine)
   no longer arrive; the memory stays kept).
 * :meth:`~CompletionWaits.cancel_at_end`: the end of the run, when no task is
   left to wake: forget the waiters and ask the kernel to cancel everything;
-  the engine then collects the completions its own way.
+  the engine then collects the completions its own way.  An engine that
+  drains inside the run (IOCP) keeps the drainers: a system task closing a
+  stream the program dropped may be one, and must be woken, by the
+  completion or, if none comes in time, by
+  :meth:`~CompletionWaits.release_drainers`.
 * :meth:`~CompletionWaits.keep_uncompleted`: operations whose completion did not come
   within the end of the run's bounded wait are kept, with their memory, for
   the life of the process (the kernel may still write into it), and a
@@ -162,12 +166,25 @@ class CompletionWaits(Generic[OpT]):
                 op.drainers.append(task)
                 await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
 
-    def cancel_at_end(self, ops: Iterable[OpT]) -> None:
-        """End of the run: no task is left to wake; cancel every op in the kernel."""
+    def cancel_at_end(self, ops: Iterable[OpT], in_run: bool = False) -> None:
+        """End of the run: cancel every op in the kernel, forgetting the tasks
+        that waited for them.  ``in_run``: the engine drains inside the run
+        (IOCP's dispatcher), where a system task may still be draining an op
+        (closing a stream the program dropped): such drainers stay, to be
+        woken by the completion or by :meth:`release_drainers`."""
         for op in ops:
             op.task = None
-            op.drainers = None
+            if not in_run:
+                op.drainers = None
             self.request_cancel(op)
+
+    def release_drainers(self, ops: Iterable[OpT]) -> None:
+        """The engine has closed with ``ops`` still uncompleted: wake the tasks
+        draining them (``drain`` gives up once the engine is closed)."""
+        for op in ops:
+            drainers, op.drainers = op.drainers, None
+            for drainer in drainers or ():
+                trio.lowlevel.reschedule(drainer)
 
     def keep_uncompleted(self, ops: Iterable[OpT], what: str, kept: str) -> bool:
         """End of the run, after its bounded wait: keep ``ops`` (not completed)

@@ -1,20 +1,39 @@
-"""Streams and listeners that the program leaves open when its run ends.
+"""Streams and listeners that the program leaves open: dropped without
+``aclose()`` during the run, or still open when it ends.
 
-``anyio.run`` may return or raise while streams and listeners are still open
-(never closed, or dropped without ``aclose()``).  The run keeps a strong
-reference to each one until it is closed, so that none is closed half-way by
-the garbage collector (with a ``ResourceWarning``) while the engine may still
-have operations posted on it.  When the run ends, after the engine has
-cancelled and drained every operation and closed its ring, each one left is
-abandoned: its socket, and for a listener the connections accepted ahead of
-it, are closed, quietly.
+The run keeps a strong reference to each stream's and listener's engine side
+until it is closed, so that no socket is closed half-way by the garbage
+collector (with a ``ResourceWarning``) while the engine may still have
+operations posted on it: the kernel may write into their buffers until their
+completions arrive.
+
+* **Dropped during the run**: when the program lets go of a stream or a
+  listener without closing it, its object is collected, and the stream layer
+  hands its engine side to :meth:`Leftovers.dropped`.  The run then closes it
+  in a system task, as ``aclose()`` would have: write-behind sends go out
+  (bounded), operations in flight are cancelled and drained, and the socket
+  is closed.  Its descriptor is free again while the run goes on, as with
+  Trio, where the garbage collector closes a dropped socket.  This is quiet: the
+  program may not know when its last reference went (a traceback may hold it).
+  The request goes through the run's token (``run_sync_soon``), since the
+  collector may run anywhere: inside another task's code, or in a worker
+  thread.
+* **Open when the run ends**: after the engine has cancelled and drained every
+  operation and closed its ring, each one left is abandoned: its socket, and
+  for a listener the connections accepted ahead of it, are closed, quietly.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
+
+import trio
 
 from anyio_iocp._interface.engine import ListenerIO, StreamIO
+
+#: what closes something else first (a listener's idle gate)
+Closer = Callable[[], Awaitable[None]]
 
 
 class Leftovers:
@@ -23,6 +42,10 @@ class Leftovers:
         #: bytes moved by the streams closed so far (for the run's statistics)
         self.closed_bytes_in = 0
         self.closed_bytes_out = 0
+        #: the run's token (set when the run's engine starts)
+        self.token: trio.lowlevel.TrioToken | None = None
+        #: streams and listeners closed because they were dropped unclosed
+        self.dropped_closed = 0
 
     def add(self, io: StreamIO | ListenerIO) -> None:
         self._open.add(io)
@@ -46,6 +69,43 @@ class Leftovers:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def dropped(self, io: StreamIO | ListenerIO, first: Closer | None = None) -> None:
+        """The object that owned ``io`` was collected without being closed:
+        close ``io`` soon, in a system task of the run, after awaiting
+        ``first`` (a listener's idle gate).  Called by the garbage collector,
+        from any thread; once the run is over, :meth:`close_all` closes it
+        instead."""
+        token = self.token
+        if token is None or io not in self._open:
+            return
+        # (run_sync_soon is safe from any thread, and from a finalizer)
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(self._spawn_close, io, first)
+
+    def _spawn_close(self, io: StreamIO | ListenerIO, first: Closer | None) -> None:
+        if io not in self._open:
+            return
+        with contextlib.suppress(RuntimeError):  # the run is ending: close_all closes it
+            trio.lowlevel.spawn_system_task(
+                self._close_dropped,
+                io,
+                first,
+                name="anyio_iocp: closing a dropped stream or listener",
+            )
+
+    async def _close_dropped(self, io: StreamIO | ListenerIO, first: Closer | None) -> None:
+        try:
+            if first is not None:
+                await first()
+            await io.close()  # ends every operation in flight, also when cancelled
+        except OSError:  # a send error nobody is left to hear, or the engine is gone
+            with contextlib.suppress(OSError):
+                io.abandon()
+        finally:
+            if io in self._open:
+                self.dropped_closed += 1
+            self.discard(io)
 
     def close_all(self) -> None:
         """End of the run: nothing is in flight any more; close what is left."""

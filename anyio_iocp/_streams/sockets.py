@@ -80,6 +80,9 @@ class _Guard:
 class EngineSocketStream(SocketStream):
     """A TCP stream whose bytes move through the run's engine."""
 
+    #: (until __init__ has registered the stream, there is nothing to close)
+    _closed = True
+
     def __init__(self, io: StreamIO, engine: Engine) -> None:
         self._io = io
         self._engine = engine
@@ -91,6 +94,10 @@ class EngineSocketStream(SocketStream):
         self._send_guard = _Guard("writing to")
         #: when a call that did not wait yields (the run's, or a strict one)
         self._budget = engine.budget
+
+    def __del__(self) -> None:
+        if not self._closed:  # dropped without aclose(): the run closes it now
+            self._leftovers.dropped(self._io)
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -284,6 +291,8 @@ def _stream_class(sock: socket.socket) -> type[EngineSocketStream]:
 class EngineTCPListener(SocketListener):
     """A TCP (or UNIX) listener whose accepts go through the run's engine."""
 
+    _closed = True  # (as EngineSocketStream's)
+
     def __init__(self, io: ListenerIO, engine: Engine) -> None:
         self._io = io
         self._engine = engine
@@ -293,6 +302,11 @@ class EngineTCPListener(SocketListener):
         self._accept_guard = ResourceGuard("accepting connections from")
         #: holds connections back until their first bytes (idletimeout > 0)
         self._gate: IdleGate | None = None
+
+    def __del__(self) -> None:
+        if not self._closed:  # dropped without aclose(): the run closes it now
+            gate = self._gate
+            self._leftovers.dropped(self._io, gate.close if gate is not None else None)
 
     @property
     def _raw_socket(self) -> socket.socket:

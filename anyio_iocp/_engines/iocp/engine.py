@@ -332,12 +332,15 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         self._closing_listeners()
         if self._ops and _trace.active:
             _trace.operations_left("IOCP", self.in_flight())
-        self.cancel_at_end(list(self._ops.values()))  # no task is left to wake
+        # no task waits for an op any more, but a system task may be draining
+        # one (closing a stream the program dropped): it is woken as usual
+        self.cancel_at_end(list(self._ops.values()), in_run=True)
         with trio.move_on_after(RUN_END_DRAIN_SECONDS):
             while self._ops:
                 self._complete(await queue.get_batch())
                 self._closing_listeners()
         self.closed = True
+        self.release_drainers(self._ops.values())  # their drain gives up now
         kept = "their memory is kept alive and the completion key stays monitored"
         if self.keep_uncompleted(self._ops.values(), "overlapped operations", kept):
             return
