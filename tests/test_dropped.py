@@ -79,8 +79,9 @@ async def test_a_dropped_stream_sends_its_write_behind_bytes_first(engine_name: 
 
 async def test_a_dropped_listener_stops_listening_during_the_run(engine_name: str) -> None:
     """A dropped listener, with its accepts posted ahead, is closed while the
-    run goes on: its port refuses connections, and its sockets (on IOCP, the
-    one of each posted accept) are closed."""
+    run goes on: its port is free to bind again (nothing holds the listening
+    socket any more), and its sockets (on IOCP, the one of each posted
+    accept) are closed."""
     before = open_sockets()
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=8)
     port = first_listener(multi).extra(SocketAttribute.local_port)
@@ -88,8 +89,10 @@ async def test_a_dropped_listener_stops_listening_during_the_run(engine_name: st
     del multi
     gc.collect()
     await wait_for_sockets(before)
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=CLOSE_WITHIN).close()
+    # (binding, not connecting: a connect to a free port in the ephemeral
+    # range can, rarely, connect the socket to itself)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
 
 
 async def test_a_closed_stream_is_not_closed_again(engine_name: str) -> None:

@@ -18,6 +18,9 @@ completions arrive.
   The request goes through the run's token (``run_sync_soon``), since the
   collector may run anywhere: inside another task's code, or in a worker
   thread.
+  A stream dropped as the run ends (the program returns without closing
+  it) is left to the end of the run instead: its close task would start
+  cancelled and could not let write-behind bytes out anyway.
 * **Open when the run ends**: after the engine has cancelled and drained every
   operation and closed its ring, each one left is abandoned: its socket, and
   for a listener the connections accepted ahead of it, are closed, quietly.
@@ -26,6 +29,7 @@ completions arrive.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -46,6 +50,9 @@ class Leftovers:
         self.token: trio.lowlevel.TrioToken | None = None
         #: streams and listeners closed because they were dropped unclosed
         self.dropped_closed = 0
+        #: such closes under way (an engine whose loop wake-ups come from a
+        #: system task keeps waking while any runs, also as the run ends)
+        self.closing = 0
 
     def add(self, io: StreamIO | ListenerIO) -> None:
         self._open.add(io)
@@ -95,6 +102,11 @@ class Leftovers:
             )
 
     async def _close_dropped(self, io: StreamIO | ListenerIO, first: Closer | None) -> None:
+        if trio.current_effective_deadline() == -math.inf:
+            # spawned as the run ends (the program returned, dropping it): the
+            # engine ends its operations and close_all closes it, after the run
+            return
+        self.closing += 1
         try:
             if first is not None:
                 await first()
@@ -103,6 +115,7 @@ class Leftovers:
             with contextlib.suppress(OSError):
                 io.abandon()
         finally:
+            self.closing -= 1
             if io in self._open:
                 self.dropped_closed += 1
             self.discard(io)

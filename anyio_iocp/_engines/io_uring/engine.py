@@ -97,6 +97,9 @@ RING_CQ_ENTRIES = 4 * RING_ENTRIES
 #: how long the end of a run waits for the last completions (streams wait
 #: for their write-behind sends at close: send_chain.CLOSE_DRAIN_SECONDS)
 RUN_END_DRAIN_SECONDS = 5.0
+#: as the run ends, without the ring in Trio's epoll set: how often the
+#: reaper looks at the ring while a dropped stream is being closed
+DROPPED_CLOSE_POLL_SECONDS = 0.01
 #: completions copied out of the ring per call into the shim
 REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
@@ -552,9 +555,26 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         # and, without the ring in Trio's epoll set, for completions.  The
         # reaping itself happens in after_io_wait, in the same scheduler pass.
         ring_fd = None if self._watch is not None else self.fd
-        while True:
-            await self._retry.wait(ring_fd)
-            self.after_io_wait()
+        try:
+            while True:
+                await self._retry.wait(ring_fd)
+                self.after_io_wait()
+        finally:
+            if ring_fd is not None:
+                with trio.CancelScope(shield=True):
+                    await self._wake_for_closes(ring_fd)
+
+    async def _wake_for_closes(self, ring_fd: int) -> None:
+        """The run is ending, and nothing else wakes the loop for completions
+        (the ring is not in Trio's epoll set): keep waking it while a stream
+        the program dropped is being closed, since its close waits for the
+        completions of its cancelled operations (bounded)."""
+        leftovers = self.leftovers
+        with trio.move_on_after(RUN_END_DRAIN_SECONDS):
+            while leftovers.closing:
+                with trio.move_on_after(DROPPED_CLOSE_POLL_SECONDS):
+                    await trio.lowlevel.wait_readable(ring_fd)
+                self.after_io_wait()
 
     # -- Engine interface ----------------------------------------------------
 
