@@ -53,7 +53,33 @@ async def busy_pair() -> tuple[SocketListener, SocketStream, SocketStream]:
     return listener, client, server
 
 
+#: when the program's main function ended (to time the end of the run)
+main_ended: list[float] = []
+#: objects the program holds until after its run
+kept_past_the_run: list[Any] = []
+
+
 async def end_with_everything_open(mode: str) -> None:
+    try:
+        await leave_everything_open(mode)
+    finally:
+        main_ended.append(time.monotonic())
+
+
+async def leave_everything_open(mode: str) -> None:
+    if mode == "idle-gate":
+        # a listener with an idle gate, open as the run ends (kept past it),
+        # whose task is still waiting for a silent connection's first bytes:
+        # the gate's close waits for the cancelled receive's completion
+        multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", idletimeout=60_000)
+        port = multi.listeners[0].extra(SocketAttribute.local_port)
+        client = await anyio_iocp.connect_tcp("127.0.0.1", port)
+        await client.send(b"hello")
+        server = await multi.listeners[0].accept()
+        silent = socket.create_connection(("127.0.0.1", port))
+        kept_past_the_run.extend([multi, client, server, silent])
+        await anyio.sleep(0.1)  # the gate accepts it and waits for its bytes
+        return
     # never closed: dropped as this function ends, while the run ends
     _listener, client, _server = await busy_pair()
     if mode == "drop-then-return":
@@ -152,11 +178,17 @@ def main() -> None:
     options: dict[str, Any] = {"engine": engine}
     gc.collect()
     print(f"fds {open_fds()} sockets {open_sockets()}", flush=True)
-    if scenario in ("return", "raise", "drop-then-return"):
+    if scenario in ("return", "raise", "drop-then-return", "idle-gate"):
         try:
             anyio.run(end_with_everything_open, scenario, backend="iocp", backend_options=options)
         except RuntimeError as exc:
             print(f"raised {exc}", flush=True)
+        print(f"run end took {time.monotonic() - main_ended[0]:.3f} s", flush=True)
+        for kept in kept_past_the_run:
+            if isinstance(kept, socket.socket):
+                kept.close()
+        kept_past_the_run.clear()
+        gc.collect()
     elif scenario == "interrupt":
         # A shell without job control starts background commands with SIGINT
         # ignored, and that disposition is inherited: Python then keeps it,

@@ -119,3 +119,30 @@ async def test_a_closed_stream_is_not_closed_again(engine_name: str) -> None:
                 await anyio.sleep(0.01)
         await anyio.sleep(0.05)
         assert leftovers.dropped_closed == 1
+
+
+async def test_a_failing_close_of_a_dropped_stream_ends_neither_run_nor_socket(
+    engine_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close that fails with something other than an OSError (a bug) is
+    logged, the socket is closed anyway, and the run goes on: the close runs
+    in a system task, whose error would otherwise end the program's run."""
+    async with await anyio_iocp.create_tcp_listener(local_host="127.0.0.1") as multi:
+        listener = first_listener(multi)
+        port = listener.extra(SocketAttribute.local_port)
+        with await anyio.to_thread.run_sync(socket.create_connection, ("127.0.0.1", port)) as peer:
+            stream = await listener.accept()
+            io = stream._io  # type: ignore[attr-defined]
+
+            async def failing_close() -> None:
+                raise RuntimeError("a bug in close()")
+
+            io.close = failing_close
+            before = open_sockets()
+            del stream
+            gc.collect()
+            assert await anyio.to_thread.run_sync(read_to_eof, peer) == b""
+            await wait_for_sockets(before - 1)
+            del io
+    assert "closing a dropped stream or listener failed" in caplog.text
+    await anyio.sleep(0)  # the run goes on

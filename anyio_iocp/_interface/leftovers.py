@@ -29,12 +29,15 @@ completions arrive.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from anyio_iocp._interface.engine import ListenerIO, StreamIO
+
+_log = logging.getLogger("anyio_iocp")
 
 #: what closes something else first (a listener's idle gate)
 Closer = Callable[[], Awaitable[None]]
@@ -50,8 +53,10 @@ class Leftovers:
         self.token: trio.lowlevel.TrioToken | None = None
         #: streams and listeners closed because they were dropped unclosed
         self.dropped_closed = 0
-        #: such closes under way (an engine whose loop wake-ups come from a
-        #: system task keeps waking while any runs, also as the run ends)
+        #: system tasks that close streams and may wait for completions, also
+        #: as the run ends: the closes of dropped streams and listeners under
+        #: way, and the listeners' idle gates (an engine whose loop wake-ups
+        #: come from a system task keeps waking while any runs)
         self.closing = 0
 
     def add(self, io: StreamIO | ListenerIO) -> None:
@@ -112,6 +117,10 @@ class Leftovers:
                 await first()
             await io.close()  # ends every operation in flight, also when cancelled
         except OSError:  # a send error nobody is left to hear, or the engine is gone
+            with contextlib.suppress(OSError):
+                io.abandon()
+        except Exception:  # a bug: this system task must not end the program's run
+            _log.exception("closing a dropped stream or listener failed; its socket is closed")
             with contextlib.suppress(OSError):
                 io.abandon()
         finally:

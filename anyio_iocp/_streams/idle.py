@@ -177,6 +177,17 @@ class IdleGate:
         await self._gate.wait()
 
     async def _run(self) -> None:
+        leftovers = self._engine.leftovers
+        # its closes, also as the run ends, wait for the completions of
+        # cancelled receives: an engine woken by a system task keeps waking
+        # for them while this count is above zero
+        leftovers.closing += 1
+        try:
+            await self._accept_and_watch()
+        finally:
+            leftovers.closing -= 1
+
+    async def _accept_and_watch(self) -> None:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
