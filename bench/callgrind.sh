@@ -7,8 +7,9 @@
 # usage: bench/callgrind.sh BACKEND TEST [SECONDS]
 #   BACKEND: any backend of bench/server_app.py (trio, iocp, iocp-single, ...)
 #   TEST:    echo1 (1 connection, 64-byte ping-pong), echo64 (64 connections),
-#            churn (connect, hello, hello back, close; 16 at once)
-# Needs valgrind, and bench/.build/loadgen (built by bench/run.py).  Counting
+#            churn (connect, hello, hello back, close; 16 at once),
+#            http (the h11 mode under wrk, 64 keep-alive connections; per request)
+# Needs valgrind, and bench/.build/loadgen (built by bench/run.py); wrk for http.  Counting
 # starts once the server listens (start-up and imports are not counted) and
 # stops when the load ends.  Under callgrind the server runs some 50 times
 # slower, so it finds more work waiting per scheduler pass than at full speed.
@@ -31,8 +32,14 @@ vg=$!
 for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.2; done
 port=$(head -1 "$work/port")
 callgrind_control -i on "$vg" >/dev/null 2>&1
-taskset -c 1 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
-    >"$work/load.json"
+if [ "${load[0]}" = wrk ]; then
+    # wrk's own timeout (2 s) is too short for a server slowed down this much
+    taskset -c 1 wrk -t1 -c"${load[1]}" -d"${seconds}s" --timeout 60s -s bench/wrk_json.lua \
+        "http://127.0.0.1:$port/" | tail -1 >"$work/load.json"
+else
+    taskset -c 1 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
+        >"$work/load.json"
+fi
 callgrind_control -d "$vg" >/dev/null 2>&1  # dumps what was counted to cg.out.1
 kill "$vg"
 wait "$vg" 2>/dev/null || true
@@ -40,9 +47,9 @@ wait "$vg" 2>/dev/null || true
 import json, os, sys
 backend, test, load, dump = sys.argv[1:]
 result = json.load(open(load))
-units = result.get("exchanges") or result.get("ops")
+units = result.get("exchanges") or result.get("ops") or result.get("requests")
 total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
-name = "exchange" if test == "churn" else "message"
+name = {"churn": "exchange", "http": "request"}.get(test, "message")
 if backend == "iocp-strict" or os.environ.get("ANYIO_IOCP_SCHEDULE") == "strict":
     schedule = "; strict schedule"
 elif backend.startswith("iocp"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,8 @@ CFLAGS = ("-O2", "-Wall", "-Wextra", "-std=gnu11")
 def build_programs(build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
     """Build every C program that is missing or older than its source.
 
-    Returns the path of each binary by program name.
+    Returns the path of each binary by program name, with ``wrk`` (the HTTP
+    load generator, not built here) when it is installed.
     """
     build_dir.mkdir(parents=True, exist_ok=True)
     binaries: dict[str, Path] = {}
@@ -24,4 +26,7 @@ def build_programs(build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
         if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
             subprocess.run(["gcc", *CFLAGS, "-o", str(binary), str(source)], check=True)
         binaries[name] = binary
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        binaries["wrk"] = Path(wrk)
     return binaries

@@ -8,7 +8,8 @@
 # (/proc/PID/stat), on one line.
 # test_load TEST: the server's mode ($mode) and the load generator's
 # arguments ($load: its mode, then what follows host and port) of a test
-# named echo1, echo64 or churn.
+# named echo1, echo64 or churn; for http (the h11 mode, loaded by wrk) $load
+# is "wrk" and the connections.
 cleanup_files=()
 
 start_server() {
@@ -36,6 +37,7 @@ test_load() {
         echo1) mode=echo load=(echo 1 64) ;;
         echo64) mode=echo load=(echo 64 64) ;;
         churn) mode=hello load=(churn 16) ;;
-        *) echo "unknown test $1 (echo1, echo64, churn)" >&2; exit 2 ;;
+        http) mode=http load=(wrk 64) ;;
+        *) echo "unknown test $1 (echo1, echo64, churn, http)" >&2; exit 2 ;;
     esac
 }

@@ -66,7 +66,8 @@ class RssSampler:
 def run_load(
     loadgen: Path, args: list[str], timeout: float, cpus: CpuSet | None, processes: int = 1
 ) -> dict[str, Any]:
-    """Run `processes` load generators with `args` at once; merge their results."""
+    """Run `processes` load generators with `args` at once; merge their results
+    (each prints its result as a JSON line, the last line of its output)."""
     procs = [
         subprocess.Popen(
             [str(loadgen), *args],
@@ -84,7 +85,7 @@ def run_load(
             out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             lines = out.strip().splitlines()
             if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"loadgen exited {proc.returncode}: {err.strip()}")
+                raise RuntimeError(f"{loadgen.name} exited {proc.returncode}: {err.strip()}")
             results.append(json.loads(lines[-1]))
     finally:
         for proc in procs:
@@ -123,6 +124,12 @@ def measure(
     log_dir: Path,
 ) -> Outcome:
     outcome = Outcome(backend=backend, test=scenario.name)
+    tool = binaries.get(scenario.tool)
+    if tool is None:
+        outcome.error = (
+            f"{scenario.tool} is not installed (Debian: apt-get install {scenario.tool})"
+        )
+        return outcome
     command = server_command(
         backend, scenario.server_mode, scenario.backlog(settings), python, binaries["floor"]
     )
@@ -136,7 +143,7 @@ def measure(
             outcome.server_rss_before = rss_bytes(server.proc.pid)
             with RssSampler(server.proc.pid) as rss:
                 outcome.load = run_load(
-                    binaries["loadgen"],
+                    tool,
                     args,
                     scenario.timeout(settings),
                     where.loadgen,

@@ -83,6 +83,12 @@ METRICS: list[Metric] = [
     Metric("storm", "failed", _field("failures")),
     Metric("storm", "elapsed s (lower=better)", _field("elapsed_s"), ".2f"),
     Metric("storm", "server CPU s", _cpu, ".2f"),
+    Metric("http", "requests/s", _field("requests_per_s")),
+    Metric("http", "median latency us (lower=better)", _field("latency_median_us"), ",.0f"),
+    Metric("http", "p99 latency us (lower=better)", _field("latency_p99_us"), ",.0f"),
+    Metric("http", "failures", _field("failures")),
+    Metric("http", "server CPU s", _cpu, ".2f"),
+    Metric("http", "requests per server CPU-s", _per_cpu("requests")),
 ]
 
 

@@ -20,6 +20,7 @@ from measure import Outcome, measure
 from pinning import PIN_MODES, Placement, placement
 from report import Results, machine_line, markdown_table, notes, read_somaxconn
 from scenarios import SCENARIOS, Settings
+from servers import FLOOR
 from targets import target_lines
 
 ALL_BACKENDS = ["floor", "asyncio", "asyncio+uvloop", "trio", "iocp"]
@@ -100,6 +101,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="connections writing to the sink (default %(default)s)",
     )
     add(
+        "--http-conns",
+        type=int,
+        default=Settings.http_conns,
+        help="wrk's keep-alive connections in the http test (default %(default)s)",
+    )
+    add(
         "--pin",
         type=pin_modes,
         default=("same",),
@@ -155,6 +162,7 @@ def main(argv: list[str]) -> int:
         msgsize=args.msgsize,
         churn_concurrency=args.churn_concurrency,
         bulk_conns=args.bulk_conns,
+        http_conns=args.http_conns,
         storm_n=args.storm,
         idle_n=args.idle,
     )
@@ -169,6 +177,8 @@ def main(argv: list[str]) -> int:
         for mode, where in placements.items():
             for backend in args.backends:
                 for test in args.tests:
+                    if backend == FLOOR and not SCENARIOS[test].has_floor:
+                        continue  # the C floor does not speak this protocol
                     print(
                         f"# [{rep + 1}/{args.repeat}] --pin {mode} {backend} {test}",
                         file=sys.stderr,
@@ -225,7 +235,7 @@ def report(
     for line in notes(results.values()):
         print(line)
     print()
-    print("Targets (issue 6), from this run:")
+    print("Targets (issues 6 and 14), from this run:")
     print()
     for line in target_lines(results):
         print(line)

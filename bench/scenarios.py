@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 HOST = "127.0.0.1"
 BASE_BACKLOG = 4096
@@ -19,6 +20,7 @@ class Settings:
     storm_timeout: float = 30.0
     idle_n: int = 10000
     idle_hold: float = 3.0
+    http_conns: int = 64
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Scenario:
     primary: str
     # how many load generators run at once (their results are merged)
     processes: Callable[[Settings], int] = lambda s: 1
+    # the load generator: "loadgen" (bench/loadgen.c) or "wrk"
+    tool: str = "loadgen"
+    # whether the C floor server (bench/floor.c) speaks this test's protocol
+    has_floor: bool = True
 
     def backlog(self, settings: Settings) -> int:
         if self.name == "storm":
@@ -55,6 +61,21 @@ STORM_PER_PROCESS = 10000
 def storm_processes(s: Settings) -> int:
     """Load generators for the storm: its connections are split evenly."""
     return -(-s.storm_n // STORM_PER_PROCESS)
+
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_json.lua"
+
+
+def _wrk(s: Settings, port: int) -> list[str]:
+    """wrk: one thread, keep-alive connections, its report as JSON."""
+    return [
+        "-t1",
+        f"-c{s.http_conns}",
+        f"-d{max(1, round(s.seconds))}s",
+        "-s",
+        str(WRK_SCRIPT),
+        f"http://{HOST}:{port}/",
+    ]
 
 
 def _timed(s: Settings) -> float:
@@ -101,5 +122,6 @@ SCENARIOS: dict[str, Scenario] = {
             "elapsed_s",
             storm_processes,
         ),
+        Scenario("http", "http", _wrk, _timed, "requests_per_s", tool="wrk", has_floor=False),
     )
 }

@@ -8,6 +8,8 @@ MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
          sink  - read and discard until EOF
+         http  - HTTP/1.1 with h11, keep-alive: every request is answered
+                 200 with a 13-byte body, the response in one send()
 
 Listens on 127.0.0.1 with an ephemeral port and prints the port on one line of
 stdout.  Runs until killed.  Per-connection errors (resets etc.) are ignored.
@@ -87,10 +89,44 @@ async def handle_hello(stream: SocketStream) -> None:
     await drain_until_eof(stream)
 
 
+HTTP_BODY = b"Hello, world\n"
+
+
+async def handle_http(stream: SocketStream) -> None:
+    """An HTTP/1.1 server as a small AnyIO application would write it with
+    h11 (imported here: the other modes do not need it)."""
+    import h11
+
+    conn = h11.Connection(h11.SERVER)
+    headers = [("content-type", "text/plain"), ("content-length", str(len(HTTP_BODY)))]
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            return  # e.g. a request cut short when the load generator stops
+        if event is h11.NEED_DATA:
+            try:
+                conn.receive_data(await stream.receive())
+            except anyio.EndOfStream:
+                conn.receive_data(b"")
+        elif isinstance(event, h11.EndOfMessage):
+            response = conn.send(h11.Response(status_code=200, headers=headers))
+            body = conn.send(h11.Data(data=HTTP_BODY))
+            end = conn.send(h11.EndOfMessage())
+            await stream.send(b"".join(part or b"" for part in (response, body, end)))
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+        elif isinstance(event, h11.ConnectionClosed):
+            return
+        # h11.Request and h11.Data: nothing to do until the request ends
+
+
 HANDLERS: dict[str, Handler] = {
     "echo": handle_echo,
     "hello": handle_hello,
     "sink": drain_until_eof,
+    "http": handle_http,
 }
 
 

@@ -1,4 +1,5 @@
-"""The performance targets of the project (issue 6), checked against one run.
+"""The performance targets of the project (issue 6; http is issue 14's),
+checked against one run.
 
 Each target compares backends measured side by side in the same run; the
 lines say what was measured, the ratio, and whether the target is met.
@@ -118,6 +119,14 @@ def _memory(r: Results) -> tuple[str, bool] | None:
     )
 
 
+def _http(r: Results) -> tuple[str, bool] | None:
+    iocp = _load(r, "iocp", "http", "requests_per_s")
+    trio = _load(r, "trio", "http", "requests_per_s")
+    if iocp is None or trio is None:
+        return None
+    return f"{iocp:,.0f} requests/s vs trio {trio:,.0f} ({iocp / trio:.2f}x)", iocp >= 1.1 * trio
+
+
 TARGETS = [
     Target(
         "echo 64: >= 2x trio per CPU-s, > asyncio+uvloop, rate >= trio",
@@ -131,6 +140,7 @@ TARGETS = [
     Target("echo 1: median RTT no slower than trio", _latency),
     Target("storm: 20,000 connects, all answered, faster than trio", _storm),
     Target("memory: RSS per idle connection <= trio", _memory),
+    Target("http (issue 14): an h11 server under wrk, >= 1.1x trio's requests/s", _http),
 ]
 
 

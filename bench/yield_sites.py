@@ -10,8 +10,11 @@ changes (docs/performance.md, "What callgrind's figures measure").
 
     .venv/bin/python bench/yield_sites.py --backend iocp --conns 64 --pin same,split
     .venv/bin/python bench/yield_sites.py --conns 64 --pin same --callgrind
+    .venv/bin/python bench/yield_sites.py --mode http --backend iocp-strict --pin split
 
-Needs bench/.build/loadgen (built by bench/run.py).  The server imports the
+``--mode http`` loads the server's h11 mode with wrk (per request, not per
+message).  Needs bench/.build/loadgen (built by bench/run.py), and wrk for
+``--mode http``.  The server imports the
 package from ``PYTHONPATH`` when set, otherwise the installed one.
 """
 
@@ -35,7 +38,7 @@ SERVER_CPU = 1
 LOAD_CPU = {"same": 1, "split": 0}
 
 
-def serve(backend: str, out: str) -> None:
+def serve(backend: str, mode: str, out: str) -> None:
     """The server: bench/server_app.py with the yields counted; SIGUSR1 starts
     the count, SIGUSR2 writes it to ``out`` and ends the process."""
     import runpy
@@ -80,7 +83,7 @@ def serve(backend: str, out: str) -> None:
 
     signal.signal(signal.SIGUSR1, lambda *_: counts.clear())
     signal.signal(signal.SIGUSR2, dump)
-    sys.argv = [str(BENCH / "server_app.py"), backend, "echo"]
+    sys.argv = [str(BENCH / "server_app.py"), backend, mode]
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
@@ -89,11 +92,24 @@ def serve(backend: str, out: str) -> None:
 CALLGRIND = ("valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
+def load_command(mode: str, port: str, conns: int, seconds: float) -> list[str]:
+    """The load generator's command line, and its result's count of messages."""
+    if mode == "http":
+        script = str(BENCH / "wrk_json.lua")
+        url = f"http://127.0.0.1:{port}/"
+        return ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", script, url]
+    return [str(LOADGEN), "echo", "127.0.0.1", port, str(conns), "64", str(seconds)]
+
+
+#: the load generator's count of what was served, by server mode
+SERVED = {"echo": "ops", "http": "requests"}
+
+
 def measure(
-    backend: str, conns: int, seconds: float, pin: str, out: Path, callgrind: bool
+    backend: str, mode: str, conns: int, seconds: float, pin: str, out: Path, callgrind: bool
 ) -> dict[str, float]:
     wrapper = CALLGRIND if callgrind else ()
-    serve_args = [sys.executable, __file__, "--serve", backend, str(out)]
+    serve_args = [sys.executable, __file__, "--serve", backend, mode, str(out)]
     server = subprocess.Popen(
         ["taskset", "-c", str(SERVER_CPU), *wrapper, *serve_args],
         stdout=subprocess.PIPE,
@@ -104,7 +120,7 @@ def measure(
         port = server.stdout.readline().strip()
         server.send_signal(signal.SIGUSR1)
         time.sleep(0.1)
-        load_args = [str(LOADGEN), "echo", "127.0.0.1", port, str(conns), "64", str(seconds)]
+        load_args = load_command(mode, port, conns, seconds)
         load = subprocess.run(
             ["taskset", "-c", str(LOAD_CPU[pin]), *load_args],
             capture_output=True,
@@ -116,7 +132,7 @@ def measure(
     finally:
         if server.poll() is None:
             server.kill()
-    messages = json.loads(load.stdout)["ops"]
+    messages = json.loads(load.stdout.strip().splitlines()[-1])[SERVED[mode]]
     counts = json.loads(out.read_text())
     # every yield first is one of the yields counted by module: the rest are "other"
     kinds = {"budget": counts.pop("sockets.py", 0)}
@@ -128,8 +144,13 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", nargs=2, metavar=("BACKEND", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("BACKEND", "MODE", "OUT"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--backend", default="iocp", help="a backend of bench/server_app.py")
+    parser.add_argument(
+        "--mode", choices=sorted(SERVED), default="echo", help="echo (loadgen) or http (wrk)"
+    )
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--pin", default="same,split", help="same, split, or same,split for both")
@@ -148,12 +169,14 @@ def main() -> None:
     out = Path(f"/tmp/yield_sites.{os.getpid()}.json")
     try:
         for pin in pins:
-            result = measure(args.backend, args.conns, args.seconds, pin, out, args.callgrind)
+            result = measure(
+                args.backend, args.mode, args.conns, args.seconds, pin, out, args.callgrind
+            )
             messages = int(result.pop("messages"))
             shown = ", ".join(f"{name} {value:.3f}" for name, value in result.items())
             print(
-                f"{args.backend} echo {args.conns} conns, {pin}: {messages} messages; "
-                f"per message: {shown or 'no yields'}"
+                f"{args.backend} {args.mode} {args.conns} conns, {pin}: {messages} "
+                f"{SERVED[args.mode]}; per one: {shown or 'no yields'}"
             )
     finally:
         out.unlink(missing_ok=True)
