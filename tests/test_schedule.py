@@ -401,3 +401,49 @@ async def test_a_connect_that_waited_adds_no_second_schedule_point(anyio_backend
     finally:
         filler.close()
         server.close()
+
+
+async def bytes_waiting(stream: SocketStream, peer: SocketStream, count: int) -> None:
+    """``count`` bytes from ``peer`` wait on ``stream``'s side (one is read)."""
+    await peer.send(b"z" * (count + 1))
+    with anyio.fail_after(5):
+        while True:
+            await anyio.sleep(0.05)
+            if await stream.receive(1) == b"z":
+                return
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+async def test_past_the_budget_a_send_leaves_its_schedule_point_to_the_next_call(
+    anyio_backend: Any, schedule: str
+) -> None:
+    """Once the budget has run out, a send that did not wait makes no schedule
+    point of its own: the task's next stream call makes it (a receive makes
+    one in any case, by waiting or by yielding).  So a send and then a receive
+    that finds its bytes go through one schedule point, not two; and sends in
+    a row, on one stream or on several, make one every second call: a task
+    never makes two stream calls past the budget without yielding.  In strict
+    mode every call makes its own."""
+    # a budget that has always run out already
+    current_engine().budget = ScheduleBudget(schedule, 1e-9)
+    listener, client, server = await open_pair()
+    listener2, client2, server2 = await open_pair()
+    async with listener, client, server, listener2, client2, server2:
+        await bytes_waiting(server, client, 40)
+        per_pair = []
+        for _ in range(40):
+            with steps_of_this_task() as steps:
+                before = steps()
+                await server.send(b"a")
+                after_send = steps()
+                assert await server.receive(1) == b"z"
+                per_pair.append((after_send - before, steps() - after_send))
+        expected = (1, 1) if schedule == "strict" else (0, 1)
+        assert per_pair == [expected] * 40
+        with steps_of_this_task() as steps:
+            before = steps()
+            for i in range(40):
+                await (server, server2)[i % 2].send(b"b")
+            sends_in_a_row = steps() - before
+        assert sends_in_a_row == (40 if schedule == "strict" else 20)

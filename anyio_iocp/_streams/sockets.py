@@ -172,8 +172,13 @@ class EngineSocketStream(SocketStream):
             except OSError as exc:
                 raise self._error(exc) from exc
             io.bytes_out += len(view)
-            if budget.passes == passes and perf_counter() >= budget.deadline:
-                # it did not wait, and the budget has run out: a schedule point
+            if (
+                budget.passes == passes
+                and perf_counter() >= budget.deadline
+                and not budget.send_may_defer(passes, trio.lowlevel.current_task())
+            ):
+                # it did not wait, the budget has run out, and the task's
+                # schedule point cannot be left to its next call: one now
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             guard.busy = False
