@@ -447,3 +447,25 @@ async def test_past_the_budget_a_send_leaves_its_schedule_point_to_the_next_call
                 await (server, server2)[i % 2].send(b"b")
             sends_in_a_row = steps() - before
         assert sends_in_a_row == (40 if schedule == "strict" else 20)
+
+
+@pytest.mark.anyio
+async def test_a_new_streams_first_wait_looks_first_except_on_iocp(engine_name: str) -> None:
+    """A new stream's first receive that finds nothing yields once and looks
+    again before it waits (``_flow/yield_first.py``): two steps of the task.
+    On the IOCP engine, where a look that finds nothing costs a round trip to
+    the kernel (to the wineserver under Wine), it waits at once: one step."""
+    listener, client, server = await open_pair()
+    async with listener, client, server, anyio.create_task_group() as tg:
+
+        async def answer_later() -> None:
+            await anyio.sleep(0.2)
+            await client.send(b"late")
+
+        tg.start_soon(answer_later)
+        with steps_of_this_task() as steps:
+            before = steps()
+            assert await server.receive() == b"late"
+            taken = steps() - before
+    looks_first = engine_name != "iocp" and not current_engine().budget.strict
+    assert taken == (2 if looks_first else 1)

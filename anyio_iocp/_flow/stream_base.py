@@ -18,6 +18,9 @@ from anyio_iocp._interface.stats import EngineCounters, StreamStatistics
 
 
 class FlowStream(StreamIO):
+    #: the credit of a new stream for looking once more before it waits
+    #: (yield_first); an engine whose failed look costs more may start lower
+    start_credit = START_CREDIT
     #: the run's counters
     counters: EngineCounters
     #: Automatic Burst Detection: k receives to post ahead, within 1..recvburst
@@ -37,7 +40,7 @@ class FlowStream(StreamIO):
         self.sendcap = tuning.sendcap
         self.buffersize = tuning.buffersize
         #: whether a receive that would wait yields once first (yield_first)
-        self.yield_credit = START_CREDIT
+        self.yield_credit = self.start_credit
 
     @property
     def recvburst(self) -> int:

@@ -21,7 +21,9 @@ engine reaps what completed meanwhile) and looks again; a look that finds
 bytes raises the credit by ``HIT_CREDIT`` (up to ``MAX_CREDIT``), one that
 finds nothing lowers it by one.  So the stream keeps yielding first while
 more than about one look in ``HIT_CREDIT + 1`` finds bytes.  A new stream
-has credit for one look.  A stream without credit (one whose looks found
+has credit for one look (``FlowStream.start_credit``; the IOCP engine's
+streams start with none, since a look that finds nothing costs a round trip
+to the kernel there, to the wineserver under Wine).  A stream without credit (one whose looks found
 nothing) waits at once, and looks after ``PROBE_AFTER`` waits: the peer may
 have moved.
 

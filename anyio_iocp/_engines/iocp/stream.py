@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 
 class IocpStreamIO(ReceivePool, SendChain):
     _engine: IocpEngine
+    #: a new stream waits at once, without a look first (yield_first): a
+    #: recv that finds nothing costs a round trip to the wineserver under Wine
+    #: (30-180 us), and in the demo's hello phase (client and server in one
+    #: process) the look found nothing: 5.0 recv calls per exchange with it,
+    #: 3.0 without (cProfile; docs/performance.md, sixth pass).  A look that
+    #: finds bytes still earns credit later.
+    start_credit = 0
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
         # for the direct calls (overlapped calls ignore it); a connected client
