@@ -129,3 +129,37 @@ async def test_off_by_default_and_validated() -> None:
         await anyio_iocp.connect_tcp("127.0.0.1", 1, idletimeout=5)
     with pytest.raises(ValueError, match="idletimeout must be from 0"):
         await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", idletimeout=86_400_001)
+
+
+async def test_closing_the_listener_survives_a_failing_close_of_a_ready_connection() -> None:
+    """A connection whose first bytes came, not yet accepted, whose close
+    fails as the listener closes: the listener's close still returns, and the
+    others are closed (before, the gate's task ended without saying it was
+    done, and ``aclose()`` waited for ever)."""
+    multi, listener, port = await gated_listener(60_000)
+    first = socket.create_connection(("127.0.0.1", port))
+    first.sendall(b"first")
+    async with await listener.accept():  # starts the gate
+        pass
+    ready = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    for client in ready:
+        client.sendall(b"hello")
+    gate = listener._gate  # type: ignore[attr-defined]
+    with anyio.fail_after(5):
+        while len(gate._ready) < 2:
+            await anyio.sleep(0.01)
+    failing = gate._ready[0]
+    real_close = failing.close
+
+    async def close_that_fails() -> None:
+        raise OSError("the close failed")
+
+    failing.close = close_that_fails
+    with anyio.fail_after(5):
+        await multi.aclose()
+    failing_port = failing.sock.getpeername()[1]
+    (other,) = [client for client in ready if client.getsockname()[1] != failing_port]
+    assert await anyio.to_thread.run_sync(peer_closed, other)
+    await real_close()
+    for client in (first, *ready):
+        client.close()

@@ -469,3 +469,24 @@ async def test_a_new_streams_first_wait_looks_first_except_on_iocp(engine_name: 
             taken = steps() - before
     looks_first = engine_name != "iocp" and not current_engine().budget.strict
     assert taken == (2 if looks_first else 1)
+
+
+@pytest.mark.anyio
+async def test_send_eof_is_a_cancel_point_and_a_schedule_point(engine_name: str) -> None:
+    """As in Trio: in a cancelled scope ``send_eof()`` shuts nothing down, and
+    otherwise it goes through a schedule point (before, it did neither when
+    no send was pending)."""
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await server.send_eof()
+        assert scope.cancelled_caught
+        await server.send(b"still open")
+        assert await client.receive() == b"still open"
+        with steps_of_this_task() as steps:
+            before = steps()
+            await server.send_eof()
+            assert steps() > before
+        with pytest.raises(anyio.EndOfStream):
+            await client.receive()

@@ -37,6 +37,10 @@ What stays as in Trio
 * Other tasks, expired deadlines and the I/O wait get their turn at least
   once per budget, plus the length of one call, and of what the task does
   between a send and its next call (as after any call made within the budget).
+  These are calls on this backend's streams: a stream wrapped around one
+  (AnyIO's TLS stream, a buffered reader) may answer a receive from its own
+  buffer without calling it, and then only the task's next send yields; the
+  bound becomes what the task does across two sends.
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its
@@ -98,6 +102,7 @@ class ScheduleBudget:
         """Called once per scheduler pass, after Trio's I/O wait."""
         self.passes += 1
         self.deadline = perf_counter() + self.seconds
+        self.deferred_task = None  # no reference kept to a task past its pass
 
     def exhausted(self) -> bool:
         """The current task must yield at its next call that does not wait."""

@@ -212,11 +212,15 @@ class IdleGate:
                         nursery.start_soon(self._watch, stream)
         finally:
             self._closed = True
-            with trio.CancelScope(shield=True):
-                while self._ready:
-                    await self._ready.popleft().close()
-            self._wake_accepter()
-            self._done.set()
+            try:
+                with trio.CancelScope(shield=True):
+                    while self._ready:
+                        with contextlib.suppress(OSError):  # nobody is left to hear it
+                            await self._ready.popleft().close()
+            finally:
+                # close() waits for this, also when a close above failed
+                self._wake_accepter()
+                self._done.set()
 
     async def _watch(self, stream: StreamIO) -> None:
         timeout = self._io.tuning.idletimeout / 1000

@@ -187,10 +187,14 @@ class EngineSocketStream(SocketStream):
         with self._send_guard:
             if self._closed:
                 raise ClosedResourceError
+            # a cancel point before the shutdown, and a schedule point after
+            # it, as in Trio (once per stream: not worth a budget)
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 await self._io.send_eof()
             except OSError as exc:
                 raise self._error(exc) from exc
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _close_io(self) -> None:
         await self._io.close()
