@@ -66,7 +66,7 @@ def storm_processes(s: Settings) -> int:
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_json.lua"
 
 
-def _wrk(s: Settings, port: int) -> list[str]:
+def wrk_args(s: Settings, port: int) -> list[str]:
     """wrk: one thread, keep-alive connections, its report as JSON."""
     return [
         "-t1",
@@ -122,6 +122,6 @@ SCENARIOS: dict[str, Scenario] = {
             "elapsed_s",
             storm_processes,
         ),
-        Scenario("http", "http", _wrk, _timed, "requests_per_s", tool="wrk", has_floor=False),
+        Scenario("http", "http", wrk_args, _timed, "requests_per_s", tool="wrk", has_floor=False),
     )
 }

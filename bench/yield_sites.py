@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scenarios import Settings, wrk_args
+
 BENCH = Path(__file__).resolve().parent
 LOADGEN = BENCH / ".build" / "loadgen"
 #: CPU of the server, and of the load generator per placement
@@ -93,11 +95,9 @@ CALLGRIND = ("valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/nu
 
 
 def load_command(mode: str, port: str, conns: int, seconds: float) -> list[str]:
-    """The load generator's command line, and its result's count of messages."""
+    """The load generator's command line (for http, bench/run.py's wrk arguments)."""
     if mode == "http":
-        script = str(BENCH / "wrk_json.lua")
-        url = f"http://127.0.0.1:{port}/"
-        return ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", script, url]
+        return ["wrk", *wrk_args(Settings(seconds=seconds, http_conns=conns), int(port))]
     return [str(LOADGEN), "echo", "127.0.0.1", port, str(conns), "64", str(seconds)]
 
 

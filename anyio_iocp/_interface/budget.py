@@ -27,7 +27,7 @@ server (many streams ready in every pass, so the budget runs out early in
 each) that halves the trips per request.  A second send by the same task in
 the same step (on any stream) yields as before: no task makes two stream
 calls past the budget without a schedule point.  The step is told apart by
-the pass count and the task (:meth:`ScheduleBudget.send_may_defer`).
+the task, forgotten at every new pass (:meth:`ScheduleBudget.send_may_defer`).
 
 What stays as in Trio
 ---------------------
@@ -72,7 +72,7 @@ BUDGET_SECONDS = 0.001
 class ScheduleBudget:
     """The run's budget: the end of the current pass's budget, and a pass count."""
 
-    __slots__ = ("deadline", "deferred_pass", "deferred_task", "passes", "seconds", "strict")
+    __slots__ = ("deadline", "deferred_task", "passes", "seconds", "strict")
 
     def __init__(self, schedule: str = "budget", seconds: float = BUDGET_SECONDS) -> None:
         if schedule not in SCHEDULES:
@@ -89,9 +89,8 @@ class ScheduleBudget:
         self.deadline = -math.inf
         #: scheduler passes seen (a call that waited saw at least one)
         self.passes = 0
-        #: the pass and the task of the last send past the budget that left
-        #: its schedule point to the task's next call
-        self.deferred_pass = -1
+        #: the task whose send past the budget left its schedule point to the
+        #: task's next call, in this pass (None: none did)
         self.deferred_task: object = None
 
     @property
@@ -102,20 +101,19 @@ class ScheduleBudget:
         """Called once per scheduler pass, after Trio's I/O wait."""
         self.passes += 1
         self.deadline = perf_counter() + self.seconds
-        self.deferred_task = None  # no reference kept to a task past its pass
+        self.deferred_task = None  # a new pass: every task's step is a new one
 
     def exhausted(self) -> bool:
         """The current task must yield at its next call that does not wait."""
         return perf_counter() >= self.deadline
 
-    def send_may_defer(self, passes: int, task: object) -> bool:
-        """A send past the budget that did not wait, in pass ``passes``, by
-        ``task``: whether it may leave its schedule point to the task's next
-        call (its first in this step of the task; never in strict mode).  A
-        task runs at most one step per pass, so the pass and the task name
-        the step."""
-        if self.strict or (self.deferred_pass == passes and self.deferred_task is task):
+    def send_may_defer(self, task: object) -> bool:
+        """A send past the budget that did not wait, by ``task``: whether it
+        may leave its schedule point to the task's next call (its first in
+        this step of the task; never in strict mode).  A task runs at most one
+        step per pass, and :meth:`new_pass` forgets the task, so the task
+        names the step."""
+        if self.strict or self.deferred_task is task:
             return False
-        self.deferred_pass = passes
         self.deferred_task = task
         return True

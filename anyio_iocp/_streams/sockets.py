@@ -175,7 +175,7 @@ class EngineSocketStream(SocketStream):
             if (
                 budget.passes == passes
                 and perf_counter() >= budget.deadline
-                and not budget.send_may_defer(passes, trio.lowlevel.current_task())
+                and not budget.send_may_defer(trio.lowlevel.current_task())
             ):
                 # it did not wait, the budget has run out, and the task's
                 # schedule point cannot be left to its next call: one now
