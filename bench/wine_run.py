@@ -29,6 +29,7 @@ from typing import Any
 
 from compile_c import build_programs
 from measure import run_load
+from procstat import cpu_seconds
 from scenarios import SCENARIOS, Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,6 +44,27 @@ COLUMNS = {
     "bulk": ("mb_per_s", "bulk 4 conns", "{:,.0f} MB/s"),
     "storm": ("elapsed_s", "simultaneous connects", "{:.1f} s"),
 }
+#: CPU per unit of work, the second table: (loadgen key of the count, units
+#: per count, label, CPU seconds per unit -> the figure shown)
+CPU_UNITS = {
+    "echo1": ("ops", 1.0, "us per round trip", 1e6),
+    "echo64": ("ops", 1.0, "us per round trip", 1e6),
+    "churn": ("exchanges", 1.0, "us per exchange", 1e6),
+    "bulk": ("bytes", 1e-6, "ms per MB", 1e3),
+}
+
+
+def wineserver_pid() -> int | None:
+    """The Linux process id of the wineserver (the harness runs one prefix)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii") as f:
+                    if f.read().strip() in ("wineserver", "wineserver64"):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
 
 
 class WineServer:
@@ -96,9 +118,17 @@ def run_one(backend: str, test: str, settings: Settings, loadgen: Path) -> dict[
     server = WineServer(backend, scenario.server_mode, scenario.backlog(settings))
     try:
         time.sleep(0.5)  # let the Wine process settle after printing its port
-        return run_load(
+        # CPU while the load runs: the server's process (Windows Python is one
+        # Linux process) and the wineserver, which does a share of every call
+        wineserver = wineserver_pid()
+        before = cpu_seconds(server.proc.pid), cpu_seconds(wineserver) if wineserver else 0.0
+        load = run_load(
             loadgen, scenario.loadgen_args(settings, server.port), scenario.timeout(settings), None
         )
+        after = cpu_seconds(server.proc.pid), cpu_seconds(wineserver) if wineserver else 0.0
+        load["server_cpu_s"] = after[0] - before[0]
+        load["wineserver_cpu_s"] = after[1] - before[1] if wineserver else None
+        return load
     finally:
         server.stop()
 
@@ -128,6 +158,8 @@ def main(argv: list[str]) -> int:
     # Interleaved: each round runs every backend on a test before the next
     # round, so a change in the machine's load touches every backend alike.
     values: dict[tuple[str, str], list[float]] = {}
+    #: CPU (server + wineserver) per unit of work, per run
+    costs: dict[tuple[str, str], list[float]] = {}
     notes: dict[tuple[str, str], str] = {}
     for _round in range(args.repeat):
         for test in tests:
@@ -142,6 +174,12 @@ def main(argv: list[str]) -> int:
                     continue
                 print(f"# {backend} {test}: {load}", file=sys.stderr)
                 values[cell].append(float(load[COLUMNS[test][0]]))
+                if test in CPU_UNITS and load["wineserver_cpu_s"] is not None:
+                    key, per_count, _label, shown = CPU_UNITS[test]
+                    units = float(load.get(key, 0)) * per_count
+                    cpu = load["server_cpu_s"] + load["wineserver_cpu_s"]
+                    if units > 0:
+                        costs.setdefault(cell, []).append(cpu / units * shown)
                 if test == "storm":
                     notes[cell] = f" ({load.get('answered', '?')} of {load.get('n', '?')} answered)"
     print("| server backend (under Wine) | " + " | ".join(COLUMNS[t][1] for t in tests) + " |")
@@ -152,6 +190,23 @@ def main(argv: list[str]) -> int:
             for t in tests
         ]
         print(f"| {backend} | " + " | ".join(cells) + " |")
+    cost_tests = [t for t in tests if t in CPU_UNITS]
+    if cost_tests and costs:
+        print(
+            "\nCPU per unit of work, the server's process and the wineserver together "
+            "(lower is better; the load generator's share is not counted):\n"
+        )
+        print(
+            "| server backend (under Wine) | "
+            + " | ".join(f"{COLUMNS[t][1]}, {CPU_UNITS[t][2]}" for t in cost_tests)
+            + " |"
+        )
+        print("| --- " * (len(cost_tests) + 1) + "|")
+        for backend in backends:
+            cells = [
+                format_cell(costs.get((backend, t), []), "{:,.1f}", "") or "-" for t in cost_tests
+            ]
+            print(f"| {backend} | " + " | ".join(cells) + " |")
     print(
         f"\nmedian of {args.repeat} run(s), {args.seconds:g} s each; "
         f"command: bash scripts/wine_test.sh --bench {' '.join(argv)}"

@@ -148,6 +148,66 @@ async def test_idle_streams_hold_no_receive_buffer(engine_name: str) -> None:
         await server.aclose()
 
 
+async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
+    engine_name: str,
+) -> None:
+    """On the IOCP engine a stream's socket is associated with the completion
+    port only when it first posts an operation: a stream whose bytes are there
+    when it looks never is (two kernel requests spared per short connection),
+    and one that has to wait is associated before its receive is posted, and
+    gets its bytes in order.  The same holds for a send that has to wait."""
+    if engine_name != "iocp":
+        pytest.skip("completion port association is the IOCP engine's")
+    engine: Any = current_engine()
+
+    def on_port(stream: SocketStream) -> bool:
+        raw = stream.extra(SocketAttribute.raw_socket)
+        return engine._associated.get(raw.fileno()) is raw
+
+    listener, client, server = await open_pair()
+    async with listener, client, server:
+        await client.send(b"there")
+        await anyio.sleep(0.05)  # the bytes are in the server's socket
+        assert await server.receive() == b"there"
+        await server.send(b"back")
+        assert await client.receive() == b"back"
+        assert not on_port(server)
+        async with anyio.create_task_group() as tg:
+
+            async def answer_later() -> None:
+                await anyio.sleep(0.1)
+                await client.send(b"late")
+                await client.send(b"r")
+
+            tg.start_soon(answer_later)
+            got = await server.receive()  # waits: a WSARecv is posted
+            assert on_port(server)
+            while len(got) < 5:
+                got += await server.receive()
+        assert got == b"later"
+        # a send that has to wait: the peer reads nothing until the socket's
+        # buffers are full, so the server's send posts a WSASend
+        assert not on_port(client)
+        chunk = b"x" * (1 << 20)
+        sent = received = 0
+        async with anyio.create_task_group() as tg:
+
+            async def fill() -> None:
+                nonlocal sent
+                for _ in range(16):
+                    await client.send(chunk)
+                    sent += len(chunk)
+                await client.send_eof()
+
+            tg.start_soon(fill)
+            await anyio.sleep(0.2)
+            assert on_port(client)
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    received += len(await server.receive())
+        assert received == sent == 16 << 20
+
+
 async def test_cancelled_send_then_next_send_in_order() -> None:
     """Cancel a send that the peer is not reading; what arrives is a prefix of
     the cancelled data followed by exactly the next send."""

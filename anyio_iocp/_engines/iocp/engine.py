@@ -17,8 +17,8 @@ of its own.  This engine uses that same port
 (``trio.lowlevel.current_iocp()``) and no thread of its own:
 
 * ``trio.lowlevel.monitor_completion_key()`` gives the engine a completion key
-  and a queue.  Every socket the engine owns is associated with Trio's port
-  under that key (``CreateIoCompletionPort(socket, port, key, 0)``), so Trio
+  and a queue.  Every socket the engine posts operations on is associated
+  with Trio's port under that key (``CreateIoCompletionPort(socket, port, key, 0)``), so Trio
   hands every packet of those sockets to the queue, in the scheduler pass in
   which it arrived.
 * Right after Trio's I/O wait (the instrument hook
@@ -60,12 +60,16 @@ The traps, and what this module does about them
   where an operation ends.  An immediate failure other than ``WSA_IO_PENDING``
   produces no packet: the op is then never entered in the table.
 * A socket can be associated with one port only, once.  The engine remembers
-  which sockets it has associated.
+  which sockets it has associated.  A listener's and a UDP socket's are
+  associated when they open; a stream's just before its first posted
+  operation (:mod:`anyio_iocp._engines.iocp.stream`): a short connection
+  served by direct calls alone is never associated, which spares two requests
+  to the kernel per connection.
 * Connects are not posted: a non-blocking ``connect()`` is over when it
   returns on loopback, so the engine calls it directly and waits (Trio's AFD
   poll) only for a handshake still under way, as the other engines do
   (:mod:`anyio_iocp._interface.connecting`).  The socket is associated when
-  its stream opens.
+  its stream first posts an operation.
 """
 
 from __future__ import annotations
@@ -353,7 +357,8 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
     # -- Engine interface -----------------------------------------------------
 
     def open_stream(self, sock: socket.socket, tuning: Tuning) -> StreamIO:
-        self.associate(sock)
+        # (associated with the port before its first posted operation)
+        self.check_open()
         self.counters.streams += 1
         return IocpStreamIO(self, sock, tuning)
 
@@ -389,7 +394,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         # when it returns (under Wine too: 100 of 100), which a posted ConnectEx
         # would learn only from a packet one pass later.  A handshake still
         # under way is waited for with Trio's AFD poll; the socket is
-        # associated with the port when its stream opens.
+        # associated with the port when its stream first posts an operation.
         self.check_open()
         await connect_stream(sock, address, self.budget, self.counters, self._wait_connect)
 

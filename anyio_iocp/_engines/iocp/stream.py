@@ -17,6 +17,11 @@ Automatic Burst Detection in :mod:`anyio_iocp._flow.receive_pool`, sending
   is cancelled is cancelled with ``CancelIoEx``, and its packet awaited.
 * Every operation's packet arrives, also after a cancel: ``close()`` cancels
   what is left and waits for every packet before the socket is closed.
+* The socket is associated with the completion port only before its first
+  overlapped operation.  A stream served by direct calls alone (a short
+  connection whose bytes are there when it looks) never is: association is
+  two requests to the kernel (under Wine, two round trips to the
+  wineserver), and nothing needs it until an operation is posted.
 """
 
 from __future__ import annotations
@@ -50,17 +55,27 @@ class IocpStreamIO(ReceivePool, SendChain):
         set_nonblocking(sock)
         self._init_flow(sock, tuning, engine.counters)
         self._engine = engine
+        #: associated with the completion port (before the first posted operation)
+        self._on_port = False
         self._init_receive_pool()
         # sends in flight are in _sending (oldest first), the write-behind
         # ones also here; they are posted at once (_queued stays empty)
         self._pipelined: set[IocpOp] = set()
         self._init_send_chain()
 
+    def _to_port(self) -> None:
+        """Associate the socket with the port: its first operation is about to
+        be posted (module docstring)."""
+        self._engine.associate(self.sock)
+        self._on_port = True
+
     # -- receiving: the pool's primitives -------------------------------------
 
     def _post_receives(self, count: int) -> None:
         """``count`` WSARecv calls: the first must be posted, the rest are best effort."""
         engine, size, posted = self._engine, self.buffersize, self._posted
+        if not self._on_port:
+            self._to_port()
         posted.append(engine.post_recv(self.sock, size))
         for _ in range(count - 1):
             try:
@@ -80,6 +95,8 @@ class IocpStreamIO(ReceivePool, SendChain):
     # -- sending: the chain's primitives --------------------------------------
 
     def _post_send(self, data: memoryview) -> IocpOp:
+        if not self._on_port:
+            self._to_port()
         op = self._engine.post_send(self.sock, data)
         op.on_complete = self.on_send_complete
         self._sending.append(op)
