@@ -29,7 +29,7 @@ from typing import Any
 
 from compile_c import build_programs
 from measure import run_load
-from procstat import cpu_seconds
+from procstat import cpu_seconds, find_wineserver
 from scenarios import SCENARIOS, Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -52,19 +52,6 @@ CPU_UNITS = {
     "churn": ("exchanges", 1.0, "us per exchange", 1e6),
     "bulk": ("bytes", 1e-6, "ms per MB", 1e3),
 }
-
-
-def wineserver_pid() -> int | None:
-    """The Linux process id of the wineserver (the harness runs one prefix)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm", encoding="ascii") as f:
-                    if f.read().strip() in ("wineserver", "wineserver64"):
-                        return int(entry)
-            except OSError:
-                continue
-    return None
 
 
 class WineServer:
@@ -113,6 +100,17 @@ class WineServer:
                 self.proc.wait()
 
 
+def _cpu(pid: int | None) -> float | None:
+    """CPU seconds of ``pid`` so far; None without a pid or once it is gone
+    (the run's rate is kept, its CPU cell stays empty)."""
+    if pid is None:
+        return None
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return None
+
+
 def run_one(backend: str, test: str, settings: Settings, loadgen: Path) -> dict[str, Any]:
     scenario = SCENARIOS[test]
     server = WineServer(backend, scenario.server_mode, scenario.backlog(settings))
@@ -120,14 +118,16 @@ def run_one(backend: str, test: str, settings: Settings, loadgen: Path) -> dict[
         time.sleep(0.5)  # let the Wine process settle after printing its port
         # CPU while the load runs: the server's process (Windows Python is one
         # Linux process) and the wineserver, which does a share of every call
-        wineserver = wineserver_pid()
-        before = cpu_seconds(server.proc.pid), cpu_seconds(wineserver) if wineserver else 0.0
+        wineserver = find_wineserver()
+        pids = (server.proc.pid, wineserver)
+        before = [_cpu(pid) for pid in pids]
         load = run_load(
             loadgen, scenario.loadgen_args(settings, server.port), scenario.timeout(settings), None
         )
-        after = cpu_seconds(server.proc.pid), cpu_seconds(wineserver) if wineserver else 0.0
-        load["server_cpu_s"] = after[0] - before[0]
-        load["wineserver_cpu_s"] = after[1] - before[1] if wineserver else None
+        after = [_cpu(pid) for pid in pids]
+        load["server_cpu_s"], load["wineserver_cpu_s"] = (
+            None if b is None or a is None else a - b for b, a in zip(before, after, strict=True)
+        )
         return load
     finally:
         server.stop()
@@ -174,7 +174,10 @@ def main(argv: list[str]) -> int:
                     continue
                 print(f"# {backend} {test}: {load}", file=sys.stderr)
                 values[cell].append(float(load[COLUMNS[test][0]]))
-                if test in CPU_UNITS and load["wineserver_cpu_s"] is not None:
+                if test in CPU_UNITS and None not in (
+                    load["server_cpu_s"],
+                    load["wineserver_cpu_s"],
+                ):
                     key, per_count, _label, shown = CPU_UNITS[test]
                     units = float(load.get(key, 0)) * per_count
                     cpu = load["server_cpu_s"] + load["wineserver_cpu_s"]

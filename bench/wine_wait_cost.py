@@ -11,7 +11,8 @@ sends, each repeated ``--messages`` times on a fresh loopback connection:
 * ``direct``: the peer sends, then a ``recv()`` finds the bytes there.
 
 Per message it prints the process's CPU time (``time.process_time``) and
-the wineserver's (read from Linux's ``/proc`` through Wine's ``Z:`` drive).
+the wineserver's (read from Linux's ``/proc`` through Wine's ``Z:`` drive,
+:mod:`procstat`; the first wineserver found, unless ``--wineserver`` names one).
 Both include the peer's send.  The rounds are interleaved; the median and
 range are printed.  Run it from the checkout through the Wine harness::
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import select
 import socket
 import statistics
@@ -37,6 +37,8 @@ if sys.platform != "win32":
     sys.exit("wine_wait_cost.py runs under Wine (Windows CPython): see its docstring")
 
 from ctypes import wintypes
+
+from procstat import cpu_seconds, find_wineserver
 
 ERROR_IO_PENDING = 997
 MESSAGE = b"x" * 64
@@ -142,26 +144,9 @@ WAYS: dict[str, Callable[[socket.socket, socket.socket, int], None]] = {
 }
 
 
-def find_wineserver() -> int | None:
-    """The Linux process id of this prefix's wineserver (None if not found)."""
-    for entry in os.listdir("Z:\\proc"):
-        if entry.isdigit():
-            try:
-                with open(f"Z:\\proc\\{entry}\\comm") as f:
-                    if f.read().strip() in ("wineserver", "wineserver64"):
-                        return int(entry)
-            except OSError:
-                continue
-    return None
-
-
-def cpu_ticks(pid: int | None) -> int:
-    """utime + stime of a Linux process, in clock ticks (0 without a pid)."""
-    if pid is None:
-        return 0
-    with open(f"Z:\\proc\\{pid}\\stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def wineserver_seconds(pid: int | None) -> float:
+    """The wineserver's CPU seconds so far (0 without a pid)."""
+    return 0.0 if pid is None else cpu_seconds(pid)
 
 
 def spread(values: list[float]) -> str:
@@ -175,7 +160,6 @@ def main() -> int:
     parser.add_argument(
         "--wineserver", type=int, help="the wineserver's Linux process id (default: found)"
     )
-    parser.add_argument("--ticks-per-second", type=int, default=100, help="Linux's USER_HZ")
     args = parser.parse_args()
     if args.wineserver is None:
         args.wineserver = find_wineserver()
@@ -185,11 +169,12 @@ def main() -> int:
         for name, way in WAYS.items():
             receiver, sender = connected_pair()
             with receiver, sender:
-                ticks, cpu = cpu_ticks(args.wineserver), time.process_time()
+                wine, cpu = wineserver_seconds(args.wineserver), time.process_time()
                 way(receiver, sender, args.messages)
-                cpu, ticks = time.process_time() - cpu, cpu_ticks(args.wineserver) - ticks
+                cpu = time.process_time() - cpu
+                wine = wineserver_seconds(args.wineserver) - wine
             process[name].append(cpu / args.messages * 1e6)
-            server[name].append(ticks / args.ticks_per_second / args.messages * 1e6)
+            server[name].append(wine / args.messages * 1e6)
     print(f"per message, median [range] of {args.rounds} rounds of {args.messages}:")
     for name in WAYS:
         line = f"{name:10s} process CPU {spread(process[name])}"

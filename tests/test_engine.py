@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import os
@@ -185,18 +186,17 @@ async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
             while len(got) < 5:
                 got += await server.receive()
         assert got == b"later"
-        # a send that has to wait: the peer reads nothing until the socket's
-        # buffers are full, so the server's send posts a WSASend
+        # a send that has to wait: the server reads nothing until the
+        # sockets' buffers are full, so the client's send posts a WSASend
         assert not on_port(client)
-        chunk = b"x" * (1 << 20)
-        sent = received = 0
+        # 16 MiB of 4-byte counters: bytes out of order would not compare equal
+        data = array.array("I", range(4 << 20)).tobytes()
+        received: list[bytes] = []
         async with anyio.create_task_group() as tg:
 
             async def fill() -> None:
-                nonlocal sent
-                for _ in range(16):
-                    await client.send(chunk)
-                    sent += len(chunk)
+                for start in range(0, len(data), 1 << 20):
+                    await client.send(data[start : start + (1 << 20)])
                 await client.send_eof()
 
             tg.start_soon(fill)
@@ -204,8 +204,8 @@ async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
             assert on_port(client)
             with contextlib.suppress(anyio.EndOfStream):
                 while True:
-                    received += len(await server.receive())
-        assert received == sent == 16 << 20
+                    received.append(await server.receive())
+        assert b"".join(received) == data
 
 
 async def test_cancelled_send_then_next_send_in_order() -> None:
