@@ -64,15 +64,32 @@ def run_once(
     return rate, cpu
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=PHASES)
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    """``--backends`` (demo columns) and ``--rounds``, checked by :func:`chosen_columns`."""
     parser.add_argument(
         "--backends",
         default="iocp,trio",
         help=f"comma-separated demo columns, from: {', '.join(demo.COLUMNS)} (default iocp,trio)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+
+
+def chosen_columns(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The column keys of ``--backends``; a bad ``--backends`` or ``--rounds``
+    ends the program with a usage error."""
+    keys = [k for k in args.backends.split(",") if k]
+    unknown = [k for k in keys if k not in demo.COLUMNS]
+    if unknown or not keys:
+        parser.error(f"--backends {args.backends!r}: expected some of {', '.join(demo.COLUMNS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: expected at least 1")
+    return keys
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phase", choices=PHASES)
+    add_column_options(parser)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--concurrency",
@@ -81,12 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hello: clients at once (default %(default)s, as in the demo)",
     )
     args = parser.parse_args(argv)
-    keys = [k for k in args.backends.split(",") if k]
-    unknown = [k for k in keys if k not in demo.COLUMNS]
-    if unknown or not keys:
-        parser.error(f"--backends {args.backends!r}: expected some of {', '.join(demo.COLUMNS)}")
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: expected at least 1")
+    keys = chosen_columns(parser, args)
     if args.concurrency < 1:
         parser.error(f"--concurrency {args.concurrency}: expected at least 1")
     sizes = dataclasses.replace(demo.DEFAULT_SIZES, hello_concurrency=args.concurrency)

@@ -490,3 +490,112 @@ async def test_send_eof_is_a_cancel_point_and_a_schedule_point(engine_name: str)
             assert steps() > before
         with pytest.raises(anyio.EndOfStream):
             await client.receive()
+
+
+def yields_at(lengths: list[int], byte_budget: int) -> list[int]:
+    """The sends (numbered from 1) that must yield when sends that did not
+    wait move ``lengths`` bytes: those that bring the stream's bytes since its
+    last schedule point to ``byte_budget``."""
+    due, moved = [], 0
+    for number, length in enumerate(lengths, 1):
+        moved += length
+        if moved >= byte_budget:
+            due.append(number)
+            moved = 0
+    return due
+
+
+def long_budget_with_bytes(byte_budget: int) -> ScheduleBudget:
+    """A time budget that does not run out during a test (1 s), and a small
+    byte budget: only the bytes make calls yield."""
+    budget = ScheduleBudget("budget", MAX_BUDGET_SECONDS)
+    budget.byte_budget = byte_budget
+    return budget
+
+
+async def steps_to_receive(stream: SocketStream, count: int) -> tuple[bytes, int]:
+    """``count`` bytes from ``stream`` (2 KiB a call at most), and the steps
+    of this task it took."""
+    data = bytearray()
+    with steps_of_this_task() as steps:
+        before = steps()
+        while len(data) < count:
+            data += await stream.receive(min(2048, count - len(data)))
+        return bytes(data), steps() - before
+
+
+async def receive_after_a_wait(stream: SocketStream, peer: SocketStream, data: bytes) -> None:
+    """A receive that has to wait: ``peer`` sends ``data`` only later."""
+
+    async def later() -> None:
+        await anyio.sleep(0.1)
+        await peer.send(data)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(later)
+        assert await stream.receive(len(data)) == data
+
+
+@pytest.mark.anyio
+async def test_receives_spend_no_byte_budget_and_a_wait_starts_the_count_again(
+    anyio_backend: Any,
+) -> None:
+    """The byte budget is the sender's: receives that find their bytes do not
+    yield for the bytes they take (a reader drains its stream), and a receive
+    that waited is a schedule point of the stream, so the bytes it sends
+    afterwards are counted from 0."""
+    current_engine().budget = long_budget_with_bytes(8192)
+    listener, client, server = await open_pair()
+    drainer = client.extra(SocketAttribute.raw_socket).dup()
+    try:
+        async with listener, client, server:
+            payload = bytes(range(256)) * 128  # 32 KiB, in order
+            await client.send(payload)
+            await anyio.sleep(0.2)  # every byte is there (loopback): no receive waits
+            assert await steps_to_receive(server, len(payload)) == (payload, 0)
+
+            with kept_drained(drainer):
+                stepped = []
+                for i in range(6):  # 2 KiB each: 6 KiB, then a wait, then 6 KiB
+                    if i == 3:
+                        await receive_after_a_wait(server, client, b"w")
+                    with steps_of_this_task() as steps:
+                        before = steps()
+                        await server.send(bytes([i]) * 2048)
+                        stepped.append(steps() - before)
+            # without the new count, the fourth send reached 8 KiB and yielded
+            assert stepped == [0] * 6
+    finally:
+        drainer.close()
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_sent_its_byte_budget_yields_at_that_send(
+    anyio_backend: Any,
+) -> None:
+    """Sends that do not wait yield at the call that brings the bytes the
+    stream sent since its last schedule point to the byte budget, however
+    much time is left (a producer that never waits cannot fill a whole socket
+    buffer before its reader runs), and do not leave that schedule point to
+    the task's next call."""
+    current_engine().budget = long_budget_with_bytes(8192)
+    listener, client, server = await open_pair()
+    drainer = client.extra(SocketAttribute.raw_socket).dup()
+    try:
+        async with listener, client, server:
+            with kept_drained(drainer):
+                stepped = []
+                for i in range(16):
+                    with steps_of_this_task() as steps:
+                        before = steps()
+                        await server.send(bytes([i]) * 2048)
+                        stepped.append(steps() - before)
+        assert [n for n, step in enumerate(stepped, 1) if step] == yields_at([2048] * 16, 8192)
+    finally:
+        drainer.close()
+
+
+@pytest.mark.anyio
+async def test_the_byte_budget_is_128_KiB_and_strict_mode_yields_at_every_call() -> None:
+    assert current_engine().budget.byte_budget == 128 * 1024
+    assert ScheduleBudget("strict").byte_budget == 0

@@ -29,6 +29,22 @@ the same step (on any stream) yields as before: no task makes two stream
 calls past the budget without a schedule point.  The step is told apart by
 the task, forgotten at every new pass (:meth:`ScheduleBudget.send_may_defer`).
 
+A stream that sends 128 KiB yields
+----------------------------------
+The budget pays where the schedule point costs more than the call: small
+messages.  A stream that has sent ``BYTE_BUDGET`` bytes (128 KiB) since its
+last schedule point yields at that send, whatever the clock says, and does
+not leave that schedule point to the task's next call.  Without it, a
+producer that never waits (its reader in the same process, as in the demo's
+bulk phase) queued a whole socket buffer (4 MiB here, 65 writes of 64 KiB)
+within one budget before the reader ran, and the demo's bulk phase ran at
+0.8x Trio's rate on io_uring (0.94-0.97x with the byte budget).  Receives
+spend no byte budget: a reader that drains its stream while bytes are there
+keeps the queue short, and making it yield every 128 KiB halved a sink's
+rate with the sender on another CPU.  A call of the stream
+that waited, or yielded for the time budget, starts the count again.  The
+figures: ``docs/performance.md``, "A stream yields after sending 128 KiB".
+
 What stays as in Trio
 ---------------------
 * Every call is a cancel point: cancellation and deadlines are checked first,
@@ -67,12 +83,16 @@ SCHEDULES = ("budget", "strict")
 #: how long a task may run on stream calls that do not wait before it yields
 #: (Trio issue #1757 names 0.5 to 5 ms; see docs/performance.md for the choice)
 BUDGET_SECONDS = 0.001
+#: a stream yields at the send that brings the bytes it sent since its last
+#: schedule point to this many (docs/performance.md, "A stream yields after
+#: sending 128 KiB")
+BYTE_BUDGET = 128 * 1024
 
 
 class ScheduleBudget:
     """The run's budget: the end of the current pass's budget, and a pass count."""
 
-    __slots__ = ("deadline", "deferred_task", "passes", "seconds", "strict")
+    __slots__ = ("byte_budget", "deadline", "deferred_task", "passes", "seconds", "strict")
 
     def __init__(self, schedule: str = "budget", seconds: float = BUDGET_SECONDS) -> None:
         if schedule not in SCHEDULES:
@@ -85,6 +105,9 @@ class ScheduleBudget:
         self.strict = schedule == "strict"
         #: minus infinity in strict mode: every deadline has passed already
         self.seconds = -math.inf if self.strict else seconds
+        #: a stream yields once it sent this many bytes without a schedule
+        #: point (0 in strict mode: every send does)
+        self.byte_budget = 0 if self.strict else BYTE_BUDGET
         #: calls that did not wait yield once the clock reaches it
         self.deadline = -math.inf
         #: scheduler passes seen (a call that waited saw at least one)

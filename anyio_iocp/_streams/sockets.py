@@ -6,8 +6,9 @@ This layer is written once: it gives AnyIO's semantics (resource guards,
 
 It also decides the schedule points: an engine's ``receive()``/``send()`` is a
 cancel point and returns at once when it did not have to wait; here, such a
-call yields only when the run's budget has run out (every call in strict
-mode).  The model and its guarantees: :mod:`anyio_iocp._interface.budget`.
+call yields only when the run's budget has run out, or (a send) when the
+stream has sent the budget's bytes since its last schedule point (every call
+in strict mode).  The model and its guarantees: :mod:`anyio_iocp._interface.budget`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class EngineSocketStream(SocketStream):
         self._send_guard = _Guard("writing to")
         #: when a call that did not wait yields (the run's, or a strict one)
         self._budget = engine.budget
+        #: bytes sent since the stream's last schedule point (its byte budget)
+        self._sent_since_yield = 0
 
     def __del__(self) -> None:
         if not self._closed:  # dropped without aclose(): the run closes it now
@@ -141,8 +144,11 @@ class EngineSocketStream(SocketStream):
                 data = await io.receive(max_bytes)
             except OSError as exc:
                 raise self._error(exc) from exc
-            if budget.passes == passes and perf_counter() >= budget.deadline:
+            if budget.passes != passes:  # it waited: a schedule point
+                self._sent_since_yield = 0
+            elif perf_counter() >= budget.deadline:
                 # it did not wait, and the budget has run out: a schedule point
+                self._sent_since_yield = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
             if data:
                 io.bytes_in += len(data)
@@ -171,15 +177,23 @@ class EngineSocketStream(SocketStream):
                 await io.send(view)
             except OSError as exc:
                 raise self._error(exc) from exc
-            io.bytes_out += len(view)
-            if (
-                budget.passes == passes
-                and perf_counter() >= budget.deadline
-                and not budget.send_may_defer(trio.lowlevel.current_task())
-            ):
-                # it did not wait, the budget has run out, and the task's
-                # schedule point cannot be left to its next call: one now
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            sent = len(view)
+            io.bytes_out += sent
+            if budget.passes != passes:  # it waited: a schedule point
+                self._sent_since_yield = 0
+            else:
+                unyielded = self._sent_since_yield + sent
+                if unyielded >= budget.byte_budget or (
+                    perf_counter() >= budget.deadline
+                    and not budget.send_may_defer(trio.lowlevel.current_task())
+                ):
+                    # the stream sent its byte budget, or the run's time is
+                    # used up and the task's schedule point cannot be left to
+                    # its next call: one now
+                    self._sent_since_yield = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                else:
+                    self._sent_since_yield = unyielded
         finally:
             guard.busy = False
 
