@@ -261,3 +261,88 @@ def test_receives_per_pass_are_judged_over_whole_windows() -> None:
     load.passes += LOAD_WINDOW
     load.receives += BATCHED_RECEIVES * LOAD_WINDOW
     assert load.batched()
+
+
+async def full_receive(client: SocketStream, server: Any, size: int) -> bytes:
+    """``size`` bytes (the stream's whole buffer) sent, then taken by one
+    receive that fills its buffer: ABD sees a burst."""
+    payload = random.Random(size).randbytes(size)
+    await client.send(payload)
+    await anyio.sleep(0.2)  # every byte is there (loopback)
+    assert await server.receive(size) == payload
+    io: Any = server._io
+    assert io.abd.bursting
+    return payload
+
+
+async def test_a_bursting_stream_waits_for_readiness_and_loses_nothing(engine_name: str) -> None:
+    """After a receive that filled its buffer, a receive that has to wait waits
+    in Trio's epoll and takes the bytes with a direct recv: no receive is
+    armed on the ring.  A cancelled wait takes nothing; the bytes come in
+    order; a partial receive ends the burst, and the next wait is the ring's."""
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        io: Any = server._io
+        ms = io._ms
+        size = io.buffersize
+        await make_busy(client, server)
+        await full_receive(client, server, size)
+        posted = dict(engine.counters.posted)
+        with anyio.move_on_after(0.05):
+            await server.receive()  # waits, then is cancelled: nothing taken
+        assert ms.armed is None and io._readable_waits == 0
+        got = bytearray()
+
+        async def reader() -> None:
+            while len(got) < 3 * size:
+                got.extend(await server.receive())
+
+        payload = random.Random(7).randbytes(3 * size)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            with anyio.fail_after(5):
+                while not io._readable_waits:
+                    await anyio.sleep(0.001)
+            assert ms.armed is None, "the wait is a readiness wait, not the ring's"
+            await client.send(payload)
+        assert got == payload
+        assert engine.counters.posted == posted, "nothing went through the ring"
+        # a receive that did not fill its buffer ends the burst
+        await client.send(b"short")
+        await anyio.sleep(0.2)
+        assert await server.receive() == b"short"
+        assert not io.abd.bursting
+        with anyio.move_on_after(0.05):
+            await server.receive()
+        assert ms.armed is not None and io._readable_waits == 0
+        await client.send(b"after")
+        with anyio.fail_after(5):
+            assert await server.receive() == b"after"
+
+
+async def test_closing_a_stream_wakes_its_readiness_wait(engine_name: str) -> None:
+    """A receive waiting for readiness when another task closes the stream
+    ends with ClosedResourceError (Trio forgets the descriptor first)."""
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client:
+        io: Any = server._io
+        await make_busy(client, server)
+        await full_receive(client, server, io.buffersize)
+        outcome: list[Exception] = []
+
+        async def reader() -> None:
+            try:
+                await server.receive()
+            except Exception as exc:  # the outcome is what the test checks
+                outcome.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                while not io._readable_waits:
+                    await anyio.sleep(0.001)
+                await server.aclose()
+        assert [type(exc) for exc in outcome] == [anyio.ClosedResourceError]
+        assert io._readable_waits == 0

@@ -18,6 +18,13 @@ Automatic Burst Detection in :mod:`anyio_iocp._flow.receive_pool`, sending
   brought are taken on a path of their own at the top of ``receive()``.
   UNIX streams keep single receives: a receive ahead of the reader would drop
   descriptors passed with the bytes.
+* A stream whose last receive filled its whole buffer (a burst, as ABD sees
+  it) waits for readiness through Trio's epoll and receives directly, not
+  through the multishot receive: the buffer pool would copy each byte twice
+  (the kernel into the pool, then out of it into ``bytes``), and for full
+  64 KiB receives that and the completion's path cost more than the poll
+  (``docs/performance.md``, "A bursting stream waits for readiness").
+  ``close()`` wakes such a wait (``notify_closing``) before the socket closes.
 * Write-behind sends are queued and posted once per scheduler pass as one
   linked chain (:meth:`UringStreamIO.post_queued_sends`), and a new chain only
   after the previous one completed, so bytes leave in order.  A failed send
@@ -46,6 +53,7 @@ from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
+from anyio_iocp._interface.readiness import wait_readable
 from anyio_iocp._interface.settings import Tuning, Usage
 
 if TYPE_CHECKING:
@@ -83,6 +91,8 @@ class UringStreamIO(ReceivePool, SendChain):
             # one multishot receive into the engine's buffer pool, where the
             # kernel has it
             self._ms = MultishotReceiver(engine)
+            #: receives waiting for readiness (0 or 1: the guard allows one)
+            self._readable_waits = 0
         self._init_send_chain()
         #: the stream's slot for quiet sends (0: none yet), and the count of
         #: its quiet sends posted, to compare with the reaper's (mod 2**32)
@@ -371,6 +381,12 @@ class MultishotStreamIO(UringStreamIO):
             else:
                 looked_again(self, ms.has_data())
         while not ms.has_data():
+            if ms.armed is None and self.abd.bursting:
+                # full receives: a readiness wait and a direct recv (above)
+                now = await self._receive_when_readable(max_bytes)
+                if now is not None:
+                    return now
+                continue  # not readable after all, or the burst is over
             if ms.armed is None:
                 self._check_not_closing()
                 if ms.starved:
@@ -379,6 +395,25 @@ class MultishotStreamIO(UringStreamIO):
                 ms.arm(self)
             await ms.wait()  # cancellable: the receive stays armed
         return self._take_multishot(ms, max_bytes)
+
+    async def _receive_when_readable(self, max_bytes: int) -> bytes | None:
+        """Wait until the socket is readable (cancellable: nothing is taken
+        before the wait ends), then a direct recv; None if it found nothing."""
+        self._check_not_closing()
+        self._readable_waits += 1
+        try:
+            await wait_readable(self.sock)
+        finally:
+            self._readable_waits -= 1
+        self._check_not_closing()
+        return self._recv_now(max_bytes)
+
+    async def close(self) -> None:
+        if self._readable_waits:
+            # a receive waits in Trio's epoll: it must be woken (and the
+            # descriptor forgotten there) before the socket closes
+            trio.lowlevel.notify_closing(self.sock)
+        await super().close()
 
     def _take_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
         if ms.ready:
