@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -295,17 +296,17 @@ async def test_a_bursting_stream_waits_for_readiness_and_loses_nothing(engine_na
         got = bytearray()
 
         async def reader() -> None:
-            while len(got) < 3 * size:
-                got.extend(await server.receive())
+            got.extend(await server.receive())
 
         payload = random.Random(7).randbytes(3 * size)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
-            with anyio.fail_after(5):
-                while not io._readable_waits:
-                    await anyio.sleep(0.001)
-            assert ms.armed is None, "the wait is a readiness wait, not the ring's"
-            await client.send(payload)
+        for start in range(0, len(payload), size):  # a buffer at a time: each fills it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                with anyio.fail_after(5):
+                    while not io._readable_waits:
+                        await anyio.sleep(0.001)
+                assert ms.armed is None, "the wait is a readiness wait, not the ring's"
+                await client.send(payload[start : start + size])
         assert got == payload
         assert engine.counters.posted == posted, "nothing went through the ring"
         # a receive that did not fill its buffer ends the burst
@@ -321,6 +322,30 @@ async def test_a_bursting_stream_waits_for_readiness_and_loses_nothing(engine_na
             assert await server.receive() == b"after"
 
 
+async def close_during_a_readiness_wait(
+    server: Any, before_close: Callable[[], None] = lambda: None
+) -> list[Exception]:
+    """Close ``server`` from this task while another receives from it and
+    has begun a readiness wait; what that receive raised (it must end within
+    5 s)."""
+    outcome: list[Exception] = []
+
+    async def reader() -> None:
+        try:
+            await server.receive()
+        except Exception as exc:  # the outcome is what the test checks
+            outcome.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            while not server._io._readable_waits:
+                await anyio.sleep(0.001)
+            before_close()
+            await server.aclose()
+    return outcome
+
+
 async def test_closing_a_stream_wakes_its_readiness_wait(engine_name: str) -> None:
     """A receive waiting for readiness when another task closes the stream
     ends with ClosedResourceError (Trio forgets the descriptor first)."""
@@ -330,19 +355,42 @@ async def test_closing_a_stream_wakes_its_readiness_wait(engine_name: str) -> No
         io: Any = server._io
         await make_busy(client, server)
         await full_receive(client, server, io.buffersize)
-        outcome: list[Exception] = []
-
-        async def reader() -> None:
-            try:
-                await server.receive()
-            except Exception as exc:  # the outcome is what the test checks
-                outcome.append(exc)
-
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
-                while not io._readable_waits:
-                    await anyio.sleep(0.001)
-                await server.aclose()
+        outcome = await close_during_a_readiness_wait(server)
         assert [type(exc) for exc in outcome] == [anyio.ClosedResourceError]
         assert io._readable_waits == 0
+
+
+async def test_a_readiness_wait_that_begins_while_close_drains_is_woken(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() first lets write-behind sends go out (bounded), and a receive
+    under way may enter Trio's epoll meanwhile (here it is held until close()
+    has begun).  close() wakes it just before the socket closes, so it ends
+    with ClosedResourceError instead of waiting forever on a closed
+    descriptor."""
+    from anyio_iocp._engines.io_uring import stream as uring_stream
+    from anyio_iocp._flow import send_chain
+    from anyio_iocp._interface.readiness import wait_readable
+
+    multishot_engine(engine_name)
+    monkeypatch.setattr(send_chain, "CLOSE_DRAIN_SECONDS", 0.3)
+    close_begun = anyio.Event()
+
+    async def wait_after_close_begun(sock: Any) -> None:
+        await close_begun.wait()
+        await wait_readable(sock)
+
+    monkeypatch.setattr(uring_stream, "wait_readable", wait_after_close_begun)
+    multi, [(client, server)] = await open_pairs(1, sendcap=4)
+    async with multi, client:
+        io: Any = server._io
+        await make_busy(client, server)
+        await full_receive(client, server, io.buffersize)
+        with anyio.fail_after(10):  # the client never reads: sends end up behind
+            while not io._write_behind_pending():
+                await server.send(b"w" * 65536)
+        # the reader enters Trio's epoll once close() has begun; close() waits
+        # for the write-behind sends first
+        outcome = await close_during_a_readiness_wait(server, close_begun.set)
+        assert [type(exc) for exc in outcome] == [anyio.ClosedResourceError]
+        assert io._readable_waits == 0 and not io._write_behind_pending()

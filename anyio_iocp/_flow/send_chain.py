@@ -315,5 +315,11 @@ class SendChain(WriteBehind):
                 with trio.CancelScope(shield=True):
                     await self._engine.drain(pending)
             self._release()
+            self._before_socket_close()  # (no checkpoint from here to the close)
             self.sock.close()
         self._raise_unreported_send_error()
+
+    def _before_socket_close(self) -> None:
+        """Called by :meth:`close` just before the socket closes, with
+        nothing posted any more: an engine whose receives may wait outside
+        its operations (in Trio's epoll) wakes them here."""

@@ -24,7 +24,8 @@ Automatic Burst Detection in :mod:`anyio_iocp._flow.receive_pool`, sending
   (the kernel into the pool, then out of it into ``bytes``), and for full
   64 KiB receives that and the completion's path cost more than the poll
   (``docs/performance.md``, "A bursting stream waits for readiness").
-  ``close()`` wakes such a wait (``notify_closing``) before the socket closes.
+  ``close()`` wakes such a wait (``notify_closing``) just before the socket
+  closes, when no new one can begin.
 * Write-behind sends are queued and posted once per scheduler pass as one
   linked chain (:meth:`UringStreamIO.post_queued_sends`), and a new chain only
   after the previous one completed, so bytes leave in order.  A failed send
@@ -408,12 +409,12 @@ class MultishotStreamIO(UringStreamIO):
         self._check_not_closing()
         return self._recv_now(max_bytes)
 
-    async def close(self) -> None:
+    def _before_socket_close(self) -> None:
         if self._readable_waits:
-            # a receive waits in Trio's epoll: it must be woken (and the
-            # descriptor forgotten there) before the socket closes
+            # a receive waits in Trio's epoll (it may have begun while close()
+            # drained write-behind sends): it must be woken, and the
+            # descriptor forgotten there, before the socket closes
             trio.lowlevel.notify_closing(self.sock)
-        await super().close()
 
     def _take_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
         if ms.ready:
