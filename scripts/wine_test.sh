@@ -148,7 +148,7 @@ WINE_TESTS=(tests/test_streams.py tests/test_tuning.py tests/test_engine.py test
     tests/test_backend.py tests/test_threads.py tests/test_datagrams.py
     tests/test_faults.py tests/test_lifecycle.py tests/test_idle.py tests/test_fuzz.py
     tests/test_gc_safety.py tests/test_interleavings.py tests/test_no_cycles.py tests/test_pass_hooks.py
-    tests/test_trace.py tests/test_statistics.py tests/test_accept_shortage.py
+    tests/test_trace.py tests/test_statistics.py tests/test_accept_shortage.py tests/test_busy_listener.py
     tests/test_receive_pool.py tests/test_completion.py tests/test_abd.py tests/test_schedule.py
     tests/test_dropped.py)
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then WINE_TESTS=(); fi

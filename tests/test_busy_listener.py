@@ -1,7 +1,7 @@
-"""The accept pool on an engine with a direct accept (io_uring): while
-connections wait in the kernel's queue, a refill takes them with ``accept4``
-and posts no accept; an idle listener has its pool posted again
-(anyio_iocp._flow.accept_pool)."""
+"""The accept pool on an engine with a direct accept (io_uring: ``accept4``,
+IOCP: ``accept()``): while connections wait in the kernel's queue, a refill
+takes them with the direct call and posts no accept; an idle listener has
+its pool posted again (anyio_iocp._flow.accept_pool)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 from typing import Any
 
 import anyio
@@ -33,9 +34,35 @@ def kernel_accept_queue(listening: socket.socket) -> int:
     return count
 
 
+async def wait_until_queued(listening: socket.socket, count: int) -> None:
+    """Until ``count`` connections wait in the listen queue, beyond the pool.
+    Windows has no call that counts them: there, until the pool's accepts
+    completed (the connections behind them finished their handshakes before
+    the clients' connects returned)."""
+    with anyio.fail_after(5):
+        if sys.platform == "win32":
+            while anyio_iocp.statistics().in_flight.get("accept", 0):
+                await anyio.sleep(0.01)
+        else:
+            while kernel_accept_queue(listening) < count:
+                await anyio.sleep(0.01)
+
+
+def assert_non_blocking_and_not_inherited(sock: socket.socket) -> None:
+    """What Python believes of an accepted socket is what it is (a blocking
+    one taken for non-blocking would stall the loop)."""
+    assert sock.gettimeout() == 0.0
+    if sys.platform == "win32":
+        # (Windows cannot read a socket's blocking mode back)
+        assert not os.get_handle_inheritable(sock.fileno())
+    else:
+        assert not os.get_blocking(sock.fileno())
+        assert not os.get_inheritable(sock.fileno())
+
+
 async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
-    if engine_name != "io_uring":
-        pytest.skip(f"the {engine_name} engine has no direct accept and posted accepts both")
+    if engine_name not in ("io_uring", "iocp"):
+        pytest.skip(f"the {engine_name} engine has no posted accepts")
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=BACKLOG)
     listener = first_listener(multi)
     port = listener.extra(SocketAttribute.local_port)
@@ -46,10 +73,7 @@ async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
         clients = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(CLIENTS)]
         accepted: list[SocketStream] = []
         try:
-            raw = listener.extra(SocketAttribute.raw_socket)
-            with anyio.fail_after(5):
-                while kernel_accept_queue(raw) < CLIENTS - BACKLOG:
-                    await anyio.sleep(0.01)
+            await wait_until_queued(listener.extra(SocketAttribute.raw_socket), CLIENTS - BACKLOG)
             for n in range(CLIENTS):
                 with anyio.fail_after(5):
                     accepted.append(await listener.accept())
@@ -59,16 +83,12 @@ async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
                     # queue stays within the backlog
                     assert stats.posted["accept"] == BACKLOG
                     assert listener.extra(TuningAttribute.backlog).in_use <= BACKLOG
-            # five came through accept4, each once
+            # five came through the direct call, each once
             assert stats.direct_calls["accept"] == CLIENTS - BACKLOG
-            # the ring's accepts and accept4 alike hand over descriptors that
-            # are non-blocking and close-on-exec, as Python believes them to be
-            # (a blocking one taken for non-blocking would stall the loop)
+            # posted accepts and direct ones alike hand over sockets that are
+            # non-blocking and not inherited by child processes
             for stream in [*accepted, *clients]:
-                sock = stream.extra(SocketAttribute.raw_socket)
-                assert sock.gettimeout() == 0.0
-                assert not os.get_blocking(sock.fileno())
-                assert not os.get_inheritable(sock.fileno())
+                assert_non_blocking_and_not_inherited(stream.extra(SocketAttribute.raw_socket))
             ports = [s.extra(SocketAttribute.remote_port) for s in accepted]
             assert sorted(ports) == sorted(c.extra(SocketAttribute.local_port) for c in clients)
             # idle after the last: the pool is posted again, in full

@@ -9,7 +9,7 @@ in a queue.  Queued connections plus posted accepts never exceed
 ``configure(backlog=...)`` to a smaller pool withdraws the excess accepts.
 
 Where the engine can also accept with a direct call (io_uring: ``accept4``
-on the non-blocking listening socket; the IOCP engine has none), a refill
+on the non-blocking listening socket; IOCP: ``accept()`` on it), a refill
 first takes the connections already waiting in the kernel's queue that
 way, and posts accepts only when none is waiting and none is queued or
 posted: when the listener is idle.  An accept posted ahead of its

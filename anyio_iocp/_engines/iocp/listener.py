@@ -21,6 +21,20 @@ work on it).  What a packet's Winsock error means for the listener:
   cancelled and its socket closed at once, so the descriptors are free before
   the packets come;
 * anything else is raised by the next ``accept()``.
+
+A busy listener accepts directly (``_accept_now``): a non-blocking
+``accept()`` on the listening socket, which Winsock allows beside pending
+``AcceptEx`` calls, takes a connection already waiting in the listen queue.
+The pool's policy decides when (``anyio_iocp._flow.accept_pool``): while
+connections keep coming, and the pool is posted again when the listener is
+idle.  Under Wine every Winsock call is a request to the wineserver, and an
+accept through the pool costs four (the accept's own ``socket()``,
+``AcceptEx``, its completion packet and ``SO_UPDATE_ACCEPT_CONTEXT``) where
+the direct one costs two (``accept()``, and the handle made non-inheritable
+by CPython).  The accepted socket inherits the listening socket's properties
+and needs no ``SO_UPDATE_ACCEPT_CONTEXT``.  WSAEMFILE and WSAENOBUFS from
+the direct call are the shortage above; any other error (none waiting, a
+connection reset before it was taken) leaves the posted accepts to report.
 """
 
 from __future__ import annotations
@@ -92,6 +106,15 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             raise
         op.on_complete = self.on_accept_packet
         return op
+
+    def _accept_now(self) -> socket.socket | None:
+        try:
+            fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+        except OSError as exc:
+            if self._exhaustion(exc):
+                raise  # a shortage: the pool pauses
+            return None  # none waiting (WSAEWOULDBLOCK), or reset before it was taken
+        return socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
 
     def on_accept_packet(self, op: IocpOp) -> None:
         """The packet of a posted accept: a connection, or why not."""
