@@ -108,13 +108,15 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         return op
 
     def _accept_now(self) -> socket.socket | None:
+        # (the listening socket is non-blocking: Python's accept() leaves the
+        # new socket's mode alone, inherited from the listening socket)
         try:
-            fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+            conn, _ = self.sock.accept()
         except OSError as exc:
             if self._exhaustion(exc):
                 raise  # a shortage: the pool pauses
             return None  # none waiting (WSAEWOULDBLOCK), or reset before it was taken
-        return socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
+        return conn
 
     def on_accept_packet(self, op: IocpOp) -> None:
         """The packet of a posted accept: a connection, or why not."""
