@@ -65,8 +65,17 @@ WSAEMFILE = 10024
 WSAENOBUFS = 10055
 ACCEPT_EXHAUSTION = {WSAEMFILE: errno.EMFILE, WSAENOBUFS: errno.ENOBUFS}
 #: a connection reset before AcceptEx took it: not the listener's error
+#: (WSAEWOULDBLOCK and ERROR_NOT_READY: under Wine, the connection went to a
+#: direct accept first; only possible during a shortage, see direct_while_posted)
+ERROR_NOT_READY = 21
 ACCEPT_RETRY_ERRORS = frozenset(
-    (ws2.ERROR_NETNAME_DELETED, ws2.WSAECONNRESET, ws2.ERROR_CONNECTION_ABORTED)
+    (
+        ws2.ERROR_NETNAME_DELETED,
+        ws2.WSAECONNRESET,
+        ws2.ERROR_CONNECTION_ABORTED,
+        ws2.WSAEWOULDBLOCK,
+        ERROR_NOT_READY,
+    )
 )
 
 
@@ -74,6 +83,9 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
     """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``."""
 
     accepts_hold_descriptors = True  # each AcceptEx owns its connection's socket
+    #: no direct accept while AcceptEx calls are pending (outside a shortage):
+    #: under Wine it could take the connection one of them was given
+    direct_while_posted = False
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
