@@ -97,10 +97,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     #: socket AcceptEx accepts into; a ring accept makes its descriptor only
     #: when a connection arrives)
     accepts_hold_descriptors: ClassVar[bool] = False
-    #: whether the direct call may look while accepts are posted and no
-    #: shortage is under way (IOCP: no; under Wine a direct accept can take
-    #: the connection a pending AcceptEx was being completed with, and that
-    #: AcceptEx then fails)
+    #: whether the direct call may look while accepts are posted (IOCP: no;
+    #: under Wine a direct accept can take the connection a pending AcceptEx
+    #: was being completed with, and that AcceptEx then fails)
     direct_while_posted: ClassVar[bool] = True
 
     def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
@@ -238,10 +237,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             direct = self._direct
             cap = self.cap()
             while len(queue) + len(posted) < cap:
-                if direct and posted and not self.direct_while_posted:
-                    break  # the posted accepts take what comes (IOCP)
                 if direct:
-                    # (also while accepts are posted: after a shortage, those
+                    if posted and not self.direct_while_posted:
+                        break  # the posted accepts take what comes (IOCP)
+                    # (io_uring: also while accepts are posted: after a shortage, those
                     # posted before it may never be woken for a connection
                     # already waiting, and the direct call takes it)
                     conn = self._accept_now()

@@ -14,7 +14,8 @@ work on it).  What a packet's Winsock error means for the listener:
   The same codes raised while posting, where creating the accept's socket
   fails first, are the same shortage;
 * a connection reset before ``AcceptEx`` took it (``ERROR_NETNAME_DELETED``
-  and the like) is no error of the listener: its accept is posted again;
+  and the like) is no error of the listener: the pool refills as its policy
+  says;
 * ``ERROR_OPERATION_ABORTED``: the accept was withdrawn or drained;
 * a pool that runs the process out of descriptors while posting gives half
   of its accepts back (:mod:`anyio_iocp._flow.accept_pool`): each is
@@ -26,15 +27,17 @@ A busy listener accepts directly (``_accept_now``): a non-blocking
 ``accept()`` on the listening socket, which Winsock allows beside pending
 ``AcceptEx`` calls, takes a connection already waiting in the listen queue.
 The pool's policy decides when (``anyio_iocp._flow.accept_pool``): while
-connections keep coming, and the pool is posted again when the listener is
-idle.  Under Wine every Winsock call is a request to the wineserver, and an
+connections keep coming and no ``AcceptEx`` is pending
+(``direct_while_posted``), and the pool is posted again when the listener is
+idle. Under Wine every Winsock call is a request to the wineserver, and an
 accept through the pool costs four (the accept's own ``socket()``,
 ``AcceptEx``, its completion packet and ``SO_UPDATE_ACCEPT_CONTEXT``) where
 the direct one costs two (``accept()``, and the handle made non-inheritable
-by CPython).  The accepted socket inherits the listening socket's properties
-and needs no ``SO_UPDATE_ACCEPT_CONTEXT``.  WSAEMFILE and WSAENOBUFS from
-the direct call are the shortage above; any other error (none waiting, a
-connection reset before it was taken) leaves the posted accepts to report.
+by CPython; both then pay the stream's ``setblocking``). The accepted socket
+inherits the listening socket's properties and needs no
+``SO_UPDATE_ACCEPT_CONTEXT``. WSAEMFILE and WSAENOBUFS from the direct call
+are the shortage above; any other error (none waiting, a connection reset
+before it was taken) leaves the posted accepts to report.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ WSAEMFILE = 10024
 WSAENOBUFS = 10055
 ACCEPT_EXHAUSTION = {WSAEMFILE: errno.EMFILE, WSAENOBUFS: errno.ENOBUFS}
 #: a connection reset before AcceptEx took it: not the listener's error
-#: (WSAEWOULDBLOCK and ERROR_NOT_READY: under Wine, the connection went to a
-#: direct accept first; only possible during a shortage, see direct_while_posted)
+#: (WSAEWOULDBLOCK and ERROR_NOT_READY: under Wine, a direct accept took the
+#: connection first; not expected, since no direct accept runs while an
+#: AcceptEx is pending (direct_while_posted), but such a race must not end serve())
 ERROR_NOT_READY = 21
 ACCEPT_RETRY_ERRORS = frozenset(
     (
@@ -83,8 +87,8 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
     """A pool of ``backlog`` posted ``AcceptEx`` calls, iocpsock's ``-backlog``."""
 
     accepts_hold_descriptors = True  # each AcceptEx owns its connection's socket
-    #: no direct accept while AcceptEx calls are pending (outside a shortage):
-    #: under Wine it could take the connection one of them was given
+    #: no direct accept while AcceptEx calls are pending: under Wine it could
+    #: take the connection one of them was being completed with
     direct_while_posted = False
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
