@@ -224,3 +224,35 @@ def post_failing_ring_accept(listener: Any, code: int) -> Any:
     op = FailingAccept(engine.new_id(), listener)
     engine.post_registered(op, lib.iou_prep_nop)
     return op
+
+
+def post_failing_iocp_accept(listener: Any, code: int) -> Any:
+    """Post, in place of one real ``AcceptEx`` of an IOCP listener's pool, a
+    packet on Trio's completion port (``PostQueuedCompletionStatus``) for an
+    op whose completion reaches the listener's packet handler as an
+    ``AcceptEx`` that failed with the Winsock error ``code``.  Returns the
+    op; it takes no connection from the listen queue.  Windows only."""
+    from anyio_iocp._engines.iocp.engine import IocpOp
+    from anyio_iocp._engines.iocp.winsock import ffi
+    from anyio_iocp._face.runstate import current_engine
+
+    post_packet = ctypes.windll.kernel32.PostQueuedCompletionStatus  # type: ignore[attr-defined,unused-ignore]
+    post_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_void_p]
+
+    class FailingAccept(IocpOp):
+        def complete(self, transferred: int) -> None:
+            # what IocpOp.complete makes of an AcceptEx that failed with ``code``
+            self.error = code
+            self.done = True
+            assert self.on_complete is not None
+            self.on_complete(self)
+            self.wake()
+
+    engine: Any = current_engine()
+    # the accept's own socket, which the listener closes when it fails
+    op = FailingAccept(listener.sock, (socket.socket(listener.family), None, None))
+    op.on_complete = listener.on_accept_packet
+    engine.posted(op, True, "AcceptEx")
+    port = int(ffi.cast("uintptr_t", engine._port))
+    assert post_packet(port, 0, engine._key, op.address)
+    return op

@@ -31,10 +31,15 @@ import anyio
 import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import MovedClock, first_listener, post_failing_ring_accept, recv_exactly
+from helpers import (
+    MovedClock,
+    first_listener,
+    post_failing_iocp_accept,
+    post_failing_ring_accept,
+    recv_exactly,
+)
 
 import anyio_iocp
-from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._flow.accept_pool import PostedAcceptPool
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
@@ -82,33 +87,10 @@ class AcceptFault:
 
     @staticmethod
     def _iocp() -> tuple[Any, Any]:
-        import ctypes
-
-        from anyio_iocp._engines.iocp.engine import IocpOp
         from anyio_iocp._engines.iocp.listener import IocpListenerIO
-        from anyio_iocp._engines.iocp.winsock import ffi
-
-        post_packet = ctypes.windll.kernel32.PostQueuedCompletionStatus  # type: ignore[attr-defined,unused-ignore]
-        post_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_void_p]
-
-        class RefusedAccept(IocpOp):
-            def complete(self, transferred: int) -> None:
-                # what IocpOp.complete makes of an AcceptEx that failed with WSAEMFILE
-                self.error = WSAEMFILE
-                self.done = True
-                assert self.on_complete is not None
-                self.on_complete(self)
-                self.wake()
 
         def refuse(listener: Any) -> Any:
-            engine: Any = current_engine()
-            # the accept's own socket, which the listener closes when it fails
-            op = RefusedAccept(listener.sock, (socket.socket(listener.family), None, None))
-            op.on_complete = listener.on_accept_packet
-            engine.posted(op, True, "AcceptEx")
-            port = int(ffi.cast("uintptr_t", engine._port))
-            assert post_packet(port, 0, engine._key, op.address)
-            return op
+            return post_failing_iocp_accept(listener, WSAEMFILE)
 
         return IocpListenerIO, refuse
 

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, post_failing_ring_accept
+from helpers import first_listener, post_failing_iocp_accept, post_failing_ring_accept
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -116,27 +116,50 @@ async def test_waiting_connections_are_taken_directly(engine_name: str) -> None:
                 await stream.aclose()
 
 
-async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
-    engine_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A posted accept may end with EAGAIN when the connection that woke it
-    went to another accept (the pool's accept4, or the kernel's retry of a
-    non-blocking socket's accept): the pool posts again, and accept() raises
-    nothing.  The first accept posted here is a no-op that completes so."""
-    if engine_name != "io_uring":
-        pytest.skip(f"the {engine_name} engine has no direct accept and posted accepts both")
-    from anyio_iocp._engines.io_uring.listener import UringListenerIO
+#: what a posted accept whose connection another accept took ends with:
+#: io_uring's EAGAIN; Winsock's WSAEWOULDBLOCK, or ERROR_NOT_READY where Wine
+#: converts the status differently (anyio_iocp._engines.iocp.listener)
+TAKEN_ERRORS = {"io_uring": (errno.EAGAIN,), "iocp": (10035, 21)}
 
-    real_post_accept = UringListenerIO._post_accept
+
+@pytest.mark.parametrize("which", [0, 1], ids=["first", "second"])
+async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
+    engine_name: str, which: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A posted accept may fail when the connection that woke it went to
+    another accept (io_uring: the pool's accept4, or the kernel's retry of a
+    non-blocking socket's accept; under Wine: a direct accept that took the
+    connection a pending AcceptEx was being completed with): the pool posts
+    again, and accept() raises nothing.  The first accept posted here is a
+    stand-in that completes so (each of the engine's codes in turn)."""
+    if engine_name not in TAKEN_ERRORS:
+        pytest.skip(f"the {engine_name} engine posts no accepts")
+    codes = TAKEN_ERRORS[engine_name]
+    if which >= len(codes):
+        pytest.skip(f"the {engine_name} engine knows {len(codes)} such error(s)")
+    code = codes[which]
+    listener_class: Any
+    if engine_name == "io_uring":
+        from anyio_iocp._engines.io_uring.listener import UringListenerIO as listener_class
+
+        def post_failing(listener: Any) -> Any:
+            return post_failing_ring_accept(listener, code)
+    else:
+        from anyio_iocp._engines.iocp.listener import IocpListenerIO as listener_class
+
+        def post_failing(listener: Any) -> Any:
+            return post_failing_iocp_accept(listener, code)
+
+    real_post_accept = listener_class._post_accept
     outrun: list[Any] = []
 
     def post_accept(listener: Any) -> Any:
         if outrun:
             return real_post_accept(listener)
-        outrun.append(post_failing_ring_accept(listener, errno.EAGAIN))
+        outrun.append(post_failing(listener))
         return outrun[-1]
 
-    monkeypatch.setattr(UringListenerIO, "_post_accept", post_accept)
+    monkeypatch.setattr(listener_class, "_post_accept", post_accept)
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=1)
     listener = first_listener(multi)
     port = listener.extra(SocketAttribute.local_port)

@@ -113,8 +113,10 @@ class ReceivePool(WriteBehind, FlowStream):
             return None
         self.counters.direct_recv += 1
         if data:
-            self.abd.observe(len(data) == self.buffersize)
-            self._post_ahead()  # a burst: k receives ahead
+            abd = self.abd
+            abd.observe(len(data) == self.buffersize)
+            if abd.bursting and abd.k > 1:  # (checked here: this runs once per message)
+                self._post_ahead()  # a burst: k receives ahead
         else:
             self._eof = True
             self._check_send_error()  # a reset that a send reported first

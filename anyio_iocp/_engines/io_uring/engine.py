@@ -469,10 +469,11 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
-        self.load.passes += 1
+        load = self.load
+        passes = load.passes = load.passes + 1
         self.budget.new_pass()
-        if self.send_mode == "auto":
-            self.quiet_now = self.senders.many(self.load.passes)
+        if self.send_mode == "auto" and passes >= self.senders.window_ends:
+            self.quiet_now = self.senders.many(passes)
         if (
             not self.closed
             and lib.iou_cq_ready(self._ring)

@@ -95,11 +95,14 @@ class SendersPerPass:
     times per pass on a budget, but each message then waits a whole pass, so
     the count is of *streams*, not of sends."""
 
-    __slots__ = ("_many", "_passes_then", "_senders_then", "senders")
+    __slots__ = ("_many", "_passes_then", "_senders_then", "senders", "window_ends")
 
     def __init__(self) -> None:
         #: streams counted so far (a stream once per pass it sends in)
         self.senders = 0
+        #: the pass count at which the current window is complete (the engine
+        #: asks :meth:`many` again from then on, not on every pass)
+        self.window_ends = LOAD_WINDOW
         self._passes_then = 0
         self._senders_then = 0
         self._many = False  # direct sends until a window says otherwise
@@ -111,6 +114,7 @@ class SendersPerPass:
         if window >= LOAD_WINDOW:
             self._many = self.senders - self._senders_then >= MANY_SENDERS * window
             self._passes_then, self._senders_then = passes, self.senders
+            self.window_ends = passes + LOAD_WINDOW
         return self._many
 
 

@@ -51,7 +51,7 @@ from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
 from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QUIET_MAX
 from anyio_iocp._flow.receive_pool import ReceivePool
-from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
+from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
 from anyio_iocp._interface.readiness import wait_readable
@@ -174,7 +174,12 @@ class UringStreamIO(ReceivePool, SendChain):
                 keep = obj if type(obj) is bytes and len(obj) == len(data) else bytes(data)
                 engine.post_quiet_send(self, keep, slot)
                 return len(data)
-        return SendChain._send_now(self, data)
+        try:  # SendChain._send_now, inlined: this runs once per message
+            sent = self.sock.send(data, SEND_NOW_FLAGS)
+        except BlockingIOError:
+            return 0
+        self.counters.direct_send += 1
+        return sent
 
     def _take_quiet_slot(self) -> int:
         slot = self._engine.quiet.acquire(self)
@@ -355,20 +360,25 @@ class MultishotStreamIO(UringStreamIO):
         self._engine.load.receives += 1
         if ms.receives < BUSY_AFTER:
             ms.receives += 1
-        if not ms.has_data():
-            if ms.armed is None:
-                # Bytes may be there already: take them without waiting a pass.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                self._check_not_closing()
-                now = self._recv_now(max_bytes)
-                if now is not None:
-                    ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
-                    return now
-            self._engine.reap_ready()  # the kernel may have finished meanwhile
-        if ms.has_data():
+        if ms.ready or ms.eof or ms.error is not None:  # (ms.has_data(), inlined)
             # no wait: a cancel point like every other receive that did not block
             await trio.lowlevel.checkpoint_if_cancelled()
             return self._take_multishot(ms, max_bytes)
+        if ms.armed is None:
+            # Bytes may be there already: take them without waiting a pass.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_not_closing()
+            now = self._recv_now(max_bytes)
+            if now is not None:
+                ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
+                return now
+            # Nothing is armed, so nothing of this stream's is in the ring
+            # (only an operation's final completion disarms it): no reap here.
+        else:
+            self._engine.reap_ready()  # the kernel may have finished meanwhile
+            if ms.has_data():
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return self._take_multishot(ms, max_bytes)
         if not self._engine.budget.strict and should_yield_first(self):
             # the peer may answer during one scheduler pass (yield_first)
             await trio.lowlevel.cancel_shielded_checkpoint()
