@@ -9,12 +9,15 @@ setting is refused clearly when wrong.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -318,6 +321,40 @@ async def test_a_pass_renews_the_budget() -> None:
     assert strict.exhausted()
 
 
+async def failing_calls_take_turns(
+    attempt: Callable[[], Awaitable[object]], errors: tuple[type[Exception], ...]
+) -> None:
+    """Retry ``attempt``, which fails with one of ``errors`` each time,
+    until a deadline ``SLEEP_SECONDS * 4`` away, beside a task that yields in
+    a loop: the calls failed, the deadline fired about on time, and the other
+    task took its turns throughout."""
+    ticks: list[float] = []
+    failures = 0
+
+    async def ticker(until: float) -> None:
+        while (now := time.monotonic()) < until:
+            await anyio.sleep(0)
+            ticks.append(now)
+
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, start + SLEEP_SECONDS * 4)
+        with anyio.move_on_after(SLEEP_SECONDS * 4):
+            # (bounded: without schedule points the deadline would never fire)
+            while time.monotonic() - start < 3:
+                try:
+                    await attempt()
+                except errors:
+                    failures += 1
+                else:
+                    raise AssertionError("the call did not fail")
+    late = time.monotonic() - start - SLEEP_SECONDS * 4
+    assert failures > 10
+    assert late < SLACK, f"the timeout fired {late * 1000:.0f} ms late"
+    assert len(ticks) > 10 and ticks[0] - start < SLACK, "the other task did not get its turns"
+    assert longest_gap(ticks) < SLACK, f"the other task waited {longest_gap(ticks):.3f} s"
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
@@ -339,35 +376,85 @@ async def test_connects_that_fail_at_once_take_turns_and_a_timeout_fires(
     holder.bind(("127.0.0.1", 0))
     port = holder.getsockname()[1]
     backend = get_async_backend()
-    ticks: list[float] = []
-    failures = 0
 
-    async def ticker(until: float) -> None:
-        while (now := time.monotonic()) < until:
-            await anyio.sleep(0)
-            ticks.append(now)
+    async def attempt() -> object:
+        if kind == "unix":
+            return await backend.connect_unix(str(tmp_path / "nobody"), socket.SOCK_STREAM)
+        return await backend.connect_tcp("127.0.0.1", port)
 
-    start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker, start + SLEEP_SECONDS * 4)
-        with anyio.move_on_after(SLEEP_SECONDS * 4):
-            # (bounded: without schedule points the deadline would never fire)
-            while time.monotonic() - start < 3:
-                try:
-                    if kind == "unix":
-                        await backend.connect_unix(str(tmp_path / "nobody"), socket.SOCK_STREAM)
-                    else:
-                        await backend.connect_tcp("127.0.0.1", port)
-                except OSError:
-                    failures += 1
-                else:
-                    raise AssertionError("connected to nobody")
-    holder.close()
-    late = time.monotonic() - start - SLEEP_SECONDS * 4
-    assert failures > 10
-    assert late < SLACK, f"the timeout fired {late * 1000:.0f} ms late"
-    assert len(ticks) > 10 and ticks[0] - start < SLACK, "the other task did not get its turns"
-    assert longest_gap(ticks) < SLACK, f"the other task waited {longest_gap(ticks):.3f} s"
+    try:
+        await failing_calls_take_turns(attempt, (OSError,))
+    finally:
+        holder.close()
+
+
+#: calls that fail without waiting, every time they are made
+FAILING_CALLS = [
+    "receive-closed",
+    "send-closed",
+    "receive-reset",
+    "send-reset",
+    "udp-receive-closed",
+    "udp-send-closed",
+]
+
+
+@asynccontextmanager
+async def failing_call(kind: str) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A call of ``kind`` that raises ClosedResourceError or
+    BrokenResourceError at once, each time it is made (or EndOfStream: under
+    Wine a reset socket may read as end of stream)."""
+    if kind.startswith("udp-"):
+        udp = await anyio.create_udp_socket(local_host="127.0.0.1")
+        await udp.aclose()
+        if kind == "udp-receive-closed":
+            yield udp.receive
+        else:
+            yield partial(udp.send, (b"x", ("127.0.0.1", 9)))
+        return
+    listener, client, server = await open_pair()
+    try:
+        if kind.endswith("-closed"):
+            await server.aclose()
+        else:
+            # the client resets the connection (SO_LINGER 0): the server's
+            # calls then fail with the reset, each time
+            raw = client.extra(SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await client.aclose()
+            await anyio.sleep(0.1)  # the reset reaches the server's socket
+        if kind.startswith("receive"):
+            yield partial(server.receive, 16)
+        else:
+            if kind == "send-reset":
+                # a write-behind send (io_uring's ring mode) reports the reset
+                # at the next call: one send first, its completion reaped
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await server.send(b"x")
+                await anyio.sleep(0.05)
+            yield partial(server.send, b"x" * 16)
+    finally:
+        for resource in (client, server, listener):
+            with contextlib.suppress(anyio.BrokenResourceError):  # (the reset, once more)
+                await resource.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("kind", FAILING_CALLS)
+async def test_calls_that_fail_at_once_take_turns_and_a_timeout_fires(
+    anyio_backend: Any, schedule: str, kind: str
+) -> None:
+    """A loop that retries a stream or datagram call failing without waiting
+    (a closed socket, a reset connection) lets another task run and its own
+    deadline fire: a call that raises is a schedule point as one that
+    returns, on the budget or (strict) every time."""
+    current_engine().budget = ScheduleBudget(schedule)
+    async with failing_call(kind) as attempt:
+        # (EndOfStream: under Wine a reset socket may read as end of stream)
+        await failing_calls_take_turns(
+            attempt, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
+        )
 
 
 @pytest.mark.anyio

@@ -111,6 +111,11 @@ class ReceivePool(WriteBehind, FlowStream):
         except BlockingIOError:
             self._check_send_error()
             return None
+        except OSError as exc:
+            # the stream stays broken: a reset socket would read as end of
+            # stream next time (as the posted receives' errors, _collect)
+            self._recv_error = exc
+            raise
         self.counters.direct_recv += 1
         if data:
             abd = self.abd

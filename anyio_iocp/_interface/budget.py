@@ -57,6 +57,11 @@ What stays as in Trio
   (AnyIO's TLS stream, a buffered reader) may answer a receive from its own
   buffer without calling it, and then only the task's next send yields; the
   bound becomes what the task does across two sends.
+* A call that raises is a schedule point as one that returns: a stream call
+  that fails without waiting (a closed stream, a reset connection) yields
+  when the budget has run out, every time in strict mode, so a task that
+  retries it cannot hold the run; a datagram call yields every time, as
+  when it succeeds.
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its

@@ -64,24 +64,35 @@ class _EngineDatagrams(TypedAttributeProvider):
             raise ClosedResourceError from None
         raise BrokenResourceError(str(exc)) from exc
 
+    # A datagram call is a cancel point and a schedule point every time (the
+    # engines' MessageIO yields after a call that did not wait), also when
+    # it fails: a task that retries a failing call (a closed socket, a
+    # refused peer) must let the others run, as on Trio.
+
     async def _receive(self) -> tuple[bytes, Any]:
         with self._receive_guard:
-            if self._closed:
-                raise ClosedResourceError
             try:
+                if self._closed:
+                    raise ClosedResourceError
                 data, _ancdata, _flags, address = await self._io.receive_msg(MAX_DATAGRAM, 0)
-            except OSError as exc:
-                self._raise(exc)
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await trio.lowlevel.checkpoint()
+                if isinstance(exc, OSError):
+                    self._raise(exc)
+                raise
             return data, address
 
     async def _send(self, data: bytes, address: Any) -> None:
         with self._send_guard:
-            if self._closed:
-                raise ClosedResourceError
             try:
+                if self._closed:
+                    raise ClosedResourceError
                 await self._io.send_msg(memoryview(data).cast("B"), [], address)
-            except OSError as exc:
-                self._raise(exc)
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await trio.lowlevel.checkpoint()
+                if isinstance(exc, OSError):
+                    self._raise(exc)
+                raise
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -135,15 +135,18 @@ class EngineSocketStream(SocketStream):
             raise BusyResourceError(guard.action)
         guard.busy = True
         try:
-            if self._closed:
-                raise ClosedResourceError
             io = self._io
             budget = self._budget
             passes = budget.passes
             try:
+                if self._closed:
+                    raise ClosedResourceError
                 data = await io.receive(max_bytes)
-            except OSError as exc:
-                raise self._error(exc) from exc
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await self._before_raising(passes)
+                if isinstance(exc, OSError):
+                    raise self._error(exc) from exc
+                raise
             if budget.passes != passes:  # it waited: a schedule point
                 self._sent_since_yield = 0
             elif perf_counter() >= budget.deadline:
@@ -165,8 +168,6 @@ class EngineSocketStream(SocketStream):
             raise BusyResourceError(guard.action)
         guard.busy = True
         try:
-            if self._closed:
-                raise ClosedResourceError
             view = memoryview(item)
             if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
                 view = view.cast("B")
@@ -174,9 +175,14 @@ class EngineSocketStream(SocketStream):
             budget = self._budget
             passes = budget.passes
             try:
+                if self._closed:
+                    raise ClosedResourceError
                 await io.send(view)
-            except OSError as exc:
-                raise self._error(exc) from exc
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await self._before_raising(passes)
+                if isinstance(exc, OSError):
+                    raise self._error(exc) from exc
+                raise
             sent = len(view)
             io.bytes_out += sent
             if budget.passes != passes:  # it waited: a schedule point
@@ -197,17 +203,34 @@ class EngineSocketStream(SocketStream):
         finally:
             guard.busy = False
 
+    async def _before_raising(self, passes: int) -> None:
+        """A call about to raise that did not wait (the budget's pass count
+        is still ``passes``): a cancel point, and a schedule point when the
+        budget has run out (every time in strict mode), as for a call that
+        returns.  A task that retries a call failing at once (a closed or
+        broken stream) must not hold the run past the budget."""
+        budget = self._budget
+        if budget.passes == passes:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if perf_counter() >= budget.deadline:
+                self._sent_since_yield = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
     async def send_eof(self) -> None:
         with self._send_guard:
-            if self._closed:
-                raise ClosedResourceError
             # a cancel point before the shutdown, and a schedule point after
-            # it, as in Trio (once per stream: not worth a budget)
+            # it (also when it fails), as in Trio (once per stream: not worth
+            # a budget)
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
+                if self._closed:
+                    raise ClosedResourceError
                 await self._io.send_eof()
-            except OSError as exc:
-                raise self._error(exc) from exc
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if isinstance(exc, OSError):
+                    raise self._error(exc) from exc
+                raise
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _close_io(self) -> None:
