@@ -32,6 +32,7 @@ EXTRA_BACKENDS = [
     "iocp-strict",
     "iocp-ring",
     "iocp-direct",
+    "iocp-nospin",
 ]
 
 

@@ -3,7 +3,7 @@
 Usage: python bench/server_app.py BACKEND MODE [BACKLOG]
 
 BACKEND: asyncio | asyncio+uvloop | trio | iocp | iocp-single | iocp-readiness | iocp-httpd
-         | iocp-strict | iocp-ring | iocp-direct
+         | iocp-strict | iocp-ring | iocp-direct | iocp-nospin
 MODE:    echo  - echo back every received chunk
          hello - read until "hello\\n", reply "hello back\\n", read until the
                  client closes, then close
@@ -55,6 +55,8 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     # with none (by default: quiet while passes serve several receives)
     "iocp-ring": ("iocp", {"engine": "io_uring"}),
     "iocp-direct": ("iocp", {"engine": "io_uring"}),
+    # io_uring without its look for completions before a sleep (spin)
+    "iocp-nospin": ("iocp", {"spin": 0}),
 }
 #: environment each backend needs ($ANYIO_IOCP_RECV and $ANYIO_IOCP_SEND are
 #: read when the engine starts)

@@ -90,8 +90,8 @@ def _instrument_engines() -> None:
         cls.__init__ = init  # type: ignore[method-assign]
     original_datagrams: Any = _datagrams._EngineDatagrams.__init__
 
-    def init_datagrams(self: Any, io: Any, info: Any) -> None:
-        original_datagrams(self, io, info)
+    def init_datagrams(self: Any, io: Any, info: Any, budget: Any) -> None:
+        original_datagrams(self, io, info, budget)
         _usage[f"{type(self).__name__}:{info.name}"] += 1
 
     _datagrams._EngineDatagrams.__init__ = init_datagrams  # type: ignore[method-assign]

@@ -128,26 +128,48 @@ async def test_a_mutable_buffer_may_be_reused_when_send_returns(engine_name: str
     assert bytes(peer.received) == b"first messageSECOND"
 
 
+async def send_until_a_quiet_send_failed(stream: SocketStream, peer: ThreadPeer, io: Any) -> None:
+    """The peer resets the connection; quiet sends go until one has failed
+    and its failure is known to the stream, not yet reported."""
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.sock.close()  # a reset
+    with anyio.fail_after(5):
+        while True:
+            before = quiet_posted()
+            await stream.send(b"into a reset connection")  # returns: it went quiet
+            assert quiet_posted() == before + 1
+            while io._quiet_in_flight():
+                await anyio.sleep(0.001)
+            if io._send_error is not None:
+                return
+
+
 async def test_a_failed_quiet_send_is_raised_by_the_next_call(engine_name: str) -> None:
     engine = ring_engine(engine_name)
     stream, peer, io = await peer_pair()
-    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    peer.sock.close()  # a reset
     async with stream:
-        with anyio.fail_after(5):
-            while True:
-                before = quiet_posted()
-                await stream.send(b"into a reset connection")  # returns: it went quiet
-                assert quiet_posted() == before + 1
-                while io._quiet_in_flight():
-                    await anyio.sleep(0.001)
-                if io._send_error is not None:
-                    break
+        await send_until_a_quiet_send_failed(stream, peer, io)
         assert engine.quiet.table.skipped < engine.quiet.table.completed
         with pytest.raises(anyio.BrokenResourceError):
             await stream.send(b"after it")
         with pytest.raises(anyio.BrokenResourceError):
             await stream.receive()
+
+
+@pytest.mark.parametrize("call", ["receive", "send"])
+async def test_a_failed_quiet_send_outlives_a_cancelled_call(engine_name: str, call: str) -> None:
+    """A call in a cancelled scope is a cancel point first, also when a
+    failed quiet send waits to be reported: it raises Cancelled, and the
+    send's error is not lost: nobody has seen it, so close() raises it."""
+    ring_engine(engine_name)
+    stream, peer, io = await peer_pair()
+    await send_until_a_quiet_send_failed(stream, peer, io)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await (stream.receive() if call == "receive" else stream.send(b"x"))
+    assert scope.cancelled_caught
+    with pytest.raises(anyio.BrokenResourceError):
+        await stream.aclose()
 
 
 async def test_close_cancels_a_quiet_send_that_cannot_go(

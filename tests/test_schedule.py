@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,7 +25,7 @@ import anyio
 import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import open_pair, steps_of_this_task
+from helpers import first_listener, open_pair, steps_of_this_task
 
 from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._face.schedule import BUDGET_ENV, MAX_BUDGET_SECONDS, SCHEDULE_ENV
@@ -396,6 +397,9 @@ FAILING_CALLS = [
     "send-reset",
     "udp-receive-closed",
     "udp-send-closed",
+    "accept-closed",
+    "receive_fds-closed",
+    "send_fds-closed",
 ]
 
 
@@ -404,6 +408,25 @@ async def failing_call(kind: str) -> AsyncIterator[Callable[[], Awaitable[object
     """A call of ``kind`` that raises ClosedResourceError or
     BrokenResourceError at once, each time it is made (or EndOfStream: under
     Wine a reset socket may read as end of stream)."""
+    if kind == "accept-closed":
+        multi = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        await multi.aclose()
+        yield first_listener(multi).accept
+        return
+    if "_fds" in kind:
+        if not hasattr(socket, "AF_UNIX") or sys.platform == "win32":
+            pytest.skip("descriptors travel over UNIX sockets, not on Windows")
+        from anyio._core._eventloop import get_async_backend
+
+        left, right = socket.socketpair()
+        stream = await get_async_backend().wrap_unix_stream_socket(left)
+        right.close()
+        await stream.aclose()
+        if kind == "receive_fds-closed":
+            yield partial(stream.receive_fds, 16, 1)
+        else:
+            yield partial(stream.send_fds, b"x", [0])
+        return
     if kind.startswith("udp-"):
         udp = await anyio.create_udp_socket(local_host="127.0.0.1")
         await udp.aclose()
@@ -420,7 +443,8 @@ async def failing_call(kind: str) -> AsyncIterator[Callable[[], Awaitable[object
             # the client resets the connection (SO_LINGER 0): the server's
             # calls then fail with the reset, each time
             raw = client.extra(SocketAttribute.raw_socket)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             await client.aclose()
             await anyio.sleep(0.1)  # the reset reaches the server's socket
         if kind.startswith("receive"):

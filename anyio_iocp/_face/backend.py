@@ -30,8 +30,9 @@ from anyio.abc import (
 from anyio_iocp._face.adapters import start_run as start_adapters
 from anyio_iocp._face.api import check_port
 from anyio_iocp._face.runstate import RunState, current_state, new_run_state
-from anyio_iocp._face.schedule import requested_budget, requested_schedule
+from anyio_iocp._face.schedule import requested_budget, requested_schedule, requested_spin
 from anyio_iocp._face.tuning import effective, run_overrides
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import Engine, EngineInfo, MessageIO
 from anyio_iocp._interface.settings import RANGES, Tuning
 from anyio_iocp._internals.anyio_backend import (
@@ -58,7 +59,7 @@ T = TypeVar("T")
 TRIO_OPTIONS = tuple(
     name for name in inspect.signature(trio.run).parameters if name not in ("async_fn", "args")
 )
-OWN_OPTIONS = ("engine", "adapters", "schedule", "budget", "profile", *RANGES)
+OWN_OPTIONS = ("engine", "adapters", "schedule", "budget", "spin", "profile", *RANGES)
 
 
 def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
@@ -73,9 +74,11 @@ def _split_options(options: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
     adapters = start_adapters(trio_options.pop("adapters", None))  # on by default
     schedule = requested_schedule(trio_options.pop("schedule", None))
     budget = requested_budget(trio_options.pop("budget", None))
+    spin = requested_spin(trio_options.pop("spin", None))
     state = new_run_state(trio_options.pop("engine", None), overrides)
     state.schedule = schedule
     state.budget_seconds = budget
+    state.spin_seconds = spin
     state.adapters = adapters
     trio_options["instruments"] = [*trio_options.get("instruments", ()), state]
     return state, trio_options
@@ -208,8 +211,8 @@ class IocpBackend(TrioBackend):
             raise
         io = engine.open_messages(sock)
         if remote_address:
-            return EngineConnectedUDPSocket(io, engine.info)
-        return EngineUDPSocket(io, engine.info)
+            return EngineConnectedUDPSocket(io, engine.info, engine.budget)
+        return EngineUDPSocket(io, engine.info, engine.budget)
 
     @classmethod
     async def create_unix_datagram_socket(  # type: ignore[override]
@@ -222,8 +225,8 @@ class IocpBackend(TrioBackend):
         await trio.lowlevel.checkpoint()
         io = engine.open_messages(raw_socket)
         if remote_path:
-            return EngineConnectedUNIXDatagramSocket(io, engine.info)
-        return EngineUNIXDatagramSocket(io, engine.info)
+            return EngineConnectedUNIXDatagramSocket(io, engine.info, engine.budget)
+        return EngineUNIXDatagramSocket(io, engine.info, engine.budget)
 
     # -- wrapping existing sockets -----------------------------------------
 
@@ -274,10 +277,12 @@ class IocpBackend(TrioBackend):
 D = TypeVar("D")
 
 
-async def _wrap_messages(sock: socket.socket, wrapper: Callable[[MessageIO, EngineInfo], D]) -> D:
+async def _wrap_messages(
+    sock: socket.socket, wrapper: Callable[[MessageIO, EngineInfo, ScheduleBudget], D]
+) -> D:
     engine, _tuning = _engine_and_tuning()
     await trio.lowlevel.checkpoint()
-    return wrapper(engine.open_messages(sock), engine.info)
+    return wrapper(engine.open_messages(sock), engine.info, engine.budget)
 
 
 def _engine_and_tuning() -> tuple[Engine, Tuning]:

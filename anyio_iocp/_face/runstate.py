@@ -26,6 +26,7 @@ import trio
 
 from anyio_iocp._face.engines import create_engine, select_engine
 from anyio_iocp._face.fallback import warn_if_shim_missing
+from anyio_iocp._face.schedule import SPIN_SECONDS
 from anyio_iocp._face.tuning import Overrides
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import BUDGET_SECONDS, ScheduleBudget
@@ -55,6 +56,8 @@ class RunState(trio.abc.Instrument):
         self.schedule = "budget"
         #: the budget's length in seconds (unused in strict mode)
         self.budget_seconds = BUDGET_SECONDS
+        #: how long the engine looks for completions before a sleep (io_uring)
+        self.spin_seconds = SPIN_SECONDS
 
     def get_engine(self) -> Engine:
         engine = self.engine
@@ -65,6 +68,7 @@ class RunState(trio.abc.Instrument):
             engine.leftovers = self.leftovers
             self.leftovers.token = trio.lowlevel.current_trio_token()
             engine.budget = ScheduleBudget(self.schedule, self.budget_seconds)
+            engine.spin_seconds = self.spin_seconds
             uninstall = install_pass_hooks(
                 engine.before_io_wait, engine.after_io_wait, BACKEND_NAME
             )

@@ -14,6 +14,12 @@ yields; a profiler that slows the program down also stretches the work a
 wall-clock budget allows, which ``bench/callgrind.sh`` makes up for with it.
 Strict mode has no budget, so the length does not apply there (a bad value
 is refused all the same).
+
+``backend_options={"spin": 0.00015}`` or ``ANYIO_IOCP_SPIN=0.00015`` sets how
+long, in seconds, the io_uring engine looks for completions before the loop
+sleeps, when the loop's last sleep was that short or shorter (default
+``SPIN_SECONDS``; 0 turns it off; at most ``MAX_SPIN_SECONDS``): see
+:mod:`anyio_iocp._engines.io_uring.spin`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from anyio_iocp._interface.budget import BUDGET_SECONDS, SCHEDULES
 
 SCHEDULE_ENV = "ANYIO_IOCP_SCHEDULE"
 BUDGET_ENV = "ANYIO_IOCP_BUDGET"
+SPIN_ENV = "ANYIO_IOCP_SPIN"
+#: the default look before a sleep (docs/performance.md, twelfth pass)
+SPIN_SECONDS = 0.00015
+#: the longest look accepted: a look that fails costs its whole length in CPU
+MAX_SPIN_SECONDS = 0.001
 #: the longest budget accepted: beyond it, tasks wait for each other for
 #: longer than any timeout a network program would set on purpose
 MAX_BUDGET_SECONDS = 1.0
@@ -47,13 +58,28 @@ def requested_schedule(option: object | None) -> str:
 def requested_budget(option: object | None) -> float:
     """The length of the run's budget in seconds, from its ``budget`` option or
     the environment (default :data:`BUDGET_SECONDS`)."""
+    return _seconds("budget", option, BUDGET_ENV, BUDGET_SECONDS, MAX_BUDGET_SECONDS, zero=False)
+
+
+def requested_spin(option: object | None) -> float:
+    """How long the engine looks for completions before a sleep, in seconds
+    (0: never), from the ``spin`` option or the environment."""
+    return _seconds("spin", option, SPIN_ENV, SPIN_SECONDS, MAX_SPIN_SECONDS, zero=True)
+
+
+def _seconds(
+    name: str, option: object | None, env_name: str, default: float, most: float, zero: bool
+) -> float:
+    """A setting in seconds from its option (first) or the environment: above
+    0 (or from 0, with ``zero``) and at most ``most``; refused with a message
+    that names the source and the accepted range otherwise."""
     if option is not None:
-        value, source = option, "backend option 'budget'"
+        value, source = option, f"backend option {name!r}"
     else:
-        env = os.environ.get(BUDGET_ENV)
+        env = os.environ.get(env_name)
         if env is None or not env.strip():
-            return BUDGET_SECONDS
-        source = f"{BUDGET_ENV}={env!r}"
+            return default
+        source = f"{env_name}={env!r}"
         try:
             value = float(env)
         except ValueError:
@@ -61,10 +87,8 @@ def requested_budget(option: object | None) -> float:
     if (
         not isinstance(value, (int, float))
         or isinstance(value, bool)
-        or not 0 < value <= MAX_BUDGET_SECONDS  # (NaN fails it; an int of any size is fine)
+        or not ((value >= 0 if zero else value > 0) and value <= most)  # (NaN fails it)
     ):
-        raise ValueError(
-            f"{source} must be a number of seconds above 0 and at most "
-            f"{MAX_BUDGET_SECONDS:g}, not {value!r}"
-        )
+        low = "from 0 (off) to" if zero else "above 0 and at most"
+        raise ValueError(f"{source} must be a number of seconds {low} {most:g}, not {value!r}")
     return float(value)

@@ -81,7 +81,11 @@ class ReceivePool(WriteBehind, FlowStream):
 
     async def receive(self, max_bytes: int) -> bytes:
         self._engine.check_open()  # a stream kept past its run: a clear error
-        self._raise_unreported_send_error()  # a write-behind send failed
+        if self._send_error is not None and not self._send_error_reported:
+            # a write-behind send failed: raised after the cancel check (a
+            # Cancelled leaves it unreported, for the next call or close())
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_send_error()
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
             await self._engine.wait(posted[0])
@@ -185,7 +189,8 @@ class ReceivePool(WriteBehind, FlowStream):
                 self._post_ahead()
             return data
         if self._recv_error is not None:
-            raise self._recv_error
+            # (raised again at each call: without the traceback of the last time)
+            raise self._recv_error.with_traceback(None)
         self._check_send_error()
         if self._eof:
             return b""

@@ -118,7 +118,8 @@ class WriteBehind:
         """Raise the pending send error, if any (the stream is broken from then on)."""
         if self._send_error is not None:
             self._send_error_reported = True
-            raise self._send_error
+            # (raised again at each call: without the traceback of the last time)
+            raise self._send_error.with_traceback(None)
 
     def _raise_unreported_send_error(self) -> None:
         """An error nobody has seen yet is raised once, by the next operation
@@ -239,9 +240,9 @@ class SendChain(WriteBehind):
     async def send(self, data: memoryview) -> None:
         if self._engine.closed:
             self._engine.check_open()
+        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         if self._send_error is not None:
             self._check_send_error()
-        await trio.lowlevel.checkpoint_if_cancelled()
         if not self._queued and not self._sending:
             sent = self._send_now(data)
             if sent == len(data):

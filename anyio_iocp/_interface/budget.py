@@ -60,8 +60,10 @@ What stays as in Trio
 * A call that raises is a schedule point as one that returns: a stream call
   that fails without waiting (a closed stream, a reset connection) yields
   when the budget has run out, every time in strict mode, so a task that
-  retries it cannot hold the run; a datagram call yields every time, as
-  when it succeeds.
+  retries it cannot hold the run; a datagram, descriptor or ``accept()``
+  call yields unless it waited, as when it succeeds.  Cancellation is
+  checked before a write-behind send's error is raised, so a Cancelled
+  leaves that error for the next call or ``close()``.
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its

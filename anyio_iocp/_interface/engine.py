@@ -234,6 +234,10 @@ class Engine(ABC):
     #: ``after_io_wait`` calls its ``new_pass()`` (the run may replace it
     #: before any stream is opened)
     budget: ScheduleBudget
+    #: how long to look for completions before the loop sleeps, in seconds,
+    #: when its last sleep was that short (0: never); the engines that can
+    #: look without a wake-up use it (io_uring), the others ignore it
+    spin_seconds: float = 0.0
 
     def in_flight(self) -> dict[str, int]:
         """Operations handed to the kernel and not completed yet, by kind."""

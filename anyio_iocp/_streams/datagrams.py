@@ -27,9 +27,11 @@ from anyio.abc import (
     UNIXDatagramSocket,
 )
 
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import EngineInfo, MessageIO
 from anyio_iocp._internals.anyio_backend import convert_ipv6_sockaddr
 from anyio_iocp._streams.attributes import TuningAttribute
+from anyio_iocp._streams.sockets import schedule_point_unless_waited
 
 #: the largest UDP payload, as AnyIO's own backends receive
 MAX_DATAGRAM = 65536
@@ -38,9 +40,10 @@ MAX_DATAGRAM = 65536
 class _EngineDatagrams(TypedAttributeProvider):
     """What every datagram socket class shares (first base of each class)."""
 
-    def __init__(self, io: MessageIO, info: EngineInfo) -> None:
+    def __init__(self, io: MessageIO, info: EngineInfo, budget: ScheduleBudget) -> None:
         self._io = io
         self._engine_info = info
+        self._budget = budget  # (its pass count: whether a failed call waited)
         self._closed = False
         self._receive_guard = ResourceGuard("reading from")
         self._send_guard = ResourceGuard("writing to")
@@ -59,8 +62,8 @@ class _EngineDatagrams(TypedAttributeProvider):
         # super() is the AnyIO socket class next in the MRO (its socket attributes)
         return {**super().extra_attributes, TuningAttribute.engine: lambda: self._engine_info}
 
-    def _raise(self, exc: OSError) -> NoReturn:
-        if self._closed:
+    def _raise(self, exc: OSError, closed: bool) -> NoReturn:
+        if closed:
             raise ClosedResourceError from None
         raise BrokenResourceError(str(exc)) from exc
 
@@ -71,27 +74,33 @@ class _EngineDatagrams(TypedAttributeProvider):
 
     async def _receive(self) -> tuple[bytes, Any]:
         with self._receive_guard:
+            passes = self._budget.passes
             try:
                 if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 data, _ancdata, _flags, address = await self._io.receive_msg(MAX_DATAGRAM, 0)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                await trio.lowlevel.checkpoint()
+                closed = self._closed
+                await schedule_point_unless_waited(self._budget, passes)
                 if isinstance(exc, OSError):
-                    self._raise(exc)
+                    self._raise(exc, closed)
                 raise
             return data, address
 
     async def _send(self, data: bytes, address: Any) -> None:
         with self._send_guard:
+            passes = self._budget.passes
             try:
                 if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 await self._io.send_msg(memoryview(data).cast("B"), [], address)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                await trio.lowlevel.checkpoint()
+                closed = self._closed
+                await schedule_point_unless_waited(self._budget, passes)
                 if isinstance(exc, OSError):
-                    self._raise(exc)
+                    self._raise(exc, closed)
                 raise
 
     async def aclose(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from io import IOBase
 from time import perf_counter
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 from anyio import (
@@ -31,6 +31,7 @@ from anyio import (
 )
 from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
 
+from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import (
     AF_UNIX,
     Engine,
@@ -57,6 +58,15 @@ def _tuning_attributes(
     if isinstance(io, StreamIO):
         attributes[StatisticsAttribute.stream] = io.statistics
     return attributes
+
+
+async def schedule_point_unless_waited(budget: ScheduleBudget, passes: int) -> None:
+    """Before a call that is a schedule point every time (descriptors,
+    ``accept()``, datagrams) raises: one, unless it waited (the budget's pass
+    count moved from ``passes``), as when it succeeds.  Shielded: a Cancelled
+    must not replace the error."""
+    if budget.passes == passes:
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 class _Guard:
@@ -140,13 +150,17 @@ class EngineSocketStream(SocketStream):
             passes = budget.passes
             try:
                 if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
                     raise ClosedResourceError
                 data = await io.receive(max_bytes)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                await self._before_raising(passes)
-                if isinstance(exc, OSError):
-                    raise self._error(exc) from exc
-                raise
+                # the error is decided before the schedule point: a close by
+                # another task meanwhile must not turn a reset into "closed"
+                error = self._error(exc) if isinstance(exc, OSError) else exc
+                await self._schedule_point_before_raising(passes)
+                if error is exc:
+                    raise
+                raise error from exc
             if budget.passes != passes:  # it waited: a schedule point
                 self._sent_since_yield = 0
             elif perf_counter() >= budget.deadline:
@@ -176,13 +190,15 @@ class EngineSocketStream(SocketStream):
             passes = budget.passes
             try:
                 if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
                     raise ClosedResourceError
                 await io.send(view)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                await self._before_raising(passes)
-                if isinstance(exc, OSError):
-                    raise self._error(exc) from exc
-                raise
+                error = self._error(exc) if isinstance(exc, OSError) else exc  # (as in receive)
+                await self._schedule_point_before_raising(passes)
+                if error is exc:
+                    raise
+                raise error from exc
             sent = len(view)
             io.bytes_out += sent
             if budget.passes != passes:  # it waited: a schedule point
@@ -203,18 +219,17 @@ class EngineSocketStream(SocketStream):
         finally:
             guard.busy = False
 
-    async def _before_raising(self, passes: int) -> None:
-        """A call about to raise that did not wait (the budget's pass count
-        is still ``passes``): a cancel point, and a schedule point when the
-        budget has run out (every time in strict mode), as for a call that
-        returns.  A task that retries a call failing at once (a closed or
-        broken stream) must not hold the run past the budget."""
+    async def _schedule_point_before_raising(self, passes: int) -> None:
+        """A call about to raise: if it did not wait (the budget's pass
+        count is still ``passes``) and the budget has run out (every time in
+        strict mode), a schedule point, as for a call that returns.  A task
+        that retries a call failing at once (a closed or broken stream) must
+        not hold the run past the budget.  Shielded: the error may carry a
+        write-behind send's failure, which a Cancelled in its place would lose."""
         budget = self._budget
-        if budget.passes == passes:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if perf_counter() >= budget.deadline:
-                self._sent_since_yield = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
+        if budget.passes == passes and perf_counter() >= budget.deadline:
+            self._sent_since_yield = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def send_eof(self) -> None:
         with self._send_guard:
@@ -227,10 +242,11 @@ class EngineSocketStream(SocketStream):
                     raise ClosedResourceError
                 await self._io.send_eof()
             except Exception as exc:  # (not Cancelled, a BaseException)
+                error = self._error(exc) if isinstance(exc, OSError) else exc  # (as in receive)
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                if isinstance(exc, OSError):
-                    raise self._error(exc) from exc
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _close_io(self) -> None:
@@ -264,6 +280,16 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
             self._messages = self._engine.open_messages(self._io.sock)
         return self._messages
 
+    async def _fail_after_schedule_point(self, exc: Exception, passes: int) -> NoReturn:
+        """Raise for a descriptor call that failed: the error is decided
+        first (a close meanwhile must not hide it), then the call's schedule
+        point, unless it waited."""
+        error = self._error(exc) if isinstance(exc, OSError) else exc
+        await schedule_point_unless_waited(self._budget, passes)
+        if error is exc:
+            raise exc
+        raise error from exc
+
     async def receive_fds(self, msglen: int, maxfds: int) -> tuple[bytes, list[int]]:
         if not isinstance(msglen, int) or msglen < 0:
             raise ValueError("msglen must be a non-negative integer")
@@ -272,12 +298,13 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
         fds = array.array("i")
         ancdata: list[tuple[int, int, bytes]]
         with self._receive_guard:
-            if self._closed:
-                raise ClosedResourceError
+            passes = self._budget.passes
             try:
+                if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    raise ClosedResourceError
                 if self._io.has_read_ahead():
                     # bytes already taken from the socket come first, in order
-                    passes = self._budget.passes
                     message, ancdata = await self._io.receive(max(msglen, 1)), []
                     if self._budget.passes == passes:
                         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -285,8 +312,8 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
                     message, ancdata, _flags, _address = await self._message_io().receive_msg(
                         msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)
                     )
-            except OSError as exc:
-                raise self._error(exc) from exc
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await self._fail_after_schedule_point(exc, passes)
         if not message and not ancdata:
             if self._closed:
                 raise ClosedResourceError
@@ -310,17 +337,19 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
         ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", filenos).tobytes())]
         view = memoryview(message).cast("B")
         with self._send_guard:
-            if self._closed:
-                raise ClosedResourceError
+            passes = self._budget.passes
             try:
+                if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    raise ClosedResourceError
                 await self._io.flush()  # bytes sent before go first
                 while view:
                     sent = await self._message_io().send_msg(view, ancdata, None)
                     self._io.bytes_out += sent
                     view = view[sent:]
                     ancdata = []  # the descriptors went with the first bytes
-            except OSError as exc:
-                raise self._error(exc) from exc
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                await self._fail_after_schedule_point(exc, passes)
 
     async def _close_io(self) -> None:
         if self._messages is not None:
@@ -360,19 +389,26 @@ class EngineTCPListener(SocketListener):
 
     async def accept(self) -> EngineSocketStream:
         with self._accept_guard:
-            if self._closed:
-                raise ClosedResourceError
-            if self._gate is None and self._io.tuning.idletimeout:
-                self._gate = IdleGate(self._io, self._engine)
+            passes = self._engine.budget.passes
             try:
+                if self._closed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    raise ClosedResourceError
+                if self._gate is None and self._io.tuning.idletimeout:
+                    self._gate = IdleGate(self._io, self._engine)
                 if self._gate is not None:
                     io = await self._gate.accept()
                 else:
                     sock = await self._io.accept()
                     set_nodelay(sock)
                     io = self._engine.open_stream(sock, self._io.tuning)
-            except OSError as exc:
-                if self._closed:
+            except Exception as exc:  # (not Cancelled, a BaseException)
+                # accept() is a schedule point every time, also when it fails
+                closed = self._closed
+                await schedule_point_unless_waited(self._engine.budget, passes)
+                if not isinstance(exc, OSError):
+                    raise
+                if closed:
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
         return _stream_class(io.sock)(io, self._engine)

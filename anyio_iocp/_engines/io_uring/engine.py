@@ -59,6 +59,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -71,6 +72,7 @@ from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._engines.io_uring.quiet_sends import QUIET_TAG, QuietSends, SendersPerPass
+from anyio_iocp._engines.io_uring.spin import SpinState, look_for_completions
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
@@ -215,6 +217,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.quiet_now = mode == "ring"
         #: receives per scheduler pass: how a stream that must wait arms
         self.load = PassLoad()
+        #: the look for completions before a sleep (.spin)
+        self.spin = SpinState()
         self._retry = SubmitRetry()  # wakes the loop to resubmit refused entries
         #: the ring in Trio's epoll set; None: the reaper task waits on the ring
         self._watch: EpollRingWatch | None = None
@@ -464,11 +468,27 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             # (The ring is checked here, not in a call: this runs every pass.)
             if lib.iou_cq_ready(ring):
                 self._reap_now()
-        elif self._watch is not None and not self._watch.armed:
-            self._watch.arm()  # the wait may block: completions must end it
+        else:
+            # the wait may block: look first if the last sleep was short
+            # (.spin), then completions must end it
+            spin = self.spin
+            seconds = self.spin_seconds
+            if seconds and spin.last_sleep <= seconds:
+                spin.sleep_from = perf_counter()
+                spin.looks += 1
+                if look_for_completions(ring, min(seconds, timeout)):
+                    spin.found += 1
+            else:
+                spin.sleep_from = perf_counter()
+            if self._watch is not None and not self._watch.armed:
+                self._watch.arm()
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
+        spin = self.spin
+        if spin.sleep_from:  # the pass could block: how long it took
+            spin.last_sleep = perf_counter() - spin.sleep_from
+            spin.sleep_from = 0.0
         load = self.load
         passes = load.passes = load.passes + 1
         self.budget.new_pass()

@@ -351,7 +351,11 @@ class MultishotStreamIO(UringStreamIO):
                     self._post_ahead()  # during a burst, once the reader has caught up
                 return data  # no wait: the stream layer's budget decides on a yield
             self._engine.check_open()  # a stream kept past its run: a clear error
-            self._raise_unreported_send_error()  # a write-behind send failed
+            if self._send_error is not None and not self._send_error_reported:
+                # a write-behind send failed: raised after the cancel check (a
+                # Cancelled leaves it unreported, for the next call or close())
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._check_send_error()
             return await self._receive_multishot(ms, max_bytes)
         # a burst: the pool's receives are posted or hold bytes
         return await ReceivePool.receive(self, max_bytes)
@@ -432,6 +436,6 @@ class MultishotStreamIO(UringStreamIO):
             self._post_ahead()  # during a burst, once the reader has caught up
             return data
         if ms.error is not None:
-            raise ms.error
+            raise ms.error.with_traceback(None)  # (raised again each call: no growing traceback)
         self._check_send_error()
         return b""  # end of stream

@@ -103,12 +103,14 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         return data
 
     async def receive(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         self._raise_unreported_send_error()  # a write-behind send failed
-        await trio.lowlevel.checkpoint_if_cancelled()
         if self._ready:
             data = self._take(max_bytes)
         elif self._recv_error is not None:
-            raise self._recv_error  # the stream stays broken (a reset socket reads as EOF)
+            # the stream stays broken (a reset socket reads as EOF); raised again
+            # each call, so without the traceback of the last time
+            raise self._recv_error.with_traceback(None)
         elif self._eof:
             self._check_send_error()  # a reset seen by a send: not a clean end
             data = b""
@@ -156,9 +158,9 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         return len(self._queued)
 
     async def send(self, data: memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         self._check_send_error()
         sock = self.sock
-        await trio.lowlevel.checkpoint_if_cancelled()
         if self._queued and self.sendcap == 1:
             # write-behind sends of an earlier sendcap go first, then this one
             # is sent in full before send() returns, as sendcap 1 promises

@@ -1,0 +1,113 @@
+"""The io_uring engine's look for completions before a sleep
+(``anyio_iocp._engines.io_uring.spin``): it looks while the loop's sleeps are
+short, finds the answers of a fast peer, stops looking when the loop idles,
+and its setting is refused clearly when wrong."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute
+from helpers import first_listener, recv_exactly
+
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._face.schedule import MAX_SPIN_SECONDS, SPIN_ENV, SPIN_SECONDS
+
+EXCHANGES = 300
+
+
+def uring_engine(engine_name: str) -> Any:
+    if engine_name != "io_uring":
+        pytest.skip("the look before a sleep is the io_uring engine's")
+    return current_engine()
+
+
+async def ping_pong(exchanges: int) -> None:
+    """A stream of the engine exchanges small messages with a peer served by
+    a thread, one at a time: the loop sleeps until each answer."""
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    peer = socket.socket()
+    await anyio.to_thread.run_sync(peer.connect, listener.extra(SocketAttribute.local_address))
+    stream = await listener.accept()
+    await listener.aclose()
+
+    def echo() -> None:
+        with peer:
+            while data := peer.recv(64):
+                peer.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    async with stream:
+        for i in range(exchanges):
+            message = b"%8d" % i
+            await stream.send(message)
+            assert await recv_exactly(stream, len(message)) == message
+    thread.join(5)
+
+
+@pytest.mark.anyio
+async def test_a_fast_peer_is_looked_for_and_found(engine_name: str) -> None:
+    engine = uring_engine(engine_name)
+    assert engine.spin_seconds == SPIN_SECONDS
+    before_looks, before_found = engine.spin.looks, engine.spin.found
+    await ping_pong(EXCHANGES)
+    looks = engine.spin.looks - before_looks
+    found = engine.spin.found - before_found
+    # the peer answers within the window most of the time on an idle machine;
+    # on a loaded one some answers come late, and a late one turns the look
+    # off until a sleep is short again: some looks, and most of them find
+    assert looks > 0 and found > 0, (looks, found)
+    assert found >= looks // 2, (looks, found)
+
+
+@pytest.mark.anyio
+async def test_no_look_when_it_is_off(engine_name: str) -> None:
+    engine = uring_engine(engine_name)
+    engine.spin_seconds = 0.0
+    before = engine.spin.looks
+    await ping_pong(EXCHANGES // 3)
+    assert engine.spin.looks == before
+
+
+@pytest.mark.anyio
+async def test_an_idle_loop_stops_looking(engine_name: str) -> None:
+    """After its sleeps turn long (nothing to do for 20 ms at a time), the
+    loop looks at most once: a look that failed, or the first long sleep,
+    turns it off."""
+    engine = uring_engine(engine_name)
+    await ping_pong(20)  # short sleeps: the look is on
+    before = engine.spin.looks
+    for _ in range(10):
+        await anyio.sleep(0.02)
+    assert engine.spin.looks - before <= 1
+
+
+async def spin_seconds() -> float:
+    seconds: float = current_engine().spin_seconds
+    return seconds
+
+
+def test_the_spin_setting_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SPIN_ENV, raising=False)
+    run: Any = anyio.run
+    assert run(spin_seconds, backend="iocp") == SPIN_SECONDS
+    assert run(spin_seconds, backend="iocp", backend_options={"spin": 0}) == 0.0
+    assert run(spin_seconds, backend="iocp", backend_options={"spin": 0.0005}) == 0.0005
+    monkeypatch.setenv(SPIN_ENV, "0.0002")
+    assert run(spin_seconds, backend="iocp") == 0.0002
+    # the option wins over the environment
+    assert run(spin_seconds, backend="iocp", backend_options={"spin": 0.0001}) == 0.0001
+    for bad in (-0.001, MAX_SPIN_SECONDS * 2, float("inf"), float("nan"), True, "fast", 10**400):
+        with pytest.raises(ValueError, match="backend option 'spin' must be a number of seconds"):
+            run(spin_seconds, backend="iocp", backend_options={"spin": bad})
+    monkeypatch.setenv(SPIN_ENV, " ")  # blank: the default, as when unset
+    assert run(spin_seconds, backend="iocp") == SPIN_SECONDS
+    for bad_env in ("soon", "-1", "5"):
+        monkeypatch.setenv(SPIN_ENV, bad_env)
+        with pytest.raises(ValueError, match=f"{SPIN_ENV}='{bad_env}' must be a number"):
+            run(spin_seconds, backend="iocp")
