@@ -45,11 +45,11 @@ from helpers import MovedClock
 
 import anyio_iocp
 from anyio_iocp._face.backend import IocpBackend
-from anyio_iocp._face.schedule import BUDGET_ENV, SCHEDULE_ENV
+from anyio_iocp._face.schedule import BUDGET_ENV, SCHEDULE_ENV, SPIN_ENV
 
 #: the environment settings a variant may set (the others are cleared, with
 #: the run's schedule settings: a marker or a test sets those)
-VARIANT_ENV = ("ANYIO_IOCP_RECV", "ANYIO_IOCP_SEND", SCHEDULE_ENV, BUDGET_ENV)
+VARIANT_ENV = ("ANYIO_IOCP_RECV", "ANYIO_IOCP_SEND", SCHEDULE_ENV, BUDGET_ENV, SPIN_ENV)
 #: variant -> (engine, its environment settings)
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "io_uring": ("io_uring", {}),

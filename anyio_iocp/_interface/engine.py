@@ -275,9 +275,13 @@ class Engine(ABC):
 
         return ReadinessMessageIO(sock)
 
-    def before_io_wait(self, timeout: float) -> None:  # noqa: B027 (optional hook)
+    def before_io_wait(self, timeout: float) -> float | None:
         """Called once per scheduler pass, before Trio waits for I/O for up to
-        ``timeout`` seconds (0: tasks are runnable, the wait will not block)."""
+        ``timeout`` seconds (0: tasks are runnable, the wait will not block).
+        An engine that spent some of that time here (io_uring's look before
+        a sleep) returns what is left, for the pass hooks to wait for
+        instead; None: the whole ``timeout``."""
+        return None
 
     def after_io_wait(self) -> None:  # noqa: B027 (optional hook)
         """Called once per scheduler pass, after Trio's I/O wait."""

@@ -63,7 +63,7 @@ _log = logging.getLogger("anyio_iocp")
 _sniffio_local = sniffio.thread_local
 
 #: id(manager) -> (before, after, sniffio name), one entry per run using the hooks
-_hooks: dict[int, tuple[Callable[[float], None], Callable[[], None], str]] = {}
+_hooks: dict[int, tuple[Callable[[float], float | None], Callable[[], None], str]] = {}
 _hooked_class: type | None = None
 
 
@@ -79,10 +79,11 @@ def _manager_class_with_hooks(epoll_manager: Any) -> type:
                 return wait_for_events(self, timeout)
             before, after, name = hooks
             try:
-                before(timeout)
+                left = before(timeout)
             except Exception:
                 _log.exception("engine submission failed")
-            events = wait_for_events(self, timeout)
+                left = None
+            events = wait_for_events(self, timeout if left is None else left)
             if _sniffio_local.name == "trio":
                 _sniffio_local.name = name
             try:
@@ -100,10 +101,12 @@ def _manager_class_with_hooks(epoll_manager: Any) -> type:
 
 
 def install(
-    before: Callable[[float], None], after: Callable[[], None], name: str
+    before: Callable[[float], float | None], after: Callable[[], None], name: str
 ) -> Callable[[], None] | None:
     """Call ``before(timeout)`` and ``after()`` around each I/O wait of the
-    current Trio run, from its epoll manager, and answer sniffio's question
+    current Trio run, from its epoll manager (waiting for what ``before``
+    returns instead of ``timeout`` when it is not None: the time left after
+    the engine spent some), and answer sniffio's question
     with ``name`` where Trio set ``"trio"``.  Returns the function that undoes
     this (call it when the run ends), or None (nothing changed) where it is
     not safe: then the caller keeps its instrument."""

@@ -72,7 +72,7 @@ from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._engines.io_uring.quiet_sends import QUIET_TAG, QuietSends, SendersPerPass
-from anyio_iocp._engines.io_uring.spin import SpinState, look_for_completions
+from anyio_iocp._engines.io_uring.spin import INFINITY, SpinState, look_for_completions
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
@@ -429,14 +429,14 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
 
     # -- scheduler hooks -----------------------------------------------------
 
-    def before_io_wait(self, timeout: float) -> None:
+    def before_io_wait(self, timeout: float) -> float | None:
         # Reap here only when the loop will not sleep (timeout 0): otherwise
         # Trio has chosen how long to sleep already, and tasks woken now would
         # wait for that.  If the kernel refuses for now, the entries stay
         # prepared and the retry timer (or a waiting completion) wakes the
         # loop to submit them.
         if self.closed:
-            return
+            return None
         if self._pending_cancels:
             retry, self._pending_cancels = self._pending_cancels, []
             for op in retry:
@@ -473,21 +473,29 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             # (.spin), then completions must end it
             spin = self.spin
             seconds = self.spin_seconds
+            start = spin.sleep_from = perf_counter()
             if seconds and spin.last_sleep <= seconds:
-                spin.sleep_from = perf_counter()
                 spin.looks += 1
-                if look_for_completions(ring, min(seconds, timeout)):
+                found = look_for_completions(ring, min(seconds, timeout))
+                if self._watch is not None and not self._watch.armed:
+                    self._watch.arm()
+                if found:
                     spin.found += 1
-            else:
-                spin.sleep_from = perf_counter()
+                    return 0.0  # (the wait returns at once: the ring is readable)
+                return max(0.0, timeout - (perf_counter() - start))  # the deadline stays
             if self._watch is not None and not self._watch.armed:
                 self._watch.arm()
+        return None
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
         spin = self.spin
-        if spin.sleep_from:  # the pass could block: how long it took
-            spin.last_sleep = perf_counter() - spin.sleep_from
+        if spin.sleep_from:
+            # the pass could block: how long it took, if completions ended
+            # it (anything else, as a thread's run_sync_soon or a socket in
+            # Trio's epoll set, would not be seen by a look: none next time)
+            ended_by_ring = not self.closed and lib.iou_cq_ready(self._ring)
+            spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else INFINITY
             spin.sleep_from = 0.0
         load = self.load
         passes = load.passes = load.passes + 1

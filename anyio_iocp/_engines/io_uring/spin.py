@@ -16,8 +16,9 @@ Before a pass that may block, the engine looks at the completion ring for up
 to ``spin_seconds`` (150 us by default) while the loop's last sleep was that
 short or shorter: a peer that answered within the window last time is likely
 to do so again.  A sleep that was longer (an idle connection, a server
-between bursts) turns the look off until a sleep is short again, so an idle
-server looks at most once per burst that ends, for at most the window.
+between bursts), or that something other than a completion ended, turns the
+look off until a sleep is short again, so an idle server looks at most once
+per burst that ends, for at most the window.
 ``backend_options={"spin": 0}`` or ``ANYIO_IOCP_SPIN=0`` turns it off.
 
 The traps
@@ -31,9 +32,16 @@ The traps
 * ``sched_yield`` also lets another task of this CPU run, which matters when
   the peer shares the CPU: the peer answers during the look instead of
   waiting for the look to end.
-* Only the ring is looked at: a wait in Trio's epoll (a stream in a burst
-  waiting for readiness, a task's ``wait_readable``) is not, and ends the
-  look at its full length; the sleep that follows then turns the look off.
+* Only the ring is looked at: a wake-up through Trio's epoll set (a stream
+  in a burst waiting for readiness, a task's ``wait_readable``, a thread's
+  ``run_sync_soon``) is not seen by a look, which would spend its whole
+  window for nothing.  So a pass that completions did not end turns the
+  look off, whatever its length (a review found the look made on every
+  second pass there).
+* The look spends part of the pass's timeout: the engine returns what is
+  left, and the pass hooks wait for that, so a deadline is not pushed back
+  (:mod:`anyio_iocp._internals.pass_hooks`; where Trio's instrument calls
+  the engine instead, in guest mode, the wait can end up to one window late).
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ def look_for_completions(ring: Any, seconds: float) -> bool:
     return True
 
 
+INFINITY = float("inf")
+
+
 class SpinState:
     """When the engine looks before a sleep, and how often it found something."""
 
@@ -65,7 +76,7 @@ class SpinState:
     def __init__(self) -> None:
         #: the length of the loop's last pass that could block (its look and
         #: its sleep), in seconds; none yet: no look before the first
-        self.last_sleep = float("inf")
+        self.last_sleep = INFINITY
         #: when the current pass that may block began (0.0: none)
         self.sleep_from = 0.0
         #: looks made, and those that found completions
