@@ -77,6 +77,12 @@ class RunState(trio.abc.Instrument):
                 # run is left for the instrument
                 trio.lowlevel.remove_instrument(self)
                 trio.lowlevel.add_instrument(_RunEnd(self, uninstall))
+            else:
+                # Trio's instrument calls the engine (guest mode, or the
+                # hooks refused): it cannot shorten the wait by the time a
+                # look before a sleep spent, and in guest mode the look would
+                # hold up the host's loop, so there is none
+                engine.spin_seconds = 0.0
         return engine
 
     def before_run(self) -> None:

@@ -40,8 +40,10 @@ The traps
   second pass there).
 * The look spends part of the pass's timeout: the engine returns what is
   left, and the pass hooks wait for that, so a deadline is not pushed back
-  (:mod:`anyio_iocp._internals.pass_hooks`; where Trio's instrument calls
-  the engine instead, in guest mode, the wait can end up to one window late).
+  (:mod:`anyio_iocp._internals.pass_hooks`).  Where Trio's instrument calls
+  the engine instead (guest mode, or hooks refused) the wait cannot be
+  shortened, and in guest mode a look would hold up the host's loop: there
+  the run sets ``spin_seconds`` to 0 (:mod:`anyio_iocp._face.runstate`).
 """
 
 from __future__ import annotations
