@@ -81,11 +81,8 @@ class ReceivePool(WriteBehind, FlowStream):
 
     async def receive(self, max_bytes: int) -> bytes:
         self._engine.check_open()  # a stream kept past its run: a clear error
-        if self._send_error is not None and not self._send_error_reported:
-            # a write-behind send failed: raised after the cancel check (a
-            # Cancelled leaves it unreported, for the next call or close())
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._check_send_error()
+        if self._send_error is not None:  # a write-behind send failed
+            await self._raise_unreported_send_error_after_cancel_check()
         posted = self._posted
         if not self._ready and posted and not posted[0].done:
             await self._engine.wait(posted[0])

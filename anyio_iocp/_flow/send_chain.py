@@ -121,6 +121,14 @@ class WriteBehind:
             # (raised again at each call: without the traceback of the last time)
             raise self._send_error.with_traceback(None)
 
+    async def _raise_unreported_send_error_after_cancel_check(self) -> None:
+        """As :meth:`_raise_unreported_send_error`, after the call's cancel
+        check (a Cancelled leaves the error unreported, for the next call or
+        close()).  Callers test ``_send_error`` first: this runs once per
+        message otherwise."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._raise_unreported_send_error()
+
     def _raise_unreported_send_error(self) -> None:
         """An error nobody has seen yet is raised once, by the next operation
         (a receive too) or at close: it is never lost."""

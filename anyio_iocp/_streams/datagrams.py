@@ -62,7 +62,14 @@ class _EngineDatagrams(TypedAttributeProvider):
         # super() is the AnyIO socket class next in the MRO (its socket attributes)
         return {**super().extra_attributes, TuningAttribute.engine: lambda: self._engine_info}
 
-    def _raise(self, exc: OSError, closed: bool) -> NoReturn:
+    async def _fail_after_schedule_point(self, exc: Exception, passes: int) -> NoReturn:
+        """Raise for a call that failed: closed or broken is decided first (a
+        close meanwhile must not hide the error), then the call's schedule
+        point, unless it waited."""
+        closed = self._closed
+        await schedule_point_unless_waited(self._budget, passes)
+        if not isinstance(exc, OSError):
+            raise exc
         if closed:
             raise ClosedResourceError from None
         raise BrokenResourceError(str(exc)) from exc
@@ -81,11 +88,7 @@ class _EngineDatagrams(TypedAttributeProvider):
                     raise ClosedResourceError
                 data, _ancdata, _flags, address = await self._io.receive_msg(MAX_DATAGRAM, 0)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                closed = self._closed
-                await schedule_point_unless_waited(self._budget, passes)
-                if isinstance(exc, OSError):
-                    self._raise(exc, closed)
-                raise
+                await self._fail_after_schedule_point(exc, passes)
             return data, address
 
     async def _send(self, data: bytes, address: Any) -> None:
@@ -97,11 +100,7 @@ class _EngineDatagrams(TypedAttributeProvider):
                     raise ClosedResourceError
                 await self._io.send_msg(memoryview(data).cast("B"), [], address)
             except Exception as exc:  # (not Cancelled, a BaseException)
-                closed = self._closed
-                await schedule_point_unless_waited(self._budget, passes)
-                if isinstance(exc, OSError):
-                    self._raise(exc, closed)
-                raise
+                await self._fail_after_schedule_point(exc, passes)
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import socket
@@ -72,7 +73,7 @@ from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._engines.io_uring.quiet_sends import QUIET_TAG, QuietSends, SendersPerPass
-from anyio_iocp._engines.io_uring.spin import INFINITY, SpinState, look_for_completions
+from anyio_iocp._engines.io_uring.spin import SpinState, look_for_completions
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
@@ -474,17 +475,16 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             spin = self.spin
             seconds = self.spin_seconds
             start = spin.sleep_from = perf_counter()
-            if seconds and spin.last_sleep <= seconds:
+            looked = bool(seconds) and spin.last_sleep <= seconds
+            if looked:
                 spin.looks += 1
-                found = look_for_completions(ring, min(seconds, timeout))
-                if self._watch is not None and not self._watch.armed:
-                    self._watch.arm()
-                if found:
+                if look_for_completions(ring, min(seconds, timeout)):
                     spin.found += 1
-                    return 0.0  # (the wait returns at once: the ring is readable)
-                return max(0.0, timeout - (perf_counter() - start))  # the deadline stays
+                    timeout = 0.0  # (the wait returns at once: the ring is readable)
             if self._watch is not None and not self._watch.armed:
                 self._watch.arm()
+            if looked:
+                return max(0.0, timeout - (perf_counter() - start))  # the deadline stays
         return None
 
     def after_io_wait(self) -> None:
@@ -495,7 +495,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             # it (anything else, as a thread's run_sync_soon or a socket in
             # Trio's epoll set, would not be seen by a look: none next time)
             ended_by_ring = not self.closed and lib.iou_cq_ready(self._ring)
-            spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else INFINITY
+            spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else math.inf
             spin.sleep_from = 0.0
         load = self.load
         passes = load.passes = load.passes + 1

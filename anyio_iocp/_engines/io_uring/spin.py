@@ -48,6 +48,7 @@ The traps
 
 from __future__ import annotations
 
+import math
 import os
 from time import perf_counter
 from typing import Any
@@ -67,9 +68,6 @@ def look_for_completions(ring: Any, seconds: float) -> bool:
     return True
 
 
-INFINITY = float("inf")
-
-
 class SpinState:
     """When the engine looks before a sleep, and how often it found something."""
 
@@ -78,7 +76,7 @@ class SpinState:
     def __init__(self) -> None:
         #: the length of the loop's last pass that could block (its look and
         #: its sleep), in seconds; none yet: no look before the first
-        self.last_sleep = INFINITY
+        self.last_sleep = math.inf
         #: when the current pass that may block began (0.0: none)
         self.sleep_from = 0.0
         #: looks made, and those that found completions

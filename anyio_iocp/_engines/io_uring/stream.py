@@ -351,11 +351,8 @@ class MultishotStreamIO(UringStreamIO):
                     self._post_ahead()  # during a burst, once the reader has caught up
                 return data  # no wait: the stream layer's budget decides on a yield
             self._engine.check_open()  # a stream kept past its run: a clear error
-            if self._send_error is not None and not self._send_error_reported:
-                # a write-behind send failed: raised after the cancel check (a
-                # Cancelled leaves it unreported, for the next call or close())
-                await trio.lowlevel.checkpoint_if_cancelled()
-                self._check_send_error()
+            if self._send_error is not None:  # a write-behind send failed
+                await self._raise_unreported_send_error_after_cancel_check()
             return await self._receive_multishot(ms, max_bytes)
         # a burst: the pool's receives are posted or hold bytes
         return await ReceivePool.receive(self, max_bytes)
