@@ -15,6 +15,11 @@
  * unless the slot is watched; any other result (an error, a short send, a
  * cancel) always is.  Python compares a slot's count with the sends it posted
  * to know when a send's memory is free again.
+ *
+ * The calls keep Python's GIL (build_uring.py says why): they return at
+ * once, except iou_submit with wait_nr > 0, which lets go of the GIL while it
+ * waits, between IOU_WAIT_BEGIN and IOU_WAIT_END (defined by the build; empty
+ * where the shim is compiled without Python).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -25,6 +30,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/io_uring.h>
+
+#ifndef IOU_WAIT_BEGIN
+#define IOU_WAIT_BEGIN {
+#define IOU_WAIT_END }
+#endif
 
 /* Numbers that older kernel headers may lack; the running kernel is probed. */
 #ifndef IORING_ACCEPT_MULTISHOT
@@ -454,10 +464,20 @@ int iou_submit(iou_ring *r, unsigned wait_nr)
         flags |= IORING_ENTER_GETEVENTS;
     if (!to_submit && !flags)
         return 0;
+    if (!wait_nr) {
+        do {
+            rc = sys_enter(r->fd, to_submit, 0, flags);
+        } while (rc < 0 && errno == EINTR);
+        return rc < 0 ? -errno : rc;
+    }
+    IOU_WAIT_BEGIN  /* other threads run while this one waits */
     do {
         rc = sys_enter(r->fd, to_submit, wait_nr, flags);
     } while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -errno : rc;
+    if (rc < 0)
+        rc = -errno;
+    IOU_WAIT_END
+    return rc;
 }
 
 /*

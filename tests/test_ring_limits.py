@@ -8,6 +8,9 @@ import errno
 import random
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Any
@@ -139,6 +142,52 @@ def test_completion_ring_overflow_loses_nothing(
     assert overflowed == [True], "the test must overflow the completion ring"
     overflows = [e for e in trace_events if e.kind == "ring.cq_overflow"]
     assert overflows and overflows[0].fields["cq_entries"] == 8
+
+
+#: run in a child process by the test below: a thread that must run Python
+#: code before it sends the bytes a waiting submit waits for
+WAIT_WHILE_A_THREAD_RUNS = """
+import socket, threading
+from anyio_iocp._engines.io_uring._uring import ffi, lib
+
+ring_pp = ffi.new("iou_ring **")
+assert lib.iou_open(ring_pp, 8, 16, 0) == 0
+ring = ring_pp[0]
+a, b = socket.socketpair()
+buf = ffi.new("char[]", 64)
+assert lib.iou_prep_recv(ring, a.fileno(), buf, 64, 0, 7) == 0
+running = threading.Event()
+
+def writer():
+    running.set()
+    total = sum(i * i for i in range(300_000))  # Python code: it needs the GIL
+    b.send(str(total).encode())
+
+thread = threading.Thread(target=writer)
+thread.start()
+running.wait()
+assert lib.iou_submit(ring, 1) == 1  # posts the receive, waits for its completion
+cqes = ffi.new("iou_cqe[]", 2)
+assert lib.iou_reap(ring, cqes, 2) == 1 and cqes[0].user_data == 7
+print(ffi.buffer(buf, cqes[0].res)[:].decode())
+thread.join()
+"""
+
+
+def test_a_submit_that_waits_lets_other_threads_run() -> None:
+    """The shim's calls keep the GIL (they return at once: _cffi_build/build_uring.py),
+    except a submit that waits for completions: it lets go of the GIL, so a
+    thread that must run Python code to send the awaited bytes gets to.  In a
+    child process, so that a wait holding the GIL fails here, by the timeout,
+    instead of hanging the suite."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(WAIT_WHILE_A_THREAD_RUNS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(sum(i * i for i in range(300_000)))
 
 
 def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
