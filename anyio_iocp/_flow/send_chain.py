@@ -38,6 +38,7 @@ from abc import abstractmethod
 from typing import Any, Protocol
 
 import trio
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Task
 
 from anyio_iocp._interface import trace as _trace
@@ -126,7 +127,7 @@ class WriteBehind:
         check (a Cancelled leaves the error unreported, for the next call or
         close()).  Callers test ``_send_error`` first: this runs once per
         message otherwise."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await lowlevel.checkpoint_if_cancelled()
         self._raise_unreported_send_error()
 
     def _raise_unreported_send_error(self) -> None:
@@ -248,7 +249,7 @@ class SendChain(WriteBehind):
     async def send(self, data: memoryview) -> None:
         if self._engine.closed:
             self._engine.check_open()
-        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         if self._send_error is not None:
             self._check_send_error()
         if not self._queued and not self._sending:
@@ -277,7 +278,7 @@ class SendChain(WriteBehind):
             data = data[self._sent(op) :]
             if not data:
                 return
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await lowlevel.checkpoint_if_cancelled()
 
     def on_send_complete(self, op: Any) -> None:
         """A send completed (a stream's sends complete in order)."""

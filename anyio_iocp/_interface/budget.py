@@ -130,8 +130,9 @@ class ScheduleBudget:
     def new_pass(self) -> None:
         """Called once per scheduler pass, after Trio's I/O wait."""
         self.passes += 1
-        self.deadline = perf_counter() + self.seconds
-        self.deferred_task = None  # a new pass: every task's step is a new one
+        if not self.strict:  # (strict: the deadline stays at minus infinity, no task defers)
+            self.deadline = perf_counter() + self.seconds
+            self.deferred_task = None  # a new pass: every task's step is a new one
 
     def exhausted(self) -> bool:
         """The current task must yield at its next call that does not wait."""

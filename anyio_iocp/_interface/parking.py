@@ -1,7 +1,7 @@
 """Parking a task until something happens, with an abort that forgets it.
 
-Trio parks a task with ``trio.lowlevel.wait_task_rescheduled(abort)``: the
-task sleeps until someone calls ``trio.lowlevel.reschedule(task)``.  If it is
+Trio parks a task with ``lowlevel.wait_task_rescheduled(abort)``: the
+task sleeps until someone calls ``lowlevel.reschedule(task)``.  If it is
 cancelled while it sleeps, Trio calls ``abort``, and ``Abort.SUCCEEDED`` lets
 the Cancelled go.  Every waiter of the engines has the same shape: the task is
 remembered where its waker will look for it, and a cancelled task is
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import trio
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Abort, Task
 
 
@@ -40,27 +40,27 @@ class Parked:
     async def wait(self) -> None:
         """Park the current task until :meth:`wake`.  Cancellable: a cancelled
         task is forgotten, and nothing else changes."""
-        self.task = trio.lowlevel.current_task()
+        self.task = lowlevel.current_task()
 
         def abort(_: Callable[[], object]) -> Abort:
             self.task = None
             return Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await lowlevel.wait_task_rescheduled(abort)
 
     def wake(self) -> None:
         """Reschedule the parked task, if there is one."""
         task = self.task
         if task is not None:
             self.task = None
-            trio.lowlevel.reschedule(task)
+            lowlevel.reschedule(task)
 
 
 async def park_among(tasks: list[Task]) -> None:
     """Park the current task in ``tasks`` until :func:`wake_all` (or another
     waker that removes it) reschedules it.  Cancellable: a cancelled task
     leaves the list."""
-    task = trio.lowlevel.current_task()
+    task = lowlevel.current_task()
     tasks.append(task)
 
     def abort(_: Callable[[], object]) -> Abort:
@@ -68,11 +68,11 @@ async def park_among(tasks: list[Task]) -> None:
             tasks.remove(task)
         return Abort.SUCCEEDED
 
-    await trio.lowlevel.wait_task_rescheduled(abort)
+    await lowlevel.wait_task_rescheduled(abort)
 
 
 def wake_all(tasks: list[Task]) -> None:
     """Reschedule every task parked in ``tasks`` and empty the list."""
     for task in tasks:
-        trio.lowlevel.reschedule(task)
+        lowlevel.reschedule(task)
     tasks.clear()

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import trio
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._interface.engine import Message, MessageIO
 from anyio_iocp._interface.sockaddr import AncData
@@ -22,7 +23,7 @@ _HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
 
 async def wait_readable(sock: socket.socket) -> None:
     try:
-        await trio.lowlevel.wait_readable(sock)
+        await lowlevel.wait_readable(sock)
     except trio.ClosedResourceError:
         # notify_closing() from close() in another task
         raise OSError(errno.EBADF, "socket closed while waiting") from None
@@ -30,7 +31,7 @@ async def wait_readable(sock: socket.socket) -> None:
 
 async def wait_writable(sock: socket.socket) -> None:
     try:
-        await trio.lowlevel.wait_writable(sock)
+        await lowlevel.wait_writable(sock)
     except trio.ClosedResourceError:
         raise OSError(errno.EBADF, "socket closed while waiting") from None
 
@@ -41,7 +42,7 @@ class ReadinessMessageIO(MessageIO):
         self.sock = sock
 
     async def receive_msg(self, bufsize: int, ancbufsize: int) -> Message:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 if _HAS_RECVMSG:  # its flags say MSG_TRUNC, as io_uring's do
@@ -51,11 +52,11 @@ class ReadinessMessageIO(MessageIO):
             except BlockingIOError:
                 await wait_readable(self.sock)
                 continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
             return data, ancdata, flags, address
 
     async def send_msg(self, data: memoryview, ancdata: AncData, address: Any) -> int:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 if ancdata:
@@ -67,10 +68,10 @@ class ReadinessMessageIO(MessageIO):
             except BlockingIOError:
                 await wait_writable(self.sock)
                 continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
             return sent
 
     async def close(self, close_socket: bool = True) -> None:
         if close_socket:
-            trio.lowlevel.notify_closing(self.sock)
+            lowlevel.notify_closing(self.sock)
             self.sock.close()

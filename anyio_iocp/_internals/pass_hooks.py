@@ -39,11 +39,14 @@ The traps
   outside any task as protected).
 * The manager's class is changed, not replaced: Trio's functions reach it
   through ``runner.io_manager``.  The subclass adds no slots, so the instance
-  layout is unchanged.  There is one subclass for all runs (a class made per
-  run would be a reference cycle holding that run's engine until the cycle
-  collector ran); each run's hooks sit in a table under its manager, and the
-  function :func:`install` returns takes them out and gives the manager its
-  class back when the run ends.
+  layout is unchanged.  Each run gets a subclass of its own, whose
+  ``get_events`` holds that run's hooks: nothing is looked up per pass (a
+  table of hooks by manager, looked up on every pass, cost a tenth of the
+  hooks' time).  A class is always part of a reference cycle, so the
+  function that :func:`install` returns gives the manager its class back
+  and takes ``get_events`` out of the run's class, which then holds nothing
+  of the run's engine: a finished run's engine is freed at once, not by the
+  cycle collector.
 """
 
 from __future__ import annotations
@@ -62,42 +65,36 @@ HOOKS_ENV = "ANYIO_IOCP_PASS_HOOKS"
 _log = logging.getLogger("anyio_iocp")
 _sniffio_local = sniffio.thread_local
 
-#: id(manager) -> (before, after, sniffio name), one entry per run using the hooks
-_hooks: dict[int, tuple[Callable[[float], float | None], Callable[[], None], str]] = {}
-_hooked_class: type | None = None
 
+def _manager_class_with_hooks(
+    epoll_manager: Any,
+    before: Callable[[float], float | None],
+    after: Callable[[], None],
+    name: str,
+) -> type:
+    """A subclass of Trio's manager whose ``get_events`` runs these hooks."""
+    wait_for_events = epoll_manager.get_events
 
-def _manager_class_with_hooks(epoll_manager: Any) -> type:
-    """The one subclass of Trio's manager whose ``get_events`` runs the hooks."""
-    global _hooked_class
-    if _hooked_class is None:
-        wait_for_events = epoll_manager.get_events
+    def get_events(self: Any, timeout: float) -> Any:
+        try:
+            left = before(timeout)
+        except Exception:
+            _log.exception("engine submission failed")
+            left = None
+        events = wait_for_events(self, timeout if left is None else left)
+        if _sniffio_local.name == "trio":
+            _sniffio_local.name = name
+        try:
+            after()
+        except Exception:
+            _log.exception("engine completion processing failed")
+        return events
 
-        def get_events(self: Any, timeout: float) -> Any:
-            hooks = _hooks.get(id(self))
-            if hooks is None:  # (not expected: the class is restored first)
-                return wait_for_events(self, timeout)
-            before, after, name = hooks
-            try:
-                left = before(timeout)
-            except Exception:
-                _log.exception("engine submission failed")
-                left = None
-            events = wait_for_events(self, timeout if left is None else left)
-            if _sniffio_local.name == "trio":
-                _sniffio_local.name = name
-            try:
-                after()
-            except Exception:
-                _log.exception("engine completion processing failed")
-            return events
-
-        _hooked_class = type(
-            "EpollIOManagerWithEngine",
-            (epoll_manager,),
-            {"__slots__": (), "get_events": get_events, "__module__": __name__},
-        )
-    return _hooked_class
+    return type(
+        "EpollIOManagerWithEngine",
+        (epoll_manager,),
+        {"__slots__": (), "get_events": get_events, "__module__": __name__},
+    )
 
 
 def install(
@@ -120,18 +117,17 @@ def install(
         or not hasattr(EpollIOManager, "__slots__")  # a subclass adding none keeps the layout
     ):
         return None
-    hooked = _manager_class_with_hooks(EpollIOManager)
-    key = id(manager)
-    _hooks[key] = (before, after, name)
+    hooked = _manager_class_with_hooks(EpollIOManager, before, after, name)
     try:
         manager.__class__ = hooked
     except TypeError:  # a layout this was not written for
-        del _hooks[key]
+        delattr(hooked, "get_events")
         return None
 
     def uninstall() -> None:
         if type(manager) is hooked:
             manager.__class__ = EpollIOManager
-        _hooks.pop(key, None)
+        if "get_events" in vars(hooked):
+            delattr(hooked, "get_events")  # (the hooks, and the engine, are freed with it)
 
     return uninstall

@@ -21,7 +21,6 @@ from io import IOBase
 from time import perf_counter
 from typing import Any, NoReturn
 
-import trio
 from anyio import (
     BrokenResourceError,
     BusyResourceError,
@@ -30,6 +29,7 @@ from anyio import (
     ResourceGuard,
 )
 from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import (
@@ -66,7 +66,7 @@ async def schedule_point_unless_waited(budget: ScheduleBudget, passes: int) -> N
     count moved from ``passes``), as when it succeeds.  Shielded: a Cancelled
     must not replace the error."""
     if budget.passes == passes:
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await lowlevel.cancel_shielded_checkpoint()
 
 
 class _Guard:
@@ -150,7 +150,7 @@ class EngineSocketStream(SocketStream):
             passes = budget.passes
             try:
                 if self._closed:
-                    await trio.lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
+                    await lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
                     raise ClosedResourceError
                 data = await io.receive(max_bytes)
             except Exception as exc:  # (not Cancelled, a BaseException)
@@ -166,7 +166,7 @@ class EngineSocketStream(SocketStream):
             elif perf_counter() >= budget.deadline:
                 # it did not wait, and the budget has run out: a schedule point
                 self._sent_since_yield = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await lowlevel.cancel_shielded_checkpoint()
             if data:
                 io.bytes_in += len(data)
                 return data
@@ -183,14 +183,16 @@ class EngineSocketStream(SocketStream):
         guard.busy = True
         try:
             view = memoryview(item)
-            if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
+            if type(item) is not bytes and (  # (bytes are one flat run of bytes)
+                view.format != "B" or view.ndim != 1 or not view.c_contiguous
+            ):
                 view = view.cast("B")
             io = self._io
             budget = self._budget
             passes = budget.passes
             try:
                 if self._closed:
-                    await trio.lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
+                    await lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
                     raise ClosedResourceError
                 await io.send(view)
             except Exception as exc:  # (not Cancelled, a BaseException)
@@ -207,13 +209,13 @@ class EngineSocketStream(SocketStream):
                 unyielded = self._sent_since_yield + sent
                 if unyielded >= budget.byte_budget or (
                     perf_counter() >= budget.deadline
-                    and not budget.send_may_defer(trio.lowlevel.current_task())
+                    and not budget.send_may_defer(lowlevel.current_task())
                 ):
                     # the stream sent its byte budget, or the run's time is
                     # used up and the task's schedule point cannot be left to
                     # its next call: one now
                     self._sent_since_yield = 0
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    await lowlevel.cancel_shielded_checkpoint()
                 else:
                     self._sent_since_yield = unyielded
         finally:
@@ -229,25 +231,25 @@ class EngineSocketStream(SocketStream):
         budget = self._budget
         if budget.passes == passes and perf_counter() >= budget.deadline:
             self._sent_since_yield = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
 
     async def send_eof(self) -> None:
         with self._send_guard:
             # a cancel point before the shutdown, and a schedule point after
             # it (also when it fails), as in Trio (once per stream: not worth
             # a budget)
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await lowlevel.checkpoint_if_cancelled()
             try:
                 if self._closed:
                     raise ClosedResourceError
                 await self._io.send_eof()
             except Exception as exc:  # (not Cancelled, a BaseException)
                 error = self._error(exc) if isinstance(exc, OSError) else exc  # (as in receive)
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await lowlevel.cancel_shielded_checkpoint()
                 if error is exc:
                     raise
                 raise error from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
 
     async def _close_io(self) -> None:
         await self._io.close()
@@ -262,7 +264,7 @@ class EngineSocketStream(SocketStream):
                 raise BrokenResourceError(str(exc)) from exc
             finally:
                 self._leftovers.discard(self._io)
-        await trio.lowlevel.checkpoint()
+        await lowlevel.checkpoint()
 
 
 class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
@@ -301,13 +303,13 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
             passes = self._budget.passes
             try:
                 if self._closed:
-                    await trio.lowlevel.checkpoint_if_cancelled()
+                    await lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 if self._io.has_read_ahead():
                     # bytes already taken from the socket come first, in order
                     message, ancdata = await self._io.receive(max(msglen, 1)), []
                     if self._budget.passes == passes:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        await lowlevel.cancel_shielded_checkpoint()
                 else:
                     message, ancdata, _flags, _address = await self._message_io().receive_msg(
                         msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)
@@ -340,7 +342,7 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
             passes = self._budget.passes
             try:
                 if self._closed:
-                    await trio.lowlevel.checkpoint_if_cancelled()
+                    await lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 await self._io.flush()  # bytes sent before go first
                 while view:
@@ -392,7 +394,7 @@ class EngineTCPListener(SocketListener):
             passes = self._engine.budget.passes
             try:
                 if self._closed:
-                    await trio.lowlevel.checkpoint_if_cancelled()
+                    await lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 if self._gate is None and self._io.tuning.idletimeout:
                     self._gate = IdleGate(self._io, self._engine)
@@ -435,4 +437,4 @@ class EngineTCPListener(SocketListener):
                 await self._io.close()
             finally:
                 self._leftovers.discard(self._io)
-        await trio.lowlevel.checkpoint()
+        await lowlevel.checkpoint()

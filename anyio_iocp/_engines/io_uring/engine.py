@@ -94,6 +94,11 @@ from anyio_iocp._interface.stats import EngineCounters
 
 _log = logging.getLogger("anyio_iocp")
 
+# The shim's functions called on every scheduler pass, looked up once: an
+# attribute of the cffi library is a full lookup each time (16 ns more)
+_cq_ready = lib.iou_cq_ready
+_unsubmitted = lib.iou_unsubmitted
+
 #: submission and completion ring sizes (detection probes these same sizes)
 RING_ENTRIES = 4096
 RING_CQ_ENTRIES = 4 * RING_ENTRIES
@@ -216,6 +221,9 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.send_mode = mode
         #: quiet sends now or not (decided once per pass: quiet_sends_now)
         self.quiet_now = mode == "ring"
+        #: the pass count from which after_io_wait asks ``senders`` again
+        #: ("auto" only: the end of the current window)
+        self._quiet_window_ends = self.senders.window_ends if mode == "auto" else math.inf
         #: receives per scheduler pass: how a stream that must wait arms
         self.load = PassLoad()
         #: the look for completions before a sleep (.spin)
@@ -351,6 +359,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             raise ValueError(f"send mode {mode!r}: expected one of {', '.join(SEND_MODES)}")
         self.send_mode = mode
         self.quiet_now = self.quiet_sends_now()
+        self._quiet_window_ends = self.senders.window_ends if mode == "auto" else math.inf
 
     def quiet_sends_now(self) -> bool:
         """Whether a send that finds nothing pending goes quiet (one system
@@ -447,7 +456,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             for stream in streams:
                 stream.post_queued_sends()
         ring = self._ring
-        if lib.iou_unsubmitted(ring) and self._retry.due():
+        if _unsubmitted(ring) and self._retry.due():
             self._submit()
             if lib.iou_unsubmitted(ring):
                 self._retry.refused()
@@ -467,8 +476,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             # reaped now wake their tasks in this pass, and leave the ring
             # unreadable for the wait (no wake-up just to find them gone).
             # (The ring is checked here, not in a call: this runs every pass.)
-            if lib.iou_cq_ready(ring):
-                self._reap_now()
+            if _cq_ready(ring):
+                self._reap_found()
         else:
             # the wait may block: look first if the last sleep was short
             # (.spin), then completions must end it
@@ -489,31 +498,42 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
 
     def after_io_wait(self) -> None:
         """After Trio's I/O wait, once per pass (see :mod:`anyio_iocp._internals.pass_hooks`)."""
-        spin = self.spin
-        if spin.sleep_from:
-            # the pass could block: how long it took, if completions ended
-            # it (anything else, as a thread's run_sync_soon or a socket in
-            # Trio's epoll set, would not be seen by a look: none next time)
-            ended_by_ring = not self.closed and lib.iou_cq_ready(self._ring)
-            spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else math.inf
-            spin.sleep_from = 0.0
+        if self.spin.sleep_from:
+            self._end_sleep()
+        self.budget.new_pass()
         load = self.load
         passes = load.passes = load.passes + 1
-        self.budget.new_pass()
-        if self.send_mode == "auto" and passes >= self.senders.window_ends:
+        if passes >= self._quiet_window_ends:  # ("auto" sends: once per window)
             self.quiet_now = self.senders.many(passes)
+            self._quiet_window_ends = self.senders.window_ends
         if (
             not self.closed
-            and lib.iou_cq_ready(self._ring)
-            and self._reap_now()
+            and _cq_ready(self._ring)
+            and self._reap_found()
             and self._watch is not None
         ):
             self._watch.may_have_fired()
 
+    def _end_sleep(self) -> None:
+        """The pass could block: how long it took, if completions ended it
+        (anything else, as a thread's run_sync_soon or a socket in Trio's
+        epoll set, would not be seen by a look: none next time)."""
+        spin = self.spin
+        ended_by_ring = not self.closed and lib.iou_cq_ready(self._ring)
+        spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else math.inf
+        spin.sleep_from = 0.0
+
     def _reap_now(self) -> bool:
         """Reap what the completion ring holds; False when there was nothing
         (an empty ring costs one C call) or reaping is already under way."""
-        if self.closed or self._reaping or not lib.iou_cq_ready(self._ring):
+        if self.closed or not _cq_ready(self._ring):
+            return False
+        return self._reap_found()
+
+    def _reap_found(self) -> bool:
+        """:meth:`_reap_now` where the caller saw completions on the ring of
+        an engine still open; False when reaping is already under way."""
+        if self._reaping:
             return False
         if _trace.active and lib.iou_sq_flags(self._ring) & lib.IORING_SQ_CQ_OVERFLOW:
             _trace.emit(

@@ -79,7 +79,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
-import trio
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
@@ -99,6 +99,10 @@ BATCHED_RECEIVES = 2
 #: passes over which receives per pass are averaged
 LOAD_WINDOW = 64
 F_MORE = lib.IORING_CQE_F_MORE
+# called for every received message, looked up once (see engine._cq_ready)
+_pbuf_data = lib.iou_pbuf_data
+_pbuf_recycle = lib.iou_pbuf_recycle
+_unpack = ffi.unpack
 F_BUFFER = lib.IORING_CQE_F_BUFFER
 BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
 
@@ -175,8 +179,8 @@ class MultishotOp(UringOp):
             pool = self.pool
             bid = flags >> BUFFER_SHIFT
             # BufferPool.take, inlined: copy the bytes out, give the buffer back
-            receiver.ready.append(ffi.unpack(lib.iou_pbuf_data(pool.pool, bid), res))
-            lib.iou_pbuf_recycle(pool.pool, bid)
+            receiver.ready.append(_unpack(_pbuf_data(pool.pool, bid), res))
+            _pbuf_recycle(pool.pool, bid)
             receiver.ready_bytes += res
             self.stream.abd.observe(res == pool.size)
         elif res == 0:
@@ -191,7 +195,7 @@ class MultishotOp(UringOp):
         waiter = receiver.task  # the reader, if it waits (Parked.wake, inlined)
         if waiter is not None:
             receiver.task = None
-            trio.lowlevel.reschedule(waiter)
+            lowlevel.reschedule(waiter)
         if final:
             self.wake()  # tasks draining it (close); no task waits on the op itself
 

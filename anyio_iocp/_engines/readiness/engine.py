@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 import trio
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._flow.send_chain import CLOSE_DRAIN_SECONDS, WriteBehind
@@ -103,7 +104,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         return data
 
     async def receive(self, max_bytes: int) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         self._raise_unreported_send_error()  # a write-behind send failed
         if self._ready:
             data = self._take(max_bytes)
@@ -115,7 +116,9 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             self._check_send_error()  # a reset seen by a send: not a clean end
             data = b""
         else:
-            size = min(max_bytes, self.buffersize)
+            size = self.buffersize  # (min(), spelled out: it costs 5x as much)
+            if max_bytes < size:
+                size = max_bytes
             #: None until it would wait; then whether it yielded to look again
             looking: bool | None = None
             while True:
@@ -127,7 +130,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                         looking = not self._engine.budget.strict and should_yield_first(self)
                         if looking:
                             # the peer may answer during one scheduler pass (yield_first)
-                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            await lowlevel.cancel_shielded_checkpoint()
                             continue
                     elif looking:
                         looked_again(self, False)
@@ -158,7 +161,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         return len(self._queued)
 
     async def send(self, data: memoryview) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         self._check_send_error()
         sock = self.sock
         if self._queued and self.sendcap == 1:
@@ -181,9 +184,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                 self._queued_send(len(owned))
                 if not self._writer_running:
                     self._writer_running = True
-                    trio.lowlevel.spawn_system_task(
-                        self._write_queued, name="anyio_iocp write-behind"
-                    )
+                    lowlevel.spawn_system_task(self._write_queued, name="anyio_iocp write-behind")
             return  # no wait (or waited above): the stream layer's budget decides
         counters = self.counters
         while data:
@@ -242,7 +243,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             self._closing = True
             self._wake_sender()  # a sender waiting for room learns of the close
             self._queued.clear()
-            trio.lowlevel.notify_closing(self.sock)
+            lowlevel.notify_closing(self.sock)
             self.sock.close()
         self._raise_unreported_send_error()
 
@@ -272,11 +273,11 @@ class ReadinessListenerIO(ListenerIO):
             self._queue.append(conn)
 
     async def accept(self) -> socket.socket:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await lowlevel.checkpoint_if_cancelled()
         counters = self._counters
         if self._queue:
             counters.accept_hits += 1
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
             return self._queue.popleft()
         waited = False
         while True:
@@ -301,7 +302,7 @@ class ReadinessListenerIO(ListenerIO):
             counters.direct_accept += 1
             self._backoff.succeeded()
             self._accept_ahead()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await lowlevel.cancel_shielded_checkpoint()
             return conn
 
     def abandon(self) -> None:
@@ -312,7 +313,7 @@ class ReadinessListenerIO(ListenerIO):
     async def close(self) -> None:
         while self._queue:
             self._queue.popleft().close()
-        trio.lowlevel.notify_closing(self.sock)
+        lowlevel.notify_closing(self.sock)
         self.sock.close()
 
 
