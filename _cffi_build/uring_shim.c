@@ -17,9 +17,12 @@
  * to know when a send's memory is free again.
  *
  * The calls keep Python's GIL (build_uring.py says why): they return at
- * once, except iou_submit with wait_nr > 0, which lets go of the GIL while it
- * waits, between IOU_WAIT_BEGIN and IOU_WAIT_END (defined by the build; empty
- * where the shim is compiled without Python).
+ * once, except iou_submit, which lets go of the GIL while it is in the
+ * kernel (the kernel may do the submitted I/O there, as a loopback send, or
+ * wait for completions), between IOU_KERNEL_BEGIN and IOU_KERNEL_END
+ * (defined by the build; empty where the shim is compiled without Python).
+ * So iou_submit must be called with the GIL held, as through cffi's lib
+ * object (not through a function pointer, for which cffi lets go of it).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -31,9 +34,9 @@
 #include <unistd.h>
 #include <linux/io_uring.h>
 
-#ifndef IOU_WAIT_BEGIN
-#define IOU_WAIT_BEGIN {
-#define IOU_WAIT_END }
+#ifndef IOU_KERNEL_BEGIN
+#define IOU_KERNEL_BEGIN {
+#define IOU_KERNEL_END }
 #endif
 
 /* Numbers that older kernel headers may lack; the running kernel is probed. */
@@ -464,19 +467,13 @@ int iou_submit(iou_ring *r, unsigned wait_nr)
         flags |= IORING_ENTER_GETEVENTS;
     if (!to_submit && !flags)
         return 0;
-    if (!wait_nr) {
-        do {
-            rc = sys_enter(r->fd, to_submit, 0, flags);
-        } while (rc < 0 && errno == EINTR);
-        return rc < 0 ? -errno : rc;
-    }
-    IOU_WAIT_BEGIN  /* other threads run while this one waits */
+    IOU_KERNEL_BEGIN  /* other threads run while this one is in the kernel */
     do {
         rc = sys_enter(r->fd, to_submit, wait_nr, flags);
     } while (rc < 0 && errno == EINTR);
     if (rc < 0)
         rc = -errno;
-    IOU_WAIT_END
+    IOU_KERNEL_END
     return rc;
 }
 

@@ -72,7 +72,7 @@ async def peer_pair() -> tuple[SocketStream, ThreadPeer, Any]:
 async def test_successful_quiet_sends_never_reach_python(engine_name: str) -> None:
     engine = ring_engine(engine_name)
     stream, peer, io = await peer_pair()
-    thread = threading.Thread(target=peer.echo, args=(200 * 8,))
+    thread = threading.Thread(target=peer.echo, args=(200 * 7,))  # 200 messages of 7 bytes
     thread.start()
     try:
         async with stream:

@@ -176,10 +176,11 @@ thread.join()
 
 def test_a_submit_that_waits_lets_other_threads_run() -> None:
     """The shim's calls keep the GIL (they return at once: _cffi_build/build_uring.py),
-    except a submit that waits for completions: it lets go of the GIL, so a
-    thread that must run Python code to send the awaited bytes gets to.  In a
-    child process, so that a wait holding the GIL fails here, by the timeout,
-    instead of hanging the suite."""
+    except a submit, which lets go of it while it is in the kernel: so a
+    thread that must run Python code to send the bytes a submit waits for
+    gets to.  In a child process, so that a wait holding the GIL fails here
+    by the timeout (the signal test below, which waits in this process, would
+    hang instead)."""
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(WAIT_WHILE_A_THREAD_RUNS)],
         capture_output=True,

@@ -40,10 +40,11 @@ The traps
 * The manager's class is changed, not replaced: Trio's functions reach it
   through ``runner.io_manager``.  The subclass adds no slots, so the instance
   layout is unchanged.  Each run gets a subclass of its own, whose
-  ``get_events`` holds that run's hooks: nothing is looked up per pass (a
-  table of hooks by manager, looked up on every pass, cost a tenth of the
-  hooks' time).  A class is always part of a reference cycle, so the
-  function that :func:`install` returns gives the manager its class back
+  ``get_events`` holds that run's hooks: nothing is looked up per pass (an
+  earlier version looked each run's hooks up in a table by manager on every
+  pass; docs/performance.md, thirteenth pass, has what the wrapper costs).
+  A class is always part of a reference cycle, so the function that
+  :func:`install` returns gives the manager its class back
   and takes ``get_events`` out of the run's class, which then holds nothing
   of the run's engine: a finished run's engine is freed at once, not by the
   cycle collector.
