@@ -221,9 +221,6 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.send_mode = mode
         #: quiet sends now or not (decided once per pass: quiet_sends_now)
         self.quiet_now = mode == "ring"
-        #: the pass count from which after_io_wait asks ``senders`` again
-        #: ("auto" only: the end of the current window)
-        self._quiet_window_ends = self.senders.window_ends if mode == "auto" else math.inf
         #: receives per scheduler pass: how a stream that must wait arms
         self.load = PassLoad()
         #: the look for completions before a sleep (.spin)
@@ -359,7 +356,6 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             raise ValueError(f"send mode {mode!r}: expected one of {', '.join(SEND_MODES)}")
         self.send_mode = mode
         self.quiet_now = self.quiet_sends_now()
-        self._quiet_window_ends = self.senders.window_ends if mode == "auto" else math.inf
 
     def quiet_sends_now(self) -> bool:
         """Whether a send that finds nothing pending goes quiet (one system
@@ -392,7 +388,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         send of its stream must follow)."""
         if self.closed:
             return
-        if lib.iou_unsubmitted(self._ring) and self._submit() < 0:
+        if _unsubmitted(self._ring) and self._submit() < 0:
             return  # refused for now: the entries wait for the pass's submission
         self._reap_now()
 
@@ -458,7 +454,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         ring = self._ring
         if _unsubmitted(ring) and self._retry.due():
             self._submit()
-            if lib.iou_unsubmitted(ring):
+            if _unsubmitted(ring):
                 self._retry.refused()
                 if _trace.active:
                     _trace.emit(
@@ -503,9 +499,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.budget.new_pass()
         load = self.load
         passes = load.passes = load.passes + 1
-        if passes >= self._quiet_window_ends:  # ("auto" sends: once per window)
+        if self.send_mode == "auto" and passes >= self.senders.window_ends:
             self.quiet_now = self.senders.many(passes)
-            self._quiet_window_ends = self.senders.window_ends
         if (
             not self.closed
             and _cq_ready(self._ring)
@@ -519,7 +514,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         (anything else, as a thread's run_sync_soon or a socket in Trio's
         epoll set, would not be seen by a look: none next time)."""
         spin = self.spin
-        ended_by_ring = not self.closed and lib.iou_cq_ready(self._ring)
+        ended_by_ring = not self.closed and _cq_ready(self._ring)
         spin.last_sleep = perf_counter() - spin.sleep_from if ended_by_ring else math.inf
         spin.sleep_from = 0.0
 
