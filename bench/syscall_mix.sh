@@ -4,7 +4,8 @@
 # tracepoints: where a connection's or a message's kernel entries go.
 # usage: bench/syscall_mix.sh BACKEND TEST [SECONDS]
 #   TEST: echo1, echo64 (per message) or churn (per exchange: connect, hello,
-#   hello back, close; 16 at once).  Server on CPU 1, load generator on CPU 0.
+#   hello back, close; 16 at once).  Server on CPU 1, load generator on CPU 0
+#   (LOAD_CPU=1: on the server's CPU, as bench/run.py's --pin same).
 # Needs bench/.build/loadgen (built by bench/run.py), Debian's linux-perf, and
 # root or perf_event_paranoid <= 1.  The CPU times (task-clock, and user and
 # system time from /proc while the load runs) move with the machine's load;
@@ -25,7 +26,7 @@ perf stat -x, -e 'syscalls:sys_enter_*' -e io_uring:io_uring_submit_req -e task-
 perf_pid=$!
 sleep 0.3
 server_ticks >"$cpu"
-taskset -c 0 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
+taskset -c "${LOAD_CPU:-0}" bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
     >"$result"
 server_ticks >>"$cpu"
 kill -INT $perf_pid

@@ -198,12 +198,12 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     """Exchanges in which the bytes are there before each receive (direct
     receives that find them), then a receive that has to wait: returns the
     operation that wait armed, once its first message arrived."""
-    from anyio_iocp._engines.io_uring.multishot import DIRECT_HITS, LOAD_WINDOW
+    from anyio_iocp._engines.io_uring.multishot import DIRECT_HITS
 
     # the client's bytes must reach the kernel within send(): no quiet sends
     current_engine().set_send_mode("direct")  # type: ignore[attr-defined]
     await make_busy(client, server)
-    for i in range(max(DIRECT_HITS, LOAD_WINDOW)):  # also fills a window of passes
+    for i in range(DIRECT_HITS):
         await client.send(b"there %d" % i)
         assert await server.receive() == b"there %d" % i
     ms: Any = server._io._ms
@@ -220,17 +220,19 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     return armed
 
 
-@pytest.mark.schedule("strict")  # one receive per pass: each receive yields
 async def test_a_lone_stream_that_finds_its_bytes_waits_with_a_single_receive(
-    engine_name: str,
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One busy stream, one receive per pass, bytes there whenever it asks:
-    its next wait is a single receive (ended by its one completion)."""
-    engine = multishot_engine(engine_name)
+    """Direct receives that found bytes, and an engine whose reaps do not
+    batch: the stream's next wait is a single receive (ended by its one
+    completion)."""
+    from anyio_iocp._engines.io_uring.multishot import PassLoad
+
+    multishot_engine(engine_name)
+    monkeypatch.setattr(PassLoad, "batched", lambda self, counters: False)
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
         armed = await lone_exchanges_then_wait(client, server)
-        assert not engine.load.batched()
         assert armed.done, "a single receive ends with its first completion"
 
 
@@ -240,28 +242,88 @@ async def test_a_stream_of_a_batching_engine_keeps_the_multishot_receive(
     from anyio_iocp._engines.io_uring.multishot import PassLoad
 
     multishot_engine(engine_name)
-    monkeypatch.setattr(PassLoad, "batched", lambda self: True)
+    monkeypatch.setattr(PassLoad, "batched", lambda self, counters: True)
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
         armed = await lone_exchanges_then_wait(client, server)
         assert not armed.done, "the multishot receive stays armed"
 
 
-def test_receives_per_pass_are_judged_over_whole_windows() -> None:
-    from anyio_iocp._engines.io_uring.multishot import BATCHED_RECEIVES, LOAD_WINDOW, PassLoad
+async def armed_pairs(n: int) -> tuple[Any, list[tuple[SocketStream, Any]]]:
+    """``n`` busy pairs whose server sides wait with a multishot receive."""
+    current_engine().set_send_mode("direct")  # type: ignore[attr-defined]
+    multi, pairs = await open_pairs(n)
+    for client, server in pairs:
+        await make_busy(client, server)
+        with anyio.move_on_after(0.01):
+            await server.receive()  # has to wait: arms the multishot receive
+        assert server._io._ms.armed is not None
+    return multi, pairs
+
+
+async def test_completions_reaped_one_at_a_time_are_not_batched(engine_name: str) -> None:
+    """One armed stream whose receives each reap the one completion waiting
+    for them (the peer's bytes are there before each receive, many receives
+    in a pass): the engine's reaps do not batch."""
+    from anyio_iocp._engines.io_uring.multishot import LOAD_WINDOW
+
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await armed_pairs(1)
+    async with multi, client, server:
+        assert engine.load.batched(engine.counters), "batched until a window is complete"
+        reaps = engine.counters.reaps
+        for i in range(2 * LOAD_WINDOW):
+            await client.send(b"%d" % i)
+            assert await server.receive() == b"%d" % i
+        assert server._io._ms.armed is not None, "the bytes came through the multishot receive"
+        assert engine.counters.reaps - reaps >= 2 * LOAD_WINDOW
+        assert not engine.load.batched(engine.counters)
+
+
+async def test_completions_of_many_streams_reaped_together_are_batched(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight armed streams whose bytes all arrived before the first receive:
+    one reap takes the eight completions, and the engine's reaps batch (the
+    window judged before starts from not batched)."""
+    from anyio_iocp._engines.io_uring.multishot import LOAD_WINDOW
+
+    engine = multishot_engine(engine_name)
+    multi, pairs = await armed_pairs(8)
+    async with multi:
+        engine.load._batched = False
+        for i in range(LOAD_WINDOW):
+            for client, _ in pairs:
+                await client.send(b"%d" % i)
+            await anyio.sleep(0.002)  # (a system call: the kernel posts the completions)
+            for _, server in pairs:
+                assert await server.receive() == b"%d" % i
+        assert engine.load.batched(engine.counters)
+        for client, server in pairs:
+            await client.aclose()
+            await server.aclose()
+
+
+def test_completions_per_reap_are_judged_over_whole_windows() -> None:
+    from types import SimpleNamespace
+
+    from anyio_iocp._engines.io_uring.multishot import BATCHED_COMPLETIONS, LOAD_WINDOW, PassLoad
 
     load = PassLoad()
-    assert load.batched(), "batched until a window is complete"
-    load.passes, load.receives = LOAD_WINDOW - 1, 0
-    assert load.batched(), "an incomplete window does not count"
-    load.passes, load.receives = LOAD_WINDOW, LOAD_WINDOW
-    assert not load.batched()
-    load.passes += LOAD_WINDOW
-    load.receives += BATCHED_RECEIVES * LOAD_WINDOW - 1
-    assert not load.batched()
-    load.passes += LOAD_WINDOW
-    load.receives += BATCHED_RECEIVES * LOAD_WINDOW
-    assert load.batched()
+    counters = SimpleNamespace(reaps=0, completions=0)
+    assert load.batched(counters), "batched until a window is complete"
+    counters.reaps, counters.completions = LOAD_WINDOW - 1, LOAD_WINDOW - 1
+    assert load.batched(counters), "an incomplete window does not count"
+    counters.reaps, counters.completions = LOAD_WINDOW, LOAD_WINDOW
+    assert not load.batched(counters)
+    counters.reaps += LOAD_WINDOW
+    counters.completions += BATCHED_COMPLETIONS * LOAD_WINDOW - 1
+    assert not load.batched(counters)
+    counters.reaps += LOAD_WINDOW
+    counters.completions += BATCHED_COMPLETIONS * LOAD_WINDOW
+    assert load.batched(counters)
+    counters.reaps += LOAD_WINDOW - 1
+    assert load.batched(counters), "judged again only once a whole window has passed"
 
 
 async def full_receive(client: SocketStream, server: Any, size: int) -> bytes:

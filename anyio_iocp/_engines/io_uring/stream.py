@@ -344,38 +344,43 @@ class MultishotStreamIO(UringStreamIO):
             if ms.ready and self._send_error is None and not self._engine.closed:
                 # The usual case on a busy stream, with nothing to check: bytes
                 # that the multishot receive brought are waiting.
-                self._engine.load.receives += 1
                 await lowlevel.checkpoint_if_cancelled()
                 data = ms.take(max_bytes)
                 if self.abd.bursting and not ms.ready:
                     self._post_ahead()  # during a burst, once the reader has caught up
                 return data  # no wait: the stream layer's budget decides on a yield
-            self._engine.check_open()  # a stream kept past its run: a clear error
+            engine = self._engine
+            engine.check_open()  # a stream kept past its run: a clear error
             if self._send_error is not None:  # a write-behind send failed
                 await self._raise_unreported_send_error_after_cancel_check()
+            if ms.receives < BUSY_AFTER:
+                ms.receives += 1
+            if ms.armed is None and not (ms.ready or ms.eof or ms.error is not None):
+                # Nothing armed and nothing held: bytes may be there already,
+                # taken without waiting a pass.  (Here, not in a coroutine of
+                # its own: a lone busy stream takes this path for every message.)
+                await lowlevel.checkpoint_if_cancelled()
+                self._check_not_closing()
+                now = self._recv_now(max_bytes)
+                if now is not None:
+                    ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
+                    return now
+                # Nothing is armed, so nothing of this stream's is in the ring
+                # (only an operation's final completion disarms it): no reap
+                # in _receive_multishot, which goes on to wait.
             return await self._receive_multishot(ms, max_bytes)
         # a burst: the pool's receives are posted or hold bytes
         return await ReceivePool.receive(self, max_bytes)
 
     async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
-        self._engine.load.receives += 1
-        if ms.receives < BUSY_AFTER:
-            ms.receives += 1
+        """Bytes, end of stream or an error that the multishot receive brought,
+        or a wait for them: after a direct receive that found nothing when
+        nothing is armed (:meth:`receive`)."""
         if ms.ready or ms.eof or ms.error is not None:  # (ms.has_data(), inlined)
             # no wait: a cancel point like every other receive that did not block
             await lowlevel.checkpoint_if_cancelled()
             return self._take_multishot(ms, max_bytes)
-        if ms.armed is None:
-            # Bytes may be there already: take them without waiting a pass.
-            await lowlevel.checkpoint_if_cancelled()
-            self._check_not_closing()
-            now = self._recv_now(max_bytes)
-            if now is not None:
-                ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
-                return now
-            # Nothing is armed, so nothing of this stream's is in the ring
-            # (only an operation's final completion disarms it): no reap here.
-        else:
+        if ms.armed is not None:
             self._engine.reap_ready()  # the kernel may have finished meanwhile
             if ms.has_data():
                 await lowlevel.checkpoint_if_cancelled()
