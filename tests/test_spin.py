@@ -79,6 +79,50 @@ async def test_a_fast_peer_is_looked_for_and_found(engine_name: str, anyio_backe
 
 
 @pytest.mark.anyio
+async def test_a_look_that_finds_completions_leaves_the_ring_watch_alone(
+    engine_name: str, anyio_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look that found completions makes the pass's wait return at once, so
+    the ring's watch is not armed for it: no ``epoll_ctl`` between the
+    completion and its task.  (Armed before waits that may block, as the
+    other passes show.)"""
+    from anyio_iocp._engines.io_uring import engine as engine_module
+    from anyio_iocp._engines.io_uring.spin import look_for_completions
+
+    engine = uring_engine(engine_name, anyio_backend)
+    engine.ensure_reaper()  # (what the first socket does: the watch with it)
+    watch = engine._watch
+    if watch is None:
+        pytest.skip("the ring is watched by a task here ($ANYIO_IOCP_RING_WAKEUP=task)")
+    engine.budget = ScheduleBudget("strict")
+    state = {"found": 0, "after_found": 0, "arms": 0}  # found: by this pass's look
+    arm, end_sleep = watch.arm, engine._end_sleep
+
+    def counted_look(ring: Any, seconds: float) -> bool:
+        found = look_for_completions(ring, seconds)
+        state["found"] = int(found)
+        return found
+
+    def counted_arm() -> None:
+        state["arms"] += 1
+        state["after_found"] += state["found"]
+        arm()
+
+    def counted_end_sleep() -> None:
+        state["found"] = 0  # the pass that could block is over
+        end_sleep()
+
+    monkeypatch.setattr(engine_module, "look_for_completions", counted_look)
+    monkeypatch.setattr(watch, "arm", counted_arm)
+    monkeypatch.setattr(engine, "_end_sleep", counted_end_sleep)
+    before_found = engine.spin.found
+    await ping_pong(EXCHANGES)
+    found = engine.spin.found - before_found
+    assert found > 0 and state["arms"] > 0, (found, state)
+    assert state["after_found"] == 0, state
+
+
+@pytest.mark.anyio
 async def test_no_look_when_it_is_off(engine_name: str, anyio_backend: Any) -> None:
     engine = uring_engine(engine_name, anyio_backend)
     engine.spin_seconds = 0.0

@@ -485,7 +485,10 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 spin.looks += 1
                 if look_for_completions(ring, min(seconds, timeout)):
                     spin.found += 1
-                    timeout = 0.0  # (the wait returns at once: the ring is readable)
+                    # The wait returns at once (timeout 0): the ring's watch
+                    # need not be armed for it, and arming it here would put
+                    # a system call between the completion and its task.
+                    return 0.0
             if self._watch is not None and not self._watch.armed:
                 self._watch.arm()
             if looked:

@@ -21,10 +21,12 @@ finds no task waiting for that descriptor and wakes none (its bookkeeping
 entry for an unknown descriptor is created and dropped again), and the
 engine's ``after_io_wait`` reaps.  The registration is re-armed by
 ``before_io_wait`` before a wait that may block, and only if it may have fired
-since it was last armed: a one-shot registration is disarmed only by an event
-that ``epoll_wait`` delivered, and such an event is always followed by the
-``after_io_wait`` of the same pass finding completions in the ring (nothing
-reaps between the two).
+since it was last armed.  A one-shot registration is disarmed only by an
+event that ``epoll_wait`` delivered, and such an event is always followed by
+the ``after_io_wait`` of the same pass finding completions in the ring
+(nothing reaps between the two).  A wait that the look before a sleep ended,
+having found completions, cannot block: it is not re-armed for, so no
+``epoll_ctl`` comes between those completions and their tasks.
 
 The traps
 ---------
