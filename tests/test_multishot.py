@@ -161,6 +161,29 @@ def wait_for_unreaped_completion(engine: Any) -> None:
         time.sleep(0.001)
 
 
+async def test_a_receive_still_armed_comes_before_a_direct_one(engine_name: str) -> None:
+    """Bytes that an armed receive took (its completion not reaped yet) come
+    before bytes that arrived after them: with a receive armed, receive()
+    reaps instead of calling recv directly, which would find the later bytes
+    first."""
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        with anyio.move_on_after(0.01):
+            await server.receive()  # has to wait: arms a receive, then gives up
+        assert server._io._ms.armed is not None
+        raw = client.extra(SocketAttribute.raw_socket)
+        raw.sendall(b"first")
+        wait_for_unreaped_completion(engine)  # the armed receive took "first"
+        raw.sendall(b"second")
+        time.sleep(0.01)  # "second" waits in the socket (nothing reaps: no pass)
+        got = b""
+        with anyio.fail_after(5):
+            while len(got) < len(b"firstsecond"):
+                got += await server.receive()
+        assert got == b"firstsecond"
+
+
 @pytest.mark.schedule("strict")  # (the default yields on a budget)
 async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name: str) -> None:
     """When the completion is in the ring but not reaped yet, the receiving
@@ -305,12 +328,11 @@ async def test_completions_of_many_streams_reaped_together_are_batched(
 
 
 def test_completions_per_reap_are_judged_over_whole_windows() -> None:
-    from types import SimpleNamespace
-
     from anyio_iocp._engines.io_uring.multishot import BATCHED_COMPLETIONS, LOAD_WINDOW, PassLoad
+    from anyio_iocp._interface.stats import EngineCounters
 
     load = PassLoad()
-    counters = SimpleNamespace(reaps=0, completions=0)
+    counters = EngineCounters()
     assert load.batched(counters), "batched until a window is complete"
     counters.reaps, counters.completions = LOAD_WINDOW - 1, LOAD_WINDOW - 1
     assert load.batched(counters), "an incomplete window does not count"

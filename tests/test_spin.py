@@ -84,42 +84,48 @@ async def test_a_look_that_finds_completions_leaves_the_ring_watch_alone(
 ) -> None:
     """A look that found completions makes the pass's wait return at once, so
     the ring's watch is not armed for it: no ``epoll_ctl`` between the
-    completion and its task.  (Armed before waits that may block, as the
-    other passes show.)"""
-    from anyio_iocp._engines.io_uring import engine as engine_module
-    from anyio_iocp._engines.io_uring.spin import look_for_completions
+    completion and its task.  A look that finds nothing arms it: the wait
+    after it may block."""
+    import socket
+    import time
+
+    from anyio_iocp._engines.io_uring._uring import lib
 
     engine = uring_engine(engine_name, anyio_backend)
-    engine.ensure_reaper()  # (what the first socket does: the watch with it)
+    listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
     watch = engine._watch
     if watch is None:
+        await listener.aclose()
         pytest.skip("the ring is watched by a task here ($ANYIO_IOCP_RING_WAKEUP=task)")
-    engine.budget = ScheduleBudget("strict")
-    state = {"found": 0, "after_found": 0, "arms": 0}  # found: by this pass's look
-    arm, end_sleep = watch.arm, engine._end_sleep
-
-    def counted_look(ring: Any, seconds: float) -> bool:
-        found = look_for_completions(ring, seconds)
-        state["found"] = int(found)
-        return found
+    arms: list[None] = []
+    arm = watch.arm
 
     def counted_arm() -> None:
-        state["arms"] += 1
-        state["after_found"] += state["found"]
+        arms.append(None)
         arm()
 
-    def counted_end_sleep() -> None:
-        state["found"] = 0  # the pass that could block is over
-        end_sleep()
-
-    monkeypatch.setattr(engine_module, "look_for_completions", counted_look)
     monkeypatch.setattr(watch, "arm", counted_arm)
-    monkeypatch.setattr(engine, "_end_sleep", counted_end_sleep)
-    before_found = engine.spin.found
-    await ping_pong(EXCHANGES)
-    found = engine.spin.found - before_found
-    assert found > 0 and state["arms"] > 0, (found, state)
-    assert state["after_found"] == 0, state
+    port = listener.extra(SocketAttribute.local_port)
+    with socket.create_connection(("127.0.0.1", port)) as peer:
+        async with listener, await listener.accept() as stream:
+            with anyio.move_on_after(0.01):
+                await stream.receive()  # has to wait: a receive stays armed
+            peer.sendall(b"x")
+            deadline = time.monotonic() + 5
+            while not lib.iou_cq_ready(engine._ring):  # no pass meanwhile: nothing reaps
+                assert time.monotonic() < deadline, "the kernel posted no completion"
+                time.sleep(0.001)  # (a system call: the kernel posts the completion)
+            engine.spin.last_sleep = 0.0  # the loop's sleeps are short: it looks
+            watch.armed = False
+            arms.clear()  # (the loop's own waits armed it)
+            assert engine.before_io_wait(1.0) == 0.0, "the look found the completion"
+            assert arms == []
+            assert await stream.receive() == b"x"  # (the next pass reaps it)
+            engine.spin.last_sleep = 0.0
+            watch.armed = False
+            arms.clear()
+            assert engine.before_io_wait(0.001) is not None  # looked, found nothing
+            assert len(arms) == 1, "a wait that may block has the watch armed"
 
 
 @pytest.mark.anyio

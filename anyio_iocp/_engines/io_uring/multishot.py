@@ -69,7 +69,8 @@ reached its cap), the stream first tries a direct ``recv``, and keeps doing
 so while the bytes are there.  When one finds none, the stream has to wait,
 and it arms a *single* receive instead of a multishot one if its last
 ``DIRECT_HITS`` direct receives all found bytes and the engine's recent reaps
-found fewer than ``BATCHED_COMPLETIONS`` completions each (:class:`PassLoad`).
+found fewer than ``BATCHED_COMPLETIONS`` completions per reap on average
+(:class:`PassLoad`).
 A stream whose direct receives keep missing (a peer on another CPU), or an
 engine whose reaps serve many completions at once, keeps the multishot receive.
 
@@ -99,6 +100,7 @@ from anyio_iocp._interface.parking import Parked
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
+    from anyio_iocp._interface.stats import EngineCounters
 
 #: receives a stream makes before it waits with a multishot receive
 BUSY_AFTER = 4
@@ -153,7 +155,7 @@ class PassLoad:
         self._completions_then = 0
         self._batched = True
 
-    def batched(self, counters: Any) -> bool:
+    def batched(self, counters: EngineCounters) -> bool:
         """From ``counters.completions`` and ``counters.reaps`` (the engine's)."""
         reaps = counters.reaps - self._reaps_then
         if reaps >= LOAD_WINDOW:
