@@ -7,6 +7,7 @@ import gc
 import os
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -256,3 +257,14 @@ def post_failing_iocp_accept(listener: Any, code: int) -> Any:
     port = int(ffi.cast("uintptr_t", engine._port))
     assert post_packet(port, 0, engine._key, op.address)
     return op
+
+
+def wait_for_unreaped_completion(engine: Any) -> None:
+    """Block the loop (no pass, so nothing reaps) until the kernel has posted a
+    completion; each sleep's system call lets the kernel finish its work."""
+    from anyio_iocp._engines.io_uring._uring import lib
+
+    deadline = time.monotonic() + 2
+    while not lib.iou_cq_ready(engine._ring):
+        assert time.monotonic() < deadline, "the kernel posted no completion"
+        time.sleep(0.001)

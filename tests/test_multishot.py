@@ -10,7 +10,13 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, make_busy, recv_exactly, steps_of_this_task
+from helpers import (
+    first_listener,
+    make_busy,
+    recv_exactly,
+    steps_of_this_task,
+    wait_for_unreaped_completion,
+)
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -148,17 +154,6 @@ async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str)
         tg.start_soon(sender)
         expected = b"".join(blocks)
         assert await recv_exactly(server, len(expected)) == expected
-
-
-def wait_for_unreaped_completion(engine: Any) -> None:
-    """Block the loop (no pass, so nothing reaps) until the kernel has posted a
-    completion; each sleep's system call lets the kernel finish its work."""
-    from anyio_iocp._engines.io_uring._uring import lib
-
-    deadline = time.monotonic() + 2
-    while not lib.iou_cq_ready(engine._ring):
-        assert time.monotonic() < deadline, "the kernel posted no completion"
-        time.sleep(0.001)
 
 
 async def test_a_receive_still_armed_comes_before_a_direct_one(engine_name: str) -> None:
@@ -303,9 +298,7 @@ async def test_completions_reaped_one_at_a_time_are_not_batched(engine_name: str
         assert not engine.load.batched(engine.counters)
 
 
-async def test_completions_of_many_streams_reaped_together_are_batched(
-    engine_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_completions_of_many_streams_reaped_together_are_batched(engine_name: str) -> None:
     """Eight armed streams whose bytes all arrived before the first receive:
     one reap takes the eight completions, and the engine's reaps batch (the
     window judged before starts from not batched)."""

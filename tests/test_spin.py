@@ -13,7 +13,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute
 from conftest import GUEST_OPTION
-from helpers import first_listener, recv_exactly
+from helpers import first_listener, recv_exactly, wait_for_unreaped_completion
 
 from anyio_iocp._face.runstate import current_engine, current_state
 from anyio_iocp._face.schedule import MAX_SPIN_SECONDS, SPIN_ENV, SPIN_SECONDS
@@ -87,9 +87,6 @@ async def test_a_look_that_finds_completions_leaves_the_ring_watch_alone(
     completion and its task.  A look that finds nothing arms it: the wait
     after it may block."""
     import socket
-    import time
-
-    from anyio_iocp._engines.io_uring._uring import lib
 
     engine = uring_engine(engine_name, anyio_backend)
     listener = first_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
@@ -111,10 +108,7 @@ async def test_a_look_that_finds_completions_leaves_the_ring_watch_alone(
             with anyio.move_on_after(0.01):
                 await stream.receive()  # has to wait: a receive stays armed
             peer.sendall(b"x")
-            deadline = time.monotonic() + 5
-            while not lib.iou_cq_ready(engine._ring):  # no pass meanwhile: nothing reaps
-                assert time.monotonic() < deadline, "the kernel posted no completion"
-                time.sleep(0.001)  # (a system call: the kernel posts the completion)
+            wait_for_unreaped_completion(engine)
             engine.spin.last_sleep = 0.0  # the loop's sleeps are short: it looks
             watch.armed = False
             arms.clear()  # (the loop's own waits armed it)

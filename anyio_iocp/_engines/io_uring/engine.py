@@ -221,7 +221,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.send_mode = mode
         #: quiet sends now or not (decided once per pass: quiet_sends_now)
         self.quiet_now = mode == "ring"
-        #: receives per scheduler pass: how a stream that must wait arms
+        #: passes, and completions per reap: how a stream that must wait arms
         self.load = PassLoad()
         #: the look for completions before a sleep (.spin)
         self.spin = SpinState()

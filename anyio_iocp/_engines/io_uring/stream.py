@@ -356,9 +356,10 @@ class MultishotStreamIO(UringStreamIO):
             if ms.receives < BUSY_AFTER:
                 ms.receives += 1
             if ms.armed is None and not (ms.ready or ms.eof or ms.error is not None):
-                # Nothing armed and nothing held: bytes may be there already,
-                # taken without waiting a pass.  (Here, not in a coroutine of
-                # its own: a lone busy stream takes this path for every message.)
+                # Nothing armed and nothing held (not ms.has_data(), inlined):
+                # bytes may be there already, taken without waiting a pass.
+                # (Here, not in a coroutine of its own: a lone busy stream
+                # takes this path for every message.)
                 await lowlevel.checkpoint_if_cancelled()
                 self._check_not_closing()
                 now = self._recv_now(max_bytes)
