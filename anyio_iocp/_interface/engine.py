@@ -63,7 +63,7 @@ def oserror(res: int, what: str) -> OSError:
 #: which costs more than the rest of the check)
 raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
 AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
-_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 def set_nonblocking(sock: socket.socket) -> None:
@@ -75,7 +75,7 @@ def set_nonblocking(sock: socket.socket) -> None:
 
 def set_nodelay(sock: socket.socket) -> None:
     """TCP_NODELAY on TCP sockets (a UNIX socket has no such option)."""
-    if raw_family(sock) in _INET_FAMILIES:
+    if raw_family(sock) in INET_FAMILIES:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

@@ -31,10 +31,11 @@ from dataclasses import replace
 
 import trio
 
-from anyio_iocp._interface.engine import Engine, ListenerIO, StreamIO, set_nodelay
+from anyio_iocp._interface.engine import Engine, ListenerIO, StreamIO
 from anyio_iocp._interface.parking import Parked
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.stats import StreamStatistics
+from anyio_iocp._streams.nodelay import AcceptedNodelay
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -119,9 +120,10 @@ class FirstBytes(StreamIO):
 class IdleGate:
     """Accepted connections wait here for their first bytes."""
 
-    def __init__(self, io: ListenerIO, engine: Engine) -> None:
+    def __init__(self, io: ListenerIO, engine: Engine, nodelay: AcceptedNodelay) -> None:
         self._io = io
         self._engine = engine
+        self._nodelay = nodelay
         self._ready: deque[StreamIO] = deque()
         self._waiting: set[StreamIO] = set()
         self._error: OSError | None = None
@@ -203,7 +205,7 @@ class IdleGate:
                             self._wake_accepter()
                             continue
                         try:
-                            set_nodelay(sock)
+                            self._nodelay.apply(sock)
                         except OSError:  # reset already: nothing to hand over
                             sock.close()
                             continue

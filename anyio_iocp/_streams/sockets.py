@@ -40,11 +40,11 @@ from anyio_iocp._interface.engine import (
     MessageIO,
     StreamIO,
     raw_family,
-    set_nodelay,
 )
 from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
 from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
 from anyio_iocp._streams.idle import IdleGate
+from anyio_iocp._streams.nodelay import AcceptedNodelay
 
 
 def _tuning_attributes(
@@ -377,6 +377,8 @@ class EngineTCPListener(SocketListener):
         self._leftovers = engine.leftovers
         self._leftovers.add(io)
         self._accept_guard = ResourceGuard("accepting connections from")
+        #: TCP_NODELAY for accepted connections (set on the listener, where inherited)
+        self._nodelay = AcceptedNodelay(io.sock)
         #: holds connections back until their first bytes (idletimeout > 0)
         self._gate: IdleGate | None = None
 
@@ -397,12 +399,12 @@ class EngineTCPListener(SocketListener):
                     await lowlevel.checkpoint_if_cancelled()
                     raise ClosedResourceError
                 if self._gate is None and self._io.tuning.idletimeout:
-                    self._gate = IdleGate(self._io, self._engine)
+                    self._gate = IdleGate(self._io, self._engine, self._nodelay)
                 if self._gate is not None:
                     io = await self._gate.accept()
                 else:
                     sock = await self._io.accept()
-                    set_nodelay(sock)
+                    self._nodelay.apply(sock)
                     io = self._engine.open_stream(sock, self._io.tuning)
             except Exception as exc:  # (not Cancelled, a BaseException)
                 # accept() is a schedule point every time, also when it fails
