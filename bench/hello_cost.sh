@@ -44,16 +44,7 @@ for n in "$small" "$large"; do
         "$py" "$work/hello.py" "$backend" "$engine" "$n" >/dev/null 2>"$work/cg.$n.err" \
         || { cat "$work/cg.$n.err" >&2; exit 1; }
 done
-"$py" - "$work/cg.$small" "$work/cg.$large" "$small" "$large" <<'PY'
-import sys
-def total(path):
-    for line in open(path):
-        if line.startswith("summary:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no summary in {path}")
-a, b, small, large = total(sys.argv[1]), total(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print(f"user-space instructions per exchange: {(b - a) / (large - small) / 1000:.1f} K")
-PY
+"$py" bench/callgrind_diff.py "$work/cg.$small" "$work/cg.$large" "$small" "$large" "exchange"
 
 small=$((small * 2)) large=$((large * 2))
 for n in "$small" "$large"; do

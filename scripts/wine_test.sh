@@ -28,7 +28,7 @@ HOST_PY="${HOST_PYTHON:-python3}"
 
 # pinned as in pyproject.toml; the rest are the test tools and dependencies
 REQUIREMENTS=(
-    "anyio>=4.16,<4.17" "trio>=0.35,<0.36" "cffi>=1.17" "sniffio>=1.3"
+    "anyio>=4.16,<4.17" "trio>=0.35,<0.36" "cffi>=1.17" "sniffio>=1.3" "outcome>=1.3"
     pytest pytest-timeout trustme hypothesis
     # newer cryptography wheels fail to load their Rust module under Wine 8
     # ("DLL load failed while importing _rust"); 42.0.8 loads

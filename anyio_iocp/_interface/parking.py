@@ -18,14 +18,48 @@ on a hot path may do what :meth:`Parked.wake` does inline.
 :func:`park_among` and :func:`wake_all` do the same for several tasks waiting
 for one condition, in a list the owner keeps (a write-behind stream's sender
 and a task closing it).
+
+What a woken task is sent
+-------------------------
+``lowlevel.reschedule(task)`` sends the parked task ``outcome.Value(None)``,
+a new object every time: an outcome may be unwrapped only once.  A task
+parked here gets :data:`WOKEN` instead, one object whose ``unwrap()`` returns
+None every time.  The only reader is the parked task itself
+(``wait_task_rescheduled`` unwraps what it is sent; Trio only passes it on),
+and a cancelled task is still sent Trio's own ``Error(Cancelled)``.  It saves
+the allocation and the attrs ``__init__`` of an outcome per wake-up: once per
+received message on a stream that waits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import TypeVar
 
+from outcome import Outcome
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Abort, Task
+
+_Result = TypeVar("_Result")
+
+
+class _Woken(Outcome[None]):
+    """The outcome None that may be unwrapped any number of times."""
+
+    __slots__ = ()
+
+    def unwrap(self) -> None:
+        return None
+
+    def send(self, gen: Generator[_Result, None, object]) -> _Result:
+        return gen.send(None)
+
+    async def asend(self, agen: AsyncGenerator[_Result, None]) -> _Result:
+        return await agen.asend(None)
+
+
+#: what a task parked by this package is sent when woken (see the notes above)
+WOKEN: Outcome[None] = _Woken()
 
 
 class Parked:
@@ -53,7 +87,7 @@ class Parked:
         task = self.task
         if task is not None:
             self.task = None
-            lowlevel.reschedule(task)
+            lowlevel.reschedule(task, WOKEN)
 
 
 async def park_among(tasks: list[Task]) -> None:
@@ -74,5 +108,5 @@ async def park_among(tasks: list[Task]) -> None:
 def wake_all(tasks: list[Task]) -> None:
     """Reschedule every task parked in ``tasks`` and empty the list."""
     for task in tasks:
-        lowlevel.reschedule(task)
+        lowlevel.reschedule(task, WOKEN)
     tasks.clear()

@@ -96,7 +96,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._interface.engine import oserror
-from anyio_iocp._interface.parking import Parked
+from anyio_iocp._interface.parking import WOKEN, Parked
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
@@ -209,7 +209,7 @@ class MultishotOp(UringOp):
         waiter = receiver.task  # the reader, if it waits (Parked.wake, inlined)
         if waiter is not None:
             receiver.task = None
-            lowlevel.reschedule(waiter)
+            lowlevel.reschedule(waiter, WOKEN)
         if final:
             self.wake()  # tasks draining it (close); no task waits on the op itself
 
