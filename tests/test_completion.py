@@ -16,7 +16,7 @@ import trio.testing
 from trio.lowlevel import Task
 
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
-from anyio_iocp._interface.parking import Parked, park_among, wake_all
+from anyio_iocp._interface.parking import WOKEN, Parked, park_among, wake_all
 
 CANCELLED = -125
 
@@ -283,5 +283,31 @@ def test_park_among_wakes_all_and_forgets_the_cancelled() -> None:
             wake_all(tasks)
             assert tasks == []
         assert woken[0] == 0 and sorted(woken[1:]) == [1, 2]
+
+    trio.run(main)
+
+
+def test_woken_tasks_share_one_outcome_that_unwraps_every_time() -> None:
+    # Every waker sends the same WOKEN: a second wake-up (of the same task,
+    # or of another) must unwrap it again, where an outcome.Value refuses.
+    assert WOKEN.unwrap() is None and WOKEN.unwrap() is None
+
+    async def main() -> None:
+        ping, pong = Parked(), Parked()
+        rounds: list[int] = []
+
+        async def ponger() -> None:
+            for n in range(3):
+                await pong.wait()
+                rounds.append(n)
+                ping.wake()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ponger)
+            for _ in range(3):
+                await trio.testing.wait_all_tasks_blocked()
+                pong.wake()
+                await ping.wait()
+        assert rounds == [0, 1, 2]
 
     trio.run(main)
