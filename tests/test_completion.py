@@ -11,8 +11,12 @@ parked task must be forgotten.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import trio
 import trio.testing
+from trio import lowlevel
 from trio.lowlevel import Task
 
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
@@ -311,3 +315,39 @@ def test_woken_tasks_share_one_outcome_that_unwraps_every_time() -> None:
         assert rounds == [0, 1, 2]
 
     trio.run(main)
+
+
+def test_every_waker_sends_woken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # WOKEN saves an outcome per wake-up only if the wakers send it: every
+    # reschedule the package makes here must (the tasks still wake either way).
+    sent: list[object] = []
+    real = lowlevel.reschedule
+
+    def recording(task: Task, next_send: Any = None) -> None:
+        sent.append(next_send)
+        real(task, next_send) if next_send is not None else real(task)
+
+    monkeypatch.setattr(lowlevel, "reschedule", recording)
+
+    async def main() -> None:
+        engine = FakeEngine()
+        spot = Parked()
+        tasks: list[Task] = []
+        waited, drained, closed = FakeOp(), FakeOp(), FakeOp()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(spot.wait)
+            nursery.start_soon(park_among, tasks)
+            nursery.start_soon(engine.wait, waited)
+            nursery.start_soon(engine.drain, [drained])
+            nursery.start_soon(engine.drain, [closed])
+            await trio.testing.wait_all_tasks_blocked()
+            spot.wake()  # Parked.wake
+            wake_all(tasks)
+            waited.complete(1)  # CompletionOp.wake: the waiting task
+            drained.complete(CANCELLED)  # ...and a drainer
+            engine.closed = True  # the end of a run: its drainer gives up
+            engine.release_drainers([closed])
+        assert len(sent) == 5
+
+    trio.run(main)
+    assert all(outcome is WOKEN for outcome in sent), sent

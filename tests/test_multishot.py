@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -471,3 +472,39 @@ async def test_a_readiness_wait_that_begins_while_close_drains_is_woken(
         outcome = await close_during_a_readiness_wait(server, close_begun.set)
         assert [type(exc) for exc in outcome] == [anyio.ClosedResourceError]
         assert io._readable_waits == 0 and not io._write_behind_pending()
+
+
+async def test_a_reader_woken_by_its_multishot_receive_is_sent_woken(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The completion's handler wakes the reader itself (Parked.wake inlined):
+    # it must send the one reused outcome too.
+    multishot_engine(engine_name)
+    from trio import lowlevel
+
+    from anyio_iocp._interface.parking import WOKEN
+
+    woken_with: list[object] = []
+    real = lowlevel.reschedule
+
+    def recording(task: Any, next_send: Any = None) -> None:
+        if sys._getframe(1).f_globals["__name__"].startswith("anyio_iocp"):
+            woken_with.append(next_send)
+        real(task, next_send) if next_send is not None else real(task)
+
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        await make_busy(client, server)
+        monkeypatch.setattr(lowlevel, "reschedule", recording)
+        async with anyio.create_task_group() as tg:
+            got: list[bytes] = []
+
+            async def reader() -> None:
+                got.append(await server.receive())
+
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            assert server._io._ms.task is not None, "the reader waits on its multishot receive"
+            await client.send(b"wake")
+        assert got == [b"wake"]
+        assert woken_with and all(outcome is WOKEN for outcome in woken_with), woken_with

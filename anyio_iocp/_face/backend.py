@@ -46,6 +46,7 @@ from anyio_iocp._streams.datagrams import (
     EngineUDPSocket,
     EngineUNIXDatagramSocket,
 )
+from anyio_iocp._streams.nodelay import AcceptedNodelay
 from anyio_iocp._streams.sockets import (
     EngineSocketStream,
     EngineTCPListener,
@@ -155,11 +156,15 @@ class IocpBackend(TrioBackend):
         state = current_state()
         try:  # the socket is ours now: closed when no listener takes it
             engine = state.get_engine()
+            # before the engine's listener, which may accept at once: the
+            # connections it accepts pass the option on only if they came
+            # after it was set
+            nodelay = AcceptedNodelay(sock)
             listener = engine.open_listener(sock, effective(state.overrides))
         except BaseException:
             sock.close()
             raise
-        return EngineTCPListener(listener, engine)
+        return EngineTCPListener(listener, engine, nodelay)
 
     # -- UNIX streams through the engine -----------------------------------
 

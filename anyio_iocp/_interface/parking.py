@@ -26,7 +26,10 @@ a new object every time: an outcome may be unwrapped only once.  A task
 parked here gets :data:`WOKEN` instead, one object whose ``unwrap()`` returns
 None every time.  The only reader is the parked task itself
 (``wait_task_rescheduled`` unwraps what it is sent; Trio only passes it on),
-and a cancelled task is still sent Trio's own ``Error(Cancelled)``.  It saves
+a task whose abort lets the Cancelled go (``Abort.SUCCEEDED``) is sent Trio's
+own ``Error(Cancelled)``, and one whose abort refuses (``Abort.FAILED``: a
+send waiting for its cancel's completion, a close draining) is sent
+:data:`WOKEN` and raises for itself afterwards, as before.  It saves
 the allocation and the attrs ``__init__`` of an outcome per wake-up: once per
 received message on a stream that waits.
 """

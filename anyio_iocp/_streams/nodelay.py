@@ -3,18 +3,24 @@ kernel passes it on.
 
 AnyIO turns Nagle's algorithm off on every TCP stream, accepted ones
 included: one ``setsockopt`` per connection.  Linux copies the listening
-socket's TCP_NODELAY to the sockets it accepts, so a listener that has it
+socket's TCP_NODELAY to a connection when its handshake completes (Wine does
+too, for ``accept()`` and ``AcceptEx``), so a listener that has the option
 hands out connections that have it, and the call per connection is a system
-call for nothing (about 5% of the server's time on the churn benchmark:
-connect, one exchange, close).
+call for nothing (one in nine of the server's system calls on the churn
+benchmark: connect, one exchange, close).
 
-Nothing is assumed: the listener's socket gets the option, and the first
-connection it accepts is asked (``getsockopt``).  If that one has it, the
-listener's later connections are trusted to have it too; if not (a kernel
-that does not pass it on, or a listener whose option could not be set), every
-connection gets its own ``setsockopt``, as before.  A program that clears
-TCP_NODELAY on the listener's raw socket after its first accept would get
-connections without it (AnyIO's own backends never set it on a listener).
+Whether the kernel does so is checked, not taken for granted: the listener's
+socket gets the option before the engine may accept anything, and accepted
+connections are asked (``getsockopt``).  The first one that has it settles
+it: the listener's later connections are trusted to have it too (on IOCP, an
+answer from an ``AcceptEx`` connection also stands for the direct ``accept``
+path).  One that lacks it gets its own ``setsockopt``; after ``PROBES`` such
+connections (a kernel that does not pass the option on, or a socket wrapped
+as a listener with connections already queued, whose handshakes came before
+the option) every connection gets its own, as before.  A program that clears
+TCP_NODELAY on the listener's raw socket after that would get connections
+without it.  The listener's own socket keeps the option (also a socket the
+program handed over with ``SocketListener.from_socket``).
 """
 
 from __future__ import annotations
@@ -23,16 +29,21 @@ import socket
 
 from anyio_iocp._interface.engine import INET_FAMILIES, raw_family, set_nodelay
 
+#: connections without the option after which the listener stops asking
+PROBES = 4
+
 
 class AcceptedNodelay:
     """TCP_NODELAY for the connections of one listener."""
 
-    __slots__ = ("inherited",)
+    __slots__ = ("inherited", "misses")
 
     def __init__(self, listener: socket.socket) -> None:
-        #: True: accepted sockets come with the option (the first one had it);
-        #: False: each gets its own; None: not known yet (nothing accepted)
+        #: True: accepted sockets come with the option; False: each gets its
+        #: own; None: not known yet (each is asked)
         self.inherited: bool | None = None
+        #: connections asked that did not have it
+        self.misses = 0
         if raw_family(listener) not in INET_FAMILIES:
             self.inherited = False  # a UNIX listener: set_nodelay does nothing
             return
@@ -48,9 +59,10 @@ class AcceptedNodelay:
         if inherited:
             return
         if inherited is None:
-            inherited = self.inherited = (
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-            )
-            if inherited:
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                self.inherited = True
                 return
+            self.misses += 1
+            if self.misses >= PROBES:
+                self.inherited = False
         set_nodelay(sock)

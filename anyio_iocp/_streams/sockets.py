@@ -370,7 +370,7 @@ class EngineTCPListener(SocketListener):
 
     _closed = True  # (as EngineSocketStream's)
 
-    def __init__(self, io: ListenerIO, engine: Engine) -> None:
+    def __init__(self, io: ListenerIO, engine: Engine, nodelay: AcceptedNodelay) -> None:
         self._io = io
         self._engine = engine
         self._closed = False
@@ -378,7 +378,7 @@ class EngineTCPListener(SocketListener):
         self._leftovers.add(io)
         self._accept_guard = ResourceGuard("accepting connections from")
         #: TCP_NODELAY for accepted connections (set on the listener, where inherited)
-        self._nodelay = AcceptedNodelay(io.sock)
+        self._nodelay = nodelay
         #: holds connections back until their first bytes (idletimeout > 0)
         self._gate: IdleGate | None = None
 
