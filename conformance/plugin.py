@@ -83,8 +83,9 @@ def _instrument_engines() -> None:
     for cls in (_streams.EngineSocketStream, _streams.EngineTCPListener):
         original: Any = cls.__init__
 
-        def init(self: Any, io: Any, engine: Any, *, _original: Any = original) -> None:
-            _original(self, io, engine)
+        # (more arguments after the engine, as a listener's, are passed on)
+        def init(self: Any, io: Any, engine: Any, *more: Any, _original: Any = original) -> None:
+            _original(self, io, engine, *more)
             _usage[f"{type(self).__name__}:{engine.info.name}"] += 1
 
         cls.__init__ = init  # type: ignore[method-assign]
