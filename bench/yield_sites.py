@@ -1,10 +1,10 @@
 """Where the benchmark server yields, per echoed message, at full speed.
 
-Counts the server's calls of ``trio.lowlevel.cancel_shielded_checkpoint`` (the
-yields of calls that did not wait): the stream layer's budget
-(``sockets.py``), a receive that yields once before it waits ("yield first",
-``anyio_iocp._flow.yield_first``, on every engine) with what the look after
-it found, and the rest.  Counts, not
+Counts the server's calls of the package's ``shielded_yield``
+(``anyio_iocp._interface.yielding``: the yields of calls that did not
+wait): the stream layer's budget (``sockets.py``), a receive that yields
+once before it waits ("yield first", ``anyio_iocp._flow.yield_first``, on
+every engine) with what the look after it found, and the rest.  Counts, not
 times: they say what the server did per message, which a profiler's slowdown
 changes (docs/performance.md, "What callgrind's figures measure").
 
@@ -45,19 +45,16 @@ def serve(backend: str, mode: str, out: str) -> None:
     the count, SIGUSR2 writes it to ``out`` and ends the process."""
     import runpy
 
-    import trio
+    from anyio_iocp._flow import yield_first
+    from anyio_iocp._interface import yielding
 
     counts: collections.Counter[str] = collections.Counter()
-    checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+    checkpoint = yielding.shielded_yield
 
     async def counted() -> None:
         caller = sys._getframe(1).f_code.co_filename
         counts[Path(caller).name] += 1
         await checkpoint()
-
-    trio.lowlevel.cancel_shielded_checkpoint = counted
-
-    from anyio_iocp._flow import yield_first
 
     should_yield_first, looked_again = yield_first.should_yield_first, yield_first.looked_again
 
@@ -70,10 +67,14 @@ def serve(backend: str, mode: str, out: str) -> None:
         counts["look found bytes" if found else "look found nothing"] += 1
         looked_again(stream, found)
 
-    # every engine imports the two by name: replace them in the module and in
+    # every engine imports the three by name: replace them in the module and in
     # every module loaded already (the engines load when the run starts)
-    replaced = {id(should_yield_first): counted_decision, id(looked_again): counted_look}
-    for module in [yield_first, *list(sys.modules.values())]:
+    replaced = {
+        id(should_yield_first): counted_decision,
+        id(looked_again): counted_look,
+        id(checkpoint): counted,
+    }
+    for module in [yield_first, yielding, *list(sys.modules.values())]:
         names = vars(module) if module is not None else {}
         for name, value in list(names.items()):
             if id(value) in replaced:

@@ -13,6 +13,7 @@ import pytest
 import trio
 from helpers import StepCounter
 
+from anyio_iocp._flow import receive_pool
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.yield_first import (
     HIT_CREDIT,
@@ -22,6 +23,7 @@ from anyio_iocp._flow.yield_first import (
     looked_again,
     should_yield_first,
 )
+from anyio_iocp._interface import yielding
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.settings import Tuning
 from anyio_iocp._interface.stats import EngineCounters
@@ -277,14 +279,14 @@ def test_on_a_budget_a_receive_that_would_wait_yields_once_and_looks_again(
     stream.scripted.budget = ScheduleBudget("budget")
     stream.yield_credit = credit = START_CREDIT  # a new stream's: one look
     yields = []
-    real_yield = trio.lowlevel.cancel_shielded_checkpoint
+    real_yield = yielding.shielded_yield
 
     async def yield_while_the_peer_answers() -> None:
         yields.append(1)
         peer.send(b"abc")  # less than a full buffer (no burst)
         await real_yield()
 
-    monkeypatch.setattr(trio.lowlevel, "cancel_shielded_checkpoint", yield_while_the_peer_answers)
+    monkeypatch.setattr(receive_pool, "shielded_yield", yield_while_the_peer_answers)
     assert trio.run(stream.receive, 100) == b"abc"
     assert yields == [1]
     assert stream.pools == [], "the receive posted although its bytes came"

@@ -80,9 +80,10 @@ import trio
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.engine import ListenerIO
-from anyio_iocp._interface.parking import Parked
+from anyio_iocp._interface.parking import Spot
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
+from anyio_iocp._interface.yielding import shielded_yield
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -114,7 +115,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._probe: OpT | None = None
         self._error: OSError | None = None
         #: a task waiting in accept()
-        self._waiter = Parked()
+        self._waiter = Spot()
         self._closing = False
         #: whether the engine has a direct accept (_accept_now), and whether
         #: its last call found the kernel's listen queue empty
@@ -334,7 +335,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         if queue or self._error is not None:
             self._counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
         else:
             self._counters.accept_waits += 1
         while not queue and self._error is None:

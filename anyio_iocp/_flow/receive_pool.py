@@ -38,6 +38,7 @@ from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.settings import Usage
+from anyio_iocp._interface.yielding import shielded_yield
 
 
 class ReceivePool(WriteBehind, FlowStream):
@@ -95,7 +96,7 @@ class ReceivePool(WriteBehind, FlowStream):
             if now is None:
                 if not self._engine.budget.strict and should_yield_first(self):
                     # the peer may answer during one scheduler pass (yield_first)
-                    await lowlevel.cancel_shielded_checkpoint()
+                    await shielded_yield()
                     now = self._recv_now(max_bytes)
                     looked_again(self, now is not None)
                     if now is not None:

@@ -50,6 +50,7 @@ import trio
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import set_nonblocking
 from anyio_iocp._interface.stats import EngineCounters
+from anyio_iocp._interface.yielding import shielded_yield
 
 #: how long a connect refused with EAGAIN (a full UNIX backlog) waits before
 #: trying again
@@ -114,11 +115,11 @@ async def connect_stream(
         # otherwise a loop of refused connects would never let another task
         # or a deadline in (strict mode: every time; else on the budget).
         if budget.passes == passes and perf_counter() >= budget.deadline:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
         raise
     if budget.passes == passes and perf_counter() >= budget.deadline:
         # connected without waiting, and the budget has run out: a schedule point
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await shielded_yield()
 
 
 async def _attempt(

@@ -17,6 +17,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 
 from anyio_iocp._interface.engine import Message, MessageIO
 from anyio_iocp._interface.sockaddr import AncData
+from anyio_iocp._interface.yielding import shielded_yield
 
 _HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
 
@@ -52,7 +53,7 @@ class ReadinessMessageIO(MessageIO):
             except BlockingIOError:
                 await wait_readable(self.sock)
                 continue
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return data, ancdata, flags, address
 
     async def send_msg(self, data: memoryview, ancdata: AncData, address: Any) -> int:
@@ -68,7 +69,7 @@ class ReadinessMessageIO(MessageIO):
             except BlockingIOError:
                 await wait_writable(self.sock)
                 continue
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return sent
 
     async def close(self, close_socket: bool = True) -> None:

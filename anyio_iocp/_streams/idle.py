@@ -32,9 +32,10 @@ from dataclasses import replace
 import trio
 
 from anyio_iocp._interface.engine import Engine, ListenerIO, StreamIO
-from anyio_iocp._interface.parking import Parked
+from anyio_iocp._interface.parking import Spot
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.stats import StreamStatistics
+from anyio_iocp._interface.yielding import shielded_yield
 from anyio_iocp._streams.nodelay import AcceptedNodelay
 
 _log = logging.getLogger("anyio_iocp")
@@ -127,8 +128,8 @@ class IdleGate:
         self._ready: deque[StreamIO] = deque()
         self._waiting: set[StreamIO] = set()
         self._error: OSError | None = None
-        self._accepter = Parked()  # a task in accept()
-        self._gate = Parked()  # the gate, waiting for room
+        self._accepter = Spot()  # a task in accept()
+        self._gate = Spot()  # the gate, waiting for room
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self._started = False
@@ -156,7 +157,7 @@ class IdleGate:
             await self._accepter.wait()
         stream = self._ready.popleft()
         self._wake_gate()  # room for one more
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await shielded_yield()
         return stream
 
     async def close(self) -> None:

@@ -42,6 +42,7 @@ from anyio_iocp._interface.engine import (
     raw_family,
 )
 from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
+from anyio_iocp._interface.yielding import shielded_yield
 from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
 from anyio_iocp._streams.idle import IdleGate
 from anyio_iocp._streams.nodelay import AcceptedNodelay
@@ -66,7 +67,7 @@ async def schedule_point_unless_waited(budget: ScheduleBudget, passes: int) -> N
     count moved from ``passes``), as when it succeeds.  Shielded: a Cancelled
     must not replace the error."""
     if budget.passes == passes:
-        await lowlevel.cancel_shielded_checkpoint()
+        await shielded_yield()
 
 
 class _Guard:
@@ -166,7 +167,7 @@ class EngineSocketStream(SocketStream):
             elif perf_counter() >= budget.deadline:
                 # it did not wait, and the budget has run out: a schedule point
                 self._sent_since_yield = 0
-                await lowlevel.cancel_shielded_checkpoint()
+                await shielded_yield()
             if data:
                 io.bytes_in += len(data)
                 return data
@@ -215,7 +216,7 @@ class EngineSocketStream(SocketStream):
                     # used up and the task's schedule point cannot be left to
                     # its next call: one now
                     self._sent_since_yield = 0
-                    await lowlevel.cancel_shielded_checkpoint()
+                    await shielded_yield()
                 else:
                     self._sent_since_yield = unyielded
         finally:
@@ -231,7 +232,7 @@ class EngineSocketStream(SocketStream):
         budget = self._budget
         if budget.passes == passes and perf_counter() >= budget.deadline:
             self._sent_since_yield = 0
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
 
     async def send_eof(self) -> None:
         with self._send_guard:
@@ -245,11 +246,11 @@ class EngineSocketStream(SocketStream):
                 await self._io.send_eof()
             except Exception as exc:  # (not Cancelled, a BaseException)
                 error = self._error(exc) if isinstance(exc, OSError) else exc  # (as in receive)
-                await lowlevel.cancel_shielded_checkpoint()
+                await shielded_yield()
                 if error is exc:
                     raise
                 raise error from exc
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
 
     async def _close_io(self) -> None:
         await self._io.close()
@@ -309,7 +310,7 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
                     # bytes already taken from the socket come first, in order
                     message, ancdata = await self._io.receive(max(msglen, 1)), []
                     if self._budget.passes == passes:
-                        await lowlevel.cancel_shielded_checkpoint()
+                        await shielded_yield()
                 else:
                     message, ancdata, _flags, _address = await self._message_io().receive_msg(
                         msglen, socket.CMSG_SPACE(maxfds * fds.itemsize)

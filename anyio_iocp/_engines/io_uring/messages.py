@@ -36,6 +36,7 @@ from anyio_iocp._interface.sockaddr import (
     unpack_ancdata,
     unpack_sockaddr,
 )
+from anyio_iocp._interface.yielding import shielded_yield
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
@@ -81,7 +82,7 @@ class UringMessageIO(PostedMessageIO):
         except BlockingIOError:
             pass
         else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return data, ancdata, flags, address
         buf = _new_buffer("char[]", max(bufsize, 1))
         name = ffi.new("char[]", SOCKADDR_STORAGE)
@@ -110,7 +111,7 @@ class UringMessageIO(PostedMessageIO):
         except BlockingIOError:
             pass
         else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return sent
         payload = ffi.from_buffer(data)
         raw_name = b"" if address is None else pack_sockaddr(self.sock.family, address)

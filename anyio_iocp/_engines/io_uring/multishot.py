@@ -96,7 +96,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._interface.engine import oserror
-from anyio_iocp._interface.parking import WOKEN, Parked
+from anyio_iocp._interface.parking import WOKEN, Spot
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
@@ -214,12 +214,12 @@ class MultishotOp(UringOp):
             self.wake()  # tasks draining it (close); no task waits on the op itself
 
 
-class MultishotReceiver(Parked):
+class MultishotReceiver(Spot):
     """The receive side of one stream on a multishot receive.
 
     The stream keeps its ABD detector (``abd``) and ``buffersize``
     and hands itself to :meth:`arm`; everything else is here.  The reader
-    parks on it (``task``, :class:`~anyio_iocp._interface.parking.Parked`):
+    parks on it (``task``, :class:`~anyio_iocp._interface.parking.Spot`):
     :meth:`wait` waits, cancellable, for bytes, end of stream, an error, or the
     end of the armed operation; the operation stays armed when cancelled.
     """
@@ -250,6 +250,7 @@ class MultishotReceiver(Parked):
         self.receives = 0  # counted up to BUSY_AFTER (see the module's notes)
         self.direct_hits = 0  # direct receives in a row that found bytes
         self.task = None  # the reader, while it waits
+        self.trap = None  # (Spot: its __init__, spelled out)
 
     # -- the reader -----------------------------------------------------------
 

@@ -56,6 +56,7 @@ from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
 from anyio_iocp._interface.readiness import wait_readable
 from anyio_iocp._interface.settings import Tuning, Usage
+from anyio_iocp._interface.yielding import shielded_yield
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import SendOp, UringEngine
@@ -388,7 +389,7 @@ class MultishotStreamIO(UringStreamIO):
                 return self._take_multishot(ms, max_bytes)
         if not self._engine.budget.strict and should_yield_first(self):
             # the peer may answer during one scheduler pass (yield_first)
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             if ms.armed is None and not ms.has_data():
                 self._check_not_closing()
                 now = self._recv_now(max_bytes)

@@ -58,6 +58,7 @@ from anyio_iocp._engines.iocp.winsock import ffi, pack_sockaddr, report_udp_rese
 from anyio_iocp._flow.posted_messages import PostedMessageIO
 from anyio_iocp._interface.engine import Message
 from anyio_iocp._interface.sockaddr import SOCKADDR_STORAGE, AncData, unpack_sockaddr
+from anyio_iocp._interface.yielding import shielded_yield
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -117,7 +118,7 @@ class IocpMessageIO(PostedMessageIO):
             except BlockingIOError:
                 pass
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await shielded_yield()
                 return data, [], 0, address
         op = self._post_recvfrom(bufsize)
         size = await self._run(op, "WSARecvFrom")
@@ -154,7 +155,7 @@ class IocpMessageIO(PostedMessageIO):
             except BlockingIOError:
                 pass
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await shielded_yield()
                 return sent
         if address is None:
             return await self._run(self._engine.post_send(self.sock, data), "WSASend")

@@ -46,6 +46,7 @@ from anyio_iocp._interface.engine import (
 from anyio_iocp._interface.readiness import wait_readable, wait_writable
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
+from anyio_iocp._interface.yielding import shielded_yield
 
 
 class ReadinessStreamIO(WriteBehind, FlowStream):
@@ -130,7 +131,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                         looking = not self._engine.budget.strict and should_yield_first(self)
                         if looking:
                             # the peer may answer during one scheduler pass (yield_first)
-                            await lowlevel.cancel_shielded_checkpoint()
+                            await shielded_yield()
                             continue
                     elif looking:
                         looked_again(self, False)
@@ -277,7 +278,7 @@ class ReadinessListenerIO(ListenerIO):
         counters = self._counters
         if self._queue:
             counters.accept_hits += 1
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return self._queue.popleft()
         waited = False
         while True:
@@ -302,7 +303,7 @@ class ReadinessListenerIO(ListenerIO):
             counters.direct_accept += 1
             self._backoff.succeeded()
             self._accept_ahead()
-            await lowlevel.cancel_shielded_checkpoint()
+            await shielded_yield()
             return conn
 
     def abandon(self) -> None:
