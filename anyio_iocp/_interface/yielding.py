@@ -22,7 +22,7 @@ that always refuses (``Abort.FAILED``), one trap made once.  The task is in
 the run queue before it yields, as it is right after a
 ``CancelShieldedCheckpoint``, so it runs in the next pass, as before.
 Measured with callgrind (two tasks yielding in turn on the iocp backend), a
-yield costs about 3.6K user-space instructions less (docs/performance.md,
+yield costs about 3.7K user-space instructions less (docs/performance.md,
 sixteenth pass).
 
 The traps
