@@ -58,7 +58,7 @@ from typing import Generic, TypeVar
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Abort, Task
 
-from anyio_iocp._interface.parking import WOKEN, Parked
+from anyio_iocp._interface.parking import WOKEN, Parked, refuse_abort
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -105,10 +105,6 @@ OpT = TypeVar("OpT", bound=CompletionOp)
 #: operations that a run left without their completion: kept, with the
 #: memory they lent to the kernel, for the life of the process
 ABANDONED: list[CompletionOp] = []
-
-
-def _refuse_abort(_: Callable[[], object]) -> Abort:
-    return Abort.FAILED
 
 
 class CompletionWaits(Generic[OpT]):
@@ -164,7 +160,7 @@ class CompletionWaits(Generic[OpT]):
                 if op.drainers is None:
                     op.drainers = []
                 op.drainers.append(task)
-                await lowlevel.wait_task_rescheduled(_refuse_abort)
+                await lowlevel.wait_task_rescheduled(refuse_abort)
 
     def cancel_at_end(self, ops: Iterable[OpT], in_run: bool = False) -> None:
         """End of the run: cancel every op in the kernel, forgetting the tasks

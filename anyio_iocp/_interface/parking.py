@@ -95,6 +95,12 @@ class _Woken(Outcome[None]):
 WOKEN: Outcome[None] = _Woken()
 
 
+def refuse_abort(_raise_cancel: Callable[[], object]) -> Abort:
+    """An abort that refuses: the task stays parked (or queued) and raises for
+    itself when it runs again."""
+    return Abort.FAILED
+
+
 class Parked:
     """A place where one task waits until :meth:`wake`; cancelling it forgets it."""
 
@@ -167,14 +173,13 @@ def _build_park() -> tuple[
 ]:
     """``(make_trap, park)``: Trio's trap made once per spot and a park that
     yields it, or, where Trio's internals are not the ones this was written
-    for (or ``$ANYIO_IOCP_TRAPS=public``), the abort function itself and
-    Trio's public ``wait_task_rescheduled``."""
+    for (or ``$ANYIO_IOCP_TRAPS=public``), a park that is :meth:`Parked.wait`
+    (Trio's public ``wait_task_rescheduled``; the "trap" is then unused)."""
     found = trap_maker()
     if found is None:
 
-        async def public_park(spot: Spot, abort: Any) -> None:
-            spot.task = lowlevel.current_task()
-            await lowlevel.wait_task_rescheduled(abort)
+        async def public_park(spot: Spot, _trap: object) -> None:
+            await Parked.wait(spot)
 
         return (lambda abort: abort), public_park
     context, make_trap = found

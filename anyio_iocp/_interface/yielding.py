@@ -69,13 +69,8 @@ from typing import Any
 
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
-from anyio_iocp._interface.parking import WOKEN
+from anyio_iocp._interface.parking import WOKEN, refuse_abort
 from anyio_iocp._internals.trio_traps import trap_maker
-
-
-def _refuse(_raise_cancel: object) -> lowlevel.Abort:
-    """The abort of a yield: the task is already queued, nothing to undo."""
-    return lowlevel.Abort.FAILED
 
 
 def _own_yield() -> Callable[[], Awaitable[None]] | None:
@@ -85,7 +80,7 @@ def _own_yield() -> Callable[[], Awaitable[None]] | None:
     if found is None:
         return None
     context, make_trap = found
-    trap = make_trap(_refuse)
+    trap = make_trap(refuse_abort)  # (the task is already queued)
 
     @lowlevel.enable_ki_protection
     @types.coroutine
