@@ -11,14 +11,12 @@ parked task must be forgotten.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import trio
 import trio.testing
-from trio import lowlevel
 from trio.lowlevel import Task
 
+from anyio_iocp._interface import completion, parking
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
 from anyio_iocp._interface.parking import WOKEN, Parked, park_among, wake_all
 
@@ -319,15 +317,17 @@ def test_woken_tasks_share_one_outcome_that_unwraps_every_time() -> None:
 
 def test_every_waker_sends_woken(monkeypatch: pytest.MonkeyPatch) -> None:
     # WOKEN saves an outcome per wake-up only if the wakers send it: every
-    # reschedule the package makes here must (the tasks still wake either way).
+    # wake the package makes here must (the tasks still wake either way).
+    # What the woken task will be sent is read off it right after the wake.
     sent: list[object] = []
-    real = lowlevel.reschedule
+    real = parking.wake_task
 
-    def recording(task: Task, next_send: Any = None) -> None:
-        sent.append(next_send)
-        real(task, next_send) if next_send is not None else real(task)
+    def recording(task: Task) -> None:
+        real(task)
+        sent.append(task._next_send)
 
-    monkeypatch.setattr(lowlevel, "reschedule", recording)
+    monkeypatch.setattr(parking, "wake_task", recording)
+    monkeypatch.setattr(completion, "wake_task", recording)
 
     async def main() -> None:
         engine = FakeEngine()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -478,24 +477,22 @@ async def test_a_reader_woken_by_its_multishot_receive_is_sent_woken(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The completion's handler wakes the reader itself (Parked.wake inlined):
-    # it must send the one reused outcome too.
+    # it must send the one reused outcome too (read off the task right after).
     multishot_engine(engine_name)
-    from trio import lowlevel
-
-    from anyio_iocp._interface.parking import WOKEN
+    from anyio_iocp._engines.io_uring import multishot
+    from anyio_iocp._interface.parking import WOKEN, wake_task
 
     woken_with: list[object] = []
-    real = lowlevel.reschedule
+    real = wake_task
 
-    def recording(task: Any, next_send: Any = None) -> None:
-        if sys._getframe(1).f_globals["__name__"].startswith("anyio_iocp"):
-            woken_with.append(next_send)
-        real(task, next_send) if next_send is not None else real(task)
+    def recording(task: Any) -> None:
+        real(task)
+        woken_with.append(task._next_send)
 
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
         await make_busy(client, server)
-        monkeypatch.setattr(lowlevel, "reschedule", recording)
+        monkeypatch.setattr(multishot, "wake_task", recording)
         async with anyio.create_task_group() as tg:
             got: list[bytes] = []
 

@@ -58,7 +58,7 @@ from typing import Generic, TypeVar
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Abort, Task
 
-from anyio_iocp._interface.parking import WOKEN, Parked, refuse_abort
+from anyio_iocp._interface.parking import Parked, refuse_abort, wake_task
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -92,12 +92,12 @@ class CompletionOp(Parked):
         task = self.task
         if task is not None:
             self.task = None
-            lowlevel.reschedule(task, WOKEN)
+            wake_task(task)
         drainers = self.drainers
         if drainers:
             self.drainers = None
             for drainer in drainers:
-                lowlevel.reschedule(drainer, WOKEN)
+                wake_task(drainer)
 
 
 OpT = TypeVar("OpT", bound=CompletionOp)
@@ -180,7 +180,7 @@ class CompletionWaits(Generic[OpT]):
         for op in ops:
             drainers, op.drainers = op.drainers, None
             for drainer in drainers or ():
-                lowlevel.reschedule(drainer, WOKEN)
+                wake_task(drainer)
 
     def keep_uncompleted(self, ops: Iterable[OpT], what: str, kept: str) -> bool:
         """End of the run, after its bounded wait: keep ``ops`` (not completed)

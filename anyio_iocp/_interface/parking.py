@@ -32,6 +32,17 @@ send waiting for its cancel's completion, a close draining) is sent
 the allocation and the attrs ``__init__`` of an outcome per wake-up: once per
 received message on a stream that waits.
 
+Every waker of the package (:meth:`Parked.wake`, :func:`wake_all`, an
+operation's completion, a multishot receive's bytes, the schedule point of
+:mod:`~anyio_iocp._interface.yielding`) goes through :data:`wake_task`.
+Where Trio is the release this was written for, that is one function that
+does what Trio's ``Runner.reschedule`` does
+(:func:`~anyio_iocp._internals.trio_traps.task_waker`), without the public
+wrapper and the instruments' ``__contains__`` written in Python: about 1.1K
+user-space instructions less per wake-up (``bench/wake_cost.sh``;
+docs/performance.md, seventeenth pass).  Elsewhere, and with
+``$ANYIO_IOCP_TRAPS=public``, it is Trio's public ``reschedule``.
+
 What a wait yields
 ------------------
 Trio's public way (:meth:`Parked.wait`) makes five objects per wait: the
@@ -71,7 +82,7 @@ from outcome import Outcome
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Abort, Task
 
-from anyio_iocp._internals.trio_traps import trap_maker
+from anyio_iocp._internals.trio_traps import task_waker, trap_maker
 
 _Result = TypeVar("_Result")
 
@@ -93,6 +104,16 @@ class _Woken(Outcome[None]):
 
 #: what a task parked by this package is sent when woken (see the notes above)
 WOKEN: Outcome[None] = _Woken()
+
+
+def _public_wake(task: Task) -> None:
+    lowlevel.reschedule(task, WOKEN)
+
+
+#: reschedule a parked task with :data:`WOKEN`: Trio's ``Runner.reschedule``
+#: in one call where :func:`~anyio_iocp._internals.trio_traps.task_waker`
+#: vouches for the release, Trio's public ``reschedule`` otherwise
+wake_task: Callable[[Task], None] = task_waker(WOKEN) or _public_wake
 
 
 def refuse_abort(_raise_cancel: Callable[[], object]) -> Abort:
@@ -126,7 +147,7 @@ class Parked:
         task = self.task
         if task is not None:
             self.task = None
-            lowlevel.reschedule(task, WOKEN)
+            wake_task(task)
 
 
 class Spot(Parked):
@@ -216,5 +237,5 @@ async def park_among(tasks: list[Task]) -> None:
 def wake_all(tasks: list[Task]) -> None:
     """Reschedule every task parked in ``tasks`` and empty the list."""
     for task in tasks:
-        lowlevel.reschedule(task, WOKEN)
+        wake_task(task)
     tasks.clear()

@@ -17,8 +17,9 @@ What this module does instead
 -----------------------------
 :func:`shielded_yield` reschedules the current task itself, with
 :data:`~anyio_iocp._interface.parking.WOKEN` (the package's reusable
-outcome), and then yields Trio's "wait until rescheduled" trap with an abort
-that always refuses (``Abort.FAILED``), one trap made once.  The task is in
+outcome, sent by the package's waker ``parking.wake_task``), and then
+yields Trio's "wait until rescheduled" trap with an abort that always
+refuses (``Abort.FAILED``), one trap made once.  The task is in
 the run queue before it yields, as it is right after a
 ``CancelShieldedCheckpoint``, so it runs in the next pass, as before.
 Measured with callgrind (two tasks yielding in turn on the iocp backend), a
@@ -69,7 +70,7 @@ from typing import Any
 
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
-from anyio_iocp._interface.parking import WOKEN, refuse_abort
+from anyio_iocp._interface.parking import refuse_abort, wake_task
 from anyio_iocp._internals.trio_traps import trap_maker
 
 
@@ -85,7 +86,7 @@ def _own_yield() -> Callable[[], Awaitable[None]] | None:
     @lowlevel.enable_ki_protection
     @types.coroutine
     def shielded_yield() -> Generator[Any, Any, None]:
-        context.runner.reschedule(context.task, WOKEN)
+        wake_task(context.task)
         (yield trap).unwrap()
 
     return shielded_yield

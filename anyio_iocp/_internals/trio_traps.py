@@ -1,5 +1,5 @@
-"""Trio's run context and its "wait until rescheduled" trap, reached only
-where they are what this package was written against.
+"""Trio's run context, its "wait until rescheduled" trap and its reschedule,
+reached only where they are what this package was written against.
 
 Two places park and yield without the objects Trio's public functions make
 on every call (their notes say how and why): the schedule point of
@@ -17,6 +17,23 @@ callers keep Trio's public ``cancel_shielded_checkpoint`` and
 ``wait_task_rescheduled``; so does ``$ANYIO_IOCP_TRAPS=public`` (a switch to
 compare the two, read when the package is imported, as
 ``$ANYIO_IOCP_PASS_HOOKS`` is).
+
+The package's wakers (a completion, a multishot receive's bytes, the
+schedule point's own reschedule) send a parked task one reused outcome.
+Trio's public ``reschedule`` reaches the runner's ``reschedule`` through a
+wrapper, and that asks the runner's instruments, a ``UserDict``, whether one
+watches ``task_scheduled`` through a ``__contains__`` written in Python:
+three Python calls per wake.  :func:`task_waker` makes one function that
+does what ``Runner.reschedule`` does, checked against the same release: it
+asserts that the task belongs to the runner and is parked, gives it the
+outcome and the coroutine's ``send`` for its next step, clears its abort
+function and its sleep data, tells a guest run's host to tick if the run
+queue was empty, queues it, and calls the ``task_scheduled`` instruments if
+any is installed (asked of the instruments' dict itself); outside a run it
+raises the ``RuntimeError`` Trio's wrapper raises.  It answers None where the
+attributes it sets are not the ones it was written for, where
+``Runner.reschedule`` uses other names than Trio 0.35's (so does something
+else), and with ``$ANYIO_IOCP_TRAPS=public``.
 """
 
 from __future__ import annotations
@@ -25,10 +42,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
+
 from anyio_iocp._internals.versions import TESTED_TRIO, written_for
 
 #: the environment variable that keeps Trio's public functions (``public``)
 TRAPS_ENV = "ANYIO_IOCP_TRAPS"
+
+
+def _tested() -> bool:
+    return os.environ.get(TRAPS_ENV) != "public" and written_for("trio", TESTED_TRIO)
 
 
 def trap_maker() -> tuple[Any, Callable[[Callable[[Any], Any]], Any]] | None:
@@ -36,7 +60,7 @@ def trap_maker() -> tuple[Any, Callable[[Callable[[Any], Any]], Any]] | None:
     makes a ``WaitTaskRescheduled`` trap holding the abort function it is
     given; None where either is not the one this was written for, or where
     ``$ANYIO_IOCP_TRAPS`` is ``public``."""
-    if os.environ.get(TRAPS_ENV) == "public" or not written_for("trio", TESTED_TRIO):
+    if not _tested():
         return None
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT, Runner
@@ -55,3 +79,73 @@ def trap_maker() -> tuple[Any, Callable[[Callable[[Any], Any]], Any]] | None:
     if getattr(trap, "abort_func", None) is not probe:
         return None
     return GLOBAL_RUN_CONTEXT, WaitTaskRescheduled
+
+
+#: what :func:`task_waker`'s function sets on a task, and reads of the runner
+_TASK_FIELDS = (
+    "_runner",
+    "coro",
+    "_next_send_fn",
+    "_next_send",
+    "_abort_func",
+    "custom_sleep_data",
+)
+_RUNNER_FIELDS = ("runq", "is_guest", "instruments")
+#: the names Trio 0.35's ``Runner.reschedule`` uses: a release whose
+#: reschedule does something else (with the same fields) is not followed
+_RESCHEDULE_NAMES = frozenset(
+    {"_NO_SEND", "Value", "_runner", "_next_send_fn", "coro", "send", "_next_send"}
+    | {"_abort_func", "custom_sleep_data", "runq", "is_guest", "force_guest_tick_asap"}
+    | {"append", "instruments", "call"}
+)
+
+
+def task_waker(outcome: Any) -> Callable[[Any], None] | None:
+    """A function that reschedules a parked task with ``outcome``, as
+    ``Runner.reschedule`` does (see the notes above); None where Trio is not
+    the release or the attributes are not the ones it was written for, or
+    where ``$ANYIO_IOCP_TRAPS`` is ``public``."""
+    if not _tested():
+        return None
+    try:
+        from trio._core._instrumentation import Instruments
+        from trio._core._run import GLOBAL_RUN_CONTEXT, Runner, Task
+    except ImportError:
+        return None
+    try:
+        task_fields = {field.name for field in attrs.fields(Task)}
+        runner_fields = {field.name for field in attrs.fields(Runner)}
+    except (TypeError, attrs.exceptions.NotAnAttrsClassError):
+        return None
+    if not (
+        task_fields.issuperset(_TASK_FIELDS)
+        and runner_fields.issuperset(_RUNNER_FIELDS)
+        and callable(getattr(Runner, "force_guest_tick_asap", None))
+        and callable(getattr(Instruments, "call", None))
+        and isinstance(getattr(Instruments(()), "data", None), dict)
+        and set(Runner.reschedule.__code__.co_names) == _RESCHEDULE_NAMES
+    ):
+        return None
+    context = GLOBAL_RUN_CONTEXT
+
+    @lowlevel.enable_ki_protection  # (all or nothing, as Trio's reschedule)
+    def wake(task: Any) -> None:
+        try:
+            runner = context.runner
+        except AttributeError:  # (as Trio's public reschedule says it)
+            raise RuntimeError("must be called from async context") from None
+        assert task._runner is runner
+        assert task._next_send_fn is None  # parked: woken once
+        task._next_send_fn = task.coro.send
+        task._next_send = outcome
+        task._abort_func = None
+        task.custom_sleep_data = None
+        runq = runner.runq
+        if not runq and runner.is_guest:
+            runner.force_guest_tick_asap()
+        runq.append(task)
+        instruments = runner.instruments
+        if "task_scheduled" in instruments.data:
+            instruments.call("task_scheduled", task)
+
+    return wake

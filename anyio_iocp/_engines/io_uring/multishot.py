@@ -91,12 +91,10 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
-from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
-
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._interface.engine import oserror
-from anyio_iocp._interface.parking import WOKEN, Spot
+from anyio_iocp._interface.parking import Spot, wake_task
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.io_uring.engine import UringEngine
@@ -209,7 +207,7 @@ class MultishotOp(UringOp):
         waiter = receiver.task  # the reader, if it waits (Parked.wake, inlined)
         if waiter is not None:
             receiver.task = None
-            lowlevel.reschedule(waiter, WOKEN)
+            wake_task(waiter)
         if final:
             self.wake()  # tasks draining it (close); no task waits on the op itself
 
