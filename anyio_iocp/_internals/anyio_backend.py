@@ -10,7 +10,9 @@ only, after that check.
 
 from __future__ import annotations
 
-from anyio_iocp._internals.versions import TESTED_ANYIO, TESTED_TRIO, installed
+from typing import Any
+
+from anyio_iocp._internals.versions import TESTED_ANYIO, TESTED_TRIO, installed, written_for
 
 #: (module, attribute) pairs this backend relies on
 REQUIRED = (
@@ -19,6 +21,7 @@ REQUIRED = (
     ("anyio._core._eventloop", "claim_worker_thread"),
     ("anyio._core._sockets", "convert_ipv6_sockaddr"),
     ("anyio", "ResourceGuard"),
+    ("anyio._backends._trio", "TaskGroup"),
 )
 REQUIRED_METHODS = (
     "run",
@@ -64,15 +67,48 @@ def check_anyio() -> None:
 
 check_anyio()
 
+from anyio._backends._trio import TaskGroup as _TrioTaskGroup  # noqa: E402
 from anyio._backends._trio import TestRunner, TrioBackend  # noqa: E402
 from anyio._core._eventloop import claim_worker_thread  # noqa: E402
 from anyio._core._sockets import convert_ipv6_sockaddr  # noqa: E402
+
+#: whether :func:`trio_nursery` may read a task group's nursery: decided once,
+#: when the first listener is made (:func:`check_nursery_reach`; AnyIO's version
+#: comes from its metadata, some 9 ms of imports that a run's start does not pay)
+_nursery_checked: bool | None = None
+
+
+def check_nursery_reach() -> bool:
+    """AnyIO is the release this was written for, and its Trio task group
+    sets ``_nursery`` and ``_active`` when it is entered (checked once)."""
+    global _nursery_checked
+    if _nursery_checked is None:
+        enter = getattr(getattr(_TrioTaskGroup, "__aenter__", None), "__code__", None)
+        names = set(getattr(enter, "co_names", ()))
+        _nursery_checked = {"_nursery", "_active"} <= names and written_for("anyio", TESTED_ANYIO)
+    return _nursery_checked
+
+
+def trio_nursery(task_group: object) -> Any:
+    """The Trio nursery of an active task group of AnyIO's Trio backend
+    (``TaskGroup._nursery``, set when it is entered), or None for any other
+    task group, and where AnyIO is not the release this was written for: a
+    listener's ``serve()`` starts its connections' tasks there
+    (``_streams/serving.py``)."""
+    if type(task_group) is not _TrioTaskGroup or not getattr(task_group, "_active", False):
+        return None
+    if not (_nursery_checked or (_nursery_checked is None and check_nursery_reach())):
+        return None
+    return getattr(task_group, "_nursery", None)
+
 
 __all__ = [
     "IncompatibleAnyIOError",
     "TestRunner",
     "TrioBackend",
     "check_anyio",
+    "check_nursery_reach",
     "claim_worker_thread",
     "convert_ipv6_sockaddr",
+    "trio_nursery",
 ]

@@ -28,7 +28,7 @@ from anyio import (
     EndOfStream,
     ResourceGuard,
 )
-from anyio.abc import SocketListener, SocketStream, UNIXSocketStream
+from anyio.abc import SocketListener, SocketStream, TaskGroup, UNIXSocketStream
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._interface.budget import ScheduleBudget
@@ -43,9 +43,11 @@ from anyio_iocp._interface.engine import (
 )
 from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
 from anyio_iocp._interface.yielding import shielded_yield
+from anyio_iocp._internals.anyio_backend import check_nursery_reach
 from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
 from anyio_iocp._streams.idle import IdleGate
 from anyio_iocp._streams.nodelay import AcceptedNodelay
+from anyio_iocp._streams.serving import serve_connections
 
 
 def _tuning_attributes(
@@ -382,6 +384,9 @@ class EngineTCPListener(SocketListener):
         self._nodelay = nodelay
         #: holds connections back until their first bytes (idletimeout > 0)
         self._gate: IdleGate | None = None
+        # the check serve() needs, done once here rather than at a first
+        # connection (it reads AnyIO's version: _streams/serving.py)
+        check_nursery_reach()
 
     def __del__(self) -> None:
         if not self._closed:  # dropped without aclose(): the run closes it now
@@ -417,6 +422,13 @@ class EngineTCPListener(SocketListener):
                     raise ClosedResourceError from None
                 raise BrokenResourceError(str(exc)) from exc
         return _stream_class(io.sock)(io, self._engine)
+
+    async def serve(
+        self, handler: Callable[[SocketStream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        """AnyIO's ``serve()``, without the task handle it makes per
+        connection and drops (:mod:`anyio_iocp._streams.serving`)."""
+        await serve_connections(self, handler, task_group)
 
     def _idle_usage(self) -> Usage:
         if self._gate is not None:
