@@ -92,7 +92,10 @@ elif [ -n "${ANYIO_IOCP_PYTHON:-}" ] && [ "$(version_of "$VENV/bin/python")" != 
 fi
 PY="$VENV/bin/python"
 pip_quiet install --upgrade pip "setuptools>=77" wheel "cffi>=1.17"
-# the package itself, rebuilt from this checkout every time
+# the package itself, rebuilt from this checkout every time; setuptools stages
+# the files in build/lib.*, and a module deleted from the checkout would stay
+# there and be installed again: the staging goes first
+rm -rf build/lib.* build/bdist.*
 pip_quiet install --no-build-isolation --force-reinstall --no-deps .
 # its dependencies and the extras: test (pytest, trustme), dev (mypy, ruff), bench (uvloop)
 pip_quiet install --no-build-isolation ".[test,dev,bench]"
