@@ -33,9 +33,37 @@ async def connect_and_read(port: int, message: bytes = b"hi") -> bytes:
             return got
 
 
-async def listener_port(listener: Any) -> int:
+def listener_port(listener: Any) -> int:
     port: int = listener.extra(anyio.abc.SocketAttribute.local_port)
     return port
+
+
+async def assert_serve_fails_and_closes(
+    handler: Callable[[SocketStream], Any],
+    given: TaskGroup | None,
+    error: type[Exception],
+    match: str,
+) -> None:
+    """``serve(handler, given)``, with one client connected, raises ``error``
+    (matching ``match``), and the client's connection is closed.  The error
+    is kept meanwhile, as a task group keeps it while its other tasks finish:
+    its traceback holds the stream, so only an explicit close ends the
+    connection.  ``given`` None: the client's own task group, active."""
+    answers: list[bytes] = []
+
+    async def client(port: int) -> None:
+        answers.append(await connect_and_read(port))
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as multi:
+        listener = first_listener(multi)  # (not MultiListener's serve, which groups errors)
+        port = listener_port(listener)
+        with anyio.fail_after(10):  # a connection left open would hang the client
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client, port)
+                with pytest.raises(error, match=match) as caught:
+                    await listener.serve(handler, given or tg)
+    assert answers == [b""]
+    assert caught.value is not None
 
 
 @pytest.mark.anyio
@@ -49,7 +77,7 @@ async def test_each_connection_runs_the_handler_in_a_task_of_its_own() -> None:
             await stream.send(await stream.receive())
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = await listener_port(listener)
+        port = listener_port(listener)
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handler)
             answers: list[bytes] = []
@@ -81,7 +109,7 @@ def test_a_handler_s_error_ends_serve_as_on_trio(backend: str) -> None:
 
     async def main() -> None:
         async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            port = await listener_port(listener)
+            port = listener_port(listener)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(connect_and_read, port)
                 await listener.serve(handler)
@@ -112,7 +140,7 @@ def test_a_cancelled_serve_cancels_its_handlers_and_ends_quietly(backend: str) -
                     raise
 
         async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            port = await listener_port(listener)
+            port = listener_port(listener)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(connect_and_read, port)
                 with anyio.CancelScope() as scope:
@@ -145,7 +173,7 @@ async def test_a_task_group_of_another_kind_gets_start_soon() -> None:
             await stream.send(b"ok")
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = await listener_port(listener)
+        port = listener_port(listener)
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handler, Wrapper(tg))  # type: ignore[arg-type]
             assert await connect_and_read(port) == b"ok"
@@ -163,24 +191,7 @@ async def test_a_connection_whose_task_cannot_start_is_closed() -> None:
 
     async with anyio.create_task_group() as ended:
         pass
-    answers: list[bytes] = []
-
-    async def client(port: int) -> None:
-        answers.append(await connect_and_read(port))
-
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as multi:
-        listener = first_listener(multi)  # (not MultiListener's serve, which groups errors)
-        port = await listener_port(listener)
-        with anyio.fail_after(10):  # a connection left open would hang the client
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(client, port)
-                # (the error is kept, as a task group keeps it while its other
-                # tasks finish: its traceback holds the stream, so only an
-                # explicit close ends the connection)
-                with pytest.raises(RuntimeError, match="not active") as caught:
-                    await listener.serve(handler, ended)
-    assert answers == [b""]
-    assert caught.value is not None
+    await assert_serve_fails_and_closes(handler, ended, RuntimeError, "not active")
 
 
 @pytest.mark.anyio
@@ -215,21 +226,9 @@ async def test_a_handler_that_is_not_async_is_a_type_error_and_its_connection_cl
     def not_async(stream: SocketStream) -> None:
         return None
 
-    answers: list[bytes] = []
-
-    async def client(port: int) -> None:
-        answers.append(await connect_and_read(port))
-
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as multi:
-        listener = first_listener(multi)
-        port = await listener_port(listener)
-        with anyio.fail_after(10):  # a connection left open would hang the client
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(client, port)
-                with pytest.raises(TypeError, match=r"not_async.* to return a coroutine") as caught:
-                    await listener.serve(not_async, tg)
-    assert answers == [b""]
-    assert caught.value is not None
+    await assert_serve_fails_and_closes(
+        not_async, None, TypeError, r"not_async.* to return a coroutine"
+    )
 
 
 @pytest.mark.anyio
@@ -251,7 +250,7 @@ async def test_the_handler_is_called_in_serve_s_context() -> None:
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as multi:
         listener = first_listener(multi)
-        port = await listener_port(listener)
+        port = listener_port(listener)
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handler)
             assert await connect_and_read(port) == b"ok"
@@ -277,7 +276,7 @@ async def test_without_the_checked_anyio_serve_uses_start_soon(
             await stream.send(b"ok")
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = await listener_port(listener)
+        port = listener_port(listener)
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handler)
             assert await connect_and_read(port) == b"ok"

@@ -97,7 +97,7 @@ def trio_nursery(task_group: object) -> Any:
     (``_streams/serving.py``)."""
     if type(task_group) is not _TrioTaskGroup or not getattr(task_group, "_active", False):
         return None
-    if not (_nursery_checked or (_nursery_checked is None and check_nursery_reach())):
+    if not check_nursery_reach():
         return None
     return getattr(task_group, "_nursery", None)
 
