@@ -14,6 +14,7 @@ import trio
 from helpers import StepCounter
 
 from anyio_iocp._flow import receive_pool
+from anyio_iocp._flow.look_after_send import LooksAfterSends
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.yield_first import (
     HIT_CREDIT,
@@ -52,6 +53,7 @@ class ScriptedEngine:
         self.stream: ScriptedStream | None = None
         #: strict: a receive that would wait posts at once (no yield first)
         self.budget = ScheduleBudget("strict")
+        self.looks = LooksAfterSends()
 
     def check_open(self) -> None:
         pass

@@ -34,6 +34,7 @@ from typing import Any
 
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
+from anyio_iocp._flow.look_after_send import MAX_CREDIT as LOOKS_MAX_CREDIT
 from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -92,9 +93,18 @@ class ReceivePool(WriteBehind, FlowStream):
         await lowlevel.checkpoint_if_cancelled()
         self._collect()
         if not (self._ready or posted or self._eof or self._recv_error):
-            now = self._recv_now(max_bytes)
+            engine = self._engine
+            if self.send_pass != engine.budget.passes:
+                now = self._recv_now(max_bytes)
+            elif (looks := engine.looks).credit > 0 or looks.probe():
+                # right after this stream's send (look_after_send; look(), inlined)
+                now = self._recv_now(max_bytes)
+                if now is None or looks.credit < LOOKS_MAX_CREDIT:
+                    looks.found(now is not None)
+            else:
+                now = None
             if now is None:
-                if not self._engine.budget.strict and should_yield_first(self):
+                if not engine.budget.strict and should_yield_first(self):
                     # the peer may answer during one scheduler pass (yield_first)
                     await shielded_yield()
                     now = self._recv_now(max_bytes)

@@ -41,6 +41,7 @@ import trio
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 from trio.lowlevel import Task
 
+from anyio_iocp._flow.look_after_send import LooksAfterSends
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.parking import park_among, wake_all
@@ -61,6 +62,8 @@ class CompletionEngine(Protocol):
 
     #: the run's schedule budget (strict: no yield before a wait)
     budget: ScheduleBudget
+    #: what the run's looks right after a send found (look_after_send)
+    looks: LooksAfterSends
 
     @property
     def closed(self) -> bool: ...
@@ -233,7 +236,10 @@ class SendChain(WriteBehind):
         """With nothing of the stream's pending: send what can go without
         waiting, and say how much did.  A direct non-blocking send here; an
         engine may hand the bytes to the kernel instead (io_uring's quiet
-        sends), and then says all of them went."""
+        sends), and then says all of them went.  Either way it sets
+        ``send_pass``: a receive in this pass may skip its first look
+        (look_after_send); a send that then waits ends in a later pass."""
+        self.send_pass = self._engine.budget.passes
         try:
             sent = self.sock.send(data, SEND_NOW_FLAGS)
         except BlockingIOError:

@@ -41,6 +41,9 @@ class FlowStream(StreamIO):
         self.buffersize = tuning.buffersize
         #: whether a receive that would wait yields once first (yield_first)
         self.yield_credit = self.start_credit
+        #: the last scheduler pass in which the stream handed bytes to the
+        #: kernel (look_after_send), as the engine's budget counts them
+        self.send_pass = -1
 
     @property
     def recvburst(self) -> int:

@@ -29,6 +29,10 @@ have moved.
 
 In strict mode the call before has just yielded, so a receive never yields
 first.
+
+A receive that comes right after its stream's own send, in the same pass,
+may come here without the look before (:mod:`anyio_iocp._flow.look_after_send`
+decides): its first look is then the one after the yield.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ from anyio_iocp._engines.io_uring.spin import SpinState, look_for_completions
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
 from anyio_iocp._engines.io_uring.wakeup import EpollRingWatch, ring_watch
+from anyio_iocp._flow.look_after_send import LooksAfterSends
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionWaits
@@ -161,6 +162,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.info = info
         self.counters = EngineCounters()
         self.budget = ScheduleBudget()
+        #: what looks right after a send found (look_after_send)
+        self.looks = LooksAfterSends()
         #: operations posted through _post, by preparing function
         self._posted_by_prep: dict[Any, int] = {}
         ring_pp = ffi.new("iou_ring **")

@@ -50,6 +50,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
 from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QUIET_MAX
+from anyio_iocp._flow.look_after_send import MAX_CREDIT as LOOKS_MAX_CREDIT
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -101,7 +102,6 @@ class UringStreamIO(ReceivePool, SendChain):
         self._qslot = 0
         self._qposted = 0
         self._qlength = 0  # the length of the last one (its user_data)
-        self._send_pass = -1  # the last pass this stream sent in (SendersPerPass)
         #: the last pass this stream sent in more than once: a stream that
         #: streams (several sends per pass) sends directly ("auto")
         self._busy_pass = -2
@@ -142,21 +142,21 @@ class UringStreamIO(ReceivePool, SendChain):
         last quiet send is in flight (bytes keep their order)."""
         engine = self._engine
         slot = self._qslot
-        passes = engine.load.passes
+        passes = engine.budget.passes  # (send_pass counts the same passes)
         if slot and engine.quiet.done[slot] != self._qposted:
             # The last quiet send is in flight: nothing of the stream went out
             # after it, so it is the stream's last send.  Posted in this pass,
             # it has not reached the kernel yet: hand it over now rather than
             # wait a pass (a stream that sends again in the same pass streams).
-            if self._send_pass != passes:
+            if self.send_pass != passes:
                 return 0  # it waits in the kernel: send() waits for it
             engine.submit_now()
             if engine.quiet.done[slot] != self._qposted:
                 return 0
             # it may have failed: nothing goes out behind a failed send
             self._check_send_error()
-        if self._send_pass != passes:  # the first send of this stream in this pass
-            self._send_pass = passes
+        if self.send_pass != passes:  # the first send of this stream in this pass
+            self.send_pass = passes  # (SendersPerPass; look_after_send)
             engine.senders.senders += 1
         else:
             self._busy_pass = passes
@@ -363,10 +363,19 @@ class MultishotStreamIO(UringStreamIO):
                 # takes this path for every message.)
                 await lowlevel.checkpoint_if_cancelled()
                 self._check_not_closing()
-                now = self._recv_now(max_bytes)
-                if now is not None:
-                    ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
-                    return now
+                if self.send_pass != engine.budget.passes:
+                    now = self._recv_now(max_bytes)
+                    if now is not None:
+                        ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
+                        return now
+                elif (looks := engine.looks).credit > 0 or looks.probe():
+                    # right after this stream's send (look_after_send; look(), inlined)
+                    now = self._recv_now(max_bytes)
+                    if now is None or looks.credit < LOOKS_MAX_CREDIT:
+                        looks.found(now is not None)
+                    if now is not None:
+                        ms.direct_hits += 1
+                        return now
                 # Nothing is armed, so nothing of this stream's is in the ring
                 # (only an operation's final completion disarms it): no reap
                 # in _receive_multishot, which goes on to wait.

@@ -94,6 +94,7 @@ from anyio_iocp._engines.iocp.winsock import (
     winerror,
     ws2,
 )
+from anyio_iocp._flow.look_after_send import LooksAfterSends
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.completion import CompletionOp, CompletionWaits
@@ -198,6 +199,8 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         self.info = info
         self.counters = EngineCounters()
         self.budget = ScheduleBudget()
+        #: what looks right after a send found (look_after_send)
+        self.looks = LooksAfterSends()
         self._port = ffi.cast("HANDLE", trio_iocp.current_iocp())
         # Entered here (synchronously: sockets need the key at once) and left
         # by the dispatcher task once every operation has been drained.

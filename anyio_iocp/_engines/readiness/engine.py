@@ -30,6 +30,7 @@ import trio
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
+from anyio_iocp._flow.look_after_send import LooksAfterSends
 from anyio_iocp._flow.send_chain import CLOSE_DRAIN_SECONDS, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -120,40 +121,55 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             size = self.buffersize  # (min(), spelled out: it costs 5x as much)
             if max_bytes < size:
                 size = max_bytes
+            engine = self._engine
+            # right after this stream's send, the run's record says whether
+            # to look first, and is told what the look found (look_after_send)
+            look = True
+            after_send = self.send_pass == engine.budget.passes
+            if after_send:
+                after_send = look = engine.looks.look()
             #: None until it would wait; then whether it yielded to look again
             looking: bool | None = None
             while True:
-                try:
-                    data = self.sock.recv(size)
-                except BlockingIOError:
-                    self._check_send_error()
-                    if looking is None:
-                        looking = not self._engine.budget.strict and should_yield_first(self)
-                        if looking:
-                            # the peer may answer during one scheduler pass (yield_first)
-                            await shielded_yield()
-                            continue
-                    elif looking:
-                        looked_again(self, False)
-                        looking = False
-                    self.counters.waits += 1
-                    await wait_readable(self.sock)
-                    continue
-                except OSError as exc:
-                    self._recv_error = exc
-                    raise
-                if looking:
-                    looked_again(self, True)
-                self.counters.direct_recv += 1
-                if data:
-                    self.abd.observe(len(data) == self.buffersize)
-                    if len(data) == self.buffersize and self.abd.k > 1:
-                        self._read_ahead()
-                else:
-                    # after a reset that a write-behind send consumed, the
-                    # socket reads as end of stream: report the reset instead
-                    self._check_send_error()
-                return data
+                if look:
+                    try:
+                        data = self.sock.recv(size)
+                    except BlockingIOError:
+                        self._check_send_error()
+                        if after_send:
+                            engine.looks.found(False)
+                            after_send = False
+                    except OSError as exc:
+                        self._recv_error = exc
+                        raise
+                    else:
+                        break
+                look = True
+                if looking is None:
+                    looking = not engine.budget.strict and should_yield_first(self)
+                    if looking:
+                        # the peer may answer during one scheduler pass (yield_first)
+                        await shielded_yield()
+                        continue
+                elif looking:
+                    looked_again(self, False)
+                    looking = False
+                self.counters.waits += 1
+                await wait_readable(self.sock)
+            if after_send:
+                engine.looks.found(True)
+            elif looking:
+                looked_again(self, True)
+            self.counters.direct_recv += 1
+            if data:
+                self.abd.observe(len(data) == self.buffersize)
+                if len(data) == self.buffersize and self.abd.k > 1:
+                    self._read_ahead()
+            else:
+                # after a reset that a write-behind send consumed, the
+                # socket reads as end of stream: report the reset instead
+                self._check_send_error()
+            return data
         return data  # no wait: the stream layer's budget decides on a yield
 
     # -- sending --------------------------------------------------------------
@@ -186,6 +202,8 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                 if not self._writer_running:
                     self._writer_running = True
                     lowlevel.spawn_system_task(self._write_queued, name="anyio_iocp write-behind")
+            else:
+                self.send_pass = self._engine.budget.passes  # (look_after_send)
             return  # no wait (or waited above): the stream layer's budget decides
         counters = self.counters
         while data:
@@ -197,6 +215,9 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             else:
                 counters.direct_send += 1
                 data = data[sent:]
+        # its last bytes went out in this pass: a receive in it may skip its
+        # first look (look_after_send)
+        self.send_pass = self._engine.budget.passes
 
     async def _write_queued(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
@@ -323,6 +344,8 @@ class ReadinessEngine(Engine):
         self.info = info
         self.counters = EngineCounters()
         self.budget = ScheduleBudget()
+        #: what looks right after a send found (look_after_send)
+        self.looks = LooksAfterSends()
 
     def after_io_wait(self) -> None:
         self.counters.passes += 1
