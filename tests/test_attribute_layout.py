@@ -46,6 +46,10 @@ async def test_a_streams_attributes_share_their_keys(anyio_backend: Any) -> None
             )
 
 
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info[:2] not in {(3, 11), (3, 12), (3, 13)},
+    reason="the limit of 29 shared names was measured on CPython 3.11 to 3.13",
+)
 def test_the_check_tells_a_shared_dictionary_from_one_of_its_own() -> None:
     def with_attributes(count: int) -> object:
         body = "".join(f"        self.a{i} = {i}\n" for i in range(count))

@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import open_pair, steps_of_this_task
+from helpers import open_pair, recv_exactly, steps_of_this_task
 
+from anyio_iocp import TuningAttribute
 from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._flow.look_after_send import (
     HIT_CREDIT,
@@ -115,7 +116,7 @@ async def test_a_receive_right_after_a_send_looks_first_as_the_record_says(
         while len(received) < 16:
             received += await server.receive()
         assert received == b"second and third"
-        assert await client.receive() == b"answer 1answer 2"
+        assert await recv_exactly(client, 16) == b"answer 1answer 2"
 
 
 @pytest.mark.anyio
@@ -157,3 +158,103 @@ async def test_a_receive_in_a_later_pass_than_the_send_looks_and_leaves_the_reco
         looks.credit, looks.skipped = 0, 0
         assert await server.receive() == b"reply"
         assert (looks.credit, looks.skipped) == (0, 0)
+
+
+async def skipping_pair() -> tuple[Any, Any, SocketStream, SocketStream]:
+    """The engine's record at zero credit (budget mode), and a connected
+    pair: (record, listener, client, server)."""
+    engine: Any = current_engine()  # (every engine keeps a LooksAfterSends)
+    engine.budget = ScheduleBudget("budget", 5.0)
+    listener, client, server = await open_pair()
+    await anyio.sleep(0)  # a new pass: the budget above counts from here
+    engine.looks.credit, engine.looks.skipped = 0, 0
+    return engine.looks, listener, client, server
+
+
+@pytest.mark.anyio
+async def test_a_skipped_look_still_sees_the_end_of_the_stream() -> None:
+    looks, listener, client, server = await skipping_pair()
+    async with listener, client, server:
+        await client.send(b"last")
+        await client.send_eof()
+        await arrived(server, 4)
+        await server.send(b"answer")
+        assert await recv_exactly(server, 4) == b"last"
+        await anyio.sleep(0.05)  # (the end of stream is there)
+        await server.send(b"answer")
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()
+        assert looks.skipped == 2
+        assert await recv_exactly(client, 12) == b"answeranswer"
+
+
+@pytest.mark.anyio
+async def test_a_receive_cancelled_after_a_skipped_look_loses_nothing() -> None:
+    looks, listener, client, server = await skipping_pair()
+    async with listener, client, server:
+        await server.send(b"question")
+        with anyio.move_on_after(0.05) as scope:
+            await server.receive()
+        assert scope.cancelled_caught
+        assert looks.skipped == 1
+        await client.send(b"late reply")
+        assert await recv_exactly(server, 10) == b"late reply"
+
+
+@pytest.mark.anyio
+async def test_at_zero_credit_one_receive_in_probe_every_looks_and_earns_credit() -> None:
+    looks, listener, client, server = await skipping_pair()
+    async with listener, client, server:
+        await client.send(b"there")
+        await arrived(server, 5)
+        looks.skipped = PROBE_EVERY - 1  # the next one is the probe
+        with steps_of_this_task() as steps:
+            before = steps()
+            await server.send(b"answer")
+            assert await server.receive() == b"there"
+            taken = steps() - before
+        assert taken == 0, "the probe did not look"
+        assert (looks.credit, looks.skipped) == (HIT_CREDIT, 0)
+
+
+@pytest.mark.anyio
+async def test_a_send_within_a_larger_sendcap_counts_as_right_before() -> None:
+    """With ``sendcap`` above 1, a send that goes out at once is stamped the
+    same way (the readiness engine's write-behind path, the send chain's)."""
+    looks, listener, client, server = await skipping_pair()
+    async with listener, client, server:
+        server.extra(TuningAttribute.configure)(sendcap=2)
+        await client.send(b"there")
+        await arrived(server, 5)
+        await server.send(b"answer")
+        assert await server.receive() == b"there"
+        assert looks.skipped == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", SCHEDULES)
+async def test_after_a_send_that_waited_the_receive_looks_first(
+    anyio_backend: Any, schedule: str
+) -> None:
+    """A send that had to wait for room ends in a later pass than the one it
+    handed its first bytes over in: the receive after it looks as any other
+    (in strict mode too, where the stream layer adds no yield after a call
+    that waited)."""
+    engine: Any = current_engine()  # (every engine keeps a LooksAfterSends)
+    engine.budget = ScheduleBudget(schedule)
+    looks = engine.looks
+    size = 32 << 20  # more than the socket buffers of both ends hold
+    listener, client, server = await open_pair()
+    async with listener, client, server, anyio.create_task_group() as tg:
+
+        async def drain_then_reply() -> None:
+            assert len(await recv_exactly(client, size)) == size
+            await client.send(b"reply")
+
+        tg.start_soon(drain_then_reply)
+        looks.credit, looks.skipped = 0, 0
+        passes = engine.budget.passes
+        await server.send(b"x" * size)
+        assert engine.budget.passes != passes, "the send did not wait"
+        assert await server.receive() == b"reply"
+        assert (looks.credit, looks.skipped) == (0, 0), "the receive used the record"

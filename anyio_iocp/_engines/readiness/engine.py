@@ -181,6 +181,11 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
         self._check_send_error()
         sock = self.sock
+        # the pass this call began in, for send_pass: a receive in the same
+        # pass may skip its first look (look_after_send); after a send that
+        # waited, the receive is in a later pass and looks (as after
+        # SendChain._send_now, which also stamps before any wait)
+        passes = self._engine.budget.passes
         if self._queued and self.sendcap == 1:
             # write-behind sends of an earlier sendcap go first, then this one
             # is sent in full before send() returns, as sendcap 1 promises
@@ -192,6 +197,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             self._check_send_error()
             self._check_not_closing()
             if not self._queued:
+                self.send_pass = passes
                 with contextlib.suppress(BlockingIOError):
                     data = data[sock.send(data) :]
                     self.counters.direct_send += 1
@@ -202,10 +208,9 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
                 if not self._writer_running:
                     self._writer_running = True
                     lowlevel.spawn_system_task(self._write_queued, name="anyio_iocp write-behind")
-            else:
-                self.send_pass = self._engine.budget.passes  # (look_after_send)
             return  # no wait (or waited above): the stream layer's budget decides
         counters = self.counters
+        self.send_pass = passes
         while data:
             try:
                 sent = sock.send(data)
@@ -215,9 +220,6 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             else:
                 counters.direct_send += 1
                 data = data[sent:]
-        # its last bytes went out in this pass: a receive in it may skip its
-        # first look (look_after_send)
-        self.send_pass = self._engine.budget.passes
 
     async def _write_queued(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
