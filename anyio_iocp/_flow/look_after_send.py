@@ -67,8 +67,9 @@ class LooksAfterSends:
     def look(self) -> bool:
         """Whether a receive right after its stream's send looks first; if it
         does, :meth:`found` must be told what the look found.  (The per-message
-        paths spell it ``looks.credit > 0 or looks.probe()``, and skip telling
-        a look that found bytes at ``MAX_CREDIT``, where it changes nothing.)"""
+        path, ``ReceivePool._first_look``, spells it ``looks.credit > 0 or
+        looks.probe()``, and skips telling a look that found bytes at
+        ``MAX_CREDIT``, where it changes nothing.)"""
         return self.credit > 0 or self.probe()
 
     def probe(self) -> bool:

@@ -93,18 +93,9 @@ class ReceivePool(WriteBehind, FlowStream):
         await lowlevel.checkpoint_if_cancelled()
         self._collect()
         if not (self._ready or posted or self._eof or self._recv_error):
-            engine = self._engine
-            if self.send_pass != engine.budget.passes:
-                now = self._recv_now(max_bytes)
-            elif (looks := engine.looks).credit > 0 or looks.probe():
-                # right after this stream's send (look_after_send; look(), inlined)
-                now = self._recv_now(max_bytes)
-                if now is None or looks.credit < LOOKS_MAX_CREDIT:
-                    looks.found(now is not None)
-            else:
-                now = None
+            now = self._first_look(max_bytes)
             if now is None:
-                if not engine.budget.strict and should_yield_first(self):
+                if not self._engine.budget.strict and should_yield_first(self):
                     # the peer may answer during one scheduler pass (yield_first)
                     await shielded_yield()
                     now = self._recv_now(max_bytes)
@@ -114,6 +105,22 @@ class ReceivePool(WriteBehind, FlowStream):
                 return await self._receive_posted(max_bytes)
             return now  # no wait: the stream layer's budget decides on a yield
         return self._take(max_bytes)
+
+    def _first_look(self, max_bytes: int) -> bytes | None:
+        """A receive's first look, with nothing held or posted: a direct recv
+        (:meth:`_recv_now`), unless it comes right after this stream's send
+        and the run's record says such looks find nothing (look_after_send);
+        None when it found nothing or did not look."""
+        engine = self._engine
+        if self.send_pass != engine.budget.passes:
+            return self._recv_now(max_bytes)
+        looks = engine.looks
+        if looks.credit > 0 or looks.probe():  # (looks.look(), inlined)
+            now = self._recv_now(max_bytes)
+            if now is None or looks.credit < LOOKS_MAX_CREDIT:  # (at the cap a hit changes nothing)
+                looks.found(now is not None)
+            return now
+        return None
 
     def _recv_now(self, max_bytes: int) -> bytes | None:
         """A direct non-blocking recv: the bytes (``b""`` at end of stream),

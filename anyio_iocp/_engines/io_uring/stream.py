@@ -50,7 +50,6 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
 from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QUIET_MAX
-from anyio_iocp._flow.look_after_send import MAX_CREDIT as LOOKS_MAX_CREDIT
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -363,19 +362,10 @@ class MultishotStreamIO(UringStreamIO):
                 # takes this path for every message.)
                 await lowlevel.checkpoint_if_cancelled()
                 self._check_not_closing()
-                if self.send_pass != engine.budget.passes:
-                    now = self._recv_now(max_bytes)
-                    if now is not None:
-                        ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
-                        return now
-                elif (looks := engine.looks).credit > 0 or looks.probe():
-                    # right after this stream's send (look_after_send; look(), inlined)
-                    now = self._recv_now(max_bytes)
-                    if now is None or looks.credit < LOOKS_MAX_CREDIT:
-                        looks.found(now is not None)
-                    if now is not None:
-                        ms.direct_hits += 1
-                        return now
+                now = self._first_look(max_bytes)
+                if now is not None:
+                    ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
+                    return now
                 # Nothing is armed, so nothing of this stream's is in the ring
                 # (only an operation's final completion disarms it): no reap
                 # in _receive_multishot, which goes on to wait.
