@@ -83,7 +83,6 @@ from anyio_iocp._interface.engine import ListenerIO
 from anyio_iocp._interface.parking import Spot
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
-from anyio_iocp._interface.yielding import shielded_yield
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -333,9 +332,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             # (the direct accept); it stays queued if this call is cancelled
             self._refill()
         if queue or self._error is not None:
+            # no wait: a cancel point here, and the caller's budget decides
+            # on a schedule point (the engine interface's contract)
             self._counters.accept_hits += 1
             await trio.lowlevel.checkpoint_if_cancelled()
-            await shielded_yield()
         else:
             self._counters.accept_waits += 1
         while not queue and self._error is None:

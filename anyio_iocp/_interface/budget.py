@@ -60,10 +60,24 @@ What stays as in Trio
 * A call that raises is a schedule point as one that returns: a stream call
   that fails without waiting (a closed stream, a reset connection) yields
   when the budget has run out, every time in strict mode, so a task that
-  retries it cannot hold the run; a datagram, descriptor or ``accept()``
-  call yields unless it waited, as when it succeeds.  Cancellation is
+  retries it cannot hold the run; a datagram or descriptor call yields
+  unless it waited, as when it succeeds, and ``accept()`` is on the budget as
+  a stream call is (below).  Cancellation is
   checked before a write-behind send's error is raised, so a Cancelled
   leaves that error for the next call or ``close()``.
+
+Accepts on the budget
+---------------------
+A listener's ``accept()`` that takes a connection already there (accepted
+ahead by the engine, or waiting in the kernel's queue) yields only once the
+budget has run out, as a stream call that did not wait.  Trio's yields every
+time, so a ``serve()`` loop takes one connection per scheduler pass, and a
+pass lasts as long as every connection already served takes to run its step:
+a burst of 64 connections arriving at a busy server reached the application
+over about 150 ms, each first request waiting its turn.  On the budget the
+loop takes such a burst within a pass or two (``docs/performance.md``,
+"Accepts on the budget").  Every ``accept()`` is still a cancel point,
+checked before a connection is taken.
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its

@@ -22,6 +22,10 @@ The contract each engine keeps:
   completion: memory lent to the kernel stays alive until then) and close the
   socket.
 * ``ListenerIO.accept`` loses no connection when the caller is cancelled.
+  It is a cancel point (checked before a connection is taken), and it yields
+  only by waiting: a connection already there is returned with no schedule
+  point, which the layer above adds when the run's budget says so, as for a
+  stream call that did not wait.
 * ``MessageIO`` (datagram sockets, and descriptor passing on UNIX streams)
   receives and sends whole messages with addresses and ancillary data.  A
   cancelled receive either did not happen or returns its message: none is
@@ -190,7 +194,8 @@ class ListenerIO(ABC):
 
     @abstractmethod
     async def accept(self) -> socket.socket:
-        """Return the next accepted connection as a socket object."""
+        """Return the next accepted connection as a socket object.  A cancel
+        point; a schedule point only when it waits (the module's contract)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -157,8 +157,7 @@ class IdleGate:
             await self._accepter.wait()
         stream = self._ready.popleft()
         self._wake_gate()  # room for one more
-        await shielded_yield()
-        return stream
+        return stream  # (the listener's budget decides on a schedule point)
 
     async def close(self) -> None:
         self._closed = True
@@ -199,8 +198,14 @@ class IdleGate:
                         if held >= self._io.tuning.backlog or self._error is not None:
                             await self._wait_for_accept()
                             continue
+                        budget = self._engine.budget
+                        passes = budget.passes
                         try:
                             sock = await self._io.accept()
+                            if budget.passes == passes and budget.exhausted():
+                                # a connection that was there: the gate takes
+                                # turns on the budget, as a serve() loop does
+                                await shielded_yield()
                         except OSError as exc:
                             self._error = exc  # raised by the next accept()
                             self._wake_accepter()

@@ -300,8 +300,8 @@ class ReadinessListenerIO(ListenerIO):
         await lowlevel.checkpoint_if_cancelled()
         counters = self._counters
         if self._queue:
+            # no wait: the stream layer's budget decides on a schedule point
             counters.accept_hits += 1
-            await shielded_yield()
             return self._queue.popleft()
         waited = False
         while True:
@@ -326,8 +326,7 @@ class ReadinessListenerIO(ListenerIO):
             counters.direct_accept += 1
             self._backoff.succeeded()
             self._accept_ahead()
-            await shielded_yield()
-            return conn
+            return conn  # (waited or not: as above)
 
     def abandon(self) -> None:
         while self._queue:
