@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ from helpers import StepCounter, first_listener, steps_of_this_task
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._interface.budget import BUDGET_SECONDS, ScheduleBudget
+from anyio_iocp._streams.nodelay import AcceptedNodelay
 
 pytestmark = pytest.mark.anyio
 
@@ -95,26 +96,30 @@ async def test_accepts_of_waiting_connections_yield_on_the_budget(
     assert yielded == expected
 
 
+@pytest.mark.parametrize("idletimeout", [0, 5000], ids=["direct", "gate"])
 @pytest.mark.parametrize("budget", ["long-budget", "strict"])
 async def test_an_accept_in_a_cancelled_scope_takes_no_connection(
-    anyio_backend: Any, budget: str
+    anyio_backend: Any, budget: str, idletimeout: int
 ) -> None:
     """A cancel point before a connection is taken, also when one is there and
-    the budget would not make the call yield: the connection goes to the next
+    the budget would not make the call yield (and through the idle gate, once
+    it runs and has the connection ready): the connection goes to the next
     ``accept()``."""
     schedule, seconds, _ = BUDGETS[budget]
-    multi, listener, port = await listener_with_budget(schedule, seconds)
+    multi, listener, port = await listener_with_budget(schedule, seconds, idletimeout)
     async with multi:
-        with waiting_clients(port, 1):
-            await anyio.sleep(0.3)
+        with waiting_clients(port, 2):
+            with anyio.fail_after(5):
+                first = await listener.accept()  # (starts the gate, if any)
+            await anyio.sleep(0.3)  # the second connection is there (and ready)
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 await listener.accept()
                 pytest.fail("accept() in a cancelled scope returned")
             assert scope.cancelled_caught
             with anyio.fail_after(5):
-                stream = await listener.accept()
-            assert await numbers_of([stream]) == [0]
+                second = await listener.accept()
+            assert sorted(await numbers_of([first, second])) == [0, 1]  # (the gate: any order)
 
 
 async def test_an_accept_that_waited_yields_no_second_time(anyio_backend: Any) -> None:
@@ -170,3 +175,35 @@ async def test_the_idle_gate_takes_waiting_connections_on_the_budget(
         assert 1 <= gate_steps <= 3
     else:
         assert gate_steps >= WAITING
+
+
+async def test_a_connection_that_fails_before_it_is_handed_over_is_closed(
+    anyio_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accepted connection whose set-up fails (TCP_NODELAY on a connection
+    reset meanwhile, where the listener's option is not inherited) is closed
+    at once, not left to the garbage collector; ``accept()`` raises
+    BrokenResourceError, and the next connection is accepted as usual."""
+    failed: list[socket.socket] = []
+    apply = AcceptedNodelay.apply
+
+    def fail_once(self: AcceptedNodelay, sock: socket.socket) -> None:
+        if not failed:
+            failed.append(sock)
+            raise ConnectionResetError("reset before TCP_NODELAY")
+        apply(self, sock)
+
+    monkeypatch.setattr(AcceptedNodelay, "apply", fail_once)
+    multi, listener, port = await listener_with_budget("budget", BUDGET_SECONDS)
+    async with multi:
+        with waiting_clients(port, 2) as clients:
+            with anyio.fail_after(5), pytest.raises(anyio.BrokenResourceError):
+                await listener.accept()
+            assert failed[0].fileno() == -1, "the connection's socket was left open"
+            # its client sees the connection closed
+            clients[0].settimeout(5)
+            with suppress(ConnectionResetError):
+                assert clients[0].recv(1) == b""
+            with anyio.fail_after(5):
+                stream = await listener.accept()
+            assert await numbers_of([stream]) == [1]

@@ -326,16 +326,18 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         )
 
     async def accept(self) -> socket.socket:
+        # a cancel point first, whatever follows (a connection there, an
+        # error, a wait): a cancelled accept() takes no connection
+        await trio.lowlevel.checkpoint_if_cancelled()
         queue = self._queue
         if not queue:
             # a connection waiting in the kernel's queue is taken at once
-            # (the direct accept); it stays queued if this call is cancelled
+            # (the direct accept)
             self._refill()
         if queue or self._error is not None:
-            # no wait: a cancel point here, and the caller's budget decides
-            # on a schedule point (the engine interface's contract)
+            # no wait: the caller's budget decides on a schedule point (the
+            # engine interface's contract)
             self._counters.accept_hits += 1
-            await trio.lowlevel.checkpoint_if_cancelled()
         else:
             self._counters.accept_waits += 1
         while not queue and self._error is None:

@@ -411,8 +411,12 @@ class EngineTCPListener(SocketListener):
                     io = await self._gate.accept()
                 else:
                     sock = await self._io.accept()
-                    self._nodelay.apply(sock)
-                    io = self._engine.open_stream(sock, self._io.tuning)
+                    try:
+                        self._nodelay.apply(sock)
+                        io = self._engine.open_stream(sock, self._io.tuning)
+                    except BaseException:
+                        sock.close()  # never handed over: closed now, not by the collector
+                        raise
             except Exception as exc:  # (not Cancelled, a BaseException)
                 # a schedule point as when it succeeds (below)
                 closed = self._closed
