@@ -268,3 +268,14 @@ def wait_for_unreaped_completion(engine: Any) -> None:
     while not lib.iou_cq_ready(engine._ring):
         assert time.monotonic() < deadline, "the kernel posted no completion"
         time.sleep(0.001)
+
+
+#: budgets a test puts in place of the run's, by name: (schedule, length in
+#: seconds, whether every call that did not wait yields)
+BUDGET_CASES: dict[str, tuple[str, float, bool]] = {
+    # a budget that does not run out during a test: no such call yields
+    "long-budget": ("budget", 5.0, False),
+    # a budget that has always run out: every such call yields
+    "spent-budget": ("budget", 1e-9, True),
+    "strict": ("strict", 0.001, True),
+}

@@ -19,7 +19,7 @@ import anyio
 import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketListener
-from helpers import StepCounter, first_listener, steps_of_this_task
+from helpers import BUDGET_CASES, StepCounter, first_listener, steps_of_this_task
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.anyio
 
 #: connections waiting before the accepts
 WAITING = 16
-#: (schedule, budget's length, yields expected over WAITING accepts)
-BUDGETS = {
-    # a budget that does not run out during the test: no accept yields
-    "long-budget": ("budget", 5.0, 0),
-    # a budget that has always run out: every accept yields
-    "spent-budget": ("budget", 1e-9, WAITING),
-    "strict": ("strict", BUDGET_SECONDS, WAITING),
-}
 
 
 @contextmanager
@@ -75,7 +67,7 @@ async def listener_with_budget(
     return multi, listener, listener.extra(SocketAttribute.local_port)
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("budget", BUDGET_CASES)
 async def test_accepts_of_waiting_connections_yield_on_the_budget(
     anyio_backend: Any, budget: str
 ) -> None:
@@ -83,7 +75,8 @@ async def test_accepts_of_waiting_connections_yield_on_the_budget(
     accepts take them all with no schedule point; with one that has run out,
     and in strict mode, each accept is one.  No connection is lost or taken
     twice."""
-    schedule, seconds, expected = BUDGETS[budget]
+    schedule, seconds, every_call = BUDGET_CASES[budget]
+    expected = WAITING if every_call else 0
     multi, listener, port = await listener_with_budget(schedule, seconds)
     async with multi:
         with waiting_clients(port):
@@ -105,7 +98,7 @@ async def test_an_accept_in_a_cancelled_scope_takes_no_connection(
     the budget would not make the call yield (and through the idle gate, once
     it runs and has the connection ready): the connection goes to the next
     ``accept()``."""
-    schedule, seconds, _ = BUDGETS[budget]
+    schedule, seconds, _ = BUDGET_CASES[budget]
     multi, listener, port = await listener_with_budget(schedule, seconds, idletimeout)
     async with multi:
         with waiting_clients(port, 2):
@@ -155,7 +148,7 @@ async def test_the_idle_gate_takes_waiting_connections_on_the_budget(
     are there without a schedule point each while the budget lasts, and
     yields after each once it has run out; every connection reaches
     ``accept()`` with its first byte."""
-    schedule, seconds, _ = BUDGETS[budget]
+    schedule, seconds, _ = BUDGET_CASES[budget]
     multi, listener, port = await listener_with_budget(schedule, seconds, idletimeout=5000)
     counter = StepCounter()
     async with multi:

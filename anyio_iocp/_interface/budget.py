@@ -77,7 +77,9 @@ a burst of 64 connections arriving at a busy server reached the application
 over about 150 ms, each first request waiting its turn.  On the budget the
 loop takes such a burst within a pass or two (``docs/performance.md``,
 "Accepts on the budget").  Every ``accept()`` is still a cancel point,
-checked before a connection is taken.
+checked before a connection is taken.  A stream's ``aclose()`` is on the
+budget too: it closes, checks for cancellation, and yields only once the
+budget has run out (unless the close waited).
 
 The strict rule, a schedule point on every call as in Trio, is the setting
 ``schedule="strict"`` (``backend_options`` or ``$ANYIO_IOCP_SCHEDULE``): its
