@@ -99,3 +99,35 @@ async def test_a_close_in_a_cancelled_scope_closes_and_reports_the_cancel(
     finally:
         clients[0].close()
         await multi.aclose()
+
+
+@pytest.mark.parametrize("budget", ["spent-budget", "strict"])
+async def test_a_close_that_waited_yields_no_second_time(anyio_backend: Any, budget: str) -> None:
+    """A close that waits (for a receive in flight in another task, which it
+    ends) went through the scheduler by waiting, and adds no schedule point
+    after it, even with a budget that has run out."""
+    schedule, seconds, _ = BUDGET_CASES[budget]
+    multi, clients, streams = await accepted_streams(1)
+    current_engine().budget = streams[0]._budget = ScheduleBudget(schedule, seconds)  # type: ignore[attr-defined]
+    ended: list[BaseException] = []
+
+    async def receiver() -> None:
+        try:
+            await streams[0].receive()
+        except anyio.ClosedResourceError as exc:
+            ended.append(exc)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await anyio.wait_all_tasks_blocked()  # the receive waits
+            with steps_of_this_task() as steps:
+                before = steps()
+                await streams[0].aclose()
+                yielded = steps() - before
+        assert len(ended) == 1, "the receive in flight ends with ClosedResourceError"
+        assert await anyio.to_thread.run_sync(sees_the_close, clients[0])
+    finally:
+        clients[0].close()
+        await multi.aclose()
+    assert yielded == 1

@@ -48,7 +48,8 @@ figures: ``docs/performance.md``, "A stream yields after sending 128 KiB".
 What stays as in Trio
 ---------------------
 * Every call is a cancel point: cancellation and deadlines are checked first,
-  by every call (``checkpoint_if_cancelled``), before any byte moves.
+  by every call (``checkpoint_if_cancelled``), before any byte moves (a
+  stream's ``aclose()`` checks after closing, as Trio's does).
 * A KeyboardInterrupt reaches the main task at its next call, as before.
 * Other tasks, expired deadlines and the I/O wait get their turn at least
   once per budget, plus the length of one call, and of what the task does
