@@ -279,3 +279,14 @@ BUDGET_CASES: dict[str, tuple[str, float, bool]] = {
     "spent-budget": ("budget", 1e-9, True),
     "strict": ("strict", 0.001, True),
 }
+
+
+def peer_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """Whether the peer of the plain socket ``sock`` has closed (end of
+    stream or a reset), waiting up to ``timeout`` seconds for it (blocking:
+    call it in a thread from a task)."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True

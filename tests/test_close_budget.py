@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import BUDGET_CASES, first_listener, steps_of_this_task
+from helpers import BUDGET_CASES, first_listener, peer_closed, steps_of_this_task
 
 from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._interface.budget import ScheduleBudget
@@ -41,15 +41,6 @@ async def accepted_streams(count: int) -> tuple[Any, list[socket.socket], list[S
     return multi, clients, streams
 
 
-def sees_the_close(client: socket.socket) -> bool:
-    """Whether the peer of ``client`` has closed (end of stream or a reset)."""
-    client.settimeout(5)
-    try:
-        return client.recv(1) == b""
-    except ConnectionResetError:
-        return True
-
-
 @pytest.mark.parametrize("budget", BUDGET_CASES)
 async def test_closes_yield_on_the_budget(anyio_backend: Any, budget: str) -> None:
     """Closing streams with nothing in flight: no schedule point while the
@@ -69,7 +60,7 @@ async def test_closes_yield_on_the_budget(anyio_backend: Any, budget: str) -> No
                 await stream.aclose()
             yielded = steps() - before
         for client in clients:
-            assert await anyio.to_thread.run_sync(sees_the_close, client)
+            assert await anyio.to_thread.run_sync(peer_closed, client)
     finally:
         for client in clients:
             client.close()
@@ -93,7 +84,7 @@ async def test_a_close_in_a_cancelled_scope_closes_and_reports_the_cancel(
             await streams[0].aclose()
             pytest.fail("aclose() in a cancelled scope returned")
         assert scope.cancelled_caught
-        assert await anyio.to_thread.run_sync(sees_the_close, clients[0])
+        assert await anyio.to_thread.run_sync(peer_closed, clients[0])
         with pytest.raises(anyio.ClosedResourceError):
             await streams[0].receive()
     finally:
@@ -126,7 +117,7 @@ async def test_a_close_that_waited_yields_no_second_time(anyio_backend: Any, bud
                 await streams[0].aclose()
                 yielded = steps() - before
         assert len(ended) == 1, "the receive in flight ends with ClosedResourceError"
-        assert await anyio.to_thread.run_sync(sees_the_close, clients[0])
+        assert await anyio.to_thread.run_sync(peer_closed, clients[0])
     finally:
         clients[0].close()
         await multi.aclose()

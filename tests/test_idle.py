@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketListener
-from helpers import first_listener, open_fds, open_pair, open_sockets
+from helpers import first_listener, open_fds, open_pair, open_sockets, peer_closed
 
 import anyio_iocp
 from anyio_iocp import StatisticsAttribute, TuningAttribute
@@ -24,14 +24,6 @@ async def gated_listener(idletimeout: int) -> tuple[Any, SocketListener, int]:
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", idletimeout=idletimeout)
     listener = first_listener(multi)
     return multi, listener, listener.extra(SocketAttribute.local_port)
-
-
-def peer_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 async def test_silent_connections_never_reach_accept() -> None:

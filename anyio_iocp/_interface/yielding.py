@@ -66,12 +66,16 @@ from __future__ import annotations
 
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._interface.parking import refuse_abort, wake_task
 from anyio_iocp._internals.trio_traps import trap_maker
+
+if TYPE_CHECKING:
+    from anyio_iocp._interface.budget import ScheduleBudget
 
 
 def _own_yield() -> Callable[[], Awaitable[None]] | None:
@@ -101,3 +105,12 @@ def choose() -> Callable[[], Awaitable[None]]:
 
 #: a schedule point that is not a cancel point (see the notes above)
 shielded_yield: Callable[[], Awaitable[None]] = choose()
+
+
+async def schedule_point_on_budget(budget: ScheduleBudget, passes: int) -> None:
+    """After a call that completed or failed: a schedule point if it did not
+    wait (the budget's pass count is still ``passes``) and the budget has run
+    out (every time in strict mode), as for a stream call.  Shielded: the
+    call's result or error must not be replaced by a Cancelled."""
+    if budget.passes == passes and perf_counter() >= budget.deadline:
+        await shielded_yield()

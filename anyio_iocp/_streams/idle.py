@@ -35,7 +35,7 @@ from anyio_iocp._interface.engine import Engine, ListenerIO, StreamIO
 from anyio_iocp._interface.parking import Spot
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.stats import StreamStatistics
-from anyio_iocp._interface.yielding import shielded_yield
+from anyio_iocp._interface.yielding import schedule_point_on_budget
 from anyio_iocp._streams.nodelay import AcceptedNodelay
 
 _log = logging.getLogger("anyio_iocp")
@@ -202,10 +202,9 @@ class IdleGate:
                         passes = budget.passes
                         try:
                             sock = await self._io.accept()
-                            if budget.passes == passes and budget.exhausted():
-                                # a connection that was there: the gate takes
-                                # turns on the budget, as a serve() loop does
-                                await shielded_yield()
+                            # a connection that was there: the gate takes
+                            # turns on the budget, as a serve() loop does
+                            await schedule_point_on_budget(budget, passes)
                         except OSError as exc:
                             self._error = exc  # raised by the next accept()
                             self._wake_accepter()

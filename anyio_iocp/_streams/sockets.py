@@ -42,7 +42,7 @@ from anyio_iocp._interface.engine import (
     raw_family,
 )
 from anyio_iocp._interface.settings import LISTENER_SETTINGS, STREAM_SETTINGS, Usage
-from anyio_iocp._interface.yielding import shielded_yield
+from anyio_iocp._interface.yielding import schedule_point_on_budget, shielded_yield
 from anyio_iocp._internals.anyio_backend import check_nursery_reach
 from anyio_iocp._streams.attributes import StatisticsAttribute, TuningAttribute
 from anyio_iocp._streams.idle import IdleGate
@@ -276,8 +276,7 @@ class EngineSocketStream(SocketStream):
             finally:
                 self._leftovers.discard(self._io)
         await lowlevel.checkpoint_if_cancelled()
-        if budget.passes == passes and perf_counter() >= budget.deadline:
-            await shielded_yield()
+        await schedule_point_on_budget(budget, passes)
 
 
 class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
@@ -430,8 +429,7 @@ class EngineTCPListener(SocketListener):
             except Exception as exc:  # (not Cancelled, a BaseException)
                 # a schedule point as when it succeeds (below)
                 closed = self._closed
-                if budget.passes == passes and perf_counter() >= budget.deadline:
-                    await shielded_yield()
+                await schedule_point_on_budget(budget, passes)
                 if not isinstance(exc, OSError):
                     raise
                 if closed:
@@ -443,8 +441,7 @@ class EngineTCPListener(SocketListener):
             # time in strict mode).  A serve() loop then takes a burst of
             # connections within one budget, not one per scheduler pass
             # (docs/performance.md, "Accepts on the budget").
-            if budget.passes == passes and perf_counter() >= budget.deadline:
-                await shielded_yield()
+            await schedule_point_on_budget(budget, passes)
         return stream
 
     async def serve(
