@@ -8,6 +8,8 @@
 #   bash scripts/wine_test.sh --shell CMD...   # run CMD (on Linux) in the
 #                                        # prepared tree; $WINE runs $WINE_PY
 #   bash scripts/wine_test.sh --bench    # bench/wine_run.py: servers under Wine
+#   bash scripts/wine_test.sh --requests # bench/wine_requests.py: their
+#                                        # wineserver requests per unit of work
 #   extra arguments go to pytest: bash scripts/wine_test.sh -k echo -x
 #
 # Everything lives in .wine-test/ (override: ANYIO_IOCP_WINE_DIR): the Wine
@@ -124,6 +126,12 @@ if [ "${1:-}" = "--bench" ]; then
     "$(command -v wineserver || echo /usr/lib/wine/wineserver64)" -k 2>/dev/null || true
     exit "$status"
 fi
+if [ "${1:-}" = "--requests" ]; then
+    shift
+    export WINE_PY="$PYDIR/python.exe" WINE
+    "${BENCH_PYTHON:-python3}" bench/wine_requests.py "$@"
+    exit
+fi
 if [ "${1:-}" = "--shell" ]; then
     shift
     export WINE_PY="$PYDIR/python.exe" WINE
@@ -152,7 +160,7 @@ WINE_TESTS=(tests/test_streams.py tests/test_tuning.py tests/test_engine.py test
     tests/test_receive_pool.py tests/test_completion.py tests/test_abd.py tests/test_schedule.py
     tests/test_dropped.py tests/test_serving.py tests/test_waking.py
     tests/test_look_after_send.py tests/test_attribute_layout.py tests/test_accept_budget.py
-    tests/test_close_budget.py)
+    tests/test_close_budget.py tests/test_inherited_nonblocking.py tests/test_busy_wakeup.py)
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then WINE_TESTS=(); fi
 wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread \
     "${WINE_TESTS[@]}" "$@" || status=$?

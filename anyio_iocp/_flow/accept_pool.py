@@ -26,6 +26,20 @@ before it waits, and a refill looks even while accepts are posted: after a
 shortage those may never be woken for a connection already waiting (below).
 A direct call that meets a shortage starts the pause like a failed accept.
 
+An engine whose posted accepts shut the direct call out
+(``direct_while_posted`` false: IOCP) would send the next ``backlog``
+connections through the pool each time a busy listener caught up with its
+connections for a moment, at a higher cost per connection than the direct
+call (under Wine about 2 more requests to the wineserver per connection,
+of 18 to 20: ``bench/wine_requests.py``).  There, a listener is *busy* when
+it goes idle if, since it was last idle, the direct call found connections
+waiting and the listener took them at least one per ``BUSY_GAP`` (10 ms) on
+average: it then posts only ``busy_wakeup_accepts`` (one), the accept that
+wakes it, and goes back to the direct call once that one has brought its
+connection.  Otherwise (fewer than one connection per 10 ms on average, or
+none waiting: connections that come one at a time are the pool's to take),
+and when new, it posts the whole pool, ready for a storm.
+
 :class:`PostedAcceptPool` holds that policy, and with it:
 
 * the task waiting in ``accept()``: it parks, and the completion that brings
@@ -71,6 +85,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from abc import abstractmethod
 from collections import deque
 from typing import ClassVar, Generic, TypeVar
@@ -85,6 +100,11 @@ from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.stats import EngineCounters
 
 _log = logging.getLogger("anyio_iocp")
+
+#: a listener that took connections at least one per BUSY_GAP seconds on
+#: average since it was last idle, some of them waiting for the direct call,
+#: is busy (busy_wakeup_accepts)
+BUSY_GAP = 0.01
 
 #: the engine's handle of one posted accept
 OpT = TypeVar("OpT")
@@ -101,6 +121,10 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
     #: under Wine a direct accept can take the connection a pending AcceptEx
     #: was being completed with, and that AcceptEx then fails)
     direct_while_posted: ClassVar[bool] = True
+    #: how many accepts a busy listener posts when it goes idle (module
+    #: docstring); None: the whole pool, busy or not (io_uring: its posted
+    #: accepts do not stop the direct call)
+    busy_wakeup_accepts: ClassVar[int | None] = None
 
     def __init__(self, sock: socket.socket, tuning: Tuning, counters: EngineCounters) -> None:
         self.sock = sock
@@ -120,6 +144,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: its last call found the kernel's listen queue empty
         self._direct = type(self)._accept_now is not PostedAcceptPool._accept_now
         self._listen_queue_empty = False
+        #: when the listener was last idle, the connections taken since, and
+        #: whether the direct call found one waiting since (busy_wakeup_accepts)
+        self._idle_at = time.perf_counter()
+        self._taken_since_idle = 0
+        self._direct_since_idle = False
         #: at most this many queued plus posted, below backlog, since posting
         #: ran out of descriptors (None: backlog is the bound)
         self._ceiling: int | None = None
@@ -248,10 +277,13 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                     if conn is not None:
                         queue.append(conn)
                         self._counters.direct_accept += 1
+                        self._direct_since_idle = True
                         continue
                     if queue or posted:
                         break  # not idle: the kernel's queue holds what comes next
                     direct = False  # idle: post the pool
+                    if self.busy_wakeup_accepts is not None:
+                        cap = self._idle_cap(cap)
                 posted.add(self._post_accept())
         except OSError as exc:
             code = self._exhaustion(exc)
@@ -264,6 +296,16 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         finally:
             if _trace.active and len(posted) > before:
                 self._trace_refill(len(posted) - before, len(posted), len(self._queue))
+
+    def _idle_cap(self, cap: int) -> int:
+        """How many accepts the idle listener posts: one wake-up when it was
+        busy since it was last idle, else the pool (module docstring)."""
+        now = time.perf_counter()
+        taken, self._taken_since_idle = self._taken_since_idle, 0
+        busy = self._direct_since_idle and now - self._idle_at < taken * BUSY_GAP
+        self._idle_at, self._direct_since_idle = now, False
+        wakeup = self.busy_wakeup_accepts
+        return min(cap, wakeup) if busy and wakeup is not None else cap
 
     def cap(self) -> int:
         """The bound on queued plus posted in force: backlog, or the ceiling
@@ -360,6 +402,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 self._refill()
         if queue:
             conn = queue.popleft()
+            self._taken_since_idle += 1
             if queue and self._listen_queue_empty:
                 # the kernel's queue was empty at the last look: look again
                 # once the connections accepted ahead are taken (one look

@@ -29,15 +29,21 @@ A busy listener accepts directly (``_accept_now``): a non-blocking
 The pool's policy decides when (``anyio_iocp._flow.accept_pool``): while
 connections keep coming and no ``AcceptEx`` is pending
 (``direct_while_posted``), and the pool is posted again when the listener is
-idle. Under Wine every Winsock call is a request to the wineserver, and an
-accept through the pool costs four (the accept's own ``socket()``,
-``AcceptEx``, its completion packet and ``SO_UPDATE_ACCEPT_CONTEXT``) where
-the direct one costs two (``accept()``, and the handle made non-inheritable
-by CPython; both then pay the stream's ``setblocking``). The accepted socket
-inherits the listening socket's properties and needs no
-``SO_UPDATE_ACCEPT_CONTEXT``. WSAEMFILE and WSAENOBUFS from the direct call
-are the shortage above; any other error (none waiting, a connection reset
-before it was taken) leaves the posted accepts to report.
+idle; a busy listener that catches up posts one ``AcceptEx`` instead
+(``busy_wakeup_accepts``).  Under Wine every Winsock call is one to three
+requests to the wineserver, and a connection through the pool costs about
+two more than a direct one (``bench/wine_requests.py``): the accept's own
+``socket()``, ``AcceptEx``, its completion packet,
+``SO_UPDATE_ACCEPT_CONTEXT`` and the stream's ``setblocking``, against
+``accept()`` and what CPython adds to it (the handle made non-inheritable,
+and the ``getsockname`` with which ``socket(fileno=...)`` checks the
+descriptor).  The directly
+accepted socket inherits the listening socket's properties and needs no
+``SO_UPDATE_ACCEPT_CONTEXT``; its non-blocking mode among them, so it needs
+no ``setblocking`` either where a probe saw that
+(:mod:`anyio_iocp._engines.iocp.inherited`).  WSAEMFILE and WSAENOBUFS from
+the direct call are the shortage above; any other error (none waiting, a
+connection reset before it was taken) leaves the posted accepts to report.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from anyio_iocp._engines.iocp.engine import IocpOp
+from anyio_iocp._engines.iocp.inherited import InheritedNonblocking, inherits_nonblocking
 from anyio_iocp._engines.iocp.winsock import (
     ACCEPT_ADDRESS_SPACE,
     extensions,
@@ -58,6 +65,7 @@ from anyio_iocp._engines.iocp.winsock import (
 )
 from anyio_iocp._flow.accept_pool import PostedAcceptPool
 from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._internals.cpython_socket import accept_descriptor
 
 if TYPE_CHECKING:
     from anyio_iocp._engines.iocp.engine import IocpEngine
@@ -90,11 +98,16 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
     #: no direct accept while AcceptEx calls are pending: under Wine it could
     #: take the connection one of them was being completed with
     direct_while_posted = False
+    #: so a busy listener that catches up posts one accept, not the pool
+    busy_wakeup_accepts = 1
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
         sock.setblocking(False)
         self._engine = engine
         self._listen_handle = ffi.new("SOCKET *", sock.fileno())
+        #: whether directly accepted sockets are non-blocking already (probed
+        #: once per process, at the first listener)
+        self._inherits_nonblocking = inherits_nonblocking()
         super().__init__(sock, tuning, engine.counters)
 
     def _post_accept(self) -> IocpOp:
@@ -124,15 +137,24 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         return op
 
     def _accept_now(self) -> socket.socket | None:
-        # (the listening socket is non-blocking: Python's accept() leaves the
-        # new socket's mode alone, inherited from the listening socket)
+        # (the listening socket is non-blocking; the new one inherits its mode,
+        # which InheritedNonblocking records where the probe saw it: no
+        # setblocking call for the stream; anyio_iocp._engines.iocp.inherited)
+        sock = self.sock
         try:
-            conn, _ = self.sock.accept()
+            fd, _ = accept_descriptor(sock)
         except OSError as exc:
             if self._exhaustion(exc):
                 raise  # a shortage: the pool pauses
             return None  # none waiting (WSAEWOULDBLOCK), or reset before it was taken
-        return conn
+        kind = InheritedNonblocking if self._inherits_nonblocking else socket.socket
+        try:
+            return kind(sock.family, sock.type, sock.proto, fd)
+        except OSError:
+            # (the object's own check of the descriptor failed: a connection
+            # reset at once; the descriptor is closed, not leaked)
+            socket.close(fd)
+            return None
 
     def on_accept_packet(self, op: IocpOp) -> None:
         """The packet of a posted accept: a connection, or why not."""
