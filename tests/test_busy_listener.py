@@ -13,7 +13,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, NamedTuple
 
 import anyio
@@ -99,16 +99,20 @@ async def queued_connections(backlog: int, clients: int) -> AsyncIterator[Queued
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=backlog)
     listener = first_listener(multi)
     port = listener.extra(SocketAttribute.local_port)
-    async with multi:
+    async with multi, AsyncExitStack() as streams:
         queued = Queued(listener, port, [], [])
-        try:
-            for _ in range(clients):
-                queued.clients.append(await anyio.connect_tcp("127.0.0.1", port))
-            await wait_until_queued(listener.extra(SocketAttribute.raw_socket), clients - backlog)
-            yield queued
-        finally:
-            for stream in [*queued.clients, *queued.accepted]:
-                await stream.aclose()
+        # every stream is closed, even if closing another raised
+        streams.push_async_callback(close_all, queued.accepted)
+        streams.push_async_callback(close_all, queued.clients)
+        for _ in range(clients):
+            queued.clients.append(await anyio.connect_tcp("127.0.0.1", port))
+        await wait_until_queued(listener.extra(SocketAttribute.raw_socket), clients - backlog)
+        yield queued
+
+
+async def close_all(streams: list[SocketStream]) -> None:
+    for stream in streams:
+        await anyio.aclose_forcefully(stream)
 
 
 async def accept(queued: Queued, count: int) -> None:

@@ -176,19 +176,27 @@ def test_one_hit_over_a_long_spell_is_not_busy(pool: Pool, clock: Clock) -> None
     assert len(pool._posted) == BACKLOG
 
 
-def test_the_whole_pool_without_the_knob(clock: Clock) -> None:
+def test_the_whole_pool_without_the_knob(
+    pool: Pool, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """io_uring's flags (busy_wakeup_accepts None): the pool, busy or not."""
+    monkeypatch.setattr(Pool, "direct_while_posted", True)
+    monkeypatch.setattr(Pool, "busy_wakeup_accepts", None)
+    complete_posted(pool)
+    pool.waiting += connections(3)
+    clock.now += 0.01
+    take(pool, BACKLOG + 3)
+    assert len(pool._posted) == BACKLOG
 
-    class Uring(Pool):
-        direct_while_posted = True
-        busy_wakeup_accepts = None
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        listener = Uring(sock)
-        complete_posted(listener)
-        listener.waiting += connections(3)
-        clock.now += 0.01
-        take(listener, BACKLOG + 3)
-        assert len(listener._posted) == BACKLOG
+def test_direct_accepts_raise_the_ceiling_too(pool: Pool) -> None:
+    """After a give-way (descriptors ran out while posting), the ceiling on
+    queued plus posted rises by one per connection accepted, whether a
+    posted accept or the direct call took it."""
+    pool._ceiling, pool._ceiling_max = 1, 8
+    complete_posted(pool)  # 4 posted accepts bring connections
+    assert pool._ceiling == 5
+    pool.waiting += connections(2)
+    take(pool, BACKLOG + 2)  # and the direct call takes 2
+    assert pool._counters.direct_accept == 2
+    assert pool._ceiling == 7

@@ -70,6 +70,23 @@ def test_no_probe_under_a_default_timeout(default: float, monkeypatch: pytest.Mo
     assert inherited._probed is (sys.platform == "win32")
 
 
+def test_a_probe_that_could_not_run_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short of descriptors (say) at the first listener: no, for now, and
+    the probe runs again at the next."""
+    monkeypatch.setattr(inherited, "_probed", None)
+
+    def no_descriptor(sock: socket.socket) -> tuple[int, Any]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(inherited, "accept_descriptor", no_descriptor)
+    assert inherits_nonblocking() is False
+    assert inherited._probed is None
+    monkeypatch.undo()
+    monkeypatch.setattr(inherited, "_probed", None)
+    assert inherits_nonblocking() is (sys.platform == "win32")
+    assert inherited._probed is (sys.platform == "win32")
+
+
 def test_the_probe_tells_a_blocking_descriptor_by_its_timeout() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -77,6 +94,7 @@ def test_the_probe_tells_a_blocking_descriptor_by_its_timeout() -> None:
         with socket.create_connection(listener.getsockname()):
             conn, _ = listener.accept()  # blocking
             with conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, inherited.PROBE_TIMEOUT)
                 start = time.perf_counter()
                 assert not inherited._recv_fails_at_once(conn)
                 assert time.perf_counter() - start >= inherited.PROBE_TIMEOUT_S * 0.9

@@ -30,11 +30,11 @@ An engine whose posted accepts shut the direct call out
 (``direct_while_posted`` false: IOCP) would send the next ``backlog``
 connections through the pool each time a busy listener caught up with its
 connections for a moment, at a higher cost per connection than the direct
-call (under Wine about 2 more requests to the wineserver per connection,
+call (under Wine about 3 more requests to the wineserver per connection,
 of 18 to 20: ``bench/wine_requests.py``).  There, a listener is *busy* when
 it goes idle if, since it was last idle, the direct call found connections
-waiting and the listener took them at least one per ``BUSY_GAP`` (10 ms) on
-average: it then posts only ``busy_wakeup_accepts`` (one), the accept that
+waiting and the listener took connections at least one per ``BUSY_GAP``
+(10 ms) on average: it then posts only ``busy_wakeup_accepts`` (one), the accept that
 wakes it, and goes back to the direct call once that one has brought its
 connection.  Otherwise (fewer than one connection per 10 ms on average, or
 none waiting: connections that come one at a time are the pool's to take),
@@ -148,7 +148,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         #: whether the direct call found one waiting since (busy_wakeup_accepts)
         self._idle_at = time.perf_counter()
         self._taken_since_idle = 0
-        self._direct_since_idle = False
+        self._direct_hit_since_idle = False
         #: at most this many queued plus posted, below backlog, since posting
         #: ran out of descriptors (None: backlog is the bound)
         self._ceiling: int | None = None
@@ -208,11 +208,8 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             return
         self._queue.append(conn)
         self._listen_queue_empty = False  # others may have come behind it
-        ceiling = self._ceiling
-        if ceiling is not None and ceiling < self._ceiling_max:
-            # after a give-way: one accept more per connection accepted, up to
-            # three quarters of the pool that met the shortage
-            self._ceiling = ceiling + 1
+        if self._ceiling is not None:
+            self._raise_ceiling()
         backoff = self._backoff
         if backoff.failures:  # (checked here: a call per connection costs)
             backoff.succeeded()
@@ -277,13 +274,16 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                     if conn is not None:
                         queue.append(conn)
                         self._counters.direct_accept += 1
-                        self._direct_since_idle = True
+                        self._direct_hit_since_idle = True
+                        if self._ceiling is not None:
+                            self._raise_ceiling()
                         continue
                     if queue or posted:
                         break  # not idle: the kernel's queue holds what comes next
                     direct = False  # idle: post the pool
-                    if self.busy_wakeup_accepts is not None:
-                        cap = self._idle_cap(cap)
+                    wakeup = self.busy_wakeup_accepts
+                    if wakeup is not None:
+                        cap = self._cap_when_idle(cap, wakeup)
                 posted.add(self._post_accept())
         except OSError as exc:
             code = self._exhaustion(exc)
@@ -297,15 +297,22 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
             if _trace.active and len(posted) > before:
                 self._trace_refill(len(posted) - before, len(posted), len(self._queue))
 
-    def _idle_cap(self, cap: int) -> int:
-        """How many accepts the idle listener posts: one wake-up when it was
-        busy since it was last idle, else the pool (module docstring)."""
+    def _raise_ceiling(self) -> None:
+        """After a give-way: one accept more per connection accepted (posted
+        or direct), up to three quarters of the pool that met the shortage."""
+        ceiling = self._ceiling
+        if ceiling is not None and ceiling < self._ceiling_max:
+            self._ceiling = ceiling + 1
+
+    def _cap_when_idle(self, cap: int, wakeup: int) -> int:
+        """How many accepts the idle listener posts: ``wakeup`` when it was
+        busy since it was last idle, else the pool (module docstring); and a
+        new spell starts."""
         now = time.perf_counter()
         taken, self._taken_since_idle = self._taken_since_idle, 0
-        busy = self._direct_since_idle and now - self._idle_at < taken * BUSY_GAP
-        self._idle_at, self._direct_since_idle = now, False
-        wakeup = self.busy_wakeup_accepts
-        return min(cap, wakeup) if busy and wakeup is not None else cap
+        busy = self._direct_hit_since_idle and now - self._idle_at < taken * BUSY_GAP
+        self._idle_at, self._direct_hit_since_idle = now, False
+        return min(cap, wakeup) if busy else cap
 
     def cap(self) -> int:
         """The bound on queued plus posted in force: backlog, or the ceiling

@@ -84,16 +84,23 @@ def inherits_nonblocking() -> bool:
     while ``socket.setdefaulttimeout()`` is in force: Python then sets every
     new socket object's mode itself (the probe would see its own doing, or
     wait out the default timeout), and the accepted sockets' objects record
-    that mode truly anyway.  The answer is kept only from a probe that ran."""
+    that mode truly anyway.  The answer is kept only from a probe that
+    reached its receive (one that failed before, short of descriptors for
+    example, runs again at the next listener).  It runs on the event loop,
+    when a listener is made: a few milliseconds, 100 ms where the mode is
+    not inherited."""
     global _probed
     if _probed is None:
         if socket.getdefaulttimeout() is not None:
             return False
-        _probed = _probe()
+        answer = _probe()
+        if answer is None:
+            return False
+        _probed = answer
     return _probed
 
 
-def _probe() -> bool:
+def _probe() -> bool | None:
     try:
         with socket.socket() as listener:
             listener.bind(("127.0.0.1", 0))
@@ -104,19 +111,20 @@ def _probe() -> bool:
                 listener.settimeout(1.0)
                 fd, _address = accept_descriptor(listener)
                 with socket.socket(listener.family, listener.type, listener.proto, fd) as conn:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, PROBE_TIMEOUT)
                     return _recv_fails_at_once(conn)
     except OSError:
-        return False
+        return None  # the probe could not run
 
 
 def _recv_fails_at_once(conn: socket.socket) -> bool:
-    """A receive with nothing to read: True if it failed at once (the
+    """A receive with nothing to read, on ``conn`` with its receive timeout
+    set to PROBE_TIMEOUT: True if it failed at once (the
     descriptor is non-blocking), False if it waited for the timeout.  Told by
     the time taken: a timed-out receive raises ``WSAETIMEDOUT`` on Windows
     but ``EAGAIN`` on Linux, as a non-blocking one does.  A failure slower
     than half the timeout counts as a wait: at worst the stream then makes
     the call it would have made anyway."""
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, PROBE_TIMEOUT)
     start = time.perf_counter()
     try:
         conn.recv(1)

@@ -32,7 +32,7 @@ connections keep coming and no ``AcceptEx`` is pending
 idle; a busy listener that catches up posts one ``AcceptEx`` instead
 (``busy_wakeup_accepts``).  Under Wine every Winsock call is one to three
 requests to the wineserver, and a connection through the pool costs about
-two more than a direct one (``bench/wine_requests.py``): the accept's own
+three more than a direct one (``bench/wine_requests.py``): the accept's own
 ``socket()``, ``AcceptEx``, its completion packet,
 ``SO_UPDATE_ACCEPT_CONTEXT`` and the stream's ``setblocking``, against
 ``accept()`` and what CPython adds to it (the handle made non-inheritable,
@@ -105,9 +105,9 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         sock.setblocking(False)
         self._engine = engine
         self._listen_handle = ffi.new("SOCKET *", sock.fileno())
-        #: whether directly accepted sockets are non-blocking already (probed
-        #: once per process, at the first listener)
-        self._inherits_nonblocking = inherits_nonblocking()
+        #: the class of directly accepted sockets: InheritedNonblocking where
+        #: they are non-blocking already (probed once per process)
+        self._accepted_class = InheritedNonblocking if inherits_nonblocking() else socket.socket
         super().__init__(sock, tuning, engine.counters)
 
     def _post_accept(self) -> IocpOp:
@@ -147,12 +147,11 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             if self._exhaustion(exc):
                 raise  # a shortage: the pool pauses
             return None  # none waiting (WSAEWOULDBLOCK), or reset before it was taken
-        kind = InheritedNonblocking if self._inherits_nonblocking else socket.socket
         try:
-            return kind(sock.family, sock.type, sock.proto, fd)
+            return self._accepted_class(sock.family, sock.type, sock.proto, fd)
         except OSError:
-            # (the object's own check of the descriptor failed: a connection
-            # reset at once; the descriptor is closed, not leaked)
+            # (the object's own check of the descriptor refused it; not
+            # expected: the descriptor is closed, not leaked)
             socket.close(fd)
             return None
 
