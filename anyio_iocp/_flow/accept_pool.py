@@ -34,9 +34,9 @@ call (under Wine about 3 more requests to the wineserver per connection,
 of 18 to 20: ``bench/wine_requests.py``).  There, a listener is *busy* when
 it goes idle if, since it was last idle, the direct call found connections
 waiting and the listener took connections at least one per ``BUSY_GAP``
-(10 ms) on average: it then posts only ``busy_wakeup_accepts`` (one), the accept that
-wakes it, and goes back to the direct call once that one has brought its
-connection.  Otherwise (fewer than one connection per 10 ms on average, or
+(10 ms) on average: it then posts only ``busy_wakeup_accepts`` (one), the
+accept that wakes it, and goes back to the direct call once that one has
+brought its connection.  Otherwise (fewer than one connection per 10 ms on average, or
 none waiting: connections that come one at a time are the pool's to take),
 and when new, it posts the whole pool, ready for a storm.
 

@@ -37,10 +37,9 @@ three more than a direct one (``bench/wine_requests.py``): the accept's own
 ``SO_UPDATE_ACCEPT_CONTEXT`` and the stream's ``setblocking``, against
 ``accept()`` and what CPython adds to it (the handle made non-inheritable,
 and the ``getsockname`` with which ``socket(fileno=...)`` checks the
-descriptor).  The directly
-accepted socket inherits the listening socket's properties and needs no
-``SO_UPDATE_ACCEPT_CONTEXT``; its non-blocking mode among them, so it needs
-no ``setblocking`` either where a probe saw that
+descriptor).  The directly accepted socket inherits the listening socket's
+properties and needs no ``SO_UPDATE_ACCEPT_CONTEXT``; its non-blocking mode
+among them, so it needs no ``setblocking`` either where a probe saw that
 (:mod:`anyio_iocp._engines.iocp.inherited`).  WSAEMFILE and WSAENOBUFS from
 the direct call are the shortage above; any other error (none waiting, a
 connection reset before it was taken) leaves the posted accepts to report.
