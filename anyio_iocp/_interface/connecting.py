@@ -42,7 +42,6 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from time import perf_counter
 from typing import Any
 
 import trio
@@ -50,7 +49,7 @@ import trio
 from anyio_iocp._interface.budget import ScheduleBudget
 from anyio_iocp._interface.engine import set_nonblocking
 from anyio_iocp._interface.stats import EngineCounters
-from anyio_iocp._interface.yielding import shielded_yield
+from anyio_iocp._interface.yielding import schedule_point_on_budget
 
 #: how long a connect refused with EAGAIN (a full UNIX backlog) waits before
 #: trying again
@@ -114,12 +113,10 @@ async def connect_stream(
         # A connect that fails at once is a schedule point too, as in Trio:
         # otherwise a loop of refused connects would never let another task
         # or a deadline in (strict mode: every time; else on the budget).
-        if budget.passes == passes and perf_counter() >= budget.deadline:
-            await shielded_yield()
+        await schedule_point_on_budget(budget, passes)
         raise
-    if budget.passes == passes and perf_counter() >= budget.deadline:
-        # connected without waiting, and the budget has run out: a schedule point
-        await shielded_yield()
+    # connected without waiting, and the budget has run out: a schedule point
+    await schedule_point_on_budget(budget, passes)
 
 
 async def _attempt(
