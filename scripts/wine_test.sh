@@ -160,7 +160,8 @@ WINE_TESTS=(tests/test_streams.py tests/test_tuning.py tests/test_engine.py test
     tests/test_receive_pool.py tests/test_completion.py tests/test_abd.py tests/test_schedule.py
     tests/test_dropped.py tests/test_serving.py tests/test_waking.py
     tests/test_look_after_send.py tests/test_attribute_layout.py tests/test_accept_budget.py
-    tests/test_close_budget.py tests/test_inherited_nonblocking.py tests/test_busy_wakeup.py)
+    tests/test_close_budget.py tests/test_inherited_nonblocking.py tests/test_busy_wakeup.py
+    tests/test_burst_read.py)
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then WINE_TESTS=(); fi
 wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread \
     "${WINE_TESTS[@]}" "$@" || status=$?

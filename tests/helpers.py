@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import select
 import socket
 import sys
 import time
@@ -35,6 +36,20 @@ async def open_pair(host: str = "127.0.0.1") -> tuple[SocketListener, SocketStre
     client = await anyio.connect_tcp(host, listener.extra(SocketAttribute.local_port))
     server = await listener.accept()
     return listener, client, server
+
+
+async def arrived(stream: SocketStream, size: int) -> None:
+    """Until ``size`` bytes wait in ``stream``'s socket (peeked: nothing taken)."""
+    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+    with anyio.fail_after(5):
+        while True:
+            if select.select([raw], [], [], 0)[0]:
+                try:
+                    if len(raw.recv(size, socket.MSG_PEEK)) >= size:
+                        return
+                except BlockingIOError:
+                    pass
+            await anyio.sleep(0.005)
 
 
 def under_wine() -> bool:

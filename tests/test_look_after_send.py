@@ -9,14 +9,12 @@ the look must change nothing the task sees: every byte, in order.
 
 from __future__ import annotations
 
-import select
-import socket
 from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import SocketAttribute, SocketStream
-from helpers import open_pair, recv_exactly, steps_of_this_task
+from anyio.abc import SocketStream
+from helpers import arrived, open_pair, recv_exactly, steps_of_this_task
 
 from anyio_iocp import TuningAttribute
 from anyio_iocp._face.runstate import current_engine
@@ -53,20 +51,6 @@ def test_the_runs_record() -> None:
     for _ in range(MAX_CREDIT):
         looks.found(False)
     assert looks.credit == 0 and not looks.look()
-
-
-async def arrived(stream: SocketStream, size: int) -> None:
-    """Until ``size`` bytes wait in ``stream``'s socket (nothing taken)."""
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
-    with anyio.fail_after(5):
-        while True:
-            if select.select([raw], [], [], 0)[0]:
-                try:
-                    if len(raw.recv(size, socket.MSG_PEEK)) >= size:
-                        return
-                except BlockingIOError:
-                    pass
-            await anyio.sleep(0.005)
 
 
 @pytest.mark.anyio

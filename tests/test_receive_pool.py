@@ -346,3 +346,156 @@ def test_the_credit_rule() -> None:
     for _ in range(10):
         looked_again(s, True)
     assert s.yield_credit == MAX_CREDIT
+
+
+# -- a direct look during a burst reads several buffers in one call -----------
+
+
+class RecordingSocket(socket.socket):
+    """A socket that records the size each ``recv`` asked for."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self.asked: list[int] = []
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.asked.append(bufsize)
+        return super().recv(bufsize, flags)
+
+
+class BurstReadingStream(ScriptedStream):
+    #: three buffers per direct call during a burst (IOCP's own is four)
+    burst_read_buffers = 3
+
+
+#: 40 distinct bytes: a piece swapped, lost or repeated shows
+NUMBERED = bytes(range(40))
+
+
+@pytest.fixture
+def reader_and_peer() -> Iterator[tuple[BurstReadingStream, RecordingSocket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sock = RecordingSocket(a)
+    yield BurstReadingStream(sock, recvburst=1), sock, b
+    sock.close()
+    b.close()
+
+
+def receive_each(stream: ScriptedStream, sizes: list[int]) -> list[bytes]:
+    """One ``receive()`` per size, in one run (strict: none waits here)."""
+
+    async def main() -> list[bytes]:
+        return [await stream.receive(size) for size in sizes]
+
+    return trio.run(main)
+
+
+def test_a_direct_look_during_a_burst_reads_several_buffers_in_one_call(
+    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    peer.sendall(NUMBERED)
+    got = receive_each(stream, [100] * 10)
+    # the first read fills its buffer (a burst); from then on three buffers
+    # per call, handed out one buffer at a time, in order
+    assert sock.asked == [SIZE, 3 * SIZE, 3 * SIZE, 3 * SIZE]
+    assert got == [NUMBERED[i : i + SIZE] for i in range(0, 40, SIZE)]
+    assert stream.counters.direct_recv == 4
+    assert stream.pools == [], "a receive was posted although the bytes were there"
+
+
+def test_without_burst_reads_each_call_reads_one_buffer() -> None:
+    """The class default (io_uring's): one buffer per call, burst or not."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sock = RecordingSocket(a)
+    stream = ScriptedStream(sock, recvburst=1)
+    try:
+        b.sendall(NUMBERED)
+        assert receive_each(stream, [100] * 10) == [
+            NUMBERED[i : i + SIZE] for i in range(0, 40, SIZE)
+        ]
+        assert sock.asked == [SIZE] * 10
+        assert stream.counters.direct_recv == 10
+    finally:
+        sock.close()
+        b.close()
+
+
+def test_the_pieces_of_a_burst_read_are_cut_at_max_bytes(
+    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    peer.sendall(NUMBERED[:10])
+    got = receive_each(stream, [100, 2, 2, 2])
+    assert sock.asked == [SIZE, 3 * 2]  # a full buffer, then three of max_bytes
+    assert got == [NUMBERED[0:4], NUMBERED[4:6], NUMBERED[6:8], NUMBERED[8:10]]
+    assert stream._ready == []
+
+
+def test_a_read_short_of_one_buffer_ends_the_burst(
+    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    peer.sendall(NUMBERED[:4])
+    assert receive_each(stream, [100]) == [NUMBERED[:4]]
+    peer.sendall(NUMBERED[4:9])  # one buffer and more: the burst goes on
+    assert receive_each(stream, [100, 100]) == [NUMBERED[4:8], NUMBERED[8:9]]
+    peer.sendall(NUMBERED[9:12])  # less than a buffer: over
+    assert receive_each(stream, [100]) == [NUMBERED[9:12]]
+    peer.sendall(NUMBERED[12:20])
+    assert receive_each(stream, [100]) == [NUMBERED[12:16]]
+    assert sock.asked == [SIZE, 3 * SIZE, 3 * SIZE, SIZE]
+
+
+def test_a_cancelled_receive_keeps_the_pieces_of_a_burst_read(
+    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    peer.sendall(NUMBERED[:16])
+    got: list[bytes] = []
+
+    async def main() -> None:
+        got.append(await stream.receive(100))
+        got.append(await stream.receive(100))  # reads 12: two pieces wait
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            got.append(await stream.receive(100))
+        assert scope.cancelled_caught
+        assert len(stream._ready) == 2
+        got.append(await stream.receive(100))
+        got.append(await stream.receive(100))
+
+    trio.run(main)
+    assert got == [NUMBERED[0:4], NUMBERED[4:8], NUMBERED[8:12], NUMBERED[12:16]]
+    assert sock.asked == [SIZE, 3 * SIZE]
+
+
+def test_usage_counts_the_pieces_of_a_burst_read(
+    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, _sock, peer = reader_and_peer
+    peer.sendall(NUMBERED[:16])
+    receive_each(stream, [100, 100])
+    assert stream.usage("recvburst").in_use == 2  # two buffers filled, not yet taken
+    assert stream.usage("buffersize").in_use == 8
+
+
+def test_with_recvburst_above_1_the_pool_posts_ahead_as_before() -> None:
+    """A stream whose ``recvburst`` lets ABD post receives ahead keeps doing
+    so: its first full read posts ``k`` receives, and no read of several
+    buffers follows (the burst read is for streams that post none ahead)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sock = RecordingSocket(a)
+    stream = BurstReadingStream(sock, recvburst=4)
+    try:
+        b.sendall(NUMBERED[:16])
+        assert receive_each(stream, [100]) == [NUMBERED[:4]]
+        assert stream.abd.k == 2
+        assert stream.pools == [2]
+        assert sock.asked == [SIZE]
+    finally:
+        sock.close()
+        b.close()

@@ -48,6 +48,12 @@ class IocpStreamIO(ReceivePool, SendChain):
     #: 3.0 without (cProfile; docs/performance.md, sixth pass).  A look that
     #: finds bytes still earns credit later.
     start_credit = 0
+    #: a direct look during a burst reads four buffers in one call (the
+    #: receive pool's burst_read_buffers): under Wine a call is three requests
+    #: to the wineserver, whatever its size; bulk went from 234 and 334 MB/s
+    #: to 722 and 725 with four (654 and 722 with sixteen; docs/performance.md,
+    #: twenty-first pass)
+    burst_read_buffers = 4
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
         # for the direct calls (overlapped calls ignore it); a connected client
