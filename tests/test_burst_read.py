@@ -68,7 +68,8 @@ async def test_a_burst_is_read_in_as_many_calls_as_the_engine_says(
         per_call = type(stream_io(server)).burst_read_buffers
         assert per_call == (4 if engine_name == "iocp" or policy == "four" else 1)
         before = direct_recvs()
-        received = [await server.receive() for _ in range(BUFFERS)]
+        with anyio.fail_after(10):  # (a lost byte must fail, not hang)
+            received = [await server.receive() for _ in range(BUFFERS)]
         assert all(len(piece) == BUFFERSIZE for piece in received)
         assert b"".join(received) == PAYLOAD
         # one call for the first buffer, then per_call buffers per call
@@ -87,6 +88,7 @@ async def test_a_cancelled_receive_loses_no_buffer_read_ahead(
             scope.cancel()
             received.append(await server.receive())
         assert scope.cancelled_caught
-        while sum(map(len, received)) < len(PAYLOAD):
-            received.append(await server.receive())
+        with anyio.fail_after(10):  # (a lost byte must fail, not hang)
+            while sum(map(len, received)) < len(PAYLOAD):
+                received.append(await server.receive())
         assert b"".join(received) == PAYLOAD

@@ -5,8 +5,11 @@ and failed receives, and the end of stream can be set up exactly."""
 from __future__ import annotations
 
 import errno
+import select
 import socket
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -352,14 +355,15 @@ def test_the_credit_rule() -> None:
 
 
 class RecordingSocket(socket.socket):
-    """A socket that records the size each ``recv`` asked for."""
+    """A socket that records the size each ``recv`` asked for (peeks aside)."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self.asked: list[int] = []
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self.asked.append(bufsize)
+        if not flags & socket.MSG_PEEK:
+            self.asked.append(bufsize)
         return super().recv(bufsize, flags)
 
 
@@ -372,14 +376,41 @@ class BurstReadingStream(ScriptedStream):
 NUMBERED = bytes(range(40))
 
 
-@pytest.fixture
-def reader_and_peer() -> Iterator[tuple[BurstReadingStream, RecordingSocket, socket.socket]]:
+def send_held(peer: socket.socket, data: bytes, reader: socket.socket) -> None:
+    """Send ``data`` to a reader whose socket holds nothing, and wait until it
+    holds all of it (peeked): on Windows a socket pair is TCP, and a direct
+    look must not find only part of it."""
+    peer.sendall(data)
+    deadline = time.monotonic() + 5
+    held = 0
+    while held < len(data):
+        assert time.monotonic() < deadline, f"the reader holds {held} of {len(data)} bytes"
+        select.select([reader], [], [], 0.1)
+        try:
+            held = len(reader.recv(len(data), socket.MSG_PEEK))
+        except BlockingIOError:
+            held = 0
+
+
+@contextmanager
+def a_reader(
+    cls: type[ScriptedStream] = BurstReadingStream, recvburst: int = 1
+) -> Iterator[tuple[ScriptedStream, RecordingSocket, socket.socket]]:
+    """A scripted stream of ``cls`` on a recording socket, and its peer."""
     a, b = socket.socketpair()
     a.setblocking(False)
     sock = RecordingSocket(a)
-    yield BurstReadingStream(sock, recvburst=1), sock, b
-    sock.close()
-    b.close()
+    try:
+        yield cls(sock, recvburst=recvburst), sock, b
+    finally:
+        sock.close()
+        b.close()
+
+
+@pytest.fixture
+def reader_and_peer() -> Iterator[tuple[ScriptedStream, RecordingSocket, socket.socket]]:
+    with a_reader() as reader:
+        yield reader
 
 
 def receive_each(stream: ScriptedStream, sizes: list[int]) -> list[bytes]:
@@ -391,69 +422,108 @@ def receive_each(stream: ScriptedStream, sizes: list[int]) -> list[bytes]:
     return trio.run(main)
 
 
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
 def test_a_direct_look_during_a_burst_reads_several_buffers_in_one_call(
-    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
     stream, sock, peer = reader_and_peer
-    peer.sendall(NUMBERED)
+    send_held(peer, NUMBERED, sock)
     got = receive_each(stream, [100] * 10)
     # the first read fills its buffer (a burst); from then on three buffers
     # per call, handed out one buffer at a time, in order
     assert sock.asked == [SIZE, 3 * SIZE, 3 * SIZE, 3 * SIZE]
-    assert got == [NUMBERED[i : i + SIZE] for i in range(0, 40, SIZE)]
+    assert got == pieces(NUMBERED, SIZE)
     assert stream.counters.direct_recv == 4
     assert stream.pools == [], "a receive was posted although the bytes were there"
 
 
 def test_without_burst_reads_each_call_reads_one_buffer() -> None:
     """The class default (io_uring's): one buffer per call, burst or not."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    sock = RecordingSocket(a)
-    stream = ScriptedStream(sock, recvburst=1)
-    try:
-        b.sendall(NUMBERED)
-        assert receive_each(stream, [100] * 10) == [
-            NUMBERED[i : i + SIZE] for i in range(0, 40, SIZE)
-        ]
+    with a_reader(ScriptedStream) as (stream, sock, peer):
+        send_held(peer, NUMBERED, sock)
+        assert receive_each(stream, [100] * 10) == pieces(NUMBERED, SIZE)
         assert sock.asked == [SIZE] * 10
         assert stream.counters.direct_recv == 10
-    finally:
-        sock.close()
-        b.close()
 
 
 def test_the_pieces_of_a_burst_read_are_cut_at_max_bytes(
-    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
     stream, sock, peer = reader_and_peer
-    peer.sendall(NUMBERED[:10])
+    send_held(peer, NUMBERED[:10], sock)
     got = receive_each(stream, [100, 2, 2, 2])
     assert sock.asked == [SIZE, 3 * 2]  # a full buffer, then three of max_bytes
     assert got == [NUMBERED[0:4], NUMBERED[4:6], NUMBERED[6:8], NUMBERED[8:10]]
     assert stream._ready == []
 
 
-def test_a_read_short_of_one_buffer_ends_the_burst(
-    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+def test_a_piece_is_cut_again_for_a_smaller_max_bytes(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
     stream, sock, peer = reader_and_peer
-    peer.sendall(NUMBERED[:4])
-    assert receive_each(stream, [100]) == [NUMBERED[:4]]
-    peer.sendall(NUMBERED[4:9])  # one buffer and more: the burst goes on
-    assert receive_each(stream, [100, 100]) == [NUMBERED[4:8], NUMBERED[8:9]]
-    peer.sendall(NUMBERED[9:12])  # less than a buffer: over
-    assert receive_each(stream, [100]) == [NUMBERED[9:12]]
-    peer.sendall(NUMBERED[12:20])
-    assert receive_each(stream, [100]) == [NUMBERED[12:16]]
+    send_held(peer, NUMBERED[:16], sock)
+    got = receive_each(stream, [100, 100, 1, 100, 100])
+    assert sock.asked == [SIZE, 3 * SIZE]
+    assert got == [NUMBERED[0:4], NUMBERED[4:8], NUMBERED[8:9], NUMBERED[9:12], NUMBERED[12:16]]
+
+
+def test_a_read_short_of_what_it_asked_for_ends_the_burst(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    send_held(peer, NUMBERED[:4], sock)
+    assert receive_each(stream, [100]) == [NUMBERED[:4]]  # full: a burst
+    send_held(peer, NUMBERED[4:16], sock)  # all three buffers asked for
+    assert receive_each(stream, [100] * 3) == pieces(NUMBERED[4:16], SIZE)
+    send_held(peer, NUMBERED[16:21], sock)  # more than a buffer, less than asked
+    assert receive_each(stream, [100, 100]) == [NUMBERED[16:20], NUMBERED[20:21]]
+    send_held(peer, NUMBERED[21:29], sock)  # the burst is over: one buffer
+    assert receive_each(stream, [100]) == [NUMBERED[21:25]]
     assert sock.asked == [SIZE, 3 * SIZE, 3 * SIZE, SIZE]
 
 
-def test_a_cancelled_receive_keeps_the_pieces_of_a_burst_read(
-    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+def test_reads_smaller_than_a_buffer_start_no_burst(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
+) -> None:
+    """A reader that asks for less than a buffer fills what it asked for at
+    every call; that is no burst (ABD counts full buffers)."""
+    stream, sock, peer = reader_and_peer
+    send_held(peer, NUMBERED[:6], sock)
+    assert receive_each(stream, [2, 2, 2]) == pieces(NUMBERED[:6], 2)
+    assert sock.asked == [2, 2, 2]
+
+
+def test_a_read_that_drains_the_socket_posts_nothing_ahead() -> None:
+    """With ``recvburst`` above 1: a read of several buffers that empties the
+    socket ends the burst, so the pool posts no receives once its pieces are
+    taken (an idle stream holds none)."""
+    with a_reader(recvburst=4) as (stream, sock, peer):
+        stream.abd.bursting = True  # the last receive came back full
+        send_held(peer, NUMBERED[:5], sock)
+        assert receive_each(stream, [100, 100]) == [NUMBERED[:4], NUMBERED[4:5]]
+        assert sock.asked == [3 * SIZE]
+        assert not stream.abd.bursting
+        assert stream.pools == []
+
+
+def test_the_end_of_stream_comes_after_the_pieces_of_a_burst_read(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
     stream, sock, peer = reader_and_peer
-    peer.sendall(NUMBERED[:16])
+    send_held(peer, NUMBERED[:16], sock)
+    peer.shutdown(socket.SHUT_WR)
+    got = receive_each(stream, [100] * 5)
+    assert got == [*pieces(NUMBERED[:16], SIZE), b""]
+
+
+def test_a_cancelled_receive_keeps_the_pieces_of_a_burst_read(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    send_held(peer, NUMBERED[:16], sock)
     got: list[bytes] = []
 
     async def main() -> None:
@@ -468,17 +538,18 @@ def test_a_cancelled_receive_keeps_the_pieces_of_a_burst_read(
         got.append(await stream.receive(100))
 
     trio.run(main)
-    assert got == [NUMBERED[0:4], NUMBERED[4:8], NUMBERED[8:12], NUMBERED[12:16]]
+    assert got == pieces(NUMBERED[:16], SIZE)
     assert sock.asked == [SIZE, 3 * SIZE]
 
 
 def test_usage_counts_the_pieces_of_a_burst_read(
-    reader_and_peer: tuple[BurstReadingStream, RecordingSocket, socket.socket],
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
-    stream, _sock, peer = reader_and_peer
-    peer.sendall(NUMBERED[:16])
+    stream, sock, peer = reader_and_peer
+    send_held(peer, NUMBERED[:16], sock)
     receive_each(stream, [100, 100])
-    assert stream.usage("recvburst").in_use == 2  # two buffers filled, not yet taken
+    # two buffers filled and not yet taken: more than recvburst's cap of 1
+    assert stream.usage("recvburst") == (1, 2)
     assert stream.usage("buffersize").in_use == 8
 
 
@@ -486,16 +557,9 @@ def test_with_recvburst_above_1_the_pool_posts_ahead_as_before() -> None:
     """A stream whose ``recvburst`` lets ABD post receives ahead keeps doing
     so: its first full read posts ``k`` receives, and no read of several
     buffers follows (the burst read is for streams that post none ahead)."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    sock = RecordingSocket(a)
-    stream = BurstReadingStream(sock, recvburst=4)
-    try:
-        b.sendall(NUMBERED[:16])
+    with a_reader(recvburst=4) as (stream, sock, peer):
+        send_held(peer, NUMBERED[:16], sock)
         assert receive_each(stream, [100]) == [NUMBERED[:4]]
         assert stream.abd.k == 2
         assert stream.pools == [2]
         assert sock.asked == [SIZE]
-    finally:
-        sock.close()
-        b.close()

@@ -8,7 +8,8 @@ and shrinks by one for every receive that comes back partly filled, within
 receive came back full and ``k > 1``: the receive pool then posts its next
 ``k`` receives as soon as the reader has taken what the previous ones brought,
 ahead of the next ``receive()``.  Bytes held ahead of the reader are therefore
-bounded by ``k * buffersize``.
+bounded by ``k * buffersize``, or by ``burst_read_buffers - 1`` buffers where
+the receive pool reads several in one call (IOCP, with nothing posted ahead).
 
 The detector only counts; posting belongs to the receive pool and the engine.
 Every move of ``k`` is counted in the run's statistics and, when the trace is

@@ -13,20 +13,25 @@ queue: their bytes, the end of stream, or the first receive error.  While a
 burst lasts, the next ``k`` receives are posted as soon as the reader has taken
 what the previous ones brought, ahead of the next ``receive()``; a new pool is
 posted only once the previous one has completed entirely.  Bytes held ahead of
-the reader are therefore bounded by ``k * buffersize``.
+the reader are therefore bounded by ``k * buffersize`` (by
+``max(k, burst_read_buffers - 1) * buffersize`` with the reads of several
+buffers below).
 
 A cancelled ``receive()`` leaves its receives posted: their bytes go to the
 next ``receive()``.
 
 Reading several buffers at once: while a burst is under way (the last receive
-came back with its buffer full), a direct look asks the socket for up to
-``burst_read_buffers`` buffers in one call, where the engine sets it above 1.
-The bytes beyond the first buffer go to the read-ahead queue, cut into pieces
-of one buffer each, ahead of anything posted later.  On the IOCP engine each
-call is a request to the kernel (under Wine three round trips to the
-wineserver, whatever its size), so four buffers in one call cost a quarter of
-the calls of a bulk transfer; io_uring's direct call is a plain system call,
-and it reads one buffer.
+came back full) and nothing is posted ahead, a direct look asks the socket for
+up to ``burst_read_buffers`` buffers in one call, where the engine sets it
+above 1.  The bytes beyond the first buffer go to the read-ahead queue, cut
+into pieces of ``min(max_bytes, buffersize)``, ahead of anything posted later,
+so up to ``burst_read_buffers - 1`` buffers wait there.  Such a read is full
+when it filled all it asked for; one that drains the socket ends the burst.
+On the IOCP engine each call is a request to the kernel (under Wine three
+round trips to the wineserver, whatever its size), so four buffers in one call
+cost a quarter of the calls of a bulk transfer; io_uring's direct call is a
+plain system call, and it reads one buffer.  (Reading ahead would drop the
+descriptors a UNIX stream's bytes carry: the IOCP engine runs no UNIX streams.)
 
 The engine's stream supplies the primitives: :meth:`ReceivePool._post_receives`
 (post up to ``k`` receives, in order), :meth:`ReceivePool._receive_outcome`
@@ -142,7 +147,8 @@ class ReceivePool(WriteBehind, FlowStream):
         cap = max_bytes if max_bytes < size else size  # (min(), spelled out: it costs 5x as much)
         abd = self.abd
         try:
-            data = self.sock.recv(cap * self.burst_read_buffers if abd.bursting else cap)
+            asked = cap * self.burst_read_buffers if abd.bursting else cap
+            data = self.sock.recv(asked)
         except BlockingIOError:
             self._check_send_error()
             return None
@@ -154,7 +160,9 @@ class ReceivePool(WriteBehind, FlowStream):
         self.counters.direct_recv += 1
         if data:
             n = len(data)
-            abd.observe(n >= size)
+            # full: the call filled what it asked for, and at least one buffer
+            # (a read that drains the socket ends the burst)
+            abd.observe(n == asked and n >= size)
             if n > cap:  # several buffers in one call (burst_read_buffers)
                 data = self._keep_ahead(data, cap)
             elif abd.bursting and abd.k > 1:  # (checked here: this runs once per message)
@@ -170,6 +178,7 @@ class ReceivePool(WriteBehind, FlowStream):
         queue is empty: a direct look is made only when nothing is held or
         posted)."""
         ready = self._ready
+        assert not ready, "a direct look with bytes held: they would be overtaken"
         for start in range(cap, len(data), cap):
             ready.append(data[start : start + cap])
         return data[:cap]
@@ -250,6 +259,7 @@ class ReceivePool(WriteBehind, FlowStream):
             return Usage(self.sendcap, self._pending_sends())
         if name == "recvburst":
             # receives in use: posted, or completed with bytes not yet taken
+            # (with the pieces of a read of several buffers, which may pass the cap)
             return Usage(self.recvburst, len(self._posted) + len(self._ready))
         if name == "buffersize":
             return Usage(self.buffersize, sum(map(len, self._ready)))

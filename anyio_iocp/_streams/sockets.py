@@ -284,7 +284,9 @@ class EngineUNIXSocketStream(EngineSocketStream, UNIXSocketStream):
 
     Descriptors ride on the bytes they were sent with, and a plain receive
     drops them: with ``recvburst > 1`` bytes received ahead lose theirs, so
-    streams that pass descriptors keep the default ``recvburst`` of 1.
+    streams that pass descriptors keep the default ``recvburst`` of 1 (and
+    engines that read several buffers per call during a burst, as IOCP's
+    TCP streams do, must not run UNIX streams so).
     """
 
     _messages: MessageIO | None = None

@@ -52,7 +52,8 @@ class IocpStreamIO(ReceivePool, SendChain):
     #: receive pool's burst_read_buffers): under Wine a call is three requests
     #: to the wineserver, whatever its size; bulk went from 234 and 334 MB/s
     #: to 722 and 725 with four (654 and 722 with sixteen; docs/performance.md,
-    #: twenty-first pass)
+    #: twenty-first pass).  (TCP only: the engine runs no UNIX streams, whose
+    #: descriptors a read ahead would drop.)
     burst_read_buffers = 4
 
     def __init__(self, engine: IocpEngine, sock: socket.socket, tuning: Tuning) -> None:
