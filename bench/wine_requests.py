@@ -10,7 +10,7 @@ or per exchange does not move with the machine's load, unlike the rates.
 Run it through the Wine harness, which prepares Windows Python::
 
     bash scripts/wine_test.sh --requests [--seconds 2] [--backends trio,iocp]
-        [--tests echo64,churn]
+        [--tests echo1,echo64,churn,bulk]
 
 For each backend and test it restarts the prefix's wineserver with request
 tracing (``wineserver -f -d2``, to a log under ``/tmp``), starts the server
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--backends", default="trio,iocp")
-    p.add_argument("--tests", default="echo1,echo64,churn")
+    p.add_argument("--tests", default="echo1,echo64,churn,bulk")
     p.add_argument("--top", type=int, default=12, help="requests shown per cell")
     args = p.parse_args(argv)
     settings = Settings(seconds=args.seconds, storm_n=300)
