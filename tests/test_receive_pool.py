@@ -555,11 +555,38 @@ def test_usage_counts_the_pieces_of_a_burst_read(
 
 def test_with_recvburst_above_1_the_pool_posts_ahead_as_before() -> None:
     """A stream whose ``recvburst`` lets ABD post receives ahead keeps doing
-    so: its first full read posts ``k`` receives, and no read of several
-    buffers follows (the burst read is for streams that post none ahead)."""
+    so: its first full read posts ``k`` receives, the next pool follows them,
+    and no read of several buffers comes between (the burst read is for
+    streams that post none ahead)."""
     with a_reader(recvburst=4) as (stream, sock, peer):
-        send_held(peer, NUMBERED[:16], sock)
+        send_held(peer, NUMBERED[:4], sock)
         assert receive_each(stream, [100]) == [NUMBERED[:4]]
         assert stream.abd.k == 2
         assert stream.pools == [2]
+        send_held(peer, NUMBERED[4:16], sock)  # bytes wait: no look is made
+        stream.scripted.on_wait = [(0, NUMBERED[16:20]), (1, NUMBERED[20:24])]
+        assert receive_each(stream, [100, 100]) == [NUMBERED[16:20], NUMBERED[20:24]]
+        assert stream.pools == [2, 4]  # caught up: the next k receives
         assert sock.asked == [SIZE]
+
+
+def test_a_look_after_a_yield_reads_several_buffers_during_a_burst(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a budget, a receive that found nothing yields once and looks again;
+    during a burst that second look reads several buffers too."""
+    stream, sock, peer = reader_and_peer
+    stream.scripted.budget = ScheduleBudget("budget")
+    stream.yield_credit = START_CREDIT  # (one look after a yield)
+    stream.abd.bursting = True  # the last receive came back full
+    real_yield = yielding.shielded_yield
+
+    async def yield_while_the_peer_sends() -> None:
+        send_held(peer, NUMBERED[:12], sock)
+        await real_yield()
+
+    monkeypatch.setattr(receive_pool, "shielded_yield", yield_while_the_peer_sends)
+    assert receive_each(stream, [100, 100, 100]) == pieces(NUMBERED[:12], SIZE)
+    assert sock.asked == [3 * SIZE, 3 * SIZE]  # the look before the yield, the one after
+    assert stream.pools == []

@@ -50,8 +50,9 @@ class IocpStreamIO(ReceivePool, SendChain):
     start_credit = 0
     #: a direct look during a burst reads four buffers in one call (the
     #: receive pool's burst_read_buffers): under Wine a call is three requests
-    #: to the wineserver, whatever its size; bulk went from 234 and 334 MB/s
-    #: to 722 and 725 with four (654 and 722 with sixteen; docs/performance.md,
+    #: to the wineserver, whatever its size; in throw-away runs that read a
+    #: fixed size after every full read, bulk went from 234 and 334 MB/s to
+    #: 722 and 725 with four (654 and 722 with sixteen; docs/performance.md,
     #: twenty-first pass).  (TCP only: the engine runs no UNIX streams, whose
     #: descriptors a read ahead would drop.)
     burst_read_buffers = 4
