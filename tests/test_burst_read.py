@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import arrived, first_listener
+from helpers import arrived, first_listener, recv_exactly
 
 import anyio_iocp
 
@@ -89,6 +89,5 @@ async def test_a_cancelled_receive_loses_no_buffer_read_ahead(
             received.append(await server.receive())
         assert scope.cancelled_caught
         with anyio.fail_after(10):  # (a lost byte must fail, not hang)
-            while sum(map(len, received)) < len(PAYLOAD):
-                received.append(await server.receive())
+            received.append(await recv_exactly(server, len(PAYLOAD) - sum(map(len, received))))
         assert b"".join(received) == PAYLOAD
