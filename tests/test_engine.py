@@ -485,6 +485,14 @@ async def second():
         await kept[0].receive()  # nothing to read: needs a posted receive
     except anyio.BrokenResourceError as exc:
         print("clean:", exc)
+    # in a cancelled scope, each call still says first that its run has ended
+    for call in (kept[0].receive, lambda: kept[0].send(b"x")):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await call()
+            except anyio.BrokenResourceError as exc:
+                print("clean when cancelled:", exc)
 
 anyio.run(first, backend="iocp", backend_options={"engine": ENGINE})
 anyio.run(second, backend="iocp", backend_options={"engine": ENGINE})
@@ -494,6 +502,9 @@ anyio.run(second, backend="iocp", backend_options={"engine": ENGINE})
     )
     assert result.returncode == 0, result.stderr
     assert "clean: [Errno 9] the run that created this socket has ended" in result.stdout
+    cancelled = [line for line in result.stdout.splitlines() if "when cancelled" in line]
+    assert len(cancelled) == 2, result.stdout
+    assert all("the run that created this socket has ended" in line for line in cancelled)
 
 
 def test_dropped_listener_leaks_no_queued_connection(engine_name: str) -> None:

@@ -505,3 +505,37 @@ async def test_a_reader_woken_by_its_multishot_receive_is_sent_woken(
             await client.send(b"wake")
         assert got == [b"wake"]
         assert woken_with and all(outcome is WOKEN for outcome in woken_with), woken_with
+
+
+async def test_a_receive_with_its_multishot_receive_armed_is_a_cancel_point(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive that finds its multishot receive armed and nothing ready
+    yields once before it waits (yield_first), and bytes can land during that
+    yield.  It is a cancel point all the same, checked before anything is
+    taken: in a cancelled scope it raises, and the bytes wait for the next
+    receive."""
+    from anyio_iocp._flow.yield_first import MAX_CREDIT
+
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        await make_busy(client, server)
+        io: Any = server._io
+        ms = io._ms
+        with anyio.move_on_after(0.01):
+            await server.receive()  # waits: the multishot receive is armed
+        assert ms.armed is not None and not ms.ready
+        # (the raw socket: a quiet send of the client's would wait for the pass)
+        client.extra(SocketAttribute.raw_socket).send(b"late")
+        wait_for_unreaped_completion(engine)  # in the ring, reaped in the next pass
+        io.yield_credit = MAX_CREDIT  # the receive yields once before it waits
+        # its look before the yield finds nothing: the bytes land during the yield
+        monkeypatch.setattr(engine, "reap_ready", lambda: None)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive()
+        assert scope.cancelled_caught
+        monkeypatch.undo()
+        with anyio.fail_after(5):
+            assert await server.receive() == b"late"

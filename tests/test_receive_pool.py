@@ -104,7 +104,10 @@ class ScriptedStream(ReceivePool):
     def _pending_sends(self) -> int:
         return 0
 
-    async def send(self, data: memoryview) -> None:
+    def send_at_once(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    async def send_rest(self, data: memoryview) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ from anyio import (
     ClosedResourceError,
     EndOfStream,
 )
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from helpers import (
     WINE_LATE_RESET,
     first_listener,
@@ -319,3 +319,36 @@ async def test_wrapped_sockets_use_the_engine(engine_name: str) -> None:
             async with await listener.accept() as server:
                 await client.send(b"wrapped")
                 assert await recv_exactly(server, 7) == b"wrapped"
+
+
+async def empty_sends() -> list[bytes]:
+    """Empty sends between messages and after ``send_eof()``, on whatever
+    backend runs this: what the peer received, in order."""
+    multi = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with multi:
+        port = multi.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        listener: SocketListener = multi.listeners[0]  # type: ignore[assignment]
+        server = await listener.accept()
+        async with client, server:
+            await client.send(b"")
+            await client.send(b"one")
+            await client.send(b"")
+            await client.send(b"two")
+            received = [await recv_exactly(server, 6)]
+            await client.send_eof()
+            await client.send(b"")  # nothing to send: no error after the EOF either
+            with pytest.raises(EndOfStream):
+                await server.receive()
+            await server.send(b"")
+            await server.send(b"back")
+            received.append(await recv_exactly(client, 4))
+    return received
+
+
+async def test_an_empty_send_moves_nothing_and_asks_the_engine_nothing() -> None:
+    assert await empty_sends() == [b"onetwo", b"back"]
+
+
+def test_empty_sends_on_anyio_s_trio_backend_do_the_same() -> None:
+    assert anyio.run(empty_sends, backend="trio") == [b"onetwo", b"back"]

@@ -53,6 +53,7 @@ from anyio_iocp._flow.look_after_send import MAX_CREDIT as LOOKS_MAX_CREDIT
 from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
+from anyio_iocp._interface.cancel_points import cancel_pending
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.yielding import shielded_yield
 
@@ -100,7 +101,8 @@ class ReceivePool(WriteBehind, FlowStream):
     # -- receiving ------------------------------------------------------------
 
     async def receive(self, max_bytes: int) -> bytes:
-        self._engine.check_open()  # a stream kept past its run: a clear error
+        if self._engine.closed:
+            self._engine.check_open()  # a stream kept past its run: a clear error
         if self._send_error is not None:  # a write-behind send failed
             await self._raise_unreported_send_error_after_cancel_check()
         posted = self._posted
@@ -108,7 +110,8 @@ class ReceivePool(WriteBehind, FlowStream):
             await self._engine.wait(posted[0])
             self._collect()
             return self._take(max_bytes)
-        await lowlevel.checkpoint_if_cancelled()
+        if cancel_pending():
+            await lowlevel.checkpoint_if_cancelled()
         self._collect()
         if not (self._ready or posted or self._eof or self._recv_error):
             now = self._first_look(max_bytes)

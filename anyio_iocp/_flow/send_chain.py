@@ -252,17 +252,21 @@ class SendChain(WriteBehind):
     def _pending_sends(self) -> int:
         return len(self._queued) + len(self._sending)
 
-    async def send(self, data: memoryview) -> None:
+    def check_engine(self) -> None:
         if self._engine.closed:
             self._engine.check_open()
-        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+
+    def send_at_once(self, data: memoryview) -> int:
+        # (after the caller's cancel check: a Cancelled loses no error)
+        if self._engine.closed:
+            self._engine.check_open()
         if self._send_error is not None:
             self._check_send_error()
-        if not self._queued and not self._sending:
-            sent = self._send_now(data)
-            if sent == len(data):
-                return  # no wait: the stream layer's budget decides on a yield
-            data = data[sent:]
+        if self._queued or self._sending:
+            return 0
+        return self._send_now(data)  # all of it: no wait, the stream layer's budget decides
+
+    async def send_rest(self, data: memoryview) -> None:
         if self.sendcap == 1:
             await self._send_and_wait(data)
             return

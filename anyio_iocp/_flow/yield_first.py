@@ -73,4 +73,9 @@ def should_yield_first(stream: _Stream) -> bool:
 def looked_again(stream: _Stream, found: bool) -> None:
     """What the look after the yield found."""
     credit = stream.yield_credit
-    stream.yield_credit = min(credit + HIT_CREDIT, MAX_CREDIT) if found else credit - 1
+    if not found:
+        stream.yield_credit = credit - 1
+    elif credit < MAX_CREDIT - HIT_CREDIT:  # (min(), spelled out: once per message)
+        stream.yield_credit = credit + HIT_CREDIT
+    else:
+        stream.yield_credit = MAX_CREDIT

@@ -15,9 +15,12 @@ The contract each engine keeps:
 * ``StreamIO.receive`` returns at least one byte, or ``b""`` at end of stream,
   and raises :class:`OSError` for socket errors.  When the calling task is
   cancelled, no byte is lost: bytes that arrive later go to the next receive.
-* ``StreamIO.send`` sends every byte or raises.  If the task is cancelled, the
-  send is cancelled in the kernel and its completion awaited before Cancelled
-  propagates, so nothing of it can go out after a later send.
+* A send sends every byte or raises, in two steps after the caller's cancel
+  check: ``StreamIO.send_at_once`` sends what goes without waiting and says
+  how much did; ``StreamIO.send_rest`` waits for the rest.  If the task is
+  cancelled during ``send_rest``, the send is cancelled in the kernel and its
+  completion awaited before Cancelled propagates, so nothing of it can go out
+  after a later send.
 * ``close`` methods end every operation in flight (cancel, then wait for the
   completion: memory lent to the kernel stays alive until then) and close the
   socket.
@@ -103,10 +106,12 @@ class EngineInfo:
 class StreamIO(ABC):
     """Byte transport of one connected stream socket.
 
-    ``receive()`` and ``send()`` are cancel points (``checkpoint_if_cancelled``
-    before any byte moves, or a cancellable wait).  When they complete without
-    waiting they return *without* a schedule point: the stream layer adds one
-    when the run's :class:`~anyio_iocp._interface.budget.ScheduleBudget` says so.
+    ``receive()`` is a cancel point (a cancel check before any byte moves, or
+    a cancellable wait).  A send is two steps, :meth:`send_at_once` and
+    :meth:`send_rest`, after a cancel check that the caller (the stream
+    layer) makes.  When a receive or a send completes without waiting it
+    returns *without* a schedule point: the stream layer adds one when the
+    run's :class:`~anyio_iocp._interface.budget.ScheduleBudget` says so.
     """
 
     sock: socket.socket
@@ -116,8 +121,25 @@ class StreamIO(ABC):
         """Return 1 to ``max_bytes`` bytes, or ``b""`` at end of stream."""
 
     @abstractmethod
-    async def send(self, data: memoryview) -> None:
-        """Send every byte of ``data``."""
+    def send_at_once(self, data: memoryview) -> int:
+        """After the caller's cancel check: send what can go without waiting,
+        and return how many bytes of ``data`` did (0 when none could, for
+        instance behind sends still pending).  Never waits.  An engine may
+        hand the bytes to the kernel instead, and then counts them as sent.
+        Raises what a send raises at once (a closed engine, an earlier
+        send's error)."""
+
+    @abstractmethod
+    async def send_rest(self, data: memoryview) -> None:
+        """Send every byte of ``data``, what :meth:`send_at_once` left,
+        waiting as needed (cancellable), with no cancel check before it
+        starts (the caller made one)."""
+
+    def check_engine(self) -> None:  # noqa: B027 (engines that never close)
+        """Raise the engine's error if the run that made this stream has
+        ended.  The stream layer calls it before raising a pending
+        Cancelled, so that a stream kept past its run says so first, as its
+        receives do."""
 
     @abstractmethod
     async def send_eof(self) -> None:

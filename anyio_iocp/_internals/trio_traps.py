@@ -100,6 +100,17 @@ _RESCHEDULE_NAMES = frozenset(
 )
 
 
+def _has_fields(wanted: dict[type, tuple[str, ...]]) -> bool:
+    """Whether each attrs class has (at least) the fields named for it."""
+    try:
+        return all(
+            {field.name for field in attrs.fields(cls)}.issuperset(names)
+            for cls, names in wanted.items()
+        )
+    except (TypeError, attrs.exceptions.NotAnAttrsClassError):
+        return False
+
+
 def task_waker(outcome: Any) -> Callable[[Any], None] | None:
     """A function that reschedules a parked task with ``outcome``, as
     ``Runner.reschedule`` does (see the notes above); None where Trio is not
@@ -112,14 +123,8 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
         from trio._core._run import GLOBAL_RUN_CONTEXT, Runner, Task
     except ImportError:
         return None
-    try:
-        task_fields = {field.name for field in attrs.fields(Task)}
-        runner_fields = {field.name for field in attrs.fields(Runner)}
-    except (TypeError, attrs.exceptions.NotAnAttrsClassError):
-        return None
     if not (
-        task_fields.issuperset(_TASK_FIELDS)
-        and runner_fields.issuperset(_RUNNER_FIELDS)
+        _has_fields({Task: _TASK_FIELDS, Runner: _RUNNER_FIELDS})
         and callable(getattr(Runner, "force_guest_tick_asap", None))
         and callable(getattr(Instruments, "call", None))
         and isinstance(getattr(Instruments(()), "data", None), dict)
@@ -149,3 +154,59 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
             instruments.call("task_scheduled", task)
 
     return wake
+
+
+#: the names Trio 0.35's ``checkpoint_if_cancelled`` uses: a release whose
+#: function does something else (with the same fields) is not followed
+_CANCEL_CHECK_NAMES = frozenset(
+    {"current_task", "_cancel_status", "effectively_cancelled", "_runner", "main_task"}
+    | {"ki_pending", "_core", "checkpoint", "AssertionError", "_cancel_points"}
+)
+_CANCEL_TASK_FIELDS = ("_cancel_status", "_runner", "_cancel_points")
+_CANCEL_RUNNER_FIELDS = ("main_task", "ki_pending")
+_CANCEL_STATUS_FIELDS = ("effectively_cancelled",)
+
+
+def cancel_checker() -> Callable[[], bool] | None:
+    """A function that answers, without a coroutine, whether Trio's
+    ``checkpoint_if_cancelled`` would raise for the current task now: True if
+    the task's scope is cancelled, if a KeyboardInterrupt waits for the main
+    task, or outside a task (Trio's function raises there); otherwise it
+    counts the cancel point as Trio's function does (``_cancel_points``) and
+    answers False.  None where Trio is not the release or the names are not
+    the ones it was written for, or where ``$ANYIO_IOCP_TRAPS`` is ``public``."""
+    if not _tested():
+        return None
+    try:
+        from trio._core._run import GLOBAL_RUN_CONTEXT, CancelStatus, Runner, Task
+    except ImportError:
+        return None
+    code = getattr(lowlevel.checkpoint_if_cancelled, "__code__", None)
+    if not (
+        _has_fields(
+            {
+                Task: _CANCEL_TASK_FIELDS,
+                Runner: _CANCEL_RUNNER_FIELDS,
+                CancelStatus: _CANCEL_STATUS_FIELDS,
+            }
+        )
+        and code is not None
+        and set(code.co_names) == _CANCEL_CHECK_NAMES
+    ):
+        return None
+    context = GLOBAL_RUN_CONTEXT
+
+    def cancel_pending() -> bool:
+        try:
+            task = context.task
+        except AttributeError:  # not in a task: Trio's function raises
+            return True
+        if task._cancel_status.effectively_cancelled:
+            return True
+        runner = task._runner
+        if runner.ki_pending and task is runner.main_task:
+            return True
+        task._cancel_points += 1
+        return False
+
+    return cancel_pending

@@ -84,8 +84,14 @@ class FirstBytes(StreamIO):
         data, self._first = self._first[:max_bytes], self._first[max_bytes:]
         return data  # no wait: the stream layer's budget decides on a yield
 
-    async def send(self, data: memoryview) -> None:
-        await self._inner.send(data)
+    def send_at_once(self, data: memoryview) -> int:
+        return self._inner.send_at_once(data)
+
+    def check_engine(self) -> None:
+        self._inner.check_engine()
+
+    async def send_rest(self, data: memoryview) -> None:
+        await self._inner.send_rest(data)
 
     async def send_eof(self) -> None:
         await self._inner.send_eof()

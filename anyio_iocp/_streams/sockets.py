@@ -4,9 +4,10 @@ This layer is written once: it gives AnyIO's semantics (resource guards,
 ``EndOfStream``, ``BrokenResourceError`` with the OS error as cause,
 ``ClosedResourceError``, typed attributes) to whatever engine moves the bytes.
 
-It also decides the schedule points: an engine's ``receive()``/``send()`` is a
-cancel point and returns at once when it did not have to wait; here, such a
-call yields only when the run's budget has run out, or (a send) when the
+It also decides the schedule points: an engine's ``receive()`` is a cancel
+point, a send makes its cancel check here before the engine's two steps,
+and either returns at once when it did not have to wait; here, such a call
+yields only when the run's budget has run out, or (a send) when the
 stream has sent the budget's bytes since its last schedule point (every call
 in strict mode).  The model and its guarantees: :mod:`anyio_iocp._interface.budget`.
 """
@@ -32,6 +33,7 @@ from anyio.abc import SocketListener, SocketStream, TaskGroup, UNIXSocketStream
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._interface.budget import ScheduleBudget
+from anyio_iocp._interface.cancel_points import cancel_pending
 from anyio_iocp._interface.engine import (
     AF_UNIX,
     Engine,
@@ -194,17 +196,25 @@ class EngineSocketStream(SocketStream):
             budget = self._budget
             passes = budget.passes
             try:
+                if cancel_pending():  # (a cancel point first, as every call)
+                    io.check_engine()  # (a stream kept past its run says so first)
+                    await lowlevel.checkpoint_if_cancelled()
                 if self._closed:
-                    await lowlevel.checkpoint_if_cancelled()  # (a cancel point, as every call)
                     raise ClosedResourceError
-                await io.send(view)
+                # The engine's send in its two steps: no coroutine for a send
+                # that does not wait (the usual case).  An empty send moves
+                # nothing and asks the engine nothing, as on AnyIO's backends.
+                sent = len(view)
+                if sent:
+                    went = io.send_at_once(view)
+                    if went != sent:
+                        await io.send_rest(view[went:])
             except Exception as exc:  # (not Cancelled, a BaseException)
                 error = self._error(exc) if isinstance(exc, OSError) else exc  # (as in receive)
                 await self._schedule_point_before_raising(passes)
                 if error is exc:
                     raise
                 raise error from exc
-            sent = len(view)
             io.bytes_out += sent
             if budget.passes != passes:  # it waited: a schedule point
                 self._sent_since_yield = 0

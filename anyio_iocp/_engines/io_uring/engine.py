@@ -371,19 +371,21 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     @enable_ki_protection  # posted and kept, or neither
     def post_quiet_send(self, stream: UringStreamIO, data: bytes, slot: int) -> None:
         """Post a quiet send of ``data`` (see :mod:`.quiet_sends`) from ``slot``."""
-        self.check_open()
-        rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, len(data), SEND_FLAGS, slot)
+        if self.closed:
+            self.check_open()
+        size = len(data)
+        rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc == -errno.EBUSY:  # the submission ring is full: as in _post
             if self._submit() < 0:
                 self._reap_now()
                 self._submit()
-            rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, len(data), SEND_FLAGS, slot)
+            rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
         quiet = self.quiet
         quiet.keep[slot] = data
         quiet.posted += 1
-        stream.quiet_posted(len(data))
+        stream.quiet_posted(size)
 
     def submit_now(self) -> None:
         """Hand the entries prepared so far to the kernel now, in the middle
@@ -557,7 +559,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         often finished while the task ran (on loopback, the peer's reply is
         there by the time the request went out), and reaping it here saves a
         pass through the I/O wait."""
-        self._reap_now()
+        if not self.closed and _cq_ready(self._ring):  # (_reap_now, inlined)
+            self._reap_found()
 
     def _reap(self) -> None:
         ops = self._ops

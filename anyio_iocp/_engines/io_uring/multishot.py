@@ -278,12 +278,13 @@ class MultishotReceiver(Spot):
     def take(self, max_bytes: int) -> bytes:
         ready = self.ready
         data = ready[0]
-        if len(data) > max_bytes:
+        size = len(data)
+        if size > max_bytes:
             ready[0] = data[max_bytes:]
-            data = data[:max_bytes]
-        else:
-            del ready[0]
-        self.ready_bytes -= len(data)
+            self.ready_bytes -= max_bytes
+            return data[:max_bytes]
+        del ready[0]
+        self.ready_bytes -= size
         return data
 
     def pending(self) -> list[MultishotOp]:

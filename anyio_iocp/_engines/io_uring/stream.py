@@ -53,6 +53,7 @@ from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QU
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
+from anyio_iocp._interface.cancel_points import cancel_pending
 from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
 from anyio_iocp._interface.readiness import wait_readable
 from anyio_iocp._interface.settings import Tuning, Usage
@@ -164,16 +165,16 @@ class UringStreamIO(ReceivePool, SendChain):
         elif (
             engine.quiet_now
             and self.sendcap == 1
-            and 0 < len(data) <= QUIET_MAX
+            and 0 < (size := len(data)) <= QUIET_MAX
             and (passes - self._busy_pass > 1 or engine.send_mode == "ring")
         ):
             slot = slot or self._take_quiet_slot()
             if slot:
                 obj = data.obj
                 # the caller may reuse a mutable buffer once send() returns
-                keep = obj if type(obj) is bytes and len(obj) == len(data) else bytes(data)
+                keep = obj if type(obj) is bytes and len(obj) == size else bytes(data)
                 engine.post_quiet_send(self, keep, slot)
-                return len(data)
+                return size
         try:  # SendChain._send_now, inlined: this runs once per message
             sent = self.sock.send(data, SEND_NOW_FLAGS)
         except BlockingIOError:
@@ -344,15 +345,20 @@ class MultishotStreamIO(UringStreamIO):
             if ms.ready and self._send_error is None and not self._engine.closed:
                 # The usual case on a busy stream, with nothing to check: bytes
                 # that the multishot receive brought are waiting.
-                await lowlevel.checkpoint_if_cancelled()
+                if cancel_pending():
+                    await lowlevel.checkpoint_if_cancelled()
                 data = ms.take(max_bytes)
                 if self.abd.bursting and not ms.ready:
                     self._post_ahead()  # during a burst, once the reader has caught up
                 return data  # no wait: the stream layer's budget decides on a yield
             engine = self._engine
-            engine.check_open()  # a stream kept past its run: a clear error
+            if engine.closed:
+                engine.check_open()  # a stream kept past its run: a clear error
             if self._send_error is not None:  # a write-behind send failed
                 await self._raise_unreported_send_error_after_cancel_check()
+            # the cancel point of every path below, before any byte is taken
+            if cancel_pending():
+                await lowlevel.checkpoint_if_cancelled()
             if ms.receives < BUSY_AFTER:
                 ms.receives += 1
             if ms.armed is None and not (ms.ready or ms.eof or ms.error is not None):
@@ -360,7 +366,6 @@ class MultishotStreamIO(UringStreamIO):
                 # bytes may be there already, taken without waiting a pass.
                 # (Here, not in a coroutine of its own: a lone busy stream
                 # takes this path for every message.)
-                await lowlevel.checkpoint_if_cancelled()
                 self._check_not_closing()
                 now = self._first_look(max_bytes)
                 if now is not None:
@@ -376,20 +381,20 @@ class MultishotStreamIO(UringStreamIO):
     async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
         """Bytes, end of stream or an error that the multishot receive brought,
         or a wait for them: after a direct receive that found nothing when
-        nothing is armed (:meth:`receive`)."""
-        if ms.ready or ms.eof or ms.error is not None:  # (ms.has_data(), inlined)
-            # no wait: a cancel point like every other receive that did not block
-            await lowlevel.checkpoint_if_cancelled()
-            return self._take_multishot(ms, max_bytes)
+        nothing is armed (:meth:`receive`), and after the caller's cancel
+        check, so that no path here returns without one."""
+        # (ms.has_data() is spelled out in this method: it runs once per message)
+        if ms.ready or ms.eof or ms.error is not None:
+            return self._take_multishot(ms, max_bytes)  # no wait
         if ms.armed is not None:
             self._engine.reap_ready()  # the kernel may have finished meanwhile
-            if ms.has_data():
-                await lowlevel.checkpoint_if_cancelled()
+            if ms.ready or ms.eof or ms.error is not None:
                 return self._take_multishot(ms, max_bytes)
         if not self._engine.budget.strict and should_yield_first(self):
             # the peer may answer during one scheduler pass (yield_first)
             await shielded_yield()
-            if ms.armed is None and not ms.has_data():
+            found = bool(ms.ready) or ms.eof or ms.error is not None
+            if ms.armed is None and not found:
                 self._check_not_closing()
                 now = self._recv_now(max_bytes)
                 looked_again(self, now is not None)
@@ -397,7 +402,9 @@ class MultishotStreamIO(UringStreamIO):
                     ms.direct_hits += 1
                     return now
             else:
-                looked_again(self, ms.has_data())
+                looked_again(self, found)
+                if found:
+                    return self._take_multishot(ms, max_bytes)
         while not ms.has_data():
             if ms.armed is None and self.abd.bursting:
                 # full receives: a readiness wait and a direct recv (above)
@@ -436,7 +443,8 @@ class MultishotStreamIO(UringStreamIO):
     def _take_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
         if ms.ready:
             data = ms.take(max_bytes)
-            self._post_ahead()  # during a burst, once the reader has caught up
+            if self.abd.bursting:  # (checked here first: this runs once per message)
+                self._post_ahead()  # during a burst, once the reader has caught up
             return data
         if ms.error is not None:
             raise ms.error.with_traceback(None)  # (raised again each call: no growing traceback)

@@ -36,6 +36,7 @@ from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface import trace as _trace
 from anyio_iocp._interface.budget import ScheduleBudget
+from anyio_iocp._interface.cancel_points import cancel_pending
 from anyio_iocp._interface.connecting import connect_stream
 from anyio_iocp._interface.engine import (
     Engine,
@@ -106,7 +107,8 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         return data
 
     async def receive(self, max_bytes: int) -> bytes:
-        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+        if cancel_pending():  # (first: a Cancelled loses no error)
+            await lowlevel.checkpoint_if_cancelled()
         self._raise_unreported_send_error()  # a write-behind send failed
         if self._ready:
             data = self._take(max_bytes)
@@ -177,15 +179,30 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
     def _pending_sends(self) -> int:
         return len(self._queued)
 
-    async def send(self, data: memoryview) -> None:
-        await lowlevel.checkpoint_if_cancelled()  # (first: a Cancelled loses no error)
+    def send_at_once(self, data: memoryview) -> int:
+        # (after the caller's cancel check: a Cancelled loses no error)
         self._check_send_error()
-        sock = self.sock
+        if self._queued or self.sendcap > 1:
+            return 0  # (send_rest: in order behind them, or within sendcap)
         # the pass this call began in, for send_pass: a receive in the same
         # pass may skip its first look (look_after_send); after a send that
         # waited, the receive is in a later pass and looks (as after
         # SendChain._send_now, which also stamps before any wait)
-        passes = self._engine.budget.passes
+        self.send_pass = self._engine.budget.passes
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        self.counters.direct_send += 1
+        return sent  # all of it: no wait, the stream layer's budget decides
+
+    async def send_rest(self, data: memoryview) -> None:
+        self._check_send_error()
+        sock = self.sock
+        passes = self._engine.budget.passes  # (send_pass: as in send_at_once)
+        # with sendcap 1 and nothing queued, send_at_once tried the socket a
+        # moment ago, and it was full: wait before the next try
+        wait_first = self.sendcap == 1 and not self._queued
         if self._queued and self.sendcap == 1:
             # write-behind sends of an earlier sendcap go first, then this one
             # is sent in full before send() returns, as sendcap 1 promises
@@ -212,14 +229,17 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         counters = self.counters
         self.send_pass = passes
         while data:
+            if wait_first:
+                counters.waits += 1
+                await wait_writable(sock)
             try:
                 sent = sock.send(data)
             except BlockingIOError:
-                counters.waits += 1
-                await wait_writable(sock)
+                wait_first = True
             else:
                 counters.direct_send += 1
                 data = data[sent:]
+                wait_first = False
 
     async def _write_queued(self) -> None:
         """Writes queued sends out as the socket becomes writable (system task)."""
