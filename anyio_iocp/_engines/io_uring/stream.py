@@ -372,39 +372,39 @@ class MultishotStreamIO(UringStreamIO):
                     ms.direct_hits += 1  # (how the next wait arms: MultishotReceiver.arm)
                     return now
                 # Nothing is armed, so nothing of this stream's is in the ring
-                # (only an operation's final completion disarms it): no reap
-                # in _receive_multishot, which goes on to wait.
-            return await self._receive_multishot(ms, max_bytes)
+                # (only an operation's final completion disarms it): no reap.
+            else:
+                # (ms.has_data() spelled out: this runs once per message)
+                if ms.ready or ms.eof or ms.error is not None:
+                    return self._take_multishot(ms, max_bytes)  # no wait
+                engine.reap_ready()  # armed: the kernel may have finished meanwhile
+                if ms.ready or ms.eof or ms.error is not None:
+                    return self._take_multishot(ms, max_bytes)
+            # The look after one yield, here rather than in a coroutine of its
+            # own: on a busy server most receives that find nothing end here.
+            if not engine.budget.strict and should_yield_first(self):
+                # the peer may answer during one scheduler pass (yield_first)
+                await shielded_yield()
+                found = bool(ms.ready) or ms.eof or ms.error is not None
+                if ms.armed is None and not found:
+                    self._check_not_closing()
+                    now = self._recv_now(max_bytes)
+                    looked_again(self, now is not None)
+                    if now is not None:
+                        ms.direct_hits += 1
+                        return now
+                else:
+                    looked_again(self, found)
+                    if found:
+                        return self._take_multishot(ms, max_bytes)
+            return await self._wait_multishot(ms, max_bytes)
         # a burst: the pool's receives are posted or hold bytes
         return await ReceivePool.receive(self, max_bytes)
 
-    async def _receive_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
-        """Bytes, end of stream or an error that the multishot receive brought,
-        or a wait for them: after a direct receive that found nothing when
-        nothing is armed (:meth:`receive`), and after the caller's cancel
-        check, so that no path here returns without one."""
-        # (ms.has_data() is spelled out in this method: it runs once per message)
-        if ms.ready or ms.eof or ms.error is not None:
-            return self._take_multishot(ms, max_bytes)  # no wait
-        if ms.armed is not None:
-            self._engine.reap_ready()  # the kernel may have finished meanwhile
-            if ms.ready or ms.eof or ms.error is not None:
-                return self._take_multishot(ms, max_bytes)
-        if not self._engine.budget.strict and should_yield_first(self):
-            # the peer may answer during one scheduler pass (yield_first)
-            await shielded_yield()
-            found = bool(ms.ready) or ms.eof or ms.error is not None
-            if ms.armed is None and not found:
-                self._check_not_closing()
-                now = self._recv_now(max_bytes)
-                looked_again(self, now is not None)
-                if now is not None:
-                    ms.direct_hits += 1
-                    return now
-            else:
-                looked_again(self, found)
-                if found:
-                    return self._take_multishot(ms, max_bytes)
+    async def _wait_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
+        """Wait for bytes, end of stream or an error that the multishot
+        receive brings (after :meth:`receive` found none, and after its cancel
+        check, so that no path here returns without one)."""
         while not ms.has_data():
             if ms.armed is None and self.abd.bursting:
                 # full receives: a readiness wait and a direct recv (above)
