@@ -305,3 +305,19 @@ def peer_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+#: the two ways the package is told Trio's internals are not the ones it was
+#: written for: the environment's switch, and another Trio release
+TRIO_INTERNALS_REFUSED = ("switch", "release")
+
+
+def refuse_trio_internals(monkeypatch: Any, how: str) -> None:
+    """Make the checks of ``anyio_iocp._internals.trio_traps`` refuse Trio's
+    internals, ``how`` being one of :data:`TRIO_INTERNALS_REFUSED`."""
+    from anyio_iocp._internals import trio_traps
+
+    if how == "switch":
+        monkeypatch.setenv(trio_traps.TRAPS_ENV, "public")
+    else:
+        monkeypatch.setattr(trio_traps, "written_for", lambda distribution, tested: False)

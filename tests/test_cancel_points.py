@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import TRIO_INTERNALS_REFUSED, refuse_trio_internals
 from trio import lowlevel
 
 from anyio_iocp._interface import cancel_points
@@ -129,13 +130,11 @@ def test_outside_a_task_trio_s_function_gives_the_error(check: Check) -> None:
     assert check() is True  # (this test's own thread runs no Trio task either)
 
 
-def test_the_switch_keeps_trio_s_function(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(trio_traps.TRAPS_ENV, "public")
-    assert trio_traps.cancel_checker() is None
-
-
-def test_another_trio_release_keeps_trio_s_function(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trio_traps, "written_for", lambda distribution, tested: False)
+@pytest.mark.parametrize("how", TRIO_INTERNALS_REFUSED)
+def test_the_switch_or_another_release_keeps_trio_s_function(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    refuse_trio_internals(monkeypatch, how)
     assert trio_traps.cancel_checker() is None
 
 

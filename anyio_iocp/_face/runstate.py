@@ -34,10 +34,15 @@ from anyio_iocp._interface.engine import Engine, EngineInfo
 from anyio_iocp._interface.leftovers import Leftovers
 from anyio_iocp._interface.stats import EngineCounters, RunStatistics, add_finished, run_statistics
 from anyio_iocp._internals.pass_hooks import install as install_pass_hooks
+from anyio_iocp._internals.trio_instruments import dict_instruments
 
 BACKEND_NAME = "iocp"
 
 _log = logging.getLogger("anyio_iocp")
+
+#: puts the run's instrument registry in a dict, where Trio's run loop asks
+#: it twice per task step (None where Trio is not the release it was written for)
+_install_dict_instruments = dict_instruments()
 
 
 class RunState(trio.abc.Instrument):
@@ -69,6 +74,8 @@ class RunState(trio.abc.Instrument):
             self.leftovers.token = trio.lowlevel.current_trio_token()
             engine.budget = ScheduleBudget(self.schedule, self.budget_seconds)
             engine.spin_seconds = self.spin_seconds
+            if _install_dict_instruments is not None:
+                _install_dict_instruments()
             uninstall = install_pass_hooks(
                 engine.before_io_wait, engine.after_io_wait, BACKEND_NAME
             )
