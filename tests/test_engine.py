@@ -17,7 +17,7 @@ import pytest
 import trio
 from anyio import ClosedResourceError
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import first_listener, make_busy, open_fds, open_pair, under_wine
+from helpers import arrived, first_listener, make_busy, open_fds, open_pair, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -168,7 +168,7 @@ async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
     listener, client, server = await open_pair()
     async with listener, client, server:
         await client.send(b"there")
-        await anyio.sleep(0.05)  # the bytes are in the server's socket
+        await arrived(server, 5)  # the bytes are in the server's socket
         assert await server.receive() == b"there"
         await server.send(b"back")
         assert await client.receive() == b"back"
@@ -200,7 +200,9 @@ async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
                 await client.send_eof()
 
             tg.start_soon(fill)
-            await anyio.sleep(0.2)
+            with anyio.fail_after(5):  # until the buffers are full and a send waits
+                while not on_port(client):
+                    await anyio.sleep(0.01)
             assert on_port(client)
             with contextlib.suppress(anyio.EndOfStream):
                 while True:

@@ -81,12 +81,22 @@ async def test_peer_reset_with_sends_in_flight_and_receives_posted_ahead(
         except BrokenResourceError as exc:
             errors.append(exc)
 
+    async def send_forever() -> None:
+        while True:
+            await stream.send(b"x" * 65536)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(reader)
-        # sends pile up in flight: the peer reads nothing
-        with anyio.move_on_after(0.5):
-            while True:
-                await stream.send(b"x" * 65536)
+        # sends pile up in flight: the peer reads nothing, until the sender
+        # waits for room behind sendcap sends (however long the socket
+        # buffers, several MB, take to fill on a slow machine)
+        sendcap = stream.extra(anyio_iocp.TuningAttribute.sendcap)
+        async with anyio.create_task_group() as senders:
+            senders.start_soon(send_forever)
+            with anyio.fail_after(10):
+                while stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use < sendcap.cap:
+                    await anyio.sleep(0.01)
+            senders.cancel_scope.cancel()
         in_flight = [op for uid, op in engine_ops().items() if uid not in ops_before]
         sends = stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use
         receives = stream.extra(anyio_iocp.TuningAttribute.recvburst).in_use

@@ -26,6 +26,24 @@ from anyio_iocp._engines.iocp import inherited
 from anyio_iocp._engines.iocp.inherited import InheritedNonblocking, inherits_nonblocking
 
 CLIENTS = 4
+#: probes a test makes on Windows before it takes False for the answer
+PROBE_TRIES = 3
+
+
+def probe_again(monkeypatch: pytest.MonkeyPatch) -> bool:
+    """``inherits_nonblocking()`` with no answer kept: it runs the probe,
+    and keeps what the probe said.  On Windows up to ``PROBE_TRIES`` probes,
+    until one says True: the probe takes a receive that fails within 50 ms
+    for non-blocking, and a stalled machine (a wineserver kept waiting) can
+    make an inherited mode's receive slower than that once.  On Linux one
+    probe, whose False is exact."""
+    for _ in range(PROBE_TRIES if sys.platform == "win32" else 1):
+        monkeypatch.setattr(inherited, "_probed", None)
+        answer = inherits_nonblocking()
+        assert inherited._probed is answer, "the probe's answer is kept"
+        if answer:
+            break
+    return answer
 
 
 @pytest.fixture
@@ -45,10 +63,10 @@ def connected() -> Iterator[tuple[InheritedNonblocking, socket.socket]]:
                 yield sock, peer
 
 
-def test_the_probe_sees_what_accept_passes_on() -> None:
+def test_the_probe_sees_what_accept_passes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """Winsock's accept passes the listener's non-blocking mode on (Wine's
     too); Linux's does not (accept4 takes it as a flag)."""
-    assert inherits_nonblocking() is (sys.platform == "win32")
+    assert probe_again(monkeypatch) is (sys.platform == "win32")
 
 
 @pytest.mark.parametrize("default", [0.0, 1.0])
@@ -66,7 +84,8 @@ def test_no_probe_under_a_default_timeout(default: float, monkeypatch: pytest.Mo
     finally:
         socket.setdefaulttimeout(None)
     assert inherited._probed is None
-    assert inherits_nonblocking() is (sys.platform == "win32")
+    # the probe runs (and its answer is kept)
+    assert probe_again(monkeypatch) is (sys.platform == "win32")
     assert inherited._probed is (sys.platform == "win32")
 
 
@@ -82,8 +101,7 @@ def test_a_probe_that_could_not_run_is_not_kept(monkeypatch: pytest.MonkeyPatch)
     assert inherits_nonblocking() is False
     assert inherited._probed is None
     monkeypatch.undo()
-    monkeypatch.setattr(inherited, "_probed", None)
-    assert inherits_nonblocking() is (sys.platform == "win32")
+    assert probe_again(monkeypatch) is (sys.platform == "win32")
     assert inherited._probed is (sys.platform == "win32")
 
 

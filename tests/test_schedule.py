@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import socket
 import struct
 import sys
@@ -31,12 +32,19 @@ from anyio_iocp._face.runstate import current_engine
 from anyio_iocp._face.schedule import BUDGET_ENV, MAX_BUDGET_SECONDS, SCHEDULE_ENV
 from anyio_iocp._interface.budget import BUDGET_SECONDS, SCHEDULES, ScheduleBudget
 
-#: how long the busy tasks run, and when the sleeper's deadline is
+#: how long the busy tasks run at least, and when the sleeper's deadline is
 BUSY_SECONDS = 0.6
 SLEEP_SECONDS = 0.05
-#: lateness allowed on a noisy machine (the budget itself is 1 ms); a task
-#: that never yielded would make it BUSY_SECONDS
-SLACK = 0.2
+#: calls each busy task makes at least before they stop, and turns the other
+#: task takes before a loop of failing calls gets its deadline: counted, so
+#: that a machine that stalls the test makes it run longer, not see less
+BUSY_CALLS = 100
+TURNS = 20
+#: a task that never yields keeps the others out until the loops end here
+BOUND_SECONDS = 6.0
+#: lateness and gaps allowed on a loaded machine (the budget itself is 1 ms);
+#: a task that never yielded would make them about BOUND_SECONDS
+SLACK = 1.0
 
 
 @contextmanager
@@ -90,16 +98,40 @@ def kept_drained(raw: socket.socket) -> Iterator[None]:
         thread.join()
 
 
-async def busy_receiver(stream: SocketStream, until: float, times: list[float]) -> None:
-    while (now := time.monotonic()) < until:
+class BusyWindow:
+    """When the busy tasks stop: not before ``BUSY_SECONDS``, nor before the
+    sleeper woke and each busy task made more than ``BUSY_CALLS`` calls (a
+    stalled machine makes the window longer, not the counts smaller); at
+    ``BOUND_SECONDS`` in any case."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.received: list[float] = []
+        self.sent: list[float] = []
+        self.woke: list[float] = []
+        #: when each busy task saw the window end
+        self.ended: dict[str, float] = {}
+
+    def over(self, now: float) -> bool:
+        elapsed = now - self.start
+        if elapsed >= BOUND_SECONDS:
+            return True
+        counted = min(len(self.received), len(self.sent)) > BUSY_CALLS
+        return elapsed >= BUSY_SECONDS and bool(self.woke) and counted
+
+
+async def busy_receiver(stream: SocketStream, window: BusyWindow) -> None:
+    while not window.over(now := time.monotonic()):
         await stream.receive(16)
-        times.append(now)
+        window.received.append(now)
+    window.ended["receiver"] = now
 
 
-async def busy_sender(stream: SocketStream, until: float, times: list[float]) -> None:
-    while (now := time.monotonic()) < until:
+async def busy_sender(stream: SocketStream, window: BusyWindow) -> None:
+    while not window.over(now := time.monotonic()):
         await stream.send(b"y" * 16)
-        times.append(now)
+        window.sent.append(now)
+    window.ended["sender"] = now
 
 
 def longest_gap(times: list[float]) -> float:
@@ -120,34 +152,35 @@ async def test_tasks_that_never_wait_take_turns_and_a_timeout_fires(
     listener_b, client_b, server_b = await open_pair()
     feeder = client_a.extra(SocketAttribute.raw_socket).dup()
     drainer = client_b.extra(SocketAttribute.raw_socket).dup()
-    received: list[float] = []
-    sent: list[float] = []
-    woke: list[float] = []
 
-    async def sleeper(deadline: float) -> None:
+    async def sleeper(window: BusyWindow) -> None:
         with anyio.move_on_after(SLEEP_SECONDS):
             await anyio.sleep_forever()
-        woke.append(time.monotonic() - deadline)
+        window.woke.append(time.monotonic() - (window.start + SLEEP_SECONDS))
 
     try:
         with kept_full(feeder), kept_drained(drainer):
             await anyio.sleep(0.1)  # the feeder's first bytes arrive
-            start = time.monotonic()
+            window = BusyWindow(time.monotonic())
             async with anyio.create_task_group() as tg:
-                tg.start_soon(sleeper, start + SLEEP_SECONDS)
-                tg.start_soon(busy_receiver, server_a, start + BUSY_SECONDS, received)
-                tg.start_soon(busy_sender, server_b, start + BUSY_SECONDS, sent)
+                tg.start_soon(sleeper, window)
+                tg.start_soon(busy_receiver, server_a, window)
+                tg.start_soon(busy_sender, server_b, window)
     finally:
         for closable in (feeder, drainer):
             closable.close()
         for resource in (client_a, server_a, listener_a, client_b, server_b, listener_b):
             await resource.aclose()
 
-    assert len(received) > 100 and len(sent) > 100
+    start, received, sent, woke = window.start, window.received, window.sent, window.woke
+    assert len(received) > BUSY_CALLS and len(sent) > BUSY_CALLS
     assert woke[0] < SLACK, f"the timeout fired {woke[0] * 1000:.0f} ms late"
-    # each busy task was running throughout: no turn of the other kept it out long
-    assert longest_gap(received) < SLACK, f"the receiver waited {longest_gap(received):.3f} s"
-    assert longest_gap(sent) < SLACK, f"the sender waited {longest_gap(sent):.3f} s"
+    # each busy task was running throughout, up to the end of the window: no
+    # turn of the other kept it out long
+    received_gap = longest_gap([*received, window.ended["receiver"]])
+    sent_gap = longest_gap([*sent, window.ended["sender"]])
+    assert received_gap < SLACK, f"the receiver waited {received_gap:.3f} s"
+    assert sent_gap < SLACK, f"the sender waited {sent_gap:.3f} s"
     assert received[0] - start < SLACK and sent[0] - start < SLACK
 
 
@@ -325,35 +358,49 @@ async def test_a_pass_renews_the_budget() -> None:
 async def failing_calls_take_turns(
     attempt: Callable[[], Awaitable[object]], errors: tuple[type[Exception], ...]
 ) -> None:
-    """Retry ``attempt``, which fails with one of ``errors`` each time,
-    until a deadline ``SLEEP_SECONDS * 4`` away, beside a task that yields in
-    a loop: the calls failed, the deadline fired about on time, and the other
-    task took its turns throughout."""
+    """Retry ``attempt``, which fails with one of ``errors`` each time, beside
+    a task that yields in a loop; once that task has had ``TURNS`` turns, with
+    a deadline ``SLEEP_SECONDS * 4`` away: the calls failed, the deadline
+    fired about on time, and the other task took its turns throughout."""
     ticks: list[float] = []
     failures = 0
+    looping = True
 
-    async def ticker(until: float) -> None:
-        while (now := time.monotonic()) < until:
+    async def ticker() -> None:
+        while True:
             await anyio.sleep(0)
-            ticks.append(now)
+            if not looping:
+                return
+            ticks.append(time.monotonic())
 
     start = time.monotonic()
+    armed = end = start
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker, start + SLEEP_SECONDS * 4)
-        with anyio.move_on_after(SLEEP_SECONDS * 4):
-            # (bounded: without schedule points the deadline would never fire)
-            while time.monotonic() - start < 3:
+        tg.start_soon(ticker)
+        with anyio.CancelScope() as scope:
+            # (bounded: without schedule points neither the other task's turns
+            # nor the deadline would ever come)
+            while time.monotonic() - start < BOUND_SECONDS:
+                if len(ticks) >= TURNS and scope.deadline == math.inf:
+                    # the turns are counted first, so that a stalled machine
+                    # cannot leave the other task fewer before the deadline
+                    armed = time.monotonic()
+                    scope.deadline = anyio.current_time() + SLEEP_SECONDS * 4
                 try:
                     await attempt()
                 except errors:
                     failures += 1
                 else:
                     raise AssertionError("the call did not fail")
-    late = time.monotonic() - start - SLEEP_SECONDS * 4
+        end = time.monotonic()
+        looping = False
+    late = end - armed - SLEEP_SECONDS * 4
+    assert scope.cancelled_caught, f"no deadline fired in {end - start:.1f} s ({len(ticks)} turns)"
     assert failures > 10
     assert late < SLACK, f"the timeout fired {late * 1000:.0f} ms late"
     assert len(ticks) > 10 and ticks[0] - start < SLACK, "the other task did not get its turns"
-    assert longest_gap(ticks) < SLACK, f"the other task waited {longest_gap(ticks):.3f} s"
+    gap = longest_gap([*ticks, end])
+    assert gap < SLACK, f"the other task waited {gap:.3f} s"
 
 
 @pytest.mark.anyio

@@ -81,7 +81,13 @@ async def test_a_peer_that_answers_during_the_look_is_found(
     engine = uring_engine(engine_name, anyio_backend)
     assert engine.spin_seconds == SPIN_SECONDS
     engine.budget = ScheduleBudget("strict")
-    engine.spin_seconds = MAX_SPIN_SECONDS  # (the window a preempted loop needs)
+    # A window far beyond any setting (the attribute takes it unchecked): the
+    # look ends as soon as it finds the answer, which the peer sends in its
+    # first yield, so only a loop preempted for this long between the start
+    # of the look and its first check could miss the peer (with 1 ms, a
+    # preemption made the look give up before it yielded).  The look is
+    # bounded by the pass's timeout too, within the receive's fail_after.
+    engine.spin_seconds = 1.0
     answers: list[bytes] = []
     real_yield = os.sched_yield  # (the look calls it through the os module)
 
