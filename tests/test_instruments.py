@@ -166,7 +166,7 @@ def test_the_switch_or_another_release_keeps_trio_s_registry(
 def test_a_runner_without_the_field_keeps_trio_s_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(trio_instruments, "_has_fields", lambda wanted: False)
+    monkeypatch.setattr(trio_instruments, "has_fields", lambda wanted: False)
     assert trio_instruments.dict_instruments() is None
 
 

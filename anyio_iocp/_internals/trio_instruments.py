@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from anyio_iocp._internals.trio_traps import _has_fields, _tested
+from anyio_iocp._internals.trio_traps import has_fields, internals_tested
 
 #: the names Trio 0.35's registry functions use, each
 _FUNCTION_NAMES = {
@@ -81,7 +81,7 @@ def dict_instruments() -> Callable[[], bool] | None:
     the registry is not Trio's own class: already swapped, or something
     else's); None where Trio is not the release or the names are not the
     ones this was written for, or where ``$ANYIO_IOCP_TRAPS`` is ``public``."""
-    if not _tested():
+    if not internals_tested():
         return None
     try:
         from trio._core._instrumentation import Instruments
@@ -95,7 +95,7 @@ def dict_instruments() -> Callable[[], bool] | None:
         if code is None or set(code.co_names) != names or code.co_freevars:
             return None
         functions[name] = function
-    if not _has_fields({Runner: ("instruments",)}):
+    if not has_fields({Runner: ("instruments",)}):
         return None
     for name, function in functions.items():
         setattr(DictInstruments, name, function)

@@ -51,7 +51,9 @@ from anyio_iocp._internals.versions import TESTED_TRIO, written_for
 TRAPS_ENV = "ANYIO_IOCP_TRAPS"
 
 
-def _tested() -> bool:
+def internals_tested() -> bool:
+    """Whether Trio is the release these reaches were written for, and
+    ``$ANYIO_IOCP_TRAPS`` does not ask for Trio's public functions."""
     return os.environ.get(TRAPS_ENV) != "public" and written_for("trio", TESTED_TRIO)
 
 
@@ -60,7 +62,7 @@ def trap_maker() -> tuple[Any, Callable[[Callable[[Any], Any]], Any]] | None:
     makes a ``WaitTaskRescheduled`` trap holding the abort function it is
     given; None where either is not the one this was written for, or where
     ``$ANYIO_IOCP_TRAPS`` is ``public``."""
-    if not _tested():
+    if not internals_tested():
         return None
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT, Runner
@@ -100,7 +102,7 @@ _RESCHEDULE_NAMES = frozenset(
 )
 
 
-def _has_fields(wanted: dict[type, tuple[str, ...]]) -> bool:
+def has_fields(wanted: dict[type, tuple[str, ...]]) -> bool:
     """Whether each attrs class has (at least) the fields named for it."""
     try:
         return all(
@@ -116,7 +118,7 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
     ``Runner.reschedule`` does (see the notes above); None where Trio is not
     the release or the attributes are not the ones it was written for, or
     where ``$ANYIO_IOCP_TRAPS`` is ``public``."""
-    if not _tested():
+    if not internals_tested():
         return None
     try:
         from trio._core._instrumentation import Instruments
@@ -124,7 +126,7 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
     except ImportError:
         return None
     if not (
-        _has_fields({Task: _TASK_FIELDS, Runner: _RUNNER_FIELDS})
+        has_fields({Task: _TASK_FIELDS, Runner: _RUNNER_FIELDS})
         and callable(getattr(Runner, "force_guest_tick_asap", None))
         and callable(getattr(Instruments, "call", None))
         and isinstance(getattr(Instruments(()), "data", None), dict)
@@ -175,7 +177,7 @@ def cancel_checker() -> Callable[[], bool] | None:
     counts the cancel point as Trio's function does (``_cancel_points``) and
     answers False.  None where Trio is not the release or the names are not
     the ones it was written for, or where ``$ANYIO_IOCP_TRAPS`` is ``public``."""
-    if not _tested():
+    if not internals_tested():
         return None
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT, CancelStatus, Runner, Task
@@ -183,7 +185,7 @@ def cancel_checker() -> Callable[[], bool] | None:
         return None
     code = getattr(lowlevel.checkpoint_if_cancelled, "__code__", None)
     if not (
-        _has_fields(
+        has_fields(
             {
                 Task: _CANCEL_TASK_FIELDS,
                 Runner: _CANCEL_RUNNER_FIELDS,
