@@ -139,20 +139,45 @@ def test_a_registry_that_is_not_trio_s_is_left_alone() -> None:
     install = trio_instruments.dict_instruments()
     assert install is not None
 
-    async def main() -> tuple[bool, bool, type]:
+    class Other(Instruments):
+        """Someone else's registry (a subclass of Trio's)."""
+
+    async def main() -> tuple[bool, bool, type, bool, type]:
         current_engine()  # (swapped)
-        again = install()
+        again = install()  # already a dict
         swapped = registry()
-        mine = Instruments(())
-        GLOBAL_RUN_CONTEXT.runner.instruments = mine
         try:
-            return again, install(), type(registry())
+            GLOBAL_RUN_CONTEXT.runner.instruments = Other(())
+            other, other_kept = install(), type(registry())
+            GLOBAL_RUN_CONTEXT.runner.instruments = Instruments(())
+            trio_s, trio_s_now = install(), type(registry())
         finally:
             GLOBAL_RUN_CONTEXT.runner.instruments = swapped
+        return again, other, other_kept, trio_s, trio_s_now
 
-    again, instead_of_trio_s, kept = anyio.run(main, backend="iocp")
-    assert again is False  # already a dict
-    assert instead_of_trio_s is True and kept is DictInstruments
+    again, other, other_kept, trio_s, trio_s_now = anyio.run(main, backend="iocp")
+    assert again is False
+    assert other is False and other_kept is Other
+    assert trio_s is True and trio_s_now is DictInstruments
+
+
+def test_hooks_left_without_instruments_are_not_carried_over() -> None:
+    """A hook whose last instrument was removed from an entry Trio's removal
+    did not drop (a swap while Trio iterated the hook) is not copied: the
+    loop would call an empty list at every step."""
+    install = trio_instruments.dict_instruments()
+    assert install is not None
+
+    async def main() -> list[str]:
+        current_engine()
+        mine = Instruments(())
+        mine.data["before_task_step"] = {}  # (left empty)
+        GLOBAL_RUN_CONTEXT.runner.instruments = mine
+        swapped = install()
+        assert swapped
+        return sorted(registry())
+
+    assert anyio.run(main, backend="iocp") == ["_all"]
 
 
 @pytest.mark.parametrize("how", TRIO_INTERNALS_REFUSED)

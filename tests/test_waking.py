@@ -17,7 +17,7 @@ from trio import lowlevel
 
 from anyio_iocp._interface import parking
 from anyio_iocp._interface.parking import WOKEN, Spot
-from anyio_iocp._internals import trio_traps
+from anyio_iocp._internals import trio_instruments, trio_traps
 
 Wake = Callable[[Any], None]
 
@@ -126,7 +126,11 @@ def test_a_second_wake_is_refused(wake: Wake) -> None:
     assert trio.run(main) == ["once"]
 
 
-def test_an_instrument_sees_the_task_scheduled(wake: Wake) -> None:
+@pytest.mark.parametrize("registry", ["trio", "dict"])
+def test_an_instrument_sees_the_task_scheduled(wake: Wake, registry: str) -> None:
+    """With Trio's registry, and with the dict the run's engine puts in its
+    place (``_internals/trio_instruments.py``)."""
+
     class Scheduled(trio.abc.Instrument):
         def __init__(self) -> None:
             self.tasks: list[lowlevel.Task] = []
@@ -137,6 +141,9 @@ def test_an_instrument_sees_the_task_scheduled(wake: Wake) -> None:
     instrument = Scheduled()
 
     async def main() -> None:
+        if registry == "dict":
+            install = trio_instruments.dict_instruments()
+            assert install is not None and install()
         spot = Spot()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(park_in, spot)

@@ -58,7 +58,7 @@ _FUNCTION_NAMES = {
 }
 
 
-class DictInstruments(dict):  # type: ignore[type-arg]
+class DictInstruments(dict[str, dict[Any, None]]):
     """Trio's instrument registry, as a dict: hook name -> its instruments
     (and ``"_all"`` -> every instrument), with Trio's own functions."""
 
@@ -106,7 +106,11 @@ def dict_instruments() -> Callable[[], bool] | None:
         registry = runner.instruments
         if type(registry) is not Instruments:
             return False
-        runner.instruments = DictInstruments(registry.data)
+        # (hooks left without instruments are dropped, as Trio's removal does)
+        entries = registry.data
+        runner.instruments = DictInstruments(
+            {hook: watching for hook, watching in entries.items() if watching or hook == "_all"}
+        )
         return True
 
     return install

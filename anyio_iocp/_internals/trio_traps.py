@@ -29,7 +29,8 @@ asserts that the task belongs to the runner and is parked, gives it the
 outcome and the coroutine's ``send`` for its next step, clears its abort
 function and its sleep data, tells a guest run's host to tick if the run
 queue was empty, queues it, and calls the ``task_scheduled`` instruments if
-any is installed (asked of the instruments' dict itself); outside a run it
+any is installed (asked of the registry, which is a dict once the engine
+starts: :mod:`.trio_instruments`); outside a run it
 raises the ``RuntimeError`` Trio's wrapper raises.  It answers None where the
 attributes it sets are not the ones it was written for, where
 ``Runner.reschedule`` uses other names than Trio 0.35's (so does something
@@ -152,7 +153,7 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
             runner.force_guest_tick_asap()
         runq.append(task)
         instruments = runner.instruments
-        if "task_scheduled" in instruments.data:
+        if "task_scheduled" in instruments:  # (a dict's own lookup: trio_instruments)
             instruments.call("task_scheduled", task)
 
     return wake
