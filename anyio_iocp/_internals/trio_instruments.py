@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from anyio_iocp._internals.trio_traps import has_fields, internals_tested
+from anyio_iocp._internals.trio_traps import has_fields, internals_tested, uses_names
 
 #: the names Trio 0.35's registry functions use, each
 _FUNCTION_NAMES = {
@@ -90,9 +90,9 @@ def dict_instruments() -> Callable[[], bool] | None:
         return None
     functions: dict[str, Any] = {}
     for name, names in _FUNCTION_NAMES.items():
-        function = Instruments.__dict__.get(name)
-        code = getattr(function, "__code__", None)
-        if code is None or set(code.co_names) != names or code.co_freevars:
+        function: Any = Instruments.__dict__.get(name)
+        # (no closure either: the function is copied into another class)
+        if not uses_names(function, names) or function.__code__.co_freevars:
             return None
         functions[name] = function
     if not has_fields({Runner: ("instruments",)}):

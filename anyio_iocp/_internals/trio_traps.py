@@ -114,6 +114,14 @@ def has_fields(wanted: dict[type, tuple[str, ...]]) -> bool:
         return False
 
 
+def uses_names(function: Any, names: frozenset[str]) -> bool:
+    """Whether ``function`` is a Python function whose code uses exactly
+    ``names`` (globals, attributes and methods): the same names as the
+    release this package was written against, so most likely the same code."""
+    code = getattr(function, "__code__", None)
+    return code is not None and set(code.co_names) == names
+
+
 def task_waker(outcome: Any) -> Callable[[Any], None] | None:
     """A function that reschedules a parked task with ``outcome``, as
     ``Runner.reschedule`` does (see the notes above); None where Trio is not
@@ -131,7 +139,7 @@ def task_waker(outcome: Any) -> Callable[[Any], None] | None:
         and callable(getattr(Runner, "force_guest_tick_asap", None))
         and callable(getattr(Instruments, "call", None))
         and isinstance(getattr(Instruments(()), "data", None), dict)
-        and set(Runner.reschedule.__code__.co_names) == _RESCHEDULE_NAMES
+        and uses_names(Runner.reschedule, _RESCHEDULE_NAMES)
     ):
         return None
     context = GLOBAL_RUN_CONTEXT
@@ -184,7 +192,6 @@ def cancel_checker() -> Callable[[], bool] | None:
         from trio._core._run import GLOBAL_RUN_CONTEXT, CancelStatus, Runner, Task
     except ImportError:
         return None
-    code = getattr(lowlevel.checkpoint_if_cancelled, "__code__", None)
     if not (
         has_fields(
             {
@@ -193,8 +200,7 @@ def cancel_checker() -> Callable[[], bool] | None:
                 CancelStatus: _CANCEL_STATUS_FIELDS,
             }
         )
-        and code is not None
-        and set(code.co_names) == _CANCEL_CHECK_NAMES
+        and uses_names(lowlevel.checkpoint_if_cancelled, _CANCEL_CHECK_NAMES)
     ):
         return None
     context = GLOBAL_RUN_CONTEXT
