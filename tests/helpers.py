@@ -321,3 +321,13 @@ def refuse_trio_internals(monkeypatch: Any, how: str) -> None:
         monkeypatch.setenv(trio_traps.TRAPS_ENV, "public")
     else:
         monkeypatch.setattr(trio_traps, "written_for", lambda distribution, tested: False)
+
+
+async def poll_until(
+    condition: Callable[[], object], seconds: float = 5.0, step: float = 0.01
+) -> None:
+    """Sleep ``step`` at a time until ``condition()`` is true; TooSlowError
+    (anyio's ``fail_after``) after ``seconds``."""
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(step)

@@ -20,7 +20,14 @@ import anyio
 import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketListener
-from helpers import BUDGET_CASES, StepCounter, first_listener, peer_closed, steps_of_this_task
+from helpers import (
+    BUDGET_CASES,
+    StepCounter,
+    first_listener,
+    peer_closed,
+    poll_until,
+    steps_of_this_task,
+)
 from test_busy_listener import kernel_accept_queue
 
 import anyio_iocp
@@ -159,9 +166,7 @@ async def test_an_accept_that_waited_yields_no_second_time(anyio_backend: Any) -
         tg.start_soon(acceptor)
         await anyio.wait_all_tasks_blocked()
         with waiting_clients(port, 1):
-            with anyio.fail_after(5):
-                while not accepted:
-                    await anyio.sleep(0.01)
+            await poll_until(lambda: accepted)
             assert await numbers_of(accepted) == [0]
     # one step to start waiting (the call parks), one when woken: no third
     assert yielded == [1]

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
-from helpers import first_listener, post_failing_iocp_accept, post_failing_ring_accept
+from helpers import first_listener, poll_until, post_failing_iocp_accept, post_failing_ring_accept
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -272,9 +272,7 @@ async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
     listener = first_listener(multi)
     port = listener.extra(SocketAttribute.local_port)
     async with multi:
-        with anyio.fail_after(5):
-            while not outrun[0].done:
-                await anyio.sleep(0.01)
+        await poll_until(lambda: outrun[0].done)
         async with await anyio.connect_tcp("127.0.0.1", port) as client:
             with anyio.fail_after(5):
                 server = await listener.accept()

@@ -17,7 +17,7 @@ import pytest
 import trio
 from anyio import ClosedResourceError
 from anyio.abc import SocketAttribute, SocketStream
-from helpers import arrived, first_listener, make_busy, open_fds, open_pair, under_wine
+from helpers import arrived, first_listener, make_busy, open_fds, open_pair, poll_until, under_wine
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -200,9 +200,8 @@ async def test_iocp_stream_joins_the_port_at_its_first_posted_operation(
                 await client.send_eof()
 
             tg.start_soon(fill)
-            with anyio.fail_after(5):  # until the buffers are full and a send waits
-                while not on_port(client):
-                    await anyio.sleep(0.01)
+            # until the buffers are full and a send waits
+            await poll_until(lambda: on_port(client))
             assert on_port(client)
             with contextlib.suppress(anyio.EndOfStream):
                 while True:

@@ -21,6 +21,7 @@ from helpers import (
     first_listener,
     open_fds,
     open_sockets,
+    poll_until,
     recv_exactly,
     under_wine,
 )
@@ -93,9 +94,10 @@ async def test_peer_reset_with_sends_in_flight_and_receives_posted_ahead(
         sendcap = stream.extra(anyio_iocp.TuningAttribute.sendcap)
         async with anyio.create_task_group() as senders:
             senders.start_soon(send_forever)
-            with anyio.fail_after(10):
-                while stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use < sendcap.cap:
-                    await anyio.sleep(0.01)
+            await poll_until(
+                lambda: stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use >= sendcap.cap,
+                seconds=10,
+            )
             senders.cancel_scope.cancel()
         in_flight = [op for uid, op in engine_ops().items() if uid not in ops_before]
         sends = stream.extra(anyio_iocp.TuningAttribute.sendcap).in_use

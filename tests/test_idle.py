@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketListener
-from helpers import first_listener, open_fds, open_pair, open_sockets, peer_closed
+from helpers import first_listener, open_fds, open_pair, open_sockets, peer_closed, poll_until
 
 import anyio_iocp
 from anyio_iocp import StatisticsAttribute, TuningAttribute
@@ -94,9 +94,7 @@ async def test_closing_the_listener_closes_connections_waiting() -> None:
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.accept)  # starts the gate; all four wait for first bytes
-        with anyio.fail_after(5):
-            while listener.extra(TuningAttribute.idletimeout).in_use < 4:
-                await anyio.sleep(0.01)
+        await poll_until(lambda: listener.extra(TuningAttribute.idletimeout).in_use >= 4)
         tg.cancel_scope.cancel()
     assert listener.extra(TuningAttribute.idletimeout) == Usage(60_000, 4)
     await multi.aclose()
@@ -154,9 +152,7 @@ async def test_closing_the_listener_survives_a_failing_close_of_a_ready_connecti
     for client in ready:
         client.sendall(b"hello")
     gate = listener._gate  # type: ignore[attr-defined]
-    with anyio.fail_after(5):
-        while len(gate._ready) < 2:
-            await anyio.sleep(0.01)
+    await poll_until(lambda: len(gate._ready) >= 2)
     failing = gate._ready[0]
     real_close = failing.close
 

@@ -13,6 +13,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from helpers import (
     first_listener,
     make_busy,
+    poll_until,
     recv_exactly,
     steps_of_this_task,
     wait_for_unreaped_completion,
@@ -53,9 +54,7 @@ async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name:
         single = ms.armed
         assert single is not None and ms.ready_bytes == 0
         await client.send(b"a")
-        with anyio.fail_after(5):
-            while not single.done:
-                await anyio.sleep(0.001)
+        await poll_until(lambda: single.done, step=0.001)
         assert ms.armed is None, "a single receive ends with its first completion"
         assert await server.receive() == b"a"
         await make_busy(client, server)
@@ -63,9 +62,7 @@ async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name:
             await server.receive()  # waits: now a multishot receive
         armed: Any = ms.armed
         await client.send(b"b")
-        with anyio.fail_after(5):
-            while not ms.ready:
-                await anyio.sleep(0.001)
+        await poll_until(lambda: ms.ready, step=0.001)
         assert not armed.done, "the multishot receive stays armed"
         assert server._io._ms.armed is armed
         assert await server.receive() == b"b"
@@ -96,9 +93,7 @@ async def test_receive_stays_armed_and_stops_at_its_cap(engine_name: str) -> Non
         # nobody reads now: 64 KiB arrive, the receive stops after 4 KiB
         payload = random.Random(3).randbytes(65536)
         await client.send(payload)
-        with anyio.fail_after(5):
-            while ms.armed is not None:
-                await anyio.sleep(0.001)
+        await poll_until(lambda: ms.armed is None, step=0.001)
         assert ms.ready_bytes < 2 * 4096, "the cap bounds what waits for the reader"
         assert await recv_exactly(server, len(payload)) == payload
 
@@ -231,9 +226,7 @@ async def lone_exchanges_then_wait(client: SocketStream, server: Any) -> Any:
     armed = ms.armed
     assert armed is not None
     await client.send(b"late")
-    with anyio.fail_after(5):
-        while not ms.ready:
-            await anyio.sleep(0.001)
+    await poll_until(lambda: ms.ready, step=0.001)
     assert await server.receive() == b"late"
     return armed
 
@@ -379,9 +372,7 @@ async def test_a_bursting_stream_waits_for_readiness_and_loses_nothing(engine_na
         for start in range(0, len(payload), size):  # a buffer at a time: each fills it
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reader)
-                with anyio.fail_after(5):
-                    while not io._readable_waits:
-                        await anyio.sleep(0.001)
+                await poll_until(lambda: io._readable_waits, step=0.001)
                 assert ms.armed is None, "the wait is a readiness wait, not the ring's"
                 await client.send(payload[start : start + size])
         assert got == payload

@@ -14,7 +14,7 @@ import pytest
 import trustme
 from anyio import BrokenResourceError
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
-from helpers import first_listener, recv_exactly
+from helpers import first_listener, poll_until, recv_exactly
 
 import anyio_iocp
 from anyio_iocp import PROFILES, TuningAttribute, Usage
@@ -331,9 +331,8 @@ async def test_backlog_pool_is_bounded_and_refilled() -> None:
     clients = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(10)]
     try:
         first = await listener.accept()
-        with anyio.fail_after(5):  # the pool refilled: its new accepts complete
-            while listener.extra(TuningAttribute.backlog).in_use < 4:
-                await anyio.sleep(0.01)
+        # the pool refilled: its new accepts complete
+        await poll_until(lambda: listener.extra(TuningAttribute.backlog).in_use >= 4)
         assert listener.extra(TuningAttribute.backlog) == Usage(4, 4)
         accepted = [first]
         for _ in range(9):
