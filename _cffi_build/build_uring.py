@@ -68,7 +68,7 @@ typedef struct iou_pbuf iou_pbuf;
 int iou_pbuf_open(iou_ring *r, iou_pbuf **out, unsigned bgid, unsigned entries, unsigned size);
 void iou_pbuf_close(iou_ring *r, iou_pbuf *p);
 char *iou_pbuf_data(iou_pbuf *p, unsigned bid);
-void iou_pbuf_recycle(iou_pbuf *p, unsigned bid);
+void iou_pbuf_recycle_many(iou_pbuf *p, const unsigned *bids, int n);
 int iou_prep_accept(iou_ring *r, int fd, int multishot, uint64_t user_data);
 int iou_accept_now(int fd);
 int iou_prep_poll(iou_ring *r, int fd, unsigned events, uint64_t user_data);

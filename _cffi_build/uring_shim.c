@@ -554,8 +554,9 @@ int iou_probe(iou_ring *r, unsigned char *supported, int n)
  * the kernel: they must stay mapped until every operation that may pick a
  * buffer of the group has completed (the engine drains them first).  A buffer
  * the kernel filled is named in its completion (IORING_CQE_F_BUFFER, the id in
- * the upper 16 bits of the flags); the engine copies the bytes out and gives
- * the buffer back at once with iou_pbuf_recycle. */
+ * the upper 16 bits of the flags); the engine copies the bytes out at once,
+ * and gives the buffers of a batch of completions back together with
+ * iou_pbuf_recycle_many. */
 
 typedef struct iou_pbuf {
     struct io_uring_buf_ring *br;
@@ -655,8 +656,13 @@ char *iou_pbuf_data(iou_pbuf *p, unsigned bid)
     return p->base + (size_t)(bid % p->entries) * p->size;
 }
 
-void iou_pbuf_recycle(iou_pbuf *p, unsigned bid)
+/* Gives n buffers back at once, with one publish: the engine copies the bytes
+ * of a batch of completions out first, then returns the batch's buffers. */
+void iou_pbuf_recycle_many(iou_pbuf *p, const unsigned *bids, int n)
 {
-    pbuf_add(p, bid % p->entries);
+    int i;
+
+    for (i = 0; i < n; i++)
+        pbuf_add(p, bids[i] % p->entries);
     pbuf_publish(p);
 }

@@ -2,7 +2,9 @@
 # Server CPU per echoed message, split into user and kernel time.
 # usage: bench/cpu_split.sh BACKEND CONNS [SECONDS]   (after bench/run.py has built .build/)
 # The server is pinned to CPU 1 and the load generator to CPU 0, so neither
-# preempts the other; times come from /proc/PID/stat (10 ms ticks).
+# preempts the other (LOAD_CPU=1: on the server's CPU, as bench/run.py's
+# --pin same); times come from /proc/PID/stat (tick-sampled: see
+# docs/performance.md on how this kernel splits user from kernel time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 conns=$2 seconds=${3:-4}
@@ -10,7 +12,7 @@ py=${PYTHON:-python3}
 . bench/echo_server.sh
 start_echo_server "$backend"
 read -r u0 s0 < <(server_ticks)
-result=$(taskset -c 0 bench/.build/loadgen echo 127.0.0.1 "$port" "$conns" 64 "$seconds")
+result=$(taskset -c "${LOAD_CPU:-0}" bench/.build/loadgen echo 127.0.0.1 "$port" "$conns" 64 "$seconds")
 read -r u1 s1 < <(server_ticks)
 "$py" - "$backend" "$conns" "$seconds" "$u0" "$s0" "$u1" "$s1" "$result" <<'PY'
 import json, os, sys

@@ -369,11 +369,11 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         return mode == "ring" or (mode == "auto" and self.senders.many(self.load.passes))
 
     @enable_ki_protection  # posted and kept, or neither
-    def post_quiet_send(self, stream: UringStreamIO, data: bytes, slot: int) -> None:
-        """Post a quiet send of ``data`` (see :mod:`.quiet_sends`) from ``slot``."""
+    def post_quiet_send(self, stream: UringStreamIO, data: bytes, slot: int, size: int) -> None:
+        """Post a quiet send of ``data`` (``size`` bytes, see :mod:`.quiet_sends`)
+        from ``slot``."""
         if self.closed:
             self.check_open()
-        size = len(data)
         rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc == -errno.EBUSY:  # the submission ring is full: as in _post
             if self._submit() < 0:
@@ -563,7 +563,6 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             self._reap_found()
 
     def _reap(self) -> None:
-        ops = self._ops
         cqes = self._cqes
         counters = self.counters
         while True:
@@ -571,31 +570,43 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             if n:
                 counters.completions += n
                 counters.reaps += 1
-            for i in range(n):
-                cqe = cqes[i]
-                uid = cqe.user_data
-                if uid == IGNORED:
-                    continue
-                flags = cqe.flags
-                if uid & QUIET_TAG:
-                    # a quiet send that failed, or that a task waits for
-                    self.quiet.reported(uid, cqe.res)
-                    if uid not in ops:
-                        continue  # (an operation only while closing: quiet_op)
-                op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
-                if op is None:
-                    _log.error("io_uring completion for unknown user_data %d", uid)
-                    continue
                 try:
-                    op.complete(cqe.res, flags)
-                except Exception:
-                    # one faulty completion must not lose the rest of the batch
-                    _log.exception("completion handler failed")
+                    self._complete_batch(n)
                 finally:
-                    if op.pins and not flags & F_MORE:
-                        _release_pins(op)
+                    # the batch's receive buffers, their bytes copied out
+                    for pool in self._pools.values():
+                        if pool.taken:
+                            pool.give_back()
             if n < REAP_BATCH:
                 return
+
+    def _complete_batch(self, n: int) -> None:
+        """Hand the first ``n`` reaped completions to their operations."""
+        ops = self._ops
+        cqes = self._cqes
+        for i in range(n):
+            cqe = cqes[i]
+            uid = cqe.user_data
+            if uid == IGNORED:
+                continue
+            flags = cqe.flags
+            if uid & QUIET_TAG:
+                # a quiet send that failed, or that a task waits for
+                self.quiet.reported(uid, cqe.res)
+                if uid not in ops:
+                    continue  # (an operation only while closing: quiet_op)
+            op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
+            if op is None:
+                _log.error("io_uring completion for unknown user_data %d", uid)
+                continue
+            try:
+                op.complete(cqe.res, flags)
+            except Exception:
+                # one faulty completion must not lose the rest of the batch
+                _log.exception("completion handler failed")
+            finally:
+                if op.pins and not flags & F_MORE:
+                    _release_pins(op)
 
     def ensure_reaper(self) -> None:
         if not self._reaper_started:

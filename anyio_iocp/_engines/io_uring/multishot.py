@@ -111,15 +111,22 @@ BATCHED_COMPLETIONS = 2
 LOAD_WINDOW = 64
 F_MORE = lib.IORING_CQE_F_MORE
 # called for every received message, looked up once (see engine._cq_ready)
-_pbuf_data = lib.iou_pbuf_data
-_pbuf_recycle = lib.iou_pbuf_recycle
 _unpack = ffi.unpack
 F_BUFFER = lib.IORING_CQE_F_BUFFER
 BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
 
 
 class BufferPool:
-    """A provided buffer ring: ``entries`` buffers of ``size`` bytes, group ``bgid``."""
+    """A provided buffer ring: ``entries`` buffers of ``size`` bytes, group ``bgid``.
+
+    A completion's bytes are copied out of their buffer at once
+    (:meth:`MultishotOp.complete`), and the buffer's id is put in ``taken``;
+    the engine gives a batch's buffers back together, once the batch's bytes
+    are copied (:meth:`give_back`): one call per batch where there was one per
+    completion.  The kernel picks buffers only when the loop enters it, which
+    the completions of a batch rarely do (a handler that submits, a log
+    line): a receive that finds the pool dry meanwhile ends with ``ENOBUFS``
+    and its stream falls back, as when the pool runs dry at any other time."""
 
     def __init__(self, ring: Any, bgid: int, entries: int, size: int) -> None:
         pool_pp = ffi.new("iou_pbuf **")
@@ -129,12 +136,27 @@ class BufferPool:
         self.pool = pool_pp[0]
         self.bgid = bgid
         self.size = size
+        #: where each buffer's bytes are, by buffer id (pointers into the
+        #: pool's memory, which lives until close(): found once, not per copy)
+        self.buffers: list[Any] = [lib.iou_pbuf_data(self.pool, bid) for bid in range(entries)]
+        #: ids of the buffers whose bytes were copied out, not yet given back
+        self.taken: list[int] = []
+
+    def give_back(self) -> None:
+        """Give the buffers in ``taken`` back to the kernel (one call)."""
+        taken = self.taken
+        lib.iou_pbuf_recycle_many(self.pool, taken, len(taken))
+        taken.clear()
 
     def close(self, ring: Any) -> None:
         """Unregister (``ring`` open) or just unmap (``ring`` is NULL)."""
         if self.pool != ffi.NULL:
             lib.iou_pbuf_close(ring, self.pool)
             self.pool = ffi.NULL
+            # the pointers point into memory that is gone: a late completion
+            # fails on an empty list rather than reading it
+            self.buffers = []
+            self.taken.clear()
 
 
 class PassLoad:
@@ -190,9 +212,10 @@ class MultishotOp(UringOp):
         if res > 0:
             pool = self.pool
             bid = flags >> BUFFER_SHIFT
-            # BufferPool.take, inlined: copy the bytes out, give the buffer back
-            receiver.ready.append(_unpack(_pbuf_data(pool.pool, bid), res))
-            _pbuf_recycle(pool.pool, bid)
+            # copy the bytes out; the buffer goes back with its batch's
+            # (BufferPool.give_back, called by the reaper)
+            receiver.ready.append(_unpack(pool.buffers[bid], res))
+            pool.taken.append(bid)
             receiver.ready_bytes += res
             self.stream.abd.observe(res == pool.size)
         elif res == 0:

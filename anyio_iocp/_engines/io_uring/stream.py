@@ -173,7 +173,7 @@ class UringStreamIO(ReceivePool, SendChain):
                 obj = data.obj
                 # the caller may reuse a mutable buffer once send() returns
                 keep = obj if type(obj) is bytes and len(obj) == size else bytes(data)
-                engine.post_quiet_send(self, keep, slot)
+                engine.post_quiet_send(self, keep, slot, size)
                 return size
         try:  # SendChain._send_now, inlined: this runs once per message
             sent = self.sock.send(data, SEND_NOW_FLAGS)
@@ -395,6 +395,13 @@ class MultishotStreamIO(UringStreamIO):
                         return now
                 else:
                     looked_again(self, found)
+                    if ms.ready:
+                        # (_take_multishot's usual case, spelled out: on a busy
+                        # server this is how most messages are taken)
+                        data = ms.take(max_bytes)
+                        if self.abd.bursting:
+                            self._post_ahead()  # during a burst, once the reader has caught up
+                        return data
                     if found:
                         return self._take_multishot(ms, max_bytes)
             return await self._wait_multishot(ms, max_bytes)
