@@ -172,6 +172,43 @@ async def test_buffers_go_back_with_their_batch(
         assert len(given_back) == 200, "each message came in a pool buffer, given back once"
 
 
+async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> None:
+    """Streams whose bytes arrive in the same pass are reaped in one batch,
+    and the batch's buffers go back to the kernel in one call."""
+    engine = multishot_engine(engine_name)
+    multi, pairs = await open_pairs(8, buffersize=4096)
+    async with multi, anyio.create_task_group() as tg:
+        for client, server in pairs:
+            await make_busy(client, server)
+        pool = engine.buffer_pool(4096)
+        batches: list[int] = []
+        give_back = pool.give_back
+
+        def counting_give_back() -> None:
+            batches.append(len(pool.taken))
+            give_back()
+
+        pool.give_back = counting_give_back
+        got: dict[int, bytes] = {}
+
+        async def reader(i: int, stream: SocketStream) -> None:
+            got[i] = await stream.receive()
+
+        for i, (_client, server) in enumerate(pairs):
+            tg.start_soon(reader, i, server)
+        await anyio.wait_all_tasks_blocked()
+        assert all(server._io._ms.armed is not None for _client, server in pairs)
+        # (raw sends: the bytes are in the ring before the next pass reaps)
+        for i, (client, _server) in enumerate(pairs):
+            client.extra(SocketAttribute.raw_socket).send(b"to %d" % i)
+        await poll_until(lambda: len(got) == len(pairs))
+    assert got == {i: b"to %d" % i for i in range(len(pairs))}
+    assert batches == [len(pairs)], "one call gave the batch's buffers back"
+    for client, server in pairs:
+        await client.aclose()
+        await server.aclose()
+
+
 async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str) -> None:
     """Small messages (multishot), a burst (linked chains), small again."""
     multishot_engine(engine_name)

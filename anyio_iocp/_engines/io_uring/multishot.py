@@ -7,10 +7,10 @@ A stream that has to wait for bytes arms *one* multishot receive
 ``receive()`` calls: every time bytes arrive the kernel picks a buffer from the
 engine's pool (a provided buffer ring of the stream's ``buffersize``), fills it
 and posts a completion naming it, while the operation stays armed
-(``IORING_CQE_F_MORE``).  The reaper copies the bytes out and gives the buffer
-back to the pool at once, so a pool of a few hundred buffers serves any number
-of connections: buffers are only in use between the kernel filling them and the
-next reap.
+(``IORING_CQE_F_MORE``).  The reaper copies the bytes out at once and gives
+the buffers of each batch of completions back to the pool together, so a pool
+of a few hundred buffers serves any number of connections: buffers are only in
+use between the kernel filling them and the end of the reap that took them.
 
 What this buys, measured against posting one receive per ``receive()``: no
 ``recv`` attempt that fails with EAGAIN before each wait, no submission entry
@@ -123,10 +123,9 @@ class BufferPool:
     (:meth:`MultishotOp.complete`), and the buffer's id is put in ``taken``;
     the engine gives a batch's buffers back together, once the batch's bytes
     are copied (:meth:`give_back`): one call per batch where there was one per
-    completion.  The kernel picks buffers only when the loop enters it, which
-    the completions of a batch rarely do (a handler that submits, a log
-    line): a receive that finds the pool dry meanwhile ends with ``ENOBUFS``
-    and its stream falls back, as when the pool runs dry at any other time."""
+    completion.  Until then the kernel cannot pick them: a receive that finds
+    the pool dry meanwhile ends with ``ENOBUFS`` and its stream falls back, as
+    when the pool runs dry at any other time."""
 
     def __init__(self, ring: Any, bgid: int, entries: int, size: int) -> None:
         pool_pp = ffi.new("iou_pbuf **")
@@ -144,17 +143,18 @@ class BufferPool:
 
     def give_back(self) -> None:
         """Give the buffers in ``taken`` back to the kernel (one call)."""
-        taken = self.taken
+        # the list is emptied first: an interruption (KeyboardInterrupt in a
+        # task that reaps) may then lose buffers, but never give one back twice
+        taken, self.taken = self.taken, []
         lib.iou_pbuf_recycle_many(self.pool, taken, len(taken))
-        taken.clear()
 
     def close(self, ring: Any) -> None:
         """Unregister (``ring`` open) or just unmap (``ring`` is NULL)."""
         if self.pool != ffi.NULL:
             lib.iou_pbuf_close(ring, self.pool)
             self.pool = ffi.NULL
-            # the pointers point into memory that is gone: a late completion
-            # fails on an empty list rather than reading it
+            # (a guard: the pointers point into memory that is gone, and the
+            # engine closes its pools only once nothing can complete)
             self.buffers = []
             self.taken.clear()
 
