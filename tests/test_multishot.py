@@ -209,6 +209,38 @@ async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> N
         await server.aclose()
 
 
+async def test_a_reap_from_a_task_hands_out_its_batch_whole(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive that reaps for itself (``reap_ready``) runs in a task, whose
+    code Trio does not protect from KeyboardInterrupt; the reap is protected,
+    as the loop's own reaps are, so a batch taken off the ring is handed out
+    whole."""
+    from trio.lowlevel import currently_ki_protected
+
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        await make_busy(client, server)
+        with anyio.move_on_after(0.01):
+            await server.receive()  # arms the multishot receive
+        assert server._io._ms.armed is not None
+        assert not currently_ki_protected(), "a test's task is not protected"
+        protected: list[bool] = []
+        complete_batch = engine._complete_batch
+
+        def recording(n: int) -> None:
+            protected.append(currently_ki_protected())
+            complete_batch(n)
+
+        monkeypatch.setattr(engine, "_complete_batch", recording)
+        client.extra(SocketAttribute.raw_socket).send(b"late")
+        wait_for_unreaped_completion(engine)
+        engine.reap_ready()  # from this task, as a receive does
+        assert protected == [True]
+        assert await server.receive() == b"late"
+
+
 async def test_multishot_then_burst_then_multishot_keeps_order(engine_name: str) -> None:
     """Small messages (multishot), a burst (linked chains), small again."""
     multishot_engine(engine_name)

@@ -533,9 +533,14 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             return False
         return self._reap_found()
 
+    @enable_ki_protection  # a batch is handed out whole (Ctrl+C waits), also from a task
     def _reap_found(self) -> bool:
         """:meth:`_reap_now` where the caller saw completions on the ring of
-        an engine still open; False when reaping is already under way."""
+        an engine still open; False when reaping is already under way.
+
+        A task reaps too (``reap_ready``, ``submit_now``), and a task's code
+        is not protected from KeyboardInterrupt: a batch cut short there would
+        lose the completions it had taken off the ring but not handed out."""
         if self._reaping:
             return False
         if _trace.active and lib.iou_sq_flags(self._ring) & lib.IORING_SQ_CQ_OVERFLOW:
