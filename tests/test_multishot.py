@@ -44,6 +44,16 @@ async def open_pairs(n: int, **tuning: int) -> tuple[Any, list[tuple[SocketStrea
     return multi, pairs
 
 
+async def arm_multishot(server: SocketStream) -> Any:
+    """Arm the busy server stream's multishot receive (a receive that gives up
+    waiting leaves it armed); the stream's receiver."""
+    with anyio.move_on_after(0.01):
+        await server.receive()
+    ms: Any = server._io._ms  # type: ignore[attr-defined]
+    assert ms.armed is not None and not ms.armed.done
+    return ms
+
+
 async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name: str) -> None:
     multishot_engine(engine_name)
     multi, [(client, server)] = await open_pairs(1)
@@ -76,11 +86,8 @@ async def test_receive_stays_armed_and_stops_at_its_cap(engine_name: str) -> Non
     multi, [(client, server)] = await open_pairs(1, buffersize=4096)
     async with multi, client, server:
         await make_busy(client, server)
-        with anyio.move_on_after(0.01):
-            await server.receive()  # arms the receive, then gives up waiting
-        ms: Any = server._io._ms
+        ms = await arm_multishot(server)
         armed = ms.armed
-        assert armed is not None and not armed.done
         for i in range(10):  # 10 small messages: the same operation takes them all
             await client.send(b"m%d;" % i)
             await anyio.wait_all_tasks_blocked()
@@ -157,11 +164,8 @@ async def test_buffers_go_back_with_their_batch(
             give_back()
 
         pool.give_back = counting_give_back
-        ms: Any = server._io._ms
-        with anyio.move_on_after(0.01):
-            await server.receive()  # arms the multishot receive, then gives up waiting
+        ms = await arm_multishot(server)
         armed = ms.armed
-        assert armed is not None
         for i in range(200):
             message = b"%d;" % i
             await client.send(message)
@@ -222,9 +226,7 @@ async def test_a_reap_from_a_task_hands_out_its_batch_whole(
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
         await make_busy(client, server)
-        with anyio.move_on_after(0.01):
-            await server.receive()  # arms the multishot receive
-        assert server._io._ms.armed is not None
+        await arm_multishot(server)
         assert not currently_ki_protected(), "a test's task is not protected"
         protected: list[bool] = []
         complete_batch = engine._complete_batch
@@ -292,10 +294,7 @@ async def test_bytes_the_reader_reaps_itself_still_make_a_checkpoint(engine_name
     multi, [(client, server)] = await open_pairs(1)
     async with multi, client, server:
         await make_busy(client, server)
-        with anyio.move_on_after(0.01):
-            await server.receive()  # arms the multishot receive
-        ms: Any = server._io._ms
-        assert ms.armed is not None
+        ms = await arm_multishot(server)
         raw = client.extra(SocketAttribute.raw_socket)
         raw.send(b"one")
         wait_for_unreaped_completion(engine)
@@ -622,10 +621,8 @@ async def test_a_receive_with_its_multishot_receive_armed_is_a_cancel_point(
     async with multi, client, server:
         await make_busy(client, server)
         io: Any = server._io
-        ms = io._ms
-        with anyio.move_on_after(0.01):
-            await server.receive()  # waits: the multishot receive is armed
-        assert ms.armed is not None and not ms.ready
+        ms = await arm_multishot(server)
+        assert not ms.ready
         # (the raw socket: a quiet send of the client's would wait for the pass)
         client.extra(SocketAttribute.raw_socket).send(b"late")
         wait_for_unreaped_completion(engine)  # in the ring, reaped in the next pass
