@@ -21,7 +21,7 @@ u0, s0, u1, s1 = (int(x) for x in sys.argv[4:8])
 ops = json.loads(sys.argv[8])["ops"]
 tick = os.sysconf("SC_CLK_TCK")
 user, system = (u1 - u0) / tick, (s1 - s0) / tick
-placement = "load on the server's CPU" if os.environ.get("LOAD_CPU", "0") == "1" else "load on CPU 0"
-print(f"{backend:8} conns={conns:<3} {placement}: round trips/s={ops / seconds:9,.0f}  "
+load_cpu = os.environ.get("LOAD_CPU", "0")
+print(f"{backend:8} conns={conns:<3} load on CPU {load_cpu}: round trips/s={ops / seconds:9,.0f}  "
       f"user {user / ops * 1e6:6.2f} us/msg  kernel {system / ops * 1e6:6.2f} us/msg")
 PY

@@ -54,6 +54,26 @@ async def arm_multishot(server: SocketStream) -> Any:
     return ms
 
 
+async def close_pairs(pairs: list[tuple[SocketStream, Any]]) -> None:
+    for client, server in pairs:
+        await client.aclose()
+        await server.aclose()
+
+
+def record_give_backs(pool: Any) -> list[list[int]]:
+    """The buffer ids each call of ``pool.give_back`` gives back, a list per
+    call (the calls still give them back)."""
+    calls: list[list[int]] = []
+    give_back = pool.give_back
+
+    def recording_give_back() -> None:
+        calls.append(list(pool.taken))
+        give_back()
+
+    pool.give_back = recording_give_back
+    return calls
+
+
 async def test_a_stream_waits_with_single_receives_until_it_is_busy(engine_name: str) -> None:
     multishot_engine(engine_name)
     multi, [(client, server)] = await open_pairs(1)
@@ -134,9 +154,7 @@ async def test_a_dry_pool_falls_back_to_single_receives(
             client.extra(SocketAttribute.raw_socket).sendall(payloads[i])
     assert results == dict(enumerate(payloads))
     assert starved > 0, "the pool ran dry (ENOBUFS) and the streams fell back"
-    for client, server in pairs:
-        await client.aclose()
-        await server.aclose()
+    await close_pairs(pairs)
 
 
 async def test_buffers_go_back_with_their_batch(
@@ -156,14 +174,7 @@ async def test_buffers_go_back_with_their_batch(
         await make_busy(client, server)
         pool = engine.buffer_pool(4096)
         assert len(pool.buffers) == 16
-        given_back: list[int] = []
-        give_back = pool.give_back
-
-        def counting_give_back() -> None:
-            given_back.extend(pool.taken)
-            give_back()
-
-        pool.give_back = counting_give_back
+        calls = record_give_backs(pool)
         ms = await arm_multishot(server)
         armed = ms.armed
         for i in range(200):
@@ -173,7 +184,7 @@ async def test_buffers_go_back_with_their_batch(
             assert not pool.taken, "the buffers went back with their batch"
         assert ms.armed is armed, "one operation carried every message"
         assert ms.starvations == 0, "the pool never ran dry"
-        assert len(given_back) == 200, "each message came in a pool buffer, given back once"
+        assert sum(map(len, calls)) == 200, "each message came in a pool buffer, given back once"
 
 
 async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> None:
@@ -185,14 +196,7 @@ async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> N
         for client, server in pairs:
             await make_busy(client, server)
         pool = engine.buffer_pool(4096)
-        batches: list[int] = []
-        give_back = pool.give_back
-
-        def counting_give_back() -> None:
-            batches.append(len(pool.taken))
-            give_back()
-
-        pool.give_back = counting_give_back
+        calls = record_give_backs(pool)
         got: dict[int, bytes] = {}
 
         async def reader(i: int, stream: SocketStream) -> None:
@@ -207,10 +211,8 @@ async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> N
             client.extra(SocketAttribute.raw_socket).send(b"to %d" % i)
         await poll_until(lambda: len(got) == len(pairs))
     assert got == {i: b"to %d" % i for i in range(len(pairs))}
-    assert batches == [len(pairs)], "one call gave the batch's buffers back"
-    for client, server in pairs:
-        await client.aclose()
-        await server.aclose()
+    assert [len(ids) for ids in calls] == [len(pairs)], "one call gave the batch's buffers back"
+    await close_pairs(pairs)
 
 
 async def test_a_reap_from_a_task_hands_out_its_batch_whole(
@@ -416,9 +418,7 @@ async def test_completions_of_many_streams_reaped_together_are_batched(engine_na
             for _, server in pairs:
                 assert await server.receive() == b"%d" % i
         assert engine.load.batched(engine.counters)
-        for client, server in pairs:
-            await client.aclose()
-            await server.aclose()
+        await close_pairs(pairs)
 
 
 def test_completions_per_reap_are_judged_over_whole_windows() -> None:
