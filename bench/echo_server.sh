@@ -1,6 +1,7 @@
 # Sourced by bench/cpu_split.sh, bench/syscalls.sh, bench/syscall_mix.sh and
 # bench/callgrind.sh (not run on its own).
-# start_server BACKEND MODE: starts bench/server_app.py in MODE with "$py",
+# start_server BACKEND MODE: starts bench/server_app.py in MODE with "$py"
+# (or, for BACKEND floor or floor-uring, the C floor server built in .build/),
 # pins it to CPU 1, sets $srv (its pid) and $port, and on exit kills it and
 # removes the files listed in $cleanup_files.  start_echo_server BACKEND: the
 # same in echo mode.
@@ -16,7 +17,11 @@ start_server() {
     local portfile
     portfile=$(mktemp)
     cleanup_files+=("$portfile")
-    "$py" bench/server_app.py "$1" "$2" >"$portfile" 2>/dev/null &
+    case $1 in
+        floor) bench/.build/floor "$2" >"$portfile" 2>/dev/null & ;;
+        floor-uring) bench/.build/floor_uring "$2" >"$portfile" 2>/dev/null & ;;
+        *) "$py" bench/server_app.py "$1" "$2" >"$portfile" 2>/dev/null & ;;
+    esac
     srv=$!
     trap 'kill $srv 2>/dev/null; rm -f "${cleanup_files[@]}"' EXIT
     for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done

@@ -25,11 +25,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "floor_common.h"
+
 #define MAX_EVENTS 1024
 #define RECV_SIZE 65536
-#define HELLO_BUF 64
-
-enum mode { M_ECHO, M_HELLO, M_SINK };
 
 struct conn {
     uint8_t open;
@@ -47,19 +46,6 @@ static size_t nconns;
 static uint8_t rbuf[RECV_SIZE];
 static const char REPLY[] = "hello back\n";
 
-static void die(const char *what) {
-    fprintf(stderr, "floor: %s: %s\n", what, strerror(errno));
-    exit(2);
-}
-
-static rlim_t raise_nofile(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) die("getrlimit");
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) die("setrlimit");
-    return rl.rlim_cur;
-}
-
 static void set_events(int fd, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.fd = fd};
     if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) != 0) die("epoll_ctl");
@@ -70,22 +56,6 @@ static void drop(int fd) {
     free(c->pending);
     memset(c, 0, sizeof(*c));
     close(fd); /* also removes it from the epoll set */
-}
-
-static int listen_on_loopback(int backlog) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) die("bind");
-    if (listen(fd, backlog) != 0) die("listen");
-    socklen_t len = sizeof(addr);
-    if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) die("getsockname");
-    printf("%d\n", ntohs(addr.sin_port));
-    fflush(stdout);
-    return fd;
 }
 
 static void accept_all(int lfd) {
@@ -167,28 +137,15 @@ static void on_readable(int fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: floor echo|hello|sink [BACKLOG]\n");
-        return 2;
-    }
-    if (strcmp(argv[1], "echo") == 0)
-        mode = M_ECHO;
-    else if (strcmp(argv[1], "hello") == 0)
-        mode = M_HELLO;
-    else if (strcmp(argv[1], "sink") == 0)
-        mode = M_SINK;
-    else {
-        fprintf(stderr, "floor: unknown mode %s\n", argv[1]);
-        return 2;
-    }
-    int backlog = argc == 3 ? atoi(argv[2]) : 4096;
+    int backlog;
+    mode = parse_command_line(argc, argv, &backlog);
 
     nconns = (size_t)raise_nofile();
     conns = calloc(nconns, sizeof(*conns));
     if (!conns) die("calloc");
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
-    int lfd = listen_on_loopback(backlog);
+    int lfd = listen_on_loopback(backlog, SOCK_NONBLOCK);
     struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0) die("epoll_ctl");
 

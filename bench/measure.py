@@ -130,9 +130,13 @@ def measure(
             f"{scenario.tool} is not installed (Debian: apt-get install {scenario.tool})"
         )
         return outcome
-    command = server_command(
-        backend, scenario.server_mode, scenario.backlog(settings), python, binaries["floor"]
-    )
+    try:
+        command = server_command(
+            backend, scenario.server_mode, scenario.backlog(settings), python, binaries
+        )
+    except ServerError as exc:
+        outcome.error = str(exc)
+        return outcome
     log_path = log_dir / f"{backend}-{scenario.name}.log"
     try:
         with running_server(command, log_path, where.server) as server:

@@ -20,12 +20,13 @@ from measure import Outcome, measure
 from pinning import PIN_MODES, Placement, placement
 from report import Results, machine_line, markdown_table, notes, read_somaxconn
 from scenarios import SCENARIOS, Settings
-from servers import FLOOR
+from servers import FLOORS
 from targets import target_lines
 
 ALL_BACKENDS = ["floor", "asyncio", "asyncio+uvloop", "trio", "iocp"]
 #: also accepted by --backends, for comparing steps (see server_app.py)
 EXTRA_BACKENDS = [
+    "floor-uring",
     "iocp-single",
     "iocp-readiness",
     "iocp-httpd",
@@ -178,7 +179,7 @@ def main(argv: list[str]) -> int:
         for mode, where in placements.items():
             for backend in args.backends:
                 for test in args.tests:
-                    if backend == FLOOR and not SCENARIOS[test].has_floor:
+                    if backend in FLOORS and not SCENARIOS[test].has_floor:
                         continue  # the C floor does not speak this protocol
                     print(
                         f"# [{rep + 1}/{args.repeat}] --pin {mode} {backend} {test}",

@@ -15,6 +15,9 @@ from pinning import CpuSet, pin_to
 BENCH_DIR = Path(__file__).resolve().parent
 SERVER_APP = BENCH_DIR / "server_app.py"
 FLOOR = "floor"
+#: the C floor servers, by backend name: their program in the build folder
+#: (bench/floor.c with epoll, bench/floor_uring.c with io_uring)
+FLOORS = {FLOOR: "floor", "floor-uring": "floor_uring"}
 START_TIMEOUT = 30.0
 
 
@@ -30,10 +33,13 @@ class Server:
 
 
 def server_command(
-    backend: str, mode: str, backlog: int, python: str, floor_binary: Path
+    backend: str, mode: str, backlog: int, python: str, binaries: dict[str, Path]
 ) -> list[str]:
-    if backend == FLOOR:
-        return [str(floor_binary), mode, str(backlog)]
+    if backend in FLOORS:
+        program = binaries.get(FLOORS[backend])
+        if program is None:
+            raise ServerError(f"bench/{FLOORS[backend]}.c was not built (see the build's message)")
+        return [str(program), mode, str(backlog)]
     return [python, str(SERVER_APP), backend, mode, str(backlog)]
 
 
