@@ -370,6 +370,44 @@ async def test_a_stream_of_a_batching_engine_keeps_the_multishot_receive(
         assert not armed.done, "the multishot receive stays armed"
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "lone"])
+async def test_a_busy_stream_whose_look_finds_nothing_arms_before_its_yield(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch, batched: bool
+) -> None:
+    """A busy stream with nothing armed (its last receive reached its cap, or
+    a single one ended) whose first look finds nothing: among many streams
+    (reaps batched) it arms its multishot receive before the yield, so the
+    look after the yield makes no ``recv`` of its own; a lone stream looks
+    with a second ``recv``, as before."""
+    from anyio_iocp._engines.io_uring.multishot import PassLoad
+
+    multishot_engine(engine_name)
+    monkeypatch.setattr(PassLoad, "batched", lambda self, counters: batched)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        current_engine().set_send_mode("direct")  # type: ignore[attr-defined]
+        await make_busy(client, server)
+        io: Any = server._io
+        ms = io._ms
+        assert ms.armed is None and io.yield_credit > 0, "nothing armed, and a look to make"
+        looks: list[bytes | None] = []
+        recv_now = io._recv_now
+
+        def counting_recv_now(max_bytes: int) -> bytes | None:
+            looks.append(recv_now(max_bytes))
+            return looks[-1]
+
+        monkeypatch.setattr(io, "_recv_now", counting_recv_now)
+        with anyio.move_on_after(0.05):
+            await server.receive()  # nothing comes: it waits
+        assert looks == ([None] if batched else [None, None])
+        armed = ms.armed
+        assert armed is not None
+        await client.send(b"later")
+        assert await server.receive() == b"later"
+        assert not armed.done, "a busy stream's multishot receive stays armed"
+
+
 async def armed_pairs(n: int) -> tuple[Any, list[tuple[SocketStream, Any]]]:
     """``n`` busy pairs whose server sides wait with a multishot receive."""
     current_engine().set_send_mode("direct")  # type: ignore[attr-defined]

@@ -373,6 +373,18 @@ class MultishotStreamIO(UringStreamIO):
                     return now
                 # Nothing is armed, so nothing of this stream's is in the ring
                 # (only an operation's final completion disarms it): no reap.
+                if (
+                    ms.receives >= BUSY_AFTER
+                    and not (ms.starved or self.abd.bursting)
+                    and engine.load.batched(engine.counters)
+                ):
+                    # A busy stream among many whose look found nothing (its
+                    # last receive reached its cap): it waits with its
+                    # multishot receive again, armed before the yield, so
+                    # that the look after it needs no recv of its own, nor
+                    # do the messages after it (multishot.py, "A lone busy
+                    # stream takes the direct path").
+                    ms.arm(self)
             else:
                 # (ms.has_data() spelled out: this runs once per message)
                 if ms.ready or ms.eof or ms.error is not None:
