@@ -78,6 +78,7 @@ int iou_prep_nop(iou_ring *r, uint64_t user_data);
 int iou_set_last_flags(iou_ring *r, unsigned flags);
 int iou_submit(iou_ring *r, unsigned wait_nr);
 int iou_reap(iou_ring *r, iou_cqe *out, int max);
+int iou_reap_columns(iou_ring *r, uint64_t *user_data, int32_t *res, uint32_t *flags, int max);
 int iou_probe(iou_ring *r, unsigned char *supported, int n);
 
 #define IORING_OP_NOP ...

@@ -220,7 +220,7 @@ unsigned iou_cq_overflow(iou_ring *r) { return __atomic_load_n(r->cq_koverflow, 
 unsigned iou_sq_flags(iou_ring *r) { return __atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE); }
 
 /* Completions waiting in the completion ring (shared memory: no system call),
- * or at least 1 when the kernel holds more on its overflow list: iou_reap
+ * or at least 1 when the kernel holds more on its overflow list: a reap
  * flushes that list, so a caller that reaps only when this is non-zero never
  * leaves completions behind. */
 unsigned iou_cq_ready(iou_ring *r)
@@ -478,11 +478,13 @@ int iou_submit(iou_ring *r, unsigned wait_nr)
 }
 
 /*
- * Copies up to max completions into out and frees their slots.  When the
- * kernel had to park completions on its overflow list (the ring was full),
- * they are flushed into the ring and reaped too.
+ * Copies up to max completions into three columns (user_data, res, flags:
+ * Python turns each into a list in one call, where reading a struct's
+ * fields costs a lookup per field) and frees their slots.  When the kernel
+ * had to park completions on its overflow list (the ring was full), they
+ * are flushed into the ring and reaped too.
  */
-int iou_reap(iou_ring *r, iou_cqe *out, int max)
+int iou_reap_columns(iou_ring *r, uint64_t *user_data, int32_t *res, uint32_t *flags, int max)
 {
     int n = 0;
 
@@ -506,9 +508,9 @@ int iou_reap(iou_ring *r, iou_cqe *out, int max)
                     }
                 }
             }
-            out[n].user_data = c->user_data;
-            out[n].res = c->res;
-            out[n].flags = c->flags;
+            user_data[n] = c->user_data;
+            res[n] = c->res;
+            flags[n] = c->flags;
             n++;
             head++;
         }
@@ -521,6 +523,30 @@ int iou_reap(iou_ring *r, iou_cqe *out, int max)
         if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR)
             return n;
     }
+}
+
+/* iou_reap_columns into structs, in pieces (for probes and tests: the
+ * engine reaps columns). */
+int iou_reap(iou_ring *r, iou_cqe *out, int max)
+{
+    uint64_t user_data[64];
+    int32_t res[64];
+    uint32_t flags[64];
+    int total = 0;
+
+    while (total < max) {
+        int piece = max - total < 64 ? max - total : 64;
+        int n = iou_reap_columns(r, user_data, res, flags, piece);
+        for (int i = 0; i < n; i++) {
+            out[total + i].user_data = user_data[i];
+            out[total + i].res = res[i];
+            out[total + i].flags = flags[i];
+        }
+        total += n;
+        if (n < piece)
+            break;
+    }
+    return total;
 }
 
 /* Fills supported[op] with 1 for each opcode this kernel supports. */

@@ -236,6 +236,31 @@ def test_io_uring_enter_interrupted_by_signals_loses_nothing() -> None:
         b.close()
 
 
+def test_a_reap_hands_out_completions_in_order_in_either_form() -> None:
+    """150 completions: the struct form (probes and tests) reaps 100 of them,
+    in order across its pieces of 64; the engine's columns the other 50."""
+    ring_pp = ffi.new("iou_ring **")
+    assert lib.iou_open(ring_pp, 256, 512, 0) == 0
+    ring = ring_pp[0]
+    try:
+        for i in range(150):
+            assert lib.iou_prep_nop(ring, 1000 + i) == 0
+        assert lib.iou_submit(ring, 0) == 150
+        cqes = ffi.new("iou_cqe[]", 100)
+        assert lib.iou_reap(ring, cqes, 100) == 100
+        assert [cqes[i].user_data for i in range(100)] == list(range(1000, 1100))
+        user_data = ffi.new("uint64_t[]", 32)
+        res = ffi.new("int32_t[]", 32)
+        flags = ffi.new("uint32_t[]", 32)
+        got: list[tuple[int, int, int]] = []
+        while n := lib.iou_reap_columns(ring, user_data, res, flags, 32):
+            columns = ffi.unpack(user_data, n), ffi.unpack(res, n), ffi.unpack(flags, n)
+            got += zip(*columns, strict=True)
+        assert got == [(1000 + i, 0, 0) for i in range(100, 150)]
+    finally:
+        lib.iou_close(ring)
+
+
 @pytest.mark.anyio
 # strict: the receive posts at once (on a budget a new stream's receive
 # yields once first and would find the bytes without the ring)

@@ -99,6 +99,8 @@ _log = logging.getLogger("anyio_iocp")
 # attribute of the cffi library is a full lookup each time (16 ns more)
 _cq_ready = lib.iou_cq_ready
 _unsubmitted = lib.iou_unsubmitted
+_reap_columns = lib.iou_reap_columns
+_column = ffi.unpack
 
 #: submission and completion ring sizes (detection probes these same sizes)
 RING_ENTRIES = 4096
@@ -197,7 +199,10 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.max_chain: int = lib.iou_sq_entries(self._ring)
         self._ops: dict[int, UringOp] = {}
         self._next_id = 1
-        self._cqes = ffi.new("iou_cqe[]", REAP_BATCH)
+        # a batch of completions, as three columns (iou_reap_columns)
+        self._cq_user_data = ffi.new("uint64_t[]", REAP_BATCH)
+        self._cq_res = ffi.new("int32_t[]", REAP_BATCH)
+        self._cq_flags = ffi.new("uint32_t[]", REAP_BATCH)
         self.closed = False
         self._reaper_started = False
         self._reaping = False
@@ -568,10 +573,10 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             self._reap_found()
 
     def _reap(self) -> None:
-        cqes = self._cqes
+        ring, user_data, res, flags = self._ring, self._cq_user_data, self._cq_res, self._cq_flags
         counters = self.counters
         while True:
-            n = lib.iou_reap(self._ring, cqes, REAP_BATCH)
+            n = _reap_columns(ring, user_data, res, flags, REAP_BATCH)
             if n:
                 counters.completions += n
                 counters.reaps += 1
@@ -588,16 +593,18 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     def _complete_batch(self, n: int) -> None:
         """Hand the first ``n`` reaped completions to their operations."""
         ops = self._ops
-        cqes = self._cqes
-        for i in range(n):
-            cqe = cqes[i]
-            uid = cqe.user_data
+        # each column a list in one call: a struct's fields cost a lookup each
+        for uid, res, flags in zip(
+            _column(self._cq_user_data, n),
+            _column(self._cq_res, n),
+            _column(self._cq_flags, n),
+            strict=True,
+        ):
             if uid == IGNORED:
                 continue
-            flags = cqe.flags
             if uid & QUIET_TAG:
                 # a quiet send that failed, or that a task waits for
-                self.quiet.reported(uid, cqe.res)
+                self.quiet.reported(uid, res)
                 if uid not in ops:
                     continue  # (an operation only while closing: quiet_op)
             op = ops.get(uid) if flags & F_MORE else ops.pop(uid, None)
@@ -605,7 +612,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 _log.error("io_uring completion for unknown user_data %d", uid)
                 continue
             try:
-                op.complete(cqe.res, flags)
+                op.complete(res, flags)
             except Exception:
                 # one faulty completion must not lose the rest of the batch
                 _log.exception("completion handler failed")
