@@ -40,7 +40,8 @@ def build_programs(build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
                 built = subprocess.run(command, capture_output=True, text=True)
                 if built.returncode != 0:
                     binary.unlink(missing_ok=True)
-                    why = (built.stderr.strip().splitlines() or ["gcc failed"])[0]
+                    lines = built.stderr.strip().splitlines() or ["gcc failed"]
+                    why = next((line for line in lines if "error" in line), lines[0])
                     print(f"compile_c: {name} not built ({why})", file=sys.stderr)
                     continue
         binaries[name] = binary

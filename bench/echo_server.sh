@@ -18,8 +18,14 @@ start_server() {
     portfile=$(mktemp)
     cleanup_files+=("$portfile")
     case $1 in
-        floor) bench/.build/floor "$2" >"$portfile" 2>/dev/null & ;;
-        floor-uring) bench/.build/floor_uring "$2" >"$portfile" 2>/dev/null & ;;
+        floor | floor-uring)
+            local program=bench/.build/${1/-/_}
+            if [ ! -x "$program" ]; then
+                echo "$program is not built (bench/run.py builds it)" >&2
+                exit 2
+            fi
+            "$program" "$2" >"$portfile" 2>/dev/null &
+            ;;
         *) "$py" bench/server_app.py "$1" "$2" >"$portfile" 2>/dev/null & ;;
     esac
     srv=$!

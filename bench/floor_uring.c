@@ -21,8 +21,9 @@
  * is armed again once buffers come back.
  *
  * Listens on 127.0.0.1 with an ephemeral port and prints the port on one
- * line of stdout.  Runs until killed.  Needs Linux 5.19 or later (buffer
- * rings, multishot receives, COOP_TASKRUN); says so and exits 2 otherwise.
+ * line of stdout.  Runs until killed.  Needs Linux 6.0 or later (multishot
+ * receives; buffer rings and COOP_TASKRUN are 5.19's) and its headers: on
+ * an older kernel it says which call was refused and exits 2.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -62,7 +63,9 @@ enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_REPLY };
 #define NO_BID 0xffff
 
 struct conn {
+    uint8_t open;         /* accepted and not closed yet */
     uint8_t recv_armed;
+    uint8_t replying;     /* hello: the reply's send is in flight */
     uint8_t eof;          /* dropped: closed once its requests have ended */
     uint8_t peer_done;    /* the peer's end of stream: close once all is sent */
     uint8_t replied;      /* hello: reply sent */
@@ -91,7 +94,7 @@ static uint32_t sq_local_tail, to_submit;
 static struct io_uring_buf_ring *bufring;
 static uint8_t *bufs;
 static uint16_t buf_tail;
-static uint32_t recycled;  /* buffers given back since the last re-arm */
+static uint32_t recycled;  /* buffers given back since the starved were last armed */
 /* connections whose receive ended with ENOBUFS (the pool ran dry): armed
  * again once buffers come back, not at once (it would end the same way) */
 static int *starved;
@@ -174,11 +177,16 @@ static void publish_buffers(void) {
 
 static struct io_uring_sqe *get_sqe(void) {
     uint32_t head = atomic_load_explicit((_Atomic uint32_t *)sq_head, memory_order_acquire);
-    if (sq_local_tail - head >= SQ_ENTRIES) {
+    while (sq_local_tail - head >= SQ_ENTRIES) {
         /* full: hand what is queued to the kernel first */
         atomic_store_explicit((_Atomic uint32_t *)sq_tail, sq_local_tail, memory_order_release);
-        if (enter(to_submit, 0) < 0 && errno != EINTR) die("io_uring_enter");
-        to_submit = 0;
+        int rc = enter(to_submit, 0);
+        if (rc < 0) {
+            if (errno != EINTR) die("io_uring_enter (the submission ring is full)");
+            continue;
+        }
+        to_submit -= (uint32_t)rc < to_submit ? (uint32_t)rc : to_submit;
+        head = atomic_load_explicit((_Atomic uint32_t *)sq_head, memory_order_acquire);
     }
     uint32_t index = sq_local_tail & *sq_mask;
     struct io_uring_sqe *sqe = &sqes[index];
@@ -229,6 +237,13 @@ static void post_reply(int fd) {
     sqe->len = sizeof(REPLY) - 1;
     sqe->msg_flags = MSG_NOSIGNAL;
     sqe->user_data = UD(OP_REPLY, NO_BID, fd);
+    conns[fd].replying = 1;
+}
+
+/* A connection slot that holds nothing (no buffer is 0: -1 is none). */
+static void reset_conn(struct conn *c) {
+    memset(c, 0, sizeof(*c));
+    c->sending = c->queue_head = c->queue_tail = -1;
 }
 
 /* Close once nothing of the kernel's still refers to the socket: a request
@@ -236,8 +251,8 @@ static void post_reply(int fd) {
  * one of a new connection that reuses the descriptor. */
 static void close_when_idle(int fd) {
     struct conn *c = &conns[fd];
-    if (c->recv_armed || c->sending >= 0) return;
-    memset(c, 0, sizeof(*c));
+    if (c->recv_armed || c->sending >= 0 || c->replying) return;
+    reset_conn(c);
     close(fd);
 }
 
@@ -248,7 +263,7 @@ static void drop(int fd) {
     for (int bid = c->queue_head; bid >= 0; bid = sends[bid].next) recycle(bid);
     c->queue_head = c->queue_tail = -1;
     c->eof = 1;
-    if (c->recv_armed || c->sending >= 0) shutdown(fd, SHUT_RDWR); /* ends them */
+    if (c->recv_armed || c->sending >= 0 || c->replying) shutdown(fd, SHUT_RDWR); /* ends them */
     close_when_idle(fd);
 }
 
@@ -263,8 +278,8 @@ static void on_accept(int res, uint32_t flags) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct conn *c = &conns[fd];
-    memset(c, 0, sizeof(*c));
-    c->sending = c->queue_head = c->queue_tail = -1;
+    reset_conn(c);
+    c->open = 1;
     post_recv(fd);
 }
 
@@ -300,18 +315,22 @@ static void on_recv(int fd, int res, uint32_t flags) {
     struct conn *c = &conns[fd];
     int more = (flags & IORING_CQE_F_MORE) != 0;
     if (!more) c->recv_armed = 0;
-    if (c->eof) { /* dropped: only waiting for its requests to end */
+    if (c->eof || !c->open) { /* dropped: only waiting for its requests to end */
         if (flags & IORING_CQE_F_BUFFER) recycle((int)(flags >> IORING_CQE_BUFFER_SHIFT));
-        close_when_idle(fd);
+        if (c->open) close_when_idle(fd);
         return;
     }
     if (res == -ENOBUFS) {
         starved[nstarved++] = fd;
         return;
     }
+    if (res == -EINVAL) { /* before Linux 6.0: a receive cannot be multishot */
+        errno = EINVAL;
+        die("multishot receive (IORING_RECV_MULTISHOT needs Linux 6.0)");
+    }
     if (res == 0) { /* the peer's end of stream: what is queued still goes */
         c->peer_done = 1;
-        if (c->sending < 0) drop(fd);
+        if (c->sending < 0 && !c->replying) drop(fd);
         return;
     }
     if (res < 0) { /* an error (e.g. reset): close quietly */
@@ -325,7 +344,7 @@ static void on_recv(int fd, int res, uint32_t flags) {
         if (mode == M_HELLO) on_hello(fd, bufs + (size_t)bid * BUF_SIZE, res);
         recycle(bid);
     }
-    if (!more && !c->eof && !c->peer_done) post_recv(fd);
+    if (!more && c->open && !c->eof && !c->peer_done) post_recv(fd);
 }
 
 static void on_send(int fd, int bid, int res) {
@@ -356,6 +375,15 @@ static void on_send(int fd, int bid, int res) {
     }
 }
 
+static void on_reply(int fd) {
+    struct conn *c = &conns[fd];
+    c->replying = 0;
+    if (c->eof)
+        close_when_idle(fd);
+    else if (c->peer_done)
+        drop(fd); /* the peer had closed its side: done */
+}
+
 int main(int argc, char **argv) {
     int backlog;
     floor_name = "floor_uring";
@@ -375,8 +403,10 @@ int main(int argc, char **argv) {
         atomic_store_explicit((_Atomic uint32_t *)sq_tail, sq_local_tail, memory_order_release);
         int rc = enter(to_submit, 1);
         if (rc < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == EBUSY) continue;
-            die("io_uring_enter");
+            /* refused for now (EAGAIN, EBUSY: completions must be read
+             * first): read them, and submit again next time round */
+            if (errno != EINTR && errno != EAGAIN && errno != EBUSY) die("io_uring_enter");
+            rc = 0;
         }
         to_submit -= (uint32_t)rc < to_submit ? (uint32_t)rc : to_submit;
         uint32_t head = *cq_head;
@@ -396,17 +426,19 @@ int main(int argc, char **argv) {
                 on_send(fd, UD_BID(ud), cqe->res);
                 break;
             case OP_REPLY:
-                break; /* a short or failed reply: the client's EOF closes it */
+                on_reply(fd); /* (a short or failed reply: the client's EOF closes it) */
+                break;
             }
         }
         atomic_store_explicit((_Atomic uint32_t *)cq_head, head, memory_order_release);
         publish_buffers();
-        if (recycled && nstarved) {
+        if (recycled && nstarved) { /* buffers came back since: arm the starved again */
             while (nstarved) {
                 int fd = starved[--nstarved];
-                if (!conns[fd].eof && !conns[fd].peer_done && !conns[fd].recv_armed) post_recv(fd);
+                struct conn *c = &conns[fd];
+                if (c->open && !c->eof && !c->peer_done && !c->recv_armed) post_recv(fd);
             }
+            recycled = 0;
         }
-        recycled = 0;
     }
 }

@@ -129,6 +129,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     add("--json", type=Path, metavar="FILE", help="save raw results (every run) here")
     add("--chart", type=Path, metavar="PNG", help="write a chart of the table here (matplotlib)")
+    add(
+        "--fail-on-error",
+        action="store_true",
+        help="exit with status 1 if any run failed (a server that did not start, a "
+        "missing tool): for smoke runs",
+    )
     return p.parse_args(argv)
 
 
@@ -213,6 +219,10 @@ def main(argv: list[str]) -> int:
             "runs": [{"pin": m, **asdict(o)} for (m, _b, _t), rs in runs.items() for o in rs],
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    failed = sorted({f"{b} {t}" for (_m, b, t), rs in runs.items() if any(o.error for o in rs)})
+    if failed and args.fail_on_error:
+        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
