@@ -73,6 +73,12 @@ found fewer than ``BATCHED_COMPLETIONS`` completions per reap on average
 (:class:`PassLoad`).
 A stream whose direct receives keep missing (a peer on another CPU), or an
 engine whose reaps serve many completions at once, keeps the multishot receive.
+Among many streams (reaps batched), a busy stream whose first look finds
+nothing arms its multishot receive at once, before the yield that gives its
+peer time to answer: otherwise a second ``recv`` after the yield often found
+the bytes, the stream never waited and never armed again, and it paid two
+``recv`` calls per message, one of them finding nothing (on separate CPUs,
+0.03-0.08 of echo 64's messages; ``docs/performance.md``, twenty-fifth pass).
 
 Completions per reap, not receives per scheduler pass, say whether reaping is
 shared: with schedule points on a budget, a stream whose bytes are always

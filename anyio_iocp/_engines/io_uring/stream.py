@@ -378,12 +378,14 @@ class MultishotStreamIO(UringStreamIO):
                     and not (ms.starved or self.abd.bursting)
                     and engine.load.batched(engine.counters)
                 ):
-                    # A busy stream among many whose look found nothing (its
-                    # last receive reached its cap): it waits with its
-                    # multishot receive again, armed before the yield, so
-                    # that the look after it needs no recv of its own, nor
-                    # do the messages after it (multishot.py, "A lone busy
-                    # stream takes the direct path").
+                    # A busy stream among many whose first look found
+                    # nothing, or did not look (look_after_send), with
+                    # nothing armed (its last receive reached its cap): it
+                    # waits with its multishot receive again, armed before
+                    # the yield, so that the look after the yield needs no
+                    # recv of its own, nor do the messages after it
+                    # (multishot.py, "A lone busy stream takes the direct
+                    # path").
                     ms.arm(self)
             else:
                 # (ms.has_data() spelled out: this runs once per message)
