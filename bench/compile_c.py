@@ -11,7 +11,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_BUILD_DIR = BENCH_DIR / ".build"
 PROGRAMS = ("loadgen", "floor", "floor_uring")
 #: built where the compiler can: floor_uring needs a <linux/io_uring.h> with
-#: provided buffer rings (Linux 5.19's); without it only its backend is missing
+#: multishot receives (Linux 6.0's); without it only its backend is missing
 OPTIONAL = frozenset({"floor_uring"})
 #: included by both floors (a change to it rebuilds every program: simpler
 #: than knowing which includes it)

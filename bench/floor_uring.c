@@ -138,6 +138,20 @@ static void setup_ring(void) {
     sq_local_tail = *sq_tail;
 }
 
+/* Give a buffer back to the kernel (published with the batch's last one). */
+static void recycle(int bid) {
+    struct io_uring_buf *b = &bufring->bufs[buf_tail & (NBUFS - 1)];
+    b->addr = (uint64_t)(uintptr_t)(bufs + (size_t)bid * BUF_SIZE);
+    b->len = BUF_SIZE;
+    b->bid = (uint16_t)bid;
+    buf_tail++;
+    recycled++;
+}
+
+static void publish_buffers(void) {
+    atomic_store_explicit((_Atomic uint16_t *)&bufring->tail, buf_tail, memory_order_release);
+}
+
 static void setup_buffers(void) {
     size_t ring_size = NBUFS * sizeof(struct io_uring_buf);
     bufring = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -151,28 +165,9 @@ static void setup_buffers(void) {
     reg.bgid = BGID;
     if (syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1) != 0)
         die("IORING_REGISTER_PBUF_RING");
-    for (int bid = 0; bid < NBUFS; bid++) {
-        struct io_uring_buf *b = &bufring->bufs[(buf_tail + bid) & (NBUFS - 1)];
-        b->addr = (uint64_t)(uintptr_t)(bufs + (size_t)bid * BUF_SIZE);
-        b->len = BUF_SIZE;
-        b->bid = (uint16_t)bid;
-    }
-    buf_tail = (uint16_t)(buf_tail + NBUFS);
-    atomic_store_explicit((_Atomic uint16_t *)&bufring->tail, buf_tail, memory_order_release);
-}
-
-/* Give a buffer back to the kernel (published with the batch's last one). */
-static void recycle(int bid) {
-    struct io_uring_buf *b = &bufring->bufs[buf_tail & (NBUFS - 1)];
-    b->addr = (uint64_t)(uintptr_t)(bufs + (size_t)bid * BUF_SIZE);
-    b->len = BUF_SIZE;
-    b->bid = (uint16_t)bid;
-    buf_tail++;
-    recycled++;
-}
-
-static void publish_buffers(void) {
-    atomic_store_explicit((_Atomic uint16_t *)&bufring->tail, buf_tail, memory_order_release);
+    for (int bid = 0; bid < NBUFS; bid++) recycle(bid);
+    publish_buffers();
+    recycled = 0; /* (nothing starved yet) */
 }
 
 static struct io_uring_sqe *get_sqe(void) {
