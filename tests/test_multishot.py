@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import time
 from collections.abc import Callable
@@ -185,6 +186,52 @@ async def test_buffers_go_back_with_their_batch(
         assert ms.armed is armed, "one operation carried every message"
         assert ms.starvations == 0, "the pool never ran dry"
         assert sum(map(len, calls)) == 200, "each message came in a pool buffer, given back once"
+
+
+async def test_bytes_that_cannot_be_copied_out_break_the_stream_and_their_buffer_goes_back(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion whose bytes cannot be copied out (no memory) must not leave
+    a gap: the reader gets the bytes before it, then an error, never the bytes
+    after it; the buffer goes back to the kernel all the same."""
+    engine = multishot_engine(engine_name)
+    from anyio_iocp._engines.io_uring import multishot
+
+    multi, [(client, server)] = await open_pairs(1, buffersize=4096)
+    async with multi, client, server:
+        await make_busy(client, server)
+        pool = engine.buffer_pool(4096)
+        calls = record_give_backs(pool)
+        copy = multishot._unpack
+        lost: list[int] = []  # the buffer of the bytes that were not copied
+
+        def short_of_memory(pointer: Any, size: int) -> bytes:
+            data: bytes = copy(pointer, size)
+            if data.startswith(b"lost"):
+                lost.append(next(i for i, b in enumerate(pool.buffers) if b == pointer))
+                raise MemoryError
+            return data
+
+        monkeypatch.setattr(multishot, "_unpack", short_of_memory)
+        ms = await arm_multishot(server)
+        await client.send(b"first;")
+        assert await server.receive() == b"first;"
+        with anyio.move_on_after(0.01):  # armed again, waiting
+            await server.receive()
+        await client.send(b"lost;")
+        await poll_until(lambda: ms.error is not None, step=0.001)
+        await client.send(b"after;")
+        for _ in range(2):  # the error, every time: "after;" is never handed out
+            with pytest.raises(anyio.BrokenResourceError) as caught:
+                await server.receive()
+            cause = caught.value.__cause__
+            assert isinstance(cause, OSError) and cause.errno == errno.ENOMEM
+            assert isinstance(cause.__cause__, MemoryError)
+        await poll_until(lambda: ms.armed is None, step=0.001)  # the receive was cancelled
+        assert len(lost) == 1 and lost[0] in [bid for call in calls for bid in call], (
+            "the buffer of the lost bytes went back to the kernel"
+        )
+        assert not pool.taken
 
 
 async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> None:

@@ -183,6 +183,31 @@ def test_a_failed_receive_comes_after_the_bytes_before_it_and_stays(
         assert caught.value is reset
 
 
+def test_a_receive_whose_bytes_cannot_be_copied_out_is_kept_for_the_next_call(
+    stream: ScriptedStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that fails for want of memory loses nothing: the receive stays
+    first in line and the next collect takes its bytes, in order."""
+    ops = post(stream, 3)
+    for op, data in zip(ops, (b"ab", b"cd", b"ef"), strict=True):
+        op.complete(data)
+    copy = stream._receive_outcome
+    failing = [ops[1]]
+
+    def short_of_memory(op: ScriptedOp) -> bytes | OSError | None:
+        if op in failing:
+            failing.remove(op)  # once
+            raise MemoryError
+        return copy(op)
+
+    monkeypatch.setattr(stream, "_receive_outcome", short_of_memory)
+    with pytest.raises(MemoryError):
+        stream._collect()
+    assert stream._posted == ops[1:], "the receive that failed to copy is still posted"
+    stream._collect()
+    assert take_all(stream, 100) == [b"ab", b"cd", b"ef"]
+
+
 def test_end_of_stream_comes_after_the_bytes_before_it(stream: ScriptedStream) -> None:
     for op, outcome in zip(post(stream, 3), (b"abcd", b"ef", b""), strict=True):
         op.complete(outcome)

@@ -219,7 +219,10 @@ class ReceivePool(WriteBehind, FlowStream):
         """Move completed receives, in order, into the read-ahead queue."""
         posted = self._posted
         while posted and posted[0].done:
-            outcome = self._receive_outcome(posted.pop(0))
+            # (taken off the list once copied out: a copy that fails, for want
+            # of memory, leaves it for the next call, and no byte is skipped)
+            outcome = self._receive_outcome(posted[0])
+            del posted[0]
             if type(outcome) is bytes:
                 if outcome:
                     self._ready.append(outcome)

@@ -218,12 +218,20 @@ class MultishotOp(UringOp):
         if res > 0:
             pool = self.pool
             bid = flags >> BUFFER_SHIFT
-            # copy the bytes out; the buffer goes back with its batch's
-            # (BufferPool.give_back, called by the reaper)
-            receiver.ready.append(_unpack(pool.buffers[bid], res))
+            # the buffer goes back with its batch's (BufferPool.give_back,
+            # called by the reaper), also if the copy below fails
             pool.taken.append(bid)
-            receiver.ready_bytes += res
-            self.stream.abd.observe(res == pool.size)
+            if receiver.error is None:
+                try:
+                    data = _unpack(pool.buffers[bid], res)  # the bytes copied out
+                except Exception as exc:  # (MemoryError): the bytes are lost
+                    self._lose_bytes(receiver, res, exc)
+                else:
+                    receiver.ready.append(data)
+                    receiver.ready_bytes += res
+                    self.stream.abd.observe(res == pool.size)
+            # (after an error nothing more is taken: the reader gets the bytes
+            # before it, then the error, and never bytes with a gap before them)
         elif res == 0:
             receiver.eof = True
         elif res == -errno.ENOBUFS:
@@ -239,6 +247,17 @@ class MultishotOp(UringOp):
             wake_task(waiter)
         if final:
             self.wake()  # tasks draining it (close); no task waits on the op itself
+
+    def _lose_bytes(self, receiver: MultishotReceiver, res: int, exc: Exception) -> None:
+        """``res`` bytes that arrived could not be copied out of their buffer:
+        the stream is broken from there on (its reader gets the bytes before
+        them, then this error), and the receive is cancelled."""
+        error = OSError(
+            errno.ENOMEM, f"recv: {res} bytes received could not be copied out ({exc!r})"
+        )
+        error.__cause__ = exc
+        receiver.error = error
+        receiver._engine.request_cancel(self)
 
 
 class MultishotReceiver(Spot):
