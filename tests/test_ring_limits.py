@@ -261,6 +261,38 @@ def test_a_reap_hands_out_completions_in_order_in_either_form() -> None:
         lib.iou_close(ring)
 
 
+def test_columns_carry_failures_and_the_overflow_in_order() -> None:
+    """A completion ring of 8 overflows with 40 completions, a failure (a
+    cancel that finds nothing: -ENOENT) every third: reaped in columns of 5,
+    the overflow flushed between them, every one arrives once, in order,
+    with its result."""
+    ring_pp = ffi.new("iou_ring **")
+    assert lib.iou_open(ring_pp, 8, 8, 0) == 0
+    ring = ring_pp[0]
+    try:
+        expected = []
+        for i in range(40):
+            if i % 3 == 2:
+                assert lib.iou_prep_cancel(ring, 1 << 40, 2000 + i) == 0  # nothing to cancel
+                expected.append((2000 + i, -errno.ENOENT))
+            else:
+                assert lib.iou_prep_nop(ring, 2000 + i) == 0
+                expected.append((2000 + i, 0))
+            if i % 8 == 7:  # (8 submission entries at a time)
+                assert lib.iou_submit(ring, 0) == 8
+        assert lib.iou_sq_flags(ring) & lib.IORING_SQ_CQ_OVERFLOW, "the test must overflow"
+        user_data = ffi.new("uint64_t[]", 5)
+        res = ffi.new("int32_t[]", 5)
+        flags = ffi.new("uint32_t[]", 5)
+        got: list[tuple[int, int]] = []
+        while n := lib.iou_reap_columns(ring, user_data, res, flags, 5):
+            got += zip(ffi.unpack(user_data, n), ffi.unpack(res, n), strict=True)
+        assert got == expected
+        assert not lib.iou_sq_flags(ring) & lib.IORING_SQ_CQ_OVERFLOW
+    finally:
+        lib.iou_close(ring)
+
+
 @pytest.mark.anyio
 # strict: the receive posts at once (on a budget a new stream's receive
 # yields once first and would find the bytes without the ring)
