@@ -188,50 +188,165 @@ async def test_buffers_go_back_with_their_batch(
         assert sum(map(len, calls)) == 200, "each message came in a pool buffer, given back once"
 
 
+def failing_copy(
+    monkeypatch: pytest.MonkeyPatch, pool: Any, fails: Callable[[int, bytes], bool]
+) -> list[int]:
+    """Make the multishot reaper's copies fail (MemoryError) where
+    ``fails(call number, bytes)`` says so; the buffer ids of the failed
+    copies, as they happen."""
+    from anyio_iocp._engines.io_uring import multishot
+
+    copy = multishot._unpack
+    calls = [0]
+    lost: list[int] = []
+
+    def short_of_memory(pointer: Any, size: int) -> bytes:
+        data: bytes = copy(pointer, size)
+        calls[0] += 1
+        if fails(calls[0], data):
+            lost.append(next(i for i, b in enumerate(pool.buffers) if b == pointer))
+            raise MemoryError
+        return data
+
+    monkeypatch.setattr(multishot, "_unpack", short_of_memory)
+    return lost
+
+
+async def assert_broken_by_lost_bytes(server: SocketStream) -> None:
+    """Every receive fails now, with the error that names the lost bytes."""
+    for _ in range(2):
+        with pytest.raises(anyio.BrokenResourceError) as caught:
+            await server.receive()
+        cause = caught.value.__cause__
+        assert isinstance(cause, OSError) and cause.errno == errno.ENOMEM
+        assert isinstance(cause.__cause__, MemoryError)
+
+
 async def test_bytes_that_cannot_be_copied_out_break_the_stream_and_their_buffer_goes_back(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A completion whose bytes cannot be copied out (no memory) must not leave
     a gap: the reader gets the bytes before it, then an error, never the bytes
-    after it; the buffer goes back to the kernel all the same."""
+    after it; the receive is cancelled and the buffer goes back to the kernel."""
     engine = multishot_engine(engine_name)
-    from anyio_iocp._engines.io_uring import multishot
-
     multi, [(client, server)] = await open_pairs(1, buffersize=4096)
     async with multi, client, server:
         await make_busy(client, server)
         pool = engine.buffer_pool(4096)
-        calls = record_give_backs(pool)
-        copy = multishot._unpack
-        lost: list[int] = []  # the buffer of the bytes that were not copied
-
-        def short_of_memory(pointer: Any, size: int) -> bytes:
-            data: bytes = copy(pointer, size)
-            if data.startswith(b"lost"):
-                lost.append(next(i for i, b in enumerate(pool.buffers) if b == pointer))
-                raise MemoryError
-            return data
-
-        monkeypatch.setattr(multishot, "_unpack", short_of_memory)
+        given_back = record_give_backs(pool)
+        lost = failing_copy(monkeypatch, pool, lambda _, data: data.startswith(b"lost"))
         ms = await arm_multishot(server)
+        op = ms.armed
         await client.send(b"first;")
-        assert await server.receive() == b"first;"
-        with anyio.move_on_after(0.01):  # armed again, waiting
-            await server.receive()
+        await poll_until(lambda: bool(ms.ready), step=0.001)  # reaped, not read
+        calls_before = len(given_back)
         await client.send(b"lost;")
         await poll_until(lambda: ms.error is not None, step=0.001)
         await client.send(b"after;")
-        for _ in range(2):  # the error, every time: "after;" is never handed out
-            with pytest.raises(anyio.BrokenResourceError) as caught:
-                await server.receive()
-            cause = caught.value.__cause__
-            assert isinstance(cause, OSError) and cause.errno == errno.ENOMEM
-            assert isinstance(cause.__cause__, MemoryError)
-        await poll_until(lambda: ms.armed is None, step=0.001)  # the receive was cancelled
-        assert len(lost) == 1 and lost[0] in [bid for call in calls for bid in call], (
-            "the buffer of the lost bytes went back to the kernel"
+        assert await server.receive() == b"first;", "the bytes before the loss come first"
+        await assert_broken_by_lost_bytes(server)  # "after;" is never handed out
+        await poll_until(lambda: op.done, step=0.001)
+        assert op.result == -errno.ECANCELED, "the receive was cancelled"
+        assert len(lost) == 1
+        assert lost[0] in [bid for call in given_back[calls_before:] for bid in call], (
+            "the buffer of the lost bytes went back to the kernel after the loss"
         )
         assert not pool.taken
+
+
+async def test_a_lost_copy_in_a_burst_posts_no_receives_ahead(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full buffer (a burst begins), then one whose copy fails: taking the
+    first must not post receives ahead, which would hand out the bytes after
+    the lost ones."""
+    engine = multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1, buffersize=4096, recvburst=4)
+    async with multi, client, server:
+        await make_busy(client, server)
+        pool = engine.buffer_pool(4096)
+        io: Any = server._io
+        if io._ms.armed is not None:  # (armed by the last warm-up: for one buffer)
+            engine.request_cancel(io._ms.armed)
+            await poll_until(lambda: io._ms.armed is None, step=0.001)
+        io.abd.k = 2  # armed for two buffers, not in a burst yet
+        ms = await arm_multishot(server)
+        lost = failing_copy(monkeypatch, pool, lambda call, _: call == 2)
+        payload = random.Random(5).randbytes(3 * 4096)
+        await client.send(payload)
+        await poll_until(lambda: ms.armed is None, step=0.001)
+        assert lost and io.abd.in_burst(), "a full buffer, then a lost one"
+        assert await server.receive() == payload[:4096]
+        await assert_broken_by_lost_bytes(server)
+        assert not io._posted, "no receives were posted ahead after the loss"
+
+
+def test_after_a_lost_copy_a_receive_queues_nothing_more_and_gives_every_buffer_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The completions of one reap, on their own: the second one's copy fails;
+    the third's bytes are not queued (they would follow a gap), its buffer
+    goes back too, the receive is cancelled once, and the final completion
+    disarms it."""
+    multishot = pytest.importorskip("anyio_iocp._engines.io_uring.multishot")
+    ffi = multishot.ffi
+
+    class Engine:
+        def __init__(self) -> None:
+            self.cancelled: list[Any] = []
+
+        def request_cancel(self, op: Any) -> None:
+            self.cancelled.append(op)
+
+    class Pool:
+        def __init__(self) -> None:
+            self.size = 8
+            self.buffers = [ffi.new("char[]", b"buffer%d" % i) for i in range(3)]
+            self.taken: list[int] = []
+
+    class Abd:
+        def observe(self, full: bool) -> None:
+            pass
+
+    class Stream:
+        abd = Abd()
+
+    engine, pool = Engine(), Pool()
+    receiver = multishot.MultishotReceiver(engine)
+    op = multishot.MultishotOp(7, receiver, pool, Stream())
+    receiver.armed = op
+    failing_copy(monkeypatch, pool, lambda call, _: call == 2)
+    more, shift = multishot.F_MORE, multishot.BUFFER_SHIFT
+    op.complete(7, 0 << shift | more)
+    op.complete(7, 1 << shift | more)  # the copy fails
+    op.complete(7, 2 << shift | more)  # after the loss
+    assert receiver.ready == [b"buffer0"]
+    assert receiver.ready_bytes == 7
+    assert pool.taken == [0, 1, 2]
+    assert engine.cancelled == [op]
+    assert isinstance(receiver.error, OSError) and receiver.error.errno == errno.ENOMEM
+    op.complete(-errno.ECANCELED, 0)
+    assert receiver.armed is None and op.done
+
+
+def test_a_multishot_take_whose_slice_fails_takes_nothing() -> None:
+    multishot = pytest.importorskip("anyio_iocp._engines.io_uring.multishot")
+
+    class Held(bytes):
+        failed = False
+
+        def __getitem__(self, key: Any) -> Any:
+            if isinstance(key, slice) and key.stop == 3 and not self.failed:
+                type(self).failed = True
+                raise MemoryError
+            return bytes(self)[key]
+
+    receiver = multishot.MultishotReceiver(None)
+    receiver.ready.append(Held(b"abcdef"))
+    receiver.ready_bytes = 6
+    with pytest.raises(MemoryError):
+        receiver.take(3)
+    assert (receiver.take(3), receiver.take(3), receiver.ready_bytes) == (b"abc", b"def", 0)
 
 
 async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> None:

@@ -208,6 +208,72 @@ def test_a_receive_whose_bytes_cannot_be_copied_out_is_kept_for_the_next_call(
     assert take_all(stream, 100) == [b"ab", b"cd", b"ef"]
 
 
+class SliceFails(bytes):
+    """Bytes whose first slice with the given stop raises MemoryError."""
+
+    fail_stop: int | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice) and key.stop is not None and key.stop == self.fail_stop:
+            type(self).fail_stop = None  # once
+            raise MemoryError
+        return bytes(self)[key]
+
+
+class AppendFails(list[bytes]):
+    """A read-ahead queue whose first append raises MemoryError."""
+
+    failed = False
+
+    def append(self, item: bytes) -> None:
+        if not self.failed:
+            self.failed = True
+            raise MemoryError
+        super().append(item)
+
+
+def test_a_receive_whose_bytes_cannot_be_queued_is_kept_for_the_next_call(
+    stream: ScriptedStream,
+) -> None:
+    ops = post(stream, 2)
+    for op, data in zip(ops, (b"ab", b"cd"), strict=True):
+        op.complete(data)
+    stream._ready = AppendFails()
+    with pytest.raises(MemoryError):
+        stream._collect()
+    assert stream._posted == ops
+    stream._collect()
+    assert take_all(stream, 100) == [b"ab", b"cd"]
+
+
+def test_a_take_whose_slice_fails_takes_nothing(stream: ScriptedStream) -> None:
+    class Held(SliceFails):
+        fail_stop = 3
+
+    stream._ready.append(Held(b"abcdef"))
+    with pytest.raises(MemoryError):
+        stream._take(3)
+    assert take_all(stream, 3) == [b"abc", b"def"]
+
+
+def test_a_burst_read_that_cannot_be_cut_breaks_the_stream(stream: ScriptedStream) -> None:
+    """The bytes were read from the socket: if they cannot be cut into the
+    queue's pieces, the stream cannot go on without them."""
+
+    class Read(SliceFails):
+        fail_stop = 8  # the second piece
+
+    with pytest.raises(MemoryError):
+        stream._keep_ahead(Read(b"abcdefghij"), 4)
+    assert stream._ready == []
+    error = stream._recv_error
+    assert isinstance(error, OSError) and error.errno == errno.ENOMEM
+    assert isinstance(error.__cause__, MemoryError)
+    with pytest.raises(OSError) as caught:
+        stream._take(100)
+    assert caught.value is error
+
+
 def test_end_of_stream_comes_after_the_bytes_before_it(stream: ScriptedStream) -> None:
     for op, outcome in zip(post(stream, 3), (b"abcd", b"ef", b""), strict=True):
         op.complete(outcome)

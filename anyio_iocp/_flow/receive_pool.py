@@ -54,6 +54,7 @@ from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.cancel_points import cancel_pending
+from anyio_iocp._interface.engine import lost_bytes_error
 from anyio_iocp._interface.settings import Usage
 from anyio_iocp._interface.yielding import shielded_yield
 
@@ -182,9 +183,21 @@ class ReceivePool(WriteBehind, FlowStream):
         posted)."""
         ready = self._ready
         assert not ready, "a direct look with bytes held: they would be overtaken"
-        for start in range(cap, len(data), cap):
-            ready.append(data[start : start + cap])
-        return data[:cap]
+        try:
+            first = data[:cap]
+            ready.extend([data[start : start + cap] for start in range(cap, len(data), cap)])
+        except MemoryError as exc:
+            # the bytes were read from the socket: the stream cannot go on
+            # without them, so it is broken from here on
+            self._lose_read(exc)
+            raise
+        return first
+
+    def _lose_read(self, exc: BaseException) -> None:
+        """Bytes read from the socket could not be kept: the stream's
+        receives fail from now on (bytes queued before them come first)."""
+        if self._recv_error is None:
+            self._recv_error = lost_bytes_error(exc)
 
     async def _receive_posted(self, max_bytes: int) -> bytes:
         """Post receives with buffers of their own and wait for the first."""
@@ -219,16 +232,18 @@ class ReceivePool(WriteBehind, FlowStream):
         """Move completed receives, in order, into the read-ahead queue."""
         posted = self._posted
         while posted and posted[0].done:
-            # (taken off the list once copied out: a copy that fails, for want
-            # of memory, leaves it for the next call, and no byte is skipped)
+            # A receive leaves the list once its bytes are copied out and
+            # queued: a copy or an append that fails for want of memory leaves
+            # it first in line for the next call, and no byte is skipped.
             outcome = self._receive_outcome(posted[0])
+            if type(outcome) is bytes and outcome:
+                self._ready.append(outcome)
+                del posted[0]
+                self.abd.observe(len(outcome) == self.buffersize)
+                continue
             del posted[0]
             if type(outcome) is bytes:
-                if outcome:
-                    self._ready.append(outcome)
-                    self.abd.observe(len(outcome) == self.buffersize)
-                else:
-                    self._eof = True
+                self._eof = True
             elif isinstance(outcome, OSError) and self._recv_error is None:
                 # (None: cancelled; its bytes, if any, are of no use now, and
                 # an error that made the engine cancel it is recorded already)
@@ -239,8 +254,9 @@ class ReceivePool(WriteBehind, FlowStream):
         if ready:
             data = ready[0]
             if len(data) > max_bytes:
+                head = data[:max_bytes]  # (first: a failed slice changes nothing)
                 ready[0] = data[max_bytes:]
-                data = data[:max_bytes]
+                data = head
             else:
                 del ready[0]
             if not ready:

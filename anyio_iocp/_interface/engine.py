@@ -39,6 +39,7 @@ The contract each engine keeps:
 from __future__ import annotations
 
 import _socket
+import errno
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -63,6 +64,22 @@ if TYPE_CHECKING:
 def oserror(res: int, what: str) -> OSError:
     """The OSError for a negative errno result of a completed operation."""
     return OSError(-res, f"{what}: {os.strerror(-res)}")
+
+
+#: made ahead: the error of bytes lost when even an OSError could not be made
+_LOST_BYTES = OSError(errno.ENOMEM, "receive: bytes received could not be kept (no memory)")
+
+
+def lost_bytes_error(exc: BaseException) -> OSError:
+    """The error that breaks a stream whose received bytes could not be kept
+    (copied out of a kernel buffer, or queued) because ``exc`` was raised,
+    for want of memory: the stream cannot go on without them."""
+    try:
+        error = OSError(errno.ENOMEM, f"receive: bytes received could not be kept ({exc!r})")
+        error.__cause__ = exc
+    except MemoryError:
+        return _LOST_BYTES
+    return error
 
 
 #: a socket's address family as a plain int, for checks made once per

@@ -99,7 +99,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
-from anyio_iocp._interface.engine import oserror
+from anyio_iocp._interface.engine import lost_bytes_error, oserror
 from anyio_iocp._interface.parking import Spot, wake_task
 
 if TYPE_CHECKING:
@@ -222,12 +222,11 @@ class MultishotOp(UringOp):
             # called by the reaper), also if the copy below fails
             pool.taken.append(bid)
             if receiver.error is None:
-                try:
-                    data = _unpack(pool.buffers[bid], res)  # the bytes copied out
+                try:  # the bytes copied out and queued
+                    receiver.ready.append(_unpack(pool.buffers[bid], res))
                 except Exception as exc:  # (MemoryError): the bytes are lost
-                    self._lose_bytes(receiver, res, exc)
+                    self._lose_bytes(receiver, exc)
                 else:
-                    receiver.ready.append(data)
                     receiver.ready_bytes += res
                     self.stream.abd.observe(res == pool.size)
             # (after an error nothing more is taken: the reader gets the bytes
@@ -248,15 +247,11 @@ class MultishotOp(UringOp):
         if final:
             self.wake()  # tasks draining it (close); no task waits on the op itself
 
-    def _lose_bytes(self, receiver: MultishotReceiver, res: int, exc: Exception) -> None:
-        """``res`` bytes that arrived could not be copied out of their buffer:
-        the stream is broken from there on (its reader gets the bytes before
-        them, then this error), and the receive is cancelled."""
-        error = OSError(
-            errno.ENOMEM, f"recv: {res} bytes received could not be copied out ({exc!r})"
-        )
-        error.__cause__ = exc
-        receiver.error = error
+    def _lose_bytes(self, receiver: MultishotReceiver, exc: Exception) -> None:
+        """Bytes that arrived could not be copied out of their buffer: the
+        stream is broken from there on (its reader gets the bytes before them,
+        then this error), and the receive is cancelled."""
+        receiver.error = lost_bytes_error(exc)
         receiver._engine.request_cancel(self)
 
 
@@ -328,9 +323,10 @@ class MultishotReceiver(Spot):
         data = ready[0]
         size = len(data)
         if size > max_bytes:
+            head = data[:max_bytes]  # (first: a failed slice changes nothing)
             ready[0] = data[max_bytes:]
             self.ready_bytes -= max_bytes
-            return data[:max_bytes]
+            return head
         del ready[0]
         self.ready_bytes -= size
         return data

@@ -334,7 +334,10 @@ class MultishotStreamIO(UringStreamIO):
         return bool(self._ready or self._posted or ms.ready or ms.armed)
 
     def _may_post_ahead(self) -> bool:
-        return self._ms.idle()
+        ms = self._ms
+        # (not after an error: receives posted then would hand out the bytes
+        # after the ones it lost)
+        return ms.error is None and ms.idle()
 
     def _operations(self) -> list[Any]:
         return [*self._posted, *self._sending, *self.quiet_ops(), *self._ms.pending()]
