@@ -18,8 +18,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-_PY_FRAME = re.compile(r"py::(?P<name>[^:]+):(?P<file>\S+?)(?:\+0x[0-9a-f]+)? \(")
-_SYMBOL = re.compile(r"^\s*[0-9a-f]+ (?P<symbol>\S+?)(?:\+0x[0-9a-f]+)? \(")
+# "    7fb708ed63bc py::UringEngine._submit:/path/engine.py+0x5 (/tmp/perf-3325.map)"
+# (a file may have spaces: "py::f:<frozen posixpath>+0x5 (...)")
+_PY_FRAME = re.compile(r"py::(?P<name>[^:]+):(?P<file>.+?)(?:\+0x[0-9a-f]+)? \([^()]*\)\s*$")
+_SYMBOL = re.compile(r"^\s*(?P<address>[0-9a-f]+) (?P<symbol>\S+?)(?:\+0x[0-9a-f]+)? \(")
 
 
 def stacks(lines: Iterable[str]) -> Iterator[list[str]]:
@@ -58,6 +60,18 @@ def owner(frames: list[str]) -> str:
     return f"[no Python frame] {top['symbol'] if top else '?'}"
 
 
+def is_kernel(frame: str) -> bool:
+    """A frame in the kernel: by its object, or by its address (x86-64's
+    kernel half) where the symbol could not be resolved."""
+    if "[kernel.kallsyms]" in frame:
+        return True
+    found = _SYMBOL.match(frame)
+    if found is None:
+        return False
+    address = found["address"]
+    return len(address) == 16 and address.startswith("ffff")
+
+
 def tally(lines: Iterable[str]) -> tuple[int, Counter[str], Counter[str]]:
     """Samples in all; samples by function; of those, the kernel's."""
     total, own, kernel = 0, Counter[str](), Counter[str]()
@@ -65,7 +79,7 @@ def tally(lines: Iterable[str]) -> tuple[int, Counter[str], Counter[str]]:
         total += 1
         name = owner(frames)
         own[name] += 1
-        if frames and "[kernel.kallsyms]" in frames[0]:
+        if frames and is_kernel(frames[0]):
             kernel[name] += 1
     return total, own, kernel
 
