@@ -41,6 +41,10 @@ The traps
   ENOBUFS the next wait uses a single receive into a buffer of its own.
 * The pool's memory is lent to the kernel for as long as any operation may pick
   from it: the engine unregisters and frees it only after its ring drained.
+* A copy out of a buffer that fails (no memory) must not leave a gap: the
+  buffer still goes back with its batch, the stream breaks there (its reader
+  gets the bytes before it, then the error), nothing after it is queued or
+  read ahead, and the receive is cancelled.
 
 Short connections wait with a single receive
 --------------------------------------------
