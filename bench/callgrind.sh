@@ -32,14 +32,8 @@ vg=$!
 for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.2; done
 port=$(head -1 "$work/port")
 callgrind_control -i on "$vg" >/dev/null 2>&1
-if [ "${load[0]}" = wrk ]; then
-    # wrk's own timeout (2 s) is too short for a server slowed down this much
-    taskset -c 1 wrk -t1 -c"${load[1]}" -d"${seconds}s" --timeout 60s -s bench/wrk_json.lua \
-        "http://127.0.0.1:$port/" | tail -1 >"$work/load.json"
-else
-    taskset -c 1 bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" "$seconds" \
-        >"$work/load.json"
-fi
+# (wrk's own timeout, 2 s, is too short for a server slowed down this much)
+run_load 1 "$seconds" --timeout 60s >"$work/load.json"
 callgrind_control -d "$vg" >/dev/null 2>&1  # dumps what was counted to cg.out.1
 kill "$vg"
 wait "$vg" 2>/dev/null || true

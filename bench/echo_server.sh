@@ -1,5 +1,5 @@
-# Sourced by bench/cpu_split.sh, bench/syscalls.sh, bench/syscall_mix.sh and
-# bench/callgrind.sh (not run on its own).
+# Sourced by bench/cpu_split.sh, bench/syscalls.sh, bench/syscall_mix.sh,
+# bench/callgrind.sh and bench/py_map.sh (not run on its own).
 # start_server BACKEND MODE: starts bench/server_app.py in MODE with "$py"
 # (or, for BACKEND floor or floor-uring, the C floor server built in .build/),
 # pins it to CPU 1, sets $srv (its pid) and $port, and on exit kills it and
@@ -7,6 +7,9 @@
 # same in echo mode.
 # server_ticks: the server's user and system CPU so far, in clock ticks
 # (/proc/PID/stat), on one line.
+# run_load CPU SECONDS [WRK_OPTION...]: the load test_load chose, pinned to
+# CPU, on the server at $port for SECONDS; prints the load's JSON line (wrk's
+# through bench/wrk_json.lua, with WRK_OPTIONs).
 # test_load TEST: the server's mode ($mode) and the load generator's
 # arguments ($load: its mode, then what follows host and port) of a test
 # named echo1, echo64 or churn; for http (the h11 mode, loaded by wrk) $load
@@ -51,4 +54,16 @@ test_load() {
         http) mode=http load=(wrk 64) ;;
         *) echo "unknown test $1 (echo1, echo64, churn, http)" >&2; exit 2 ;;
     esac
+}
+
+run_load() {
+    local cpu=$1 seconds=$2
+    shift 2
+    if [ "${load[0]}" = wrk ]; then
+        taskset -c "$cpu" wrk -t1 -c"${load[1]}" -d"${seconds}s" "$@" -s bench/wrk_json.lua \
+            "http://127.0.0.1:$port/" | tail -1
+    else
+        taskset -c "$cpu" bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" \
+            "$seconds"
+    fi
 }

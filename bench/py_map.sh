@@ -37,13 +37,7 @@ start_server "$backend" "$mode"
 unset PYTHONPERFSUPPORT
 data=$(mktemp) script=$(mktemp) result=$(mktemp)
 cleanup_files+=("$data" "$script" "$result" "/tmp/perf-$srv.map")
-if [ "${load[0]}" = wrk ]; then
-    taskset -c "${LOAD_CPU:-0}" wrk -t1 -c"${load[1]}" -d"$((seconds + 2))s" -s bench/wrk_json.lua \
-        "http://127.0.0.1:$port/" | tail -1 >"$result" &
-else
-    taskset -c "${LOAD_CPU:-0}" bench/.build/loadgen "${load[0]}" 127.0.0.1 "$port" "${load[@]:1}" \
-        "$((seconds + 2))" >"$result" &
-fi
+run_load "${LOAD_CPU:-0}" "$((seconds + 2))" >"$result" &
 load_pid=$!
 sleep 1  # (the load's first second, its connections opening, left out)
 perf record -q -e cpu-clock -F "${FREQ:-997}" --call-graph dwarf,8192 -p "$srv" -o "$data" \
