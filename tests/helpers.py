@@ -102,6 +102,19 @@ async def recv_exactly(stream: SocketStream, n: int) -> bytes:
     return b"".join(parts)
 
 
+class SliceFails(bytes):
+    """Bytes whose first slice with the stop ``fail_stop`` (set in a
+    subclass) raises MemoryError: a copy that fails for want of memory."""
+
+    fail_stop: int | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice) and key.stop is not None and key.stop == self.fail_stop:
+            type(self).fail_stop = None  # once
+            raise MemoryError
+        return bytes(self)[key]
+
+
 class StepCounter(trio.abc.Instrument):
     """Counts the scheduler's steps of every task (add it with
     ``trio.lowlevel.add_instrument``)."""

@@ -12,6 +12,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import (
+    SliceFails,
     first_listener,
     make_busy,
     poll_until,
@@ -332,14 +333,8 @@ def test_after_a_lost_copy_a_receive_queues_nothing_more_and_gives_every_buffer_
 def test_a_multishot_take_whose_slice_fails_takes_nothing() -> None:
     multishot = pytest.importorskip("anyio_iocp._engines.io_uring.multishot")
 
-    class Held(bytes):
-        failed = False
-
-        def __getitem__(self, key: Any) -> Any:
-            if isinstance(key, slice) and key.stop == 3 and not self.failed:
-                type(self).failed = True
-                raise MemoryError
-            return bytes(self)[key]
+    class Held(SliceFails):
+        fail_stop = 3
 
     receiver = multishot.MultishotReceiver(None)
     receiver.ready.append(Held(b"abcdef"))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import StepCounter
+from helpers import SliceFails, StepCounter
 
 from anyio_iocp._flow import receive_pool
 from anyio_iocp._flow.look_after_send import LooksAfterSends
@@ -206,18 +206,6 @@ def test_a_receive_whose_bytes_cannot_be_copied_out_is_kept_for_the_next_call(
     assert stream._posted == ops[1:], "the receive that failed to copy is still posted"
     stream._collect()
     assert take_all(stream, 100) == [b"ab", b"cd", b"ef"]
-
-
-class SliceFails(bytes):
-    """Bytes whose first slice with the given stop raises MemoryError."""
-
-    fail_stop: int | None = None
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, slice) and key.stop is not None and key.stop == self.fail_stop:
-            type(self).fail_stop = None  # once
-            raise MemoryError
-        return bytes(self)[key]
 
 
 class AppendFails(list[bytes]):
