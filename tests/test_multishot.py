@@ -340,8 +340,8 @@ def test_a_multishot_take_whose_slice_fails_takes_nothing() -> None:
     receiver.ready.append(Held(b"abcdef"))
     receiver.ready_bytes = 6
     with pytest.raises(MemoryError):
-        receiver.take(3)
-    assert (receiver.take(3), receiver.take(3), receiver.ready_bytes) == (b"abc", b"def", 0)
+        receiver.take(3, 64)
+    assert (receiver.take(3, 64), receiver.take(3, 64), receiver.ready_bytes) == (b"abc", b"def", 0)
 
 
 async def test_a_batch_gives_its_buffers_back_in_one_call(engine_name: str) -> None:
@@ -831,3 +831,51 @@ async def test_a_receive_with_its_multishot_receive_armed_is_a_cancel_point(
         monkeypatch.undo()
         with anyio.fail_after(5):
             assert await server.receive() == b"late"
+
+
+async def send_apart(client: SocketStream, ms: Any, pieces: list[bytes]) -> None:
+    """Send each piece once the last one is reaped: one completion, one chunk
+    waiting for the reader, each."""
+    for piece in pieces:
+        waiting = len(ms.ready) + 1
+        await client.send(piece)
+        with anyio.fail_after(5):
+            while len(ms.ready) < waiting:
+                await anyio.sleep(0.001)
+
+
+async def test_chunks_that_arrived_while_the_reader_was_away_come_in_one_receive(
+    engine_name: str,
+) -> None:
+    """As one recv would have taken them on a readiness engine: whole chunks
+    joined, in order, within max_bytes, and no chunk cut to fill it."""
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1)
+    async with multi, client, server:
+        await make_busy(client, server)
+        ms = await arm_multishot(server)
+        armed = ms.armed
+        await send_apart(client, ms, [b"m0;", b"m1;", b"m2;"])
+        assert len(ms.ready) == 3 and ms.armed is armed
+        assert await server.receive() == b"m0;m1;m2;"
+        assert ms.ready == [] and ms.ready_bytes == 0
+        await send_apart(client, ms, [b"m3;", b"m4;", b"m5;"])
+        assert await server.receive(7) == b"m3;m4;"  # "m5;" does not fit: not cut
+        assert await server.receive(7) == b"m5;"
+        assert ms.ready == [] and ms.ready_bytes == 0 and ms.armed is armed
+
+
+async def test_a_receive_joins_no_more_than_a_buffer(engine_name: str) -> None:
+    """Joined within min(max_bytes, buffersize): with a buffersize below
+    max_bytes, what a receive returns still fits in one buffer."""
+    multishot_engine(engine_name)
+    multi, [(client, server)] = await open_pairs(1, buffersize=4096)
+    async with multi, client, server:
+        await make_busy(client, server)
+        ms = await arm_multishot(server)
+        # five chunks: the fifth crosses the receive's cap (4096), which ends it
+        pieces = [bytes([65 + i]) * 1000 for i in range(5)]
+        await send_apart(client, ms, pieces)
+        assert await server.receive(65536) == b"".join(pieces[:4])
+        assert await server.receive(65536) == pieces[4]
+        assert ms.ready == [] and ms.ready_bytes == 0

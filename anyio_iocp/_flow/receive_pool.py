@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.py)
 
 from anyio_iocp._flow.look_after_send import MAX_CREDIT as LOOKS_MAX_CREDIT
+from anyio_iocp._flow.read_ahead import take_ready
 from anyio_iocp._flow.send_chain import CompletionEngine, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -252,13 +253,7 @@ class ReceivePool(WriteBehind, FlowStream):
     def _take(self, max_bytes: int) -> bytes:
         ready = self._ready
         if ready:
-            data = ready[0]
-            if len(data) > max_bytes:
-                head = data[:max_bytes]  # (first: a failed slice changes nothing)
-                ready[0] = data[max_bytes:]
-                data = head
-            else:
-                del ready[0]
+            data = take_ready(ready, max_bytes, self.buffersize)  # (whole chunks that fit, joined)
             if not ready:
                 self._post_ahead()
             return data

@@ -103,6 +103,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
+from anyio_iocp._flow.read_ahead import take_ready
 from anyio_iocp._interface.engine import lost_bytes_error, oserror
 from anyio_iocp._interface.parking import Spot, wake_task
 
@@ -322,16 +323,17 @@ class MultishotReceiver(Spot):
         self.armed = op
         self.starved = False
 
-    def take(self, max_bytes: int) -> bytes:
+    def take(self, max_bytes: int, buffersize: int) -> bytes:
+        """At most ``max_bytes`` from the front (read_ahead.take_ready)."""
         ready = self.ready
         data = ready[0]
         size = len(data)
-        if size > max_bytes:
-            head = data[:max_bytes]  # (first: a failed slice changes nothing)
-            ready[0] = data[max_bytes:]
-            self.ready_bytes -= max_bytes
-            return head
-        del ready[0]
+        if size <= max_bytes and len(ready) == 1:
+            # (the usual case, take_ready's, spelled out: one chunk waiting)
+            del ready[0]
+        else:  # the chunks that fit, joined; or a long chunk's head
+            data = take_ready(ready, max_bytes, buffersize)
+            size = len(data)
         self.ready_bytes -= size
         return data
 

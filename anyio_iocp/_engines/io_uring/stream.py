@@ -350,7 +350,7 @@ class MultishotStreamIO(UringStreamIO):
                 # that the multishot receive brought are waiting.
                 if cancel_pending():
                     await lowlevel.checkpoint_if_cancelled()
-                data = ms.take(max_bytes)
+                data = ms.take(max_bytes, self.buffersize)
                 if self.abd.bursting and not ms.ready:
                     self._post_ahead()  # during a burst, once the reader has caught up
                 return data  # no wait: the stream layer's budget decides on a yield
@@ -415,7 +415,7 @@ class MultishotStreamIO(UringStreamIO):
                     if ms.ready:
                         # (_take_multishot's usual case, spelled out: on a busy
                         # server this is how most messages are taken)
-                        data = ms.take(max_bytes)
+                        data = ms.take(max_bytes, self.buffersize)
                         if self.abd.bursting:
                             self._post_ahead()  # during a burst, once the reader has caught up
                         return data
@@ -466,7 +466,7 @@ class MultishotStreamIO(UringStreamIO):
 
     def _take_multishot(self, ms: MultishotReceiver, max_bytes: int) -> bytes:
         if ms.ready:
-            data = ms.take(max_bytes)
+            data = ms.take(max_bytes, self.buffersize)
             if self.abd.bursting:  # (checked here first: this runs once per message)
                 self._post_ahead()  # during a burst, once the reader has caught up
             return data

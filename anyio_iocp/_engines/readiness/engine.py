@@ -31,6 +31,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._flow.look_after_send import LooksAfterSends
+from anyio_iocp._flow.read_ahead import take_ready
 from anyio_iocp._flow.send_chain import CLOSE_DRAIN_SECONDS, WriteBehind
 from anyio_iocp._flow.stream_base import FlowStream
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -56,7 +57,7 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
         set_nonblocking(sock)
         self._init_flow(sock, tuning, engine.counters)
         self._engine = engine  # its budget: whether a receive yields before it waits
-        self._ready: deque[bytes] = deque()
+        self._ready: list[bytes] = []  # read ahead in a burst (read_ahead.py)
         self._eof = False
         self._recv_error: OSError | None = None
         self._queued: deque[memoryview] = deque()
@@ -99,19 +100,12 @@ class ReadinessStreamIO(WriteBehind, FlowStream):
             if len(data) < size:
                 return
 
-    def _take(self, max_bytes: int) -> bytes:
-        data = self._ready.popleft()
-        if len(data) > max_bytes:
-            self._ready.appendleft(data[max_bytes:])
-            data = data[:max_bytes]
-        return data
-
     async def receive(self, max_bytes: int) -> bytes:
         if cancel_pending():  # (first: a Cancelled loses no error)
             await lowlevel.checkpoint_if_cancelled()
         self._raise_unreported_send_error()  # a write-behind send failed
         if self._ready:
-            data = self._take(max_bytes)
+            data = take_ready(self._ready, max_bytes, self.buffersize)
         elif self._recv_error is not None:
             # the stream stays broken (a reset socket reads as EOF); raised again
             # each call, so without the traceback of the last time
