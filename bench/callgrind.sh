@@ -17,6 +17,7 @@
 # under the slowdown 1 ms covers some 50 times less work, so calls yield more
 # often than at full speed.  ANYIO_IOCP_BUDGET=0.05 scales it to the slowdown;
 # the output line names the budget in use (docs/performance.md compares both).
+# KEEP=FILE keeps the counts (callgrind's output) there, for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1 test=$2 seconds=${3:-4}
@@ -37,6 +38,7 @@ run_load 1 "$seconds" --timeout 60s >"$work/load.json"
 callgrind_control -d "$vg" >/dev/null 2>&1  # dumps what was counted to cg.out.1
 kill "$vg"
 wait "$vg" 2>/dev/null || true
+if [ -n "${KEEP:-}" ]; then cp "$work/cg.out.1" "$KEEP"; fi
 "$py" - "$backend" "$test" "$work/load.json" "$work/cg.out.1" <<'PY'
 import json, os, sys
 backend, test, load, dump = sys.argv[1:]
