@@ -552,6 +552,18 @@ def test_a_piece_is_cut_again_for_a_smaller_max_bytes(
     assert got == [NUMBERED[0:4], NUMBERED[4:8], NUMBERED[8:9], NUMBERED[9:12], NUMBERED[12:16]]
 
 
+def test_pieces_cut_small_are_joined_for_a_larger_max_bytes(
+    reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
+) -> None:
+    stream, sock, peer = reader_and_peer
+    send_held(peer, NUMBERED[:10], sock)
+    got = receive_each(stream, [100, 2, 100])
+    assert sock.asked == [SIZE, 3 * 2]  # a full buffer, then three pieces of 2
+    # the two pieces left fit in one buffer (SIZE): joined
+    assert got == [NUMBERED[0:4], NUMBERED[4:6], NUMBERED[6:10]]
+    assert stream._ready == []
+
+
 def test_a_read_short_of_what_it_asked_for_ends_the_burst(
     reader_and_peer: tuple[ScriptedStream, RecordingSocket, socket.socket],
 ) -> None:
@@ -672,3 +684,25 @@ def test_a_look_after_a_yield_reads_several_buffers_during_a_burst(
     assert receive_each(stream, [100, 100, 100]) == pieces(NUMBERED[:12], SIZE)
     assert sock.asked == [3 * SIZE, 3 * SIZE]  # the look before the yield, the one after
     assert stream.pools == []
+
+
+def test_a_post_ahead_that_runs_out_of_memory_loses_no_bytes_taken(
+    stream: ScriptedStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes a take removed reach the caller when the receives it posts
+    ahead (a burst) cannot be allocated; the next wait posts them."""
+    (op,) = post(stream, 1)
+    op.complete(b"abcd")  # full: k grows to 2, a burst
+    stream._collect()
+    assert stream.abd.k == 2
+    post_receives = stream._post_receives
+
+    def short_of_memory(count: int) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(stream, "_post_receives", short_of_memory)
+    assert stream._take(100) == b"abcd"  # caught up: the post ahead fails
+    assert stream._posted == [] and stream._ready == []
+    monkeypatch.setattr(stream, "_post_receives", post_receives)
+    stream.scripted.on_wait = [(1, b"ef")]
+    assert trio.run(stream.receive, 100) == b"ef"

@@ -352,3 +352,61 @@ async def test_refused_submission_is_retried_without_another_wakeup(
         assert len(retries) == engine._retry.refusals
         assert [e.fields["refusals"] for e in retries] == list(range(1, len(retries) + 1))
         assert all(e.fields["unsubmitted"] > 0 and e.fields["delay"] > 0 for e in retries)
+
+
+def test_a_receive_chain_that_runs_out_of_memory_posts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every operation of a linked chain of receives is made, registered and
+    listed before its first entry is written: a MemoryError on the way
+    leaves no entry in the ring, no operation registered and none listed."""
+    from anyio_iocp._engines.io_uring import engine as _uring_engine
+
+    async def main() -> None:
+        engine: Any = current_engine()
+        a, b = socket.socketpair()
+        with a, b:
+            made: list[Any] = []
+            from anyio_iocp._engines.io_uring.op import UringOp as real_op
+
+            def third_fails(*args: Any) -> Any:
+                if len(made) == 2:
+                    raise MemoryError
+                made.append(real_op(*args))
+                return made[-1]
+
+            buffers = [ffi.new("char[]", 8) for _ in range(3)]
+            posted: list[Any] = []
+            registered = dict(engine._ops)
+            space = lib.iou_sq_space(engine._ring)
+            monkeypatch.setattr(_uring_engine, "UringOp", third_fails)
+            with pytest.raises(MemoryError):
+                engine.post_recv_chain(a.fileno(), buffers, 8, posted)
+            assert (posted, engine._ops, lib.iou_sq_space(engine._ring)) == (
+                [],
+                registered,
+                space,
+            )
+
+            class ListFails(list[Any]):
+                def extend(self, items: Any) -> None:
+                    raise MemoryError
+
+            monkeypatch.setattr(_uring_engine, "UringOp", real_op)
+            with pytest.raises(MemoryError):
+                engine.post_recv_chain(a.fileno(), buffers, 8, ListFails())
+            assert (engine._ops, lib.iou_sq_space(engine._ring)) == (registered, space)
+            # and a chain that can be made is posted whole, in order
+            engine.post_recv_chain(a.fileno(), buffers, 8, posted)
+            assert len(posted) == 3 and all(engine._ops[op.user_data] is op for op in posted)
+            b.send(b"0123456789abcdef!")
+            with anyio.fail_after(5):
+                while not all(op.done for op in posted):
+                    await anyio.sleep(0.001)
+            assert [ffi.buffer(op.keep, op.result)[:] for op in posted] == [
+                b"01234567",
+                b"89abcdef",
+                b"!",
+            ]
+
+    run_uring(main)

@@ -12,7 +12,9 @@ engine made 2.2 stream receives for each one of the readiness engine's.
 
 So a take joins the whole chunks that fit, in order, within
 ``min(max_bytes, buffersize)``: a receive returns no more than one buffer's
-worth, as a ``recv`` into one buffer would, and as ``docs/tuning.md`` says.
+worth, as a ``recv`` into one buffer would, and as ``docs/tuning.md`` says
+(a chunk received before ``buffersize`` was lowered may be longer; it is
+handed out whole within ``max_bytes``, with nothing joined to it).
 It never cuts a chunk to fill what is left: the cut would copy the rest of
 that chunk again, for bytes the next call takes anyway.  A first chunk
 longer than ``max_bytes`` is cut, as before: its head is handed out and its

@@ -225,8 +225,10 @@ class ReceivePool(WriteBehind, FlowStream):
             and self._may_post_ahead()
         ):
             # best effort: bytes already taken must reach the caller; the next
-            # receive() posts (and reports a failure) if it needs to
-            with contextlib.suppress(OSError):
+            # receive() posts (and reports a failure) if it needs to.  Also
+            # when memory is short: io_uring's chain is then posted whole or
+            # not at all (UringEngine.post_recv_chain).
+            with contextlib.suppress(OSError, MemoryError):
                 self._post_pool()
 
     def _collect(self) -> None:
@@ -253,7 +255,11 @@ class ReceivePool(WriteBehind, FlowStream):
     def _take(self, max_bytes: int) -> bytes:
         ready = self._ready
         if ready:
-            data = take_ready(ready, max_bytes, self.buffersize)  # (whole chunks that fit, joined)
+            data = ready[0]
+            if len(ready) == 1 and len(data) <= max_bytes:
+                del ready[0]  # (the usual case, take_ready's, spelled out)
+            else:  # the whole chunks that fit, joined; or a long chunk's head
+                data = take_ready(ready, max_bytes, self.buffersize)
             if not ready:
                 self._post_ahead()
             return data

@@ -320,22 +320,34 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
     @enable_ki_protection
-    def post_recv_chain(self, fd: int, buffers: list[Any], size: int) -> list[UringOp]:
-        """Receives into ``buffers``, linked so that the kernel runs them in order."""
+    def post_recv_chain(self, fd: int, buffers: list[Any], size: int, posted: list[Any]) -> None:
+        """Receives into ``buffers``, linked so that the kernel runs them in
+        order, added to ``posted`` (the stream's list of its receives).
+
+        Every object is made, registered and listed before the first entry
+        is written: a failure for want of memory leaves no entry of a chain
+        without its operation, and no receive that the stream does not know
+        of (its bytes would be lost)."""
         self._make_room(len(buffers))
+        ops = [UringOp(self.new_id(), buf) for buf in buffers]
+        registered = self._ops
+        try:
+            for op in ops:
+                op.kind = "recv"
+                registered[op.user_data] = op
+            posted.extend(ops)  # (all or nothing)
+        except BaseException:
+            for op in ops:
+                registered.pop(op.user_data, None)
+            raise
         ring = self._ring
-        ops = []
-        last = len(buffers) - 1
-        for i, buf in enumerate(buffers):
-            op = UringOp(self.new_id(), buf)
-            op.kind = "recv"
-            lib.iou_prep_recv(ring, fd, buf, size, 0, op.user_data)
+        last = len(ops) - 1
+        for i in range(last + 1):  # (cffi calls only: nothing here can fail)
+            op = ops[i]
+            lib.iou_prep_recv(ring, fd, op.keep, size, 0, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
-            self._ops[op.user_data] = op  # registered once its entry exists
-            ops.append(op)
         self.counters.count_posted("recv", len(ops))
-        return ops
 
     @enable_ki_protection
     def post_send_chain(

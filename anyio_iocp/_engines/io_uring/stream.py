@@ -115,7 +115,7 @@ class UringStreamIO(ReceivePool, SendChain):
         size = self.buffersize
         count = min(count, self._engine.max_chain)
         buffers = [_new_buffer("char[]", size) for _ in range(count)]
-        self._posted.extend(self._engine.post_recv_chain(self.fd, buffers, size))
+        self._engine.post_recv_chain(self.fd, buffers, size, self._posted)
 
     def _receive_outcome(self, op: UringOp) -> bytes | OSError | None:
         res = op.result
