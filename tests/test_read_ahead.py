@@ -31,7 +31,7 @@ def test_whole_chunks_that_fit_are_joined_in_order() -> None:
 
 
 def test_the_join_stops_at_the_first_chunk_that_does_not_fit() -> None:
-    # "d" would fit after "bcd" is skipped, but bytes stay in order
+    # "e" would fit after "a" if "bcd" were skipped: bytes stay in order
     ready = [b"a", b"bcd", b"e"]
     assert take_all(ready, 3, 3) == [b"a", b"bcd", b"e"]
 
