@@ -836,12 +836,14 @@ async def test_a_receive_with_its_multishot_receive_armed_is_a_cancel_point(
 async def send_apart(client: SocketStream, ms: Any, pieces: list[bytes]) -> None:
     """Send each piece once the last one is reaped: one completion, one chunk
     waiting for the reader, each."""
+
+    def reaped(count: int) -> Callable[[], bool]:
+        return lambda: len(ms.ready) >= count
+
     for piece in pieces:
-        waiting = len(ms.ready) + 1
+        waiting = reaped(len(ms.ready) + 1)
         await client.send(piece)
-        with anyio.fail_after(5):
-            while len(ms.ready) < waiting:
-                await anyio.sleep(0.001)
+        await poll_until(waiting, step=0.001)
 
 
 async def test_chunks_that_arrived_while_the_reader_was_away_come_in_one_receive(

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from helpers import first_listener, open_pair, recv_exactly
+from helpers import first_listener, open_pair, poll_until, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -400,9 +400,7 @@ def test_a_receive_chain_that_runs_out_of_memory_posts_nothing(
             engine.post_recv_chain(a.fileno(), buffers, 8, posted)
             assert len(posted) == 3 and all(engine._ops[op.user_data] is op for op in posted)
             b.send(b"0123456789abcdef!")
-            with anyio.fail_after(5):
-                while not all(op.done for op in posted):
-                    await anyio.sleep(0.001)
+            await poll_until(lambda: all(op.done for op in posted), step=0.001)
             assert [ffi.buffer(op.keep, op.result)[:] for op in posted] == [
                 b"01234567",
                 b"89abcdef",
