@@ -7,7 +7,9 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import anyio
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +75,90 @@ def test_repeat_must_be_at_least_one(demo: ModuleType, capsys: pytest.CaptureFix
     assert (
         "--repeat must be a whole number of rounds, at least 1 (got 0)" in capsys.readouterr().err
     )
+
+
+class _Garbling:
+    """A client stream that changes one byte of the ``nth`` chunk it receives,
+    or (``cut``) leaves out the last byte of the stream."""
+
+    def __init__(self, stream: Any, nth: int, cut: bool) -> None:
+        self._stream = stream
+        self._nth = nth
+        self._cut = cut
+        self._seen = 0
+        self._held: bytes | None = None  # (cut) the chunk received ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def __aenter__(self) -> _Garbling:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stream.__aexit__(*exc)
+
+    def __aiter__(self) -> _Garbling:
+        return self
+
+    async def _next(self) -> bytes | None:
+        try:
+            chunk: bytes = await self._stream.receive()
+        except anyio.EndOfStream:
+            return None
+        return chunk
+
+    async def __anext__(self) -> bytes:
+        if not self._cut:
+            chunk = await self._next()
+            if chunk is None:
+                raise StopAsyncIteration
+            self._seen += 1
+            if self._seen == self._nth:
+                chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+            return chunk
+        if self._held is None:
+            self._held = await self._next()
+        held, self._held = self._held, await self._next()
+        if held is None:
+            raise StopAsyncIteration
+        if self._held is None and len(held) > 1:
+            return held[:-1]
+        return held
+
+
+@pytest.mark.parametrize("garble", [None, "byte", "cut"])
+def test_the_echo_phase_checks_every_byte_it_gets_back(
+    demo: ModuleType, monkeypatch: pytest.MonkeyPatch, garble: str | None
+) -> None:
+    sizes = demo.QUICK_SIZES
+    payload = demo.make_payload(sizes, 1)
+    real_connect = anyio.connect_tcp
+    connections = 0
+
+    async def connect(*args: object, **kwargs: object) -> object:
+        nonlocal connections
+        stream = await real_connect(*args, **kwargs)  # type: ignore[call-overload]
+        connections += 1
+        if garble is None or connections != 2:
+            return stream
+        return _Garbling(stream, nth=3, cut=garble == "cut")
+
+    monkeypatch.setattr(demo.anyio, "connect_tcp", connect)
+    failures: list[str] = []
+
+    async def main() -> float:
+        rate: float = await demo.run_echo(sizes, payload, failures)
+        return rate
+
+    anyio.run(main, backend="iocp")
+    if garble is None:
+        assert failures == []
+    elif garble == "byte":
+        assert len(failures) == 1
+        assert failures[0].startswith("echo: connection ") and "differs at byte" in failures[0]
+    else:
+        assert len(failures) == 1
+        assert failures[0].startswith("echo: connection ") and failures[0].endswith(" bytes")
+        got, expected = failures[0].split()[-2].split("/")
+        assert int(got) == int(expected) - 1
