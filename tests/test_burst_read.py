@@ -2,7 +2,8 @@
 receive pool's ``burst_read_buffers``: four on IOCP, one on io_uring), on a
 real connection: the bytes come in order, one buffer per ``receive()``, in as
 many calls as the engine's setting makes, and a cancelled ``receive()`` loses
-none of the buffers read ahead."""
+none of the buffers read ahead.  The readiness engine's own read-ahead hands
+the pieces left after a cut out together."""
 
 from __future__ import annotations
 
@@ -91,3 +92,35 @@ async def test_a_cancelled_receive_loses_no_buffer_read_ahead(
         with anyio.fail_after(10):  # (a lost byte must fail, not hang)
             received.append(await recv_exactly(server, len(PAYLOAD) - sum(map(len, received))))
         assert b"".join(received) == PAYLOAD
+
+
+async def test_a_readiness_burst_hands_a_cut_buffers_tail_out_with_the_next(
+    engine_name: str,
+) -> None:
+    """The readiness engine reads a burst ahead in whole buffers (its own
+    loop).  A receive that cut a buffer leaves its tail; the next receive
+    hands that tail out together with the short buffer after it, in order
+    and without another system call (read_ahead.take_ready)."""
+    if engine_name != "readiness":
+        pytest.skip("the readiness engine's own read-ahead loop")
+    payload = PAYLOAD[: 3 * BUFFERSIZE + 100]
+    multi = await anyio_iocp.create_tcp_listener(
+        local_host="127.0.0.1", buffersize=BUFFERSIZE, recvburst=4
+    )
+    listener = first_listener(multi)
+    client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+    server = await listener.accept()
+    async with multi, client, server:
+        await client.send(payload)
+        await arrived(server, len(payload))
+        before = direct_recvs()
+        with anyio.fail_after(10):
+            # full: a burst, so the engine reads 512, 512 and 100 bytes ahead
+            pieces = [await server.receive(BUFFERSIZE)]
+            assert direct_recvs() - before == 4
+            pieces.append(await server.receive(BUFFERSIZE))
+            pieces.append(await server.receive(400))  # cuts the third buffer
+            pieces.append(await server.receive(BUFFERSIZE))  # its tail and the 100
+        assert [len(p) for p in pieces] == [BUFFERSIZE, BUFFERSIZE, 400, BUFFERSIZE - 400 + 100]
+        assert b"".join(pieces) == payload
+        assert direct_recvs() - before == 4  # the last three came from the read-ahead
