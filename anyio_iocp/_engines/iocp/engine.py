@@ -257,40 +257,72 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         if fd != -1 and self._associated.get(fd) is sock:
             del self._associated[fd]
 
+    def enter(self, op: IocpOp, what: str) -> None:
+        """Enter ``op`` in the table and count it, just *before* its call.
+
+        Once a call has queued a packet, nothing may fail: an operation the
+        table does not hold would have its memory freed while the kernel
+        still writes into it, and its bytes would reach nobody.  So every
+        step that allocates comes before the call, and a call that fails at
+        once takes the entry out again (:meth:`posted`).
+        """
+        kind = op.kind = _KINDS.get(what.partition(" ")[0], "other")
+        self.counters.count_posted(kind)
+        try:
+            self._ops[op.address] = op
+        except BaseException:
+            self.counters.posted[kind] -= 1
+            raise
+
     def posted(self, op: IocpOp, ok: bool, what: str) -> IocpOp:
-        """Enter ``op`` in the table after its call returned ``ok``, or raise.
+        """After the call of an operation :meth:`enter` entered: ``op``, or raise.
 
         ``ok`` false with ``WSA_IO_PENDING`` is the usual case; a success also
-        queues a packet.  Any other failure queues none: the op is dropped.
+        queues a packet.  Any other failure queues none: the entry is taken
+        out again, and nothing here allocates before that.
         """
         if not ok:
             code = last_error()
             if code != ws2.WSA_IO_PENDING:
+                del self._ops[op.address]
+                self.counters.posted[op.kind] -= 1
                 raise winerror(code, what)
-        self._ops[op.address] = op
-        kind = op.kind = _KINDS.get(what.partition(" ")[0], "other")
-        self.counters.count_posted(kind)
         return op
 
     def in_flight(self) -> dict[str, int]:
         return dict(Counter(op.kind for op in self._ops.values()))
 
-    def post_recv(self, sock: socket.socket, size: int) -> IocpOp:
+    def new_recv(self, sock: socket.socket, size: int) -> IocpOp:
+        """A receive of ``size`` bytes, made but not posted (:meth:`start_recv`):
+        its owner lists it first, so that nothing fails once it is posted."""
         self.check_open()
         buf = _new_buffer("char[]", size)
-        wsabuf = ffi.new("WSABUF *", (size, buf))
-        flags = ffi.new("DWORD *", 0)
-        op = IocpOp(sock, (buf, wsabuf, flags))
-        rc = ws2.WSARecv(sock.fileno(), wsabuf, 1, ffi.NULL, flags, op.overlapped, ffi.NULL)
-        return self.posted(op, rc == 0, "WSARecv")
+        return IocpOp(sock, (buf, ffi.new("WSABUF *", (size, buf)), ffi.new("DWORD *", 0)))
 
-    def post_send(self, sock: socket.socket, data: bytes | memoryview) -> IocpOp:
+    def start_recv(self, op: IocpOp) -> None:
+        """Post a receive :meth:`new_recv` made (``WSARecv``)."""
+        keep: Any = op.keep
+        _buf, wsabuf, flags = keep
+        fd = op.sock.fileno()
+        self.enter(op, "WSARecv")
+        rc = ws2.WSARecv(fd, wsabuf, 1, ffi.NULL, flags, op.overlapped, ffi.NULL)
+        self.posted(op, rc == 0, "WSARecv")
+
+    def new_send(self, sock: socket.socket, data: bytes | memoryview) -> IocpOp:
+        """A send of ``data``, made but not posted (:meth:`start_send`)."""
         self.check_open()
         cdata = ffi.from_buffer(data)
         wsabuf = ffi.new("WSABUF *", (len(cdata), ffi.cast("char *", cdata)))
-        op = IocpOp(sock, (data, cdata, wsabuf))
-        rc = ws2.WSASend(sock.fileno(), wsabuf, 1, ffi.NULL, 0, op.overlapped, ffi.NULL)
-        return self.posted(op, rc == 0, "WSASend")
+        return IocpOp(sock, (data, cdata, wsabuf))
+
+    def start_send(self, op: IocpOp) -> None:
+        """Post a send :meth:`new_send` made (``WSASend``)."""
+        keep: Any = op.keep
+        wsabuf = keep[2]
+        fd = op.sock.fileno()
+        self.enter(op, "WSASend")
+        rc = ws2.WSASend(fd, wsabuf, 1, ffi.NULL, 0, op.overlapped, ffi.NULL)
+        self.posted(op, rc == 0, "WSASend")
 
     def request_cancel(self, op: IocpOp) -> None:
         """Ask the kernel to cancel ``op``; its packet arrives either way."""

@@ -118,9 +118,13 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             space = ffi.new("char[]", 2 * ACCEPT_ADDRESS_SPACE)
             received = ffi.new("DWORD *")
             op = IocpOp(self.sock, (conn, space, received))
-            ok = extensions(family).AcceptEx(
-                self.sock.fileno(),
-                conn.fileno(),
+            op.on_complete = self.on_accept_packet
+            accept_ex = extensions(family).AcceptEx
+            fd, conn_fd = self.sock.fileno(), conn.fileno()
+            engine.enter(op, "AcceptEx")  # before the call: once posted, nothing fails
+            ok = accept_ex(
+                fd,
+                conn_fd,
                 space,
                 0,
                 ACCEPT_ADDRESS_SPACE,
@@ -132,7 +136,6 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         except BaseException:
             conn.close()
             raise
-        op.on_complete = self.on_accept_packet
         return op
 
     def _accept_now(self) -> socket.socket | None:

@@ -138,9 +138,9 @@ class IocpMessageIO(PostedMessageIO):
         name = ffi.new("char[]", SOCKADDR_STORAGE)
         namelen = ffi.new("int *", SOCKADDR_STORAGE)
         op = IocpOp(self.sock, (buf, wsabuf, flags, name, namelen))
-        rc = ws2.WSARecvFrom(
-            self.sock.fileno(), wsabuf, 1, ffi.NULL, flags, name, namelen, op.overlapped, ffi.NULL
-        )
+        fd = self.sock.fileno()
+        engine.enter(op, "WSARecvFrom")  # before the call: once posted, nothing fails
+        rc = ws2.WSARecvFrom(fd, wsabuf, 1, ffi.NULL, flags, name, namelen, op.overlapped, ffi.NULL)
         return engine.posted(op, rc == 0, "WSARecvFrom")
 
     # -- sending --------------------------------------------------------------
@@ -158,8 +158,13 @@ class IocpMessageIO(PostedMessageIO):
                 await shielded_yield()
                 return sent
         if address is None:
-            return await self._run(self._engine.post_send(self.sock, data), "WSASend")
+            return await self._run(self._post_send(data), "WSASend")
         return await self._run(self._post_sendto(data, address), "WSASendTo")
+
+    def _post_send(self, data: memoryview) -> IocpOp:
+        op = self._engine.new_send(self.sock, data)
+        self._engine.start_send(op)
+        return op
 
     def _post_sendto(self, data: memoryview, address: Any) -> IocpOp:
         engine = self._engine
@@ -168,9 +173,9 @@ class IocpMessageIO(PostedMessageIO):
         payload = ffi.from_buffer(data)
         wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
         op = IocpOp(self.sock, (data, payload, wsabuf, name))
-        rc = ws2.WSASendTo(
-            self.sock.fileno(), wsabuf, 1, ffi.NULL, 0, name, len(name), op.overlapped, ffi.NULL
-        )
+        fd, namelen = self.sock.fileno(), len(name)
+        engine.enter(op, "WSASendTo")  # before the call: once posted, nothing fails
+        rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, namelen, op.overlapped, ffi.NULL)
         return engine.posted(op, rc == 0, "WSASendTo")
 
     # -- closing --------------------------------------------------------------

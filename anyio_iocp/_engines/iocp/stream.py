@@ -81,15 +81,25 @@ class IocpStreamIO(ReceivePool, SendChain):
 
     def _post_receives(self, count: int) -> None:
         """``count`` WSARecv calls: the first must be posted, the rest are best effort."""
-        engine, size, posted = self._engine, self.buffersize, self._posted
         if not self._on_port:
             self._to_port()
-        posted.append(engine.post_recv(self.sock, size))
+        self._post_receive()
         for _ in range(count - 1):
             try:
-                posted.append(engine.post_recv(self.sock, size))
+                self._post_receive()
             except OSError:
                 break
+
+    def _post_receive(self) -> None:
+        # listed before the call (IocpEngine.enter): once posted, nothing fails
+        engine, posted = self._engine, self._posted
+        op = engine.new_recv(self.sock, self.buffersize)
+        posted.append(op)
+        try:
+            engine.start_recv(op)
+        except BaseException:
+            posted.remove(op)
+            raise
 
     def _receive_outcome(self, op: IocpOp) -> bytes | OSError | None:
         if op.error:
@@ -102,12 +112,23 @@ class IocpStreamIO(ReceivePool, SendChain):
 
     # -- sending: the chain's primitives --------------------------------------
 
-    def _post_send(self, data: memoryview) -> IocpOp:
+    def _post_send(self, data: memoryview, write_behind: bool = False) -> IocpOp:
         if not self._on_port:
             self._to_port()
-        op = self._engine.post_send(self.sock, data)
+        # listed before the call (IocpEngine.enter): once posted, nothing fails,
+        # so a send the caller is told failed has sent nothing
+        engine, sending = self._engine, self._sending
+        op = engine.new_send(self.sock, data)
         op.on_complete = self.on_send_complete
-        self._sending.append(op)
+        sending.append(op)
+        try:
+            if write_behind:
+                self._pipelined.add(op)
+            engine.start_send(op)
+        except BaseException:
+            sending.remove(op)
+            self._pipelined.discard(op)
+            raise
         return op
 
     def _sent(self, op: IocpOp) -> int:
@@ -121,7 +142,7 @@ class IocpStreamIO(ReceivePool, SendChain):
         owned = data if isinstance(data, memoryview) else memoryview(data)
         try:
             while owned:
-                self._pipelined.add(self._post_send(owned[:MAX_SEND]))
+                self._post_send(owned[:MAX_SEND], write_behind=True)
                 owned = owned[MAX_SEND:]
         except OSError as exc:
             # Bytes cannot be skipped on a stream: it is broken from now on.

@@ -1,0 +1,129 @@
+"""IOCP: every step that can fail comes before an operation is posted
+(``IocpEngine.enter``).  A receive or a send whose bookkeeping runs out of
+memory (its count, its entry in the engine's table, its place in the
+stream's list) posts nothing: no operation is left that nobody holds, bytes
+that arrive later go to the next receive, and a send the caller is told
+failed has sent nothing.  Runs under Wine (``scripts/wine_test.sh``)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from helpers import recv_exactly
+
+import anyio_iocp
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._interface.stats import EngineCounters
+
+pytestmark = pytest.mark.anyio
+
+#: every 4-byte word numbered: a lost or repeated piece shows
+PAYLOAD = b"".join(i.to_bytes(4, "big") for i in range(4096))
+WHERE = ["count", "table", "list"]
+
+
+class _ListFailingOnce(list[Any]):
+    def append(self, item: Any) -> None:
+        if not getattr(self, "failed", False):
+            self.failed = True
+            raise MemoryError("the list could not grow")
+        super().append(item)
+
+
+class _TableFailingOnce(dict[int, Any]):
+    def __setitem__(self, key: int, value: Any) -> None:
+        if not getattr(self, "failed", False):
+            self.failed = True
+            raise MemoryError("the table could not grow")
+        super().__setitem__(key, value)
+
+
+def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next ``kind`` operation's bookkeeping fails at ``where``."""
+    engine: Any = current_engine()
+    if where == "count":
+        count = EngineCounters.count_posted
+        failed: list[str] = []
+
+        def count_posted(self: EngineCounters, what: str, n: int = 1) -> None:
+            if what == kind and not failed:
+                failed.append(what)
+                raise MemoryError("the count could not grow")
+            count(self, what, n)
+
+        monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
+    elif where == "table":
+        monkeypatch.setattr(engine, "_ops", _TableFailingOnce(engine._ops))
+    else:
+        name = "_posted" if kind == "recv" else "_sending"
+        monkeypatch.setattr(io, name, _ListFailingOnce(getattr(io, name)))
+
+
+def operations_of(sock: socket.socket, kind: str) -> list[Any]:
+    engine: Any = current_engine()
+    return [op for op in engine._ops.values() if op.sock is sock and op.kind == kind]
+
+
+@asynccontextmanager
+async def iocp_pair(engine_name: str) -> AsyncIterator[tuple[Any, socket.socket]]:
+    """An IOCP stream and the raw socket at its other end."""
+    if engine_name != "iocp":
+        pytest.skip("the IOCP engine's order of posting")
+    server = socket.create_server(("127.0.0.1", 0))
+    with server:
+        stream = await anyio_iocp.connect_tcp("127.0.0.1", server.getsockname()[1])
+        peer, _ = server.accept()
+    with peer:
+        async with stream:
+            yield stream, peer
+
+
+async def fails_leaving_nothing(
+    io: Any, where: str, kind: str, call: Callable[[], Awaitable[object]], monkeypatch: Any
+) -> None:
+    """``call`` posts a ``kind`` operation whose bookkeeping fails at ``where``:
+    it raises MemoryError, and neither the engine nor the stream holds an
+    operation of that kind afterwards."""
+    fail_once(where, kind, io, monkeypatch)
+    with anyio.fail_after(5), pytest.raises(MemoryError):
+        await call()
+    assert operations_of(io.sock, kind) == []  # nothing posted that nobody holds
+    assert list(io._posted if kind == "recv" else io._sending) == []
+
+
+@pytest.mark.parametrize("where", WHERE)
+async def test_a_receive_that_cannot_be_entered_posts_nothing_and_loses_nothing(
+    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with iocp_pair(engine_name) as (stream, peer):
+        # nothing there yet: the receive posts, and that fails
+        await fails_leaving_nothing(stream._io, where, "recv", stream.receive, monkeypatch)
+        peer.sendall(PAYLOAD)
+        with anyio.fail_after(10):  # (a receive posted and forgotten would hang here)
+            assert await recv_exactly(stream, len(PAYLOAD)) == PAYLOAD
+
+
+@pytest.mark.parametrize("where", WHERE)
+async def test_a_send_that_cannot_be_entered_sends_nothing(
+    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with iocp_pair(engine_name) as (stream, peer):
+        io = stream._io
+        # every send posts a WSASend (the direct send would take these bytes first)
+        monkeypatch.setattr(io, "_send_now", lambda data: 0)
+        await fails_leaving_nothing(
+            io, where, "send", lambda: stream.send(b"not sent"), monkeypatch
+        )
+        with anyio.fail_after(5):
+            await stream.send(PAYLOAD)
+        await stream.send_eof()
+        peer.settimeout(5)
+        received = bytearray()
+        while chunk := peer.recv(65536):
+            received += chunk
+        assert bytes(received) == PAYLOAD  # no "not sent" in front of it
