@@ -281,7 +281,7 @@ def post_failing_iocp_accept(listener: Any, code: int) -> Any:
     # the accept's own socket, which the listener closes when it fails
     op = FailingAccept(listener.sock, (socket.socket(listener.family), None, None))
     op.on_complete = listener.on_accept_packet
-    engine.enter(op, "AcceptEx")
+    engine.enter(op, "AcceptEx", listener.sock.fileno())
     port = int(ffi.cast("uintptr_t", engine._port))
     assert post_packet(port, 0, engine._key, op.address)
     return op

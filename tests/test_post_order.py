@@ -70,13 +70,14 @@ def operations_of(sock: socket.socket, kind: str) -> list[Any]:
 
 
 @asynccontextmanager
-async def iocp_pair(engine_name: str) -> AsyncIterator[tuple[Any, socket.socket]]:
+async def iocp_pair(engine_name: str, sendcap: int = 1) -> AsyncIterator[tuple[Any, socket.socket]]:
     """An IOCP stream and the raw socket at its other end."""
     if engine_name != "iocp":
         pytest.skip("the IOCP engine's order of posting")
     server = socket.create_server(("127.0.0.1", 0))
     with server:
-        stream = await anyio_iocp.connect_tcp("127.0.0.1", server.getsockname()[1])
+        port = server.getsockname()[1]
+        stream = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=sendcap)
         peer, _ = server.accept()
     with peer:
         async with stream:
@@ -88,12 +89,14 @@ async def fails_leaving_nothing(
 ) -> None:
     """``call`` posts a ``kind`` operation whose bookkeeping fails at ``where``:
     it raises MemoryError, and neither the engine nor the stream holds an
-    operation of that kind afterwards."""
+    operation of that kind afterwards, nor counts one."""
+    counted = dict(current_engine().counters.posted)
     fail_once(where, kind, io, monkeypatch)
     with anyio.fail_after(5), pytest.raises(MemoryError):
         await call()
     assert operations_of(io.sock, kind) == []  # nothing posted that nobody holds
     assert list(io._posted if kind == "recv" else io._sending) == []
+    assert dict(current_engine().counters.posted) == counted
 
 
 @pytest.mark.parametrize("where", WHERE)
@@ -108,11 +111,12 @@ async def test_a_receive_that_cannot_be_entered_posts_nothing_and_loses_nothing(
             assert await recv_exactly(stream, len(PAYLOAD)) == PAYLOAD
 
 
+@pytest.mark.parametrize("sendcap", [1, 2])  # waited for; write-behind
 @pytest.mark.parametrize("where", WHERE)
 async def test_a_send_that_cannot_be_entered_sends_nothing(
-    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
+    engine_name: str, where: str, sendcap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with iocp_pair(engine_name) as (stream, peer):
+    async with iocp_pair(engine_name, sendcap) as (stream, peer):
         io = stream._io
         # every send posts a WSASend (the direct send would take these bytes first)
         monkeypatch.setattr(io, "_send_now", lambda data: 0)
@@ -127,3 +131,45 @@ async def test_a_send_that_cannot_be_entered_sends_nothing(
         while chunk := peer.recv(65536):
             received += chunk
         assert bytes(received) == PAYLOAD  # no "not sent" in front of it
+
+
+async def test_a_receive_that_fails_after_its_call_stays_posted_and_listed(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What fails once ``WSARecv`` has queued its packet (here, reading the
+    call's error code) leaves the receive where it is: the stream still
+    lists it, and its bytes come to the next ``receive()``."""
+    async with iocp_pair(engine_name) as (stream, peer):
+        io = stream._io
+        from anyio_iocp._engines.iocp import engine as iocp_engine
+
+        def no_memory() -> int:
+            monkeypatch.undo()
+            raise MemoryError("the error code could not be read")
+
+        monkeypatch.setattr(iocp_engine, "last_error", no_memory)
+        with anyio.fail_after(5), pytest.raises(MemoryError):
+            await stream.receive()
+        (op,) = operations_of(io.sock, "recv")
+        assert list(io._posted) == [op]
+        peer.sendall(PAYLOAD)
+        with anyio.fail_after(10):
+            assert await recv_exactly(stream, len(PAYLOAD)) == PAYLOAD
+
+
+async def test_a_send_whose_call_fails_at_once_leaves_nothing(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``WSASend`` that fails at once (the socket was shut down for
+    sending) queues no packet: its entry, its count and its place in the
+    stream's list are taken out again, and the error is raised."""
+    async with iocp_pair(engine_name) as (stream, _peer):
+        io = stream._io
+        monkeypatch.setattr(io, "_send_now", lambda data: 0)
+        io.sock.shutdown(socket.SHUT_WR)
+        counted = dict(current_engine().counters.posted)
+        with anyio.fail_after(5), pytest.raises((OSError, anyio.BrokenResourceError)):
+            await stream.send(b"after the shutdown")
+        assert operations_of(io.sock, "send") == []
+        assert list(io._sending) == []
+        assert dict(current_engine().counters.posted) == counted

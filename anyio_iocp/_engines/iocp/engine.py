@@ -58,7 +58,8 @@ The traps, and what this module does about them
 * Packets are produced for synchronous successes too (the engine never sets
   ``FILE_SKIP_COMPLETION_PORT_ON_SUCCESS``), so there is exactly one place
   where an operation ends.  An immediate failure other than ``WSA_IO_PENDING``
-  produces no packet: the op is then never entered in the table.
+  produces no packet: the op, entered in the table before the call (as
+  everything that can fail is: :meth:`IocpEngine.enter`), is taken out again.
 * A socket can be associated with one port only, once.  The engine remembers
   which sockets it has associated.  A listener's and a UDP socket's are
   associated when they open; a stream's just before its first posted
@@ -257,21 +258,27 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         if fd != -1 and self._associated.get(fd) is sock:
             del self._associated[fd]
 
-    def enter(self, op: IocpOp, what: str) -> None:
-        """Enter ``op`` in the table and count it, just *before* its call.
+    def enter(self, op: IocpOp, what: str, fd: int) -> None:
+        """Enter ``op`` in the table and count it, just *before* its call on
+        socket ``fd``.
 
-        Once a call has queued a packet, nothing may fail: an operation the
-        table does not hold would have its memory freed while the kernel
-        still writes into it, and its bytes would reach nobody.  So every
-        step that allocates comes before the call, and a call that fails at
-        once takes the entry out again (:meth:`posted`).
+        Once a call has queued a packet, its owner must still know of the
+        operation: one the table did not hold would have its memory freed
+        while the kernel still writes into it, and one its stream did not
+        list would bring bytes to nobody.  So the count, this entry and the
+        owner's list come before the call, and a call that fails at once
+        takes the entry out again (:meth:`posted`).  An owner undoes its
+        list only while :meth:`holds` says no: what fails after a call that
+        queued a packet leaves the operation where it is.
         """
+        if fd < 0:  # (closed under the stream: cffi would refuse it after the entry)
+            raise OSError(errno.EBADF, f"{what}: the socket is closed")
         kind = op.kind = _KINDS.get(what.partition(" ")[0], "other")
         self.counters.count_posted(kind)
         try:
             self._ops[op.address] = op
         except BaseException:
-            self.counters.posted[kind] -= 1
+            self._uncount(kind)
             raise
 
     def posted(self, op: IocpOp, ok: bool, what: str) -> IocpOp:
@@ -279,15 +286,29 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
 
         ``ok`` false with ``WSA_IO_PENDING`` is the usual case; a success also
         queues a packet.  Any other failure queues none: the entry is taken
-        out again, and nothing here allocates before that.
+        out again before the error is raised.
         """
         if not ok:
             code = last_error()
             if code != ws2.WSA_IO_PENDING:
                 del self._ops[op.address]
-                self.counters.posted[op.kind] -= 1
+                self._uncount(op.kind)
                 raise winerror(code, what)
         return op
+
+    def _uncount(self, kind: str) -> None:
+        """Take back :meth:`enter`'s count (no key left at 0: as never counted)."""
+        posted = self.counters.posted
+        left = posted[kind] - 1
+        if left:
+            posted[kind] = left
+        else:
+            del posted[kind]
+
+    def holds(self, op: IocpOp) -> bool:
+        """Whether ``op`` is entered: its packet is to come, or its call is
+        still to be made (an owner that failed on the way keeps it listed)."""
+        return self._ops.get(op.address) is op
 
     def in_flight(self) -> dict[str, int]:
         return dict(Counter(op.kind for op in self._ops.values()))
@@ -304,7 +325,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         keep: Any = op.keep
         _buf, wsabuf, flags = keep
         fd = op.sock.fileno()
-        self.enter(op, "WSARecv")
+        self.enter(op, "WSARecv", fd)
         rc = ws2.WSARecv(fd, wsabuf, 1, ffi.NULL, flags, op.overlapped, ffi.NULL)
         self.posted(op, rc == 0, "WSARecv")
 
@@ -320,7 +341,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         keep: Any = op.keep
         wsabuf = keep[2]
         fd = op.sock.fileno()
-        self.enter(op, "WSASend")
+        self.enter(op, "WSASend", fd)
         rc = ws2.WSASend(fd, wsabuf, 1, ffi.NULL, 0, op.overlapped, ffi.NULL)
         self.posted(op, rc == 0, "WSASend")
 

@@ -52,6 +52,8 @@ import errno
 import socket
 from typing import TYPE_CHECKING, Any, cast
 
+from trio.lowlevel import enable_ki_protection
+
 from anyio_iocp._engines.iocp.engine import IocpOp
 from anyio_iocp._engines.iocp.inherited import InheritedNonblocking, inherits_nonblocking
 from anyio_iocp._engines.iocp.winsock import (
@@ -109,6 +111,7 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         self._accepted_class = InheritedNonblocking if inherits_nonblocking() else socket.socket
         super().__init__(sock, tuning, engine.counters)
 
+    @enable_ki_protection  # (Ctrl+C waits: posted and entered, or neither)
     def _post_accept(self) -> IocpOp:
         engine = self._engine
         engine.check_open()
@@ -121,7 +124,7 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             op.on_complete = self.on_accept_packet
             accept_ex = extensions(family).AcceptEx
             fd, conn_fd = self.sock.fileno(), conn.fileno()
-            engine.enter(op, "AcceptEx")  # before the call: once posted, nothing fails
+            engine.enter(op, "AcceptEx", fd)  # before the call (IocpEngine.enter)
             ok = accept_ex(
                 fd,
                 conn_fd,
@@ -134,7 +137,8 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             )
             engine.posted(op, bool(ok), "AcceptEx")
         except BaseException:
-            conn.close()
+            if not engine.holds(op):  # (posted: the socket is the kernel's until its packet)
+                conn.close()
             raise
         return op
 

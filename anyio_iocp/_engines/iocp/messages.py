@@ -139,7 +139,7 @@ class IocpMessageIO(PostedMessageIO):
         namelen = ffi.new("int *", SOCKADDR_STORAGE)
         op = IocpOp(self.sock, (buf, wsabuf, flags, name, namelen))
         fd = self.sock.fileno()
-        engine.enter(op, "WSARecvFrom")  # before the call: once posted, nothing fails
+        engine.enter(op, "WSARecvFrom", fd)  # before the call (IocpEngine.enter)
         rc = ws2.WSARecvFrom(fd, wsabuf, 1, ffi.NULL, flags, name, namelen, op.overlapped, ffi.NULL)
         return engine.posted(op, rc == 0, "WSARecvFrom")
 
@@ -174,7 +174,7 @@ class IocpMessageIO(PostedMessageIO):
         wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
         op = IocpOp(self.sock, (data, payload, wsabuf, name))
         fd, namelen = self.sock.fileno(), len(name)
-        engine.enter(op, "WSASendTo")  # before the call: once posted, nothing fails
+        engine.enter(op, "WSASendTo", fd)  # before the call (IocpEngine.enter)
         rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, namelen, op.overlapped, ffi.NULL)
         return engine.posted(op, rc == 0, "WSASendTo")
 

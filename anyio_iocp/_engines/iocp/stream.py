@@ -29,6 +29,8 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from trio.lowlevel import enable_ki_protection
+
 from anyio_iocp._engines.iocp.winsock import ffi, ws2
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SendChain
@@ -87,18 +89,20 @@ class IocpStreamIO(ReceivePool, SendChain):
         for _ in range(count - 1):
             try:
                 self._post_receive()
-            except OSError:
+            except (OSError, MemoryError):
                 break
 
+    @enable_ki_protection  # (Ctrl+C waits: posted and listed, or neither)
     def _post_receive(self) -> None:
-        # listed before the call (IocpEngine.enter): once posted, nothing fails
+        # listed before the call (IocpEngine.enter), unlisted only if not posted
         engine, posted = self._engine, self._posted
         op = engine.new_recv(self.sock, self.buffersize)
         posted.append(op)
         try:
             engine.start_recv(op)
         except BaseException:
-            posted.remove(op)
+            if not engine.holds(op):
+                posted.remove(op)
             raise
 
     def _receive_outcome(self, op: IocpOp) -> bytes | OSError | None:
@@ -112,11 +116,12 @@ class IocpStreamIO(ReceivePool, SendChain):
 
     # -- sending: the chain's primitives --------------------------------------
 
+    @enable_ki_protection  # (Ctrl+C waits: posted and listed, or neither)
     def _post_send(self, data: memoryview, write_behind: bool = False) -> IocpOp:
         if not self._on_port:
             self._to_port()
-        # listed before the call (IocpEngine.enter): once posted, nothing fails,
-        # so a send the caller is told failed has sent nothing
+        # listed before the call (IocpEngine.enter), unlisted only if not posted:
+        # a send that fails before its call has sent nothing
         engine, sending = self._engine, self._sending
         op = engine.new_send(self.sock, data)
         op.on_complete = self.on_send_complete
@@ -126,8 +131,9 @@ class IocpStreamIO(ReceivePool, SendChain):
                 self._pipelined.add(op)
             engine.start_send(op)
         except BaseException:
-            sending.remove(op)
-            self._pipelined.discard(op)
+            if not engine.holds(op):
+                sending.remove(op)
+                self._pipelined.discard(op)
             raise
         return op
 
