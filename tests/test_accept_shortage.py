@@ -381,3 +381,26 @@ async def test_a_backlog_beyond_the_descriptors_left_leaves_the_process_some(
         async with client, await listener.accept() as server:
             await client.send(b"still served")
             assert await recv_exactly(server, 12) == b"still served"
+
+
+def test_a_connection_taken_is_handed_out_when_the_refill_runs_out_of_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``accept()`` takes a connection from its queue, then refills the pool:
+    a refill that fails for want of memory must not lose the connection."""
+    pool = HoardingPool(free=10, backlog=1)
+    conn = socket.socket()
+    try:
+        pool.accepted(next(iter(pool._posted)), conn)
+
+        def no_memory() -> object:
+            raise MemoryError("no memory for the accept")
+
+        pool._post_accept = no_memory  # type: ignore[method-assign]
+        with caplog.at_level("ERROR", logger="anyio_iocp"):
+            assert trio.run(pool.accept) is conn
+        assert "could not refill the accept pool" in caplog.text
+    finally:
+        conn.close()
+        pool.discard_queued()
+        pool.sock.close()

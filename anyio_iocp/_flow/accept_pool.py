@@ -82,6 +82,7 @@ accept completes, hand the outcome to :meth:`~PostedAcceptPool.accepted`,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -417,9 +418,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 return conn
             try:
                 self._refill()
-            except OSError:
-                # the pool refills on the next accept(); this connection is taken
-                _log.exception("could not refill the accept pool")
+            except (OSError, MemoryError):
+                # the pool refills on the next accept(); this connection is
+                # taken, and must be handed out whatever the refill met
+                with contextlib.suppress(MemoryError):
+                    _log.exception("could not refill the accept pool")
             return conn
         error, self._error = self._error, None
         assert error is not None
