@@ -154,7 +154,10 @@ def test_the_echo_phase_checks_every_byte_it_gets_back(
     anyio.run(main, backend="iocp")
     if garble is None:
         assert failures == []
-    elif garble == "byte":
+        return
+    # (the server's side of the changed connection may see it closed under it)
+    failures = [f for f in failures if "server connection error" not in f]
+    if garble == "byte":
         assert len(failures) == 1
         assert failures[0].startswith("echo: connection ") and "differs at byte" in failures[0]
     else:
