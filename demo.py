@@ -255,7 +255,7 @@ async def run_echo(sizes: Sizes, payload: Payload, failures: list[str]) -> float
                 async for chunk in stream:
                     # bytes.startswith compares with memcmp; comparing with a
                     # memoryview slice goes byte by byte (about 15 us for 6 KB
-                    # here, as much CPU as the phase's sockets)
+                    # here: most of the phase's user-space instructions)
                     if not expected.startswith(chunk, got):
                         failures.append(f"echo: connection {index} differs at byte {got}")
                         tg.cancel_scope.cancel()

@@ -102,6 +102,19 @@ async def recv_exactly(stream: SocketStream, n: int) -> bytes:
     return b"".join(parts)
 
 
+class AppendFails(list[Any]):
+    """A list whose first append raises MemoryError: a queue or a list of
+    operations that cannot grow."""
+
+    failed = False
+
+    def append(self, item: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise MemoryError("the list could not grow")
+        super().append(item)
+
+
 class SliceFails(bytes):
     """Bytes whose first slice with the stop ``fail_stop`` (set in a
     subclass) raises MemoryError: a copy that fails for want of memory."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import recv_exactly
+from helpers import AppendFails, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.anyio
 #: every 4-byte word numbered: a lost or repeated piece shows
 PAYLOAD = b"".join(i.to_bytes(4, "big") for i in range(4096))
 WHERE = ["count", "table", "list"]
-
-
-class _ListFailingOnce(list[Any]):
-    def append(self, item: Any) -> None:
-        if not getattr(self, "failed", False):
-            self.failed = True
-            raise MemoryError("the list could not grow")
-        super().append(item)
 
 
 class _TableFailingOnce(dict[int, Any]):
@@ -61,7 +53,7 @@ def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(engine, "_ops", _TableFailingOnce(engine._ops))
     else:
         name = "_posted" if kind == "recv" else "_sending"
-        monkeypatch.setattr(io, name, _ListFailingOnce(getattr(io, name)))
+        monkeypatch.setattr(io, name, AppendFails(getattr(io, name)))
 
 
 def operations_of(sock: socket.socket, kind: str) -> list[Any]:

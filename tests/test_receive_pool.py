@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import SliceFails, StepCounter
+from helpers import AppendFails, SliceFails, StepCounter
 
 from anyio_iocp._flow import receive_pool
 from anyio_iocp._flow.look_after_send import LooksAfterSends
@@ -208,18 +208,6 @@ def test_a_receive_whose_bytes_cannot_be_copied_out_is_kept_for_the_next_call(
     assert stream._posted == ops[1:], "the receive that failed to copy is still posted"
     stream._collect()
     assert take_all(stream, 100) == [b"abcd", b"ef"]  # (joined up to a buffer's size)
-
-
-class AppendFails(list[bytes]):
-    """A read-ahead queue whose first append raises MemoryError."""
-
-    failed = False
-
-    def append(self, item: bytes) -> None:
-        if not self.failed:
-            self.failed = True
-            raise MemoryError
-        super().append(item)
 
 
 def test_a_receive_whose_bytes_cannot_be_queued_is_kept_for_the_next_call(

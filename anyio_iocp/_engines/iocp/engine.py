@@ -314,8 +314,8 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         return dict(Counter(op.kind for op in self._ops.values()))
 
     def new_recv(self, sock: socket.socket, size: int) -> IocpOp:
-        """A receive of ``size`` bytes, made but not posted (:meth:`start_recv`):
-        its owner lists it first, so that nothing fails once it is posted."""
+        """A receive of ``size`` bytes, made but not posted: its owner lists
+        it before :meth:`start_recv` posts it (:meth:`enter`)."""
         self.check_open()
         buf = _new_buffer("char[]", size)
         return IocpOp(sock, (buf, ffi.new("WSABUF *", (size, buf)), ffi.new("DWORD *", 0)))
