@@ -102,17 +102,64 @@ async def recv_exactly(stream: SocketStream, n: int) -> bytes:
     return b"".join(parts)
 
 
-class AppendFails(list[Any]):
-    """A list whose first append raises MemoryError: a queue or a list of
-    operations that cannot grow."""
+class _FirstFails:
+    """The first call of :meth:`_grow` raises MemoryError, later ones pass."""
 
     failed = False
 
-    def append(self, item: Any) -> None:
+    def _grow(self, what: str) -> None:
         if not self.failed:
             self.failed = True
-            raise MemoryError("the list could not grow")
+            raise MemoryError(f"the {what} could not grow")
+
+
+class AppendFails(_FirstFails, list[Any]):
+    """A list whose first append raises MemoryError: a queue or a list of
+    operations that cannot grow."""
+
+    def append(self, item: Any) -> None:
+        self._grow("list")
         super().append(item)
+
+
+class AppendOrExtendFails(AppendFails):
+    """A list whose first append or extend raises MemoryError."""
+
+    def extend(self, items: Any) -> None:
+        self._grow("list")
+        super().extend(items)
+
+
+class AddFails(_FirstFails, set[Any]):
+    """A set whose first add raises MemoryError."""
+
+    def add(self, item: Any) -> None:
+        self._grow("set")
+        super().add(item)
+
+
+class SetItemFails(_FirstFails, dict[Any, Any]):
+    """A dict whose first item assignment raises MemoryError: a table that
+    cannot grow."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._grow("table")
+        super().__setitem__(key, value)
+
+
+class MakerFailsAt:
+    """Stands for the class ``real``: its ``n``-th instance (from 1) cannot
+    be made (MemoryError); the instances made are in ``made``."""
+
+    def __init__(self, real: Callable[..., Any], n: int) -> None:
+        self.real, self.n = real, n
+        self.made: list[Any] = []
+
+    def __call__(self, *args: Any) -> Any:
+        if len(self.made) == self.n - 1:
+            raise MemoryError("the object could not be made")
+        self.made.append(self.real(*args))
+        return self.made[-1]
 
 
 class SliceFails(bytes):

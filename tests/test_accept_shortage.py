@@ -32,6 +32,7 @@ import pytest
 import trio
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import (
+    AddFails,
     MovedClock,
     first_listener,
     post_failing_iocp_accept,
@@ -404,3 +405,38 @@ def test_a_connection_taken_is_handed_out_when_the_refill_runs_out_of_memory(
         conn.close()
         pool.discard_queued()
         pool.sock.close()
+
+
+def test_an_accept_the_pool_cannot_list_is_withdrawn() -> None:
+    """An accept posted while the pool's set of posted accepts cannot grow
+    is withdrawn at once: the pool would not know of it (``close()`` would
+    not wait for it, the cap would not count it).  The MemoryError reaches
+    the caller, and the accept's completion, here a connection that came
+    first, is taken as any other's."""
+    made: list[object] = []
+    withdrawn: list[object] = []
+
+    class Pool(StandInPool):
+        def _post_accept(self) -> object:
+            made.append(object())
+            return made[-1]
+
+        def _withdraw(self, op: object) -> None:
+            withdrawn.append(op)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        pool = Pool(sock, Tuning(backlog=2), EngineCounters())
+        assert pool._posted == set(made) and len(made) == 2
+        pool.accept_failed(made[0], None)  # one accept ended (cancelled)
+        pool._posted = AddFails(pool._posted)
+        with pytest.raises(MemoryError):
+            pool._refill()
+        assert withdrawn == [made[2]]
+        assert pool._posted == {made[1]}
+        conn = socket.socket()
+        pool.accepted(made[2], conn)  # it was completed before the cancel
+        assert list(pool._queue) == [conn]
+        pool.discard_queued()
+        assert conn.fileno() == -1

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import AppendFails, recv_exactly
+from helpers import AppendFails, SetItemFails, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.anyio
 #: every 4-byte word numbered: a lost or repeated piece shows
 PAYLOAD = b"".join(i.to_bytes(4, "big") for i in range(4096))
 WHERE = ["count", "table", "list"]
-
-
-class _TableFailingOnce(dict[int, Any]):
-    def __setitem__(self, key: int, value: Any) -> None:
-        if not getattr(self, "failed", False):
-            self.failed = True
-            raise MemoryError("the table could not grow")
-        super().__setitem__(key, value)
 
 
 def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +42,7 @@ def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -
 
         monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
     elif where == "table":
-        monkeypatch.setattr(engine, "_ops", _TableFailingOnce(engine._ops))
+        monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
     else:
         name = "_posted" if kind == "recv" else "_sending"
         monkeypatch.setattr(io, name, AppendFails(getattr(io, name)))

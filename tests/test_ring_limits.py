@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from helpers import first_listener, open_pair, poll_until, recv_exactly
+from helpers import MakerFailsAt, first_listener, open_pair, poll_until, recv_exactly
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -366,20 +366,13 @@ def test_a_receive_chain_that_runs_out_of_memory_posts_nothing(
         engine: Any = current_engine()
         a, b = socket.socketpair()
         with a, b:
-            made: list[Any] = []
             from anyio_iocp._engines.io_uring.op import UringOp as real_op
-
-            def third_fails(*args: Any) -> Any:
-                if len(made) == 2:
-                    raise MemoryError
-                made.append(real_op(*args))
-                return made[-1]
 
             buffers = [ffi.new("char[]", 8) for _ in range(3)]
             posted: list[Any] = []
             registered = dict(engine._ops)
             space = lib.iou_sq_space(engine._ring)
-            monkeypatch.setattr(_uring_engine, "UringOp", third_fails)
+            monkeypatch.setattr(_uring_engine, "UringOp", MakerFailsAt(real_op, 3))
             with pytest.raises(MemoryError):
                 engine.post_recv_chain(a.fileno(), buffers, 8, posted)
             assert (posted, engine._ops, lib.iou_sq_space(engine._ring)) == (

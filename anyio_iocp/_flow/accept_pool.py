@@ -257,7 +257,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 # for the others.  A new accept tries the queue at once.
                 if self._probe is None:
                     probe = self._probe = self._post_accept()
-                    posted.add(probe)
+                    self._list(probe)
                     before += 1  # a probe, not a refill of the pool
                 return
             queue = self._queue
@@ -285,7 +285,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                     wakeup = self.busy_wakeup_accepts
                     if wakeup is not None:
                         cap = self._cap_when_idle(cap, wakeup)
-                posted.add(self._post_accept())
+                self._list(self._post_accept())
         except OSError as exc:
             code = self._exhaustion(exc)
             if not code:
@@ -297,6 +297,18 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         finally:
             if _trace.active and len(posted) > before:
                 self._trace_refill(len(posted) - before, len(posted), len(self._queue))
+
+    def _list(self, op: OpT) -> None:
+        """Add the accept just posted to ``_posted``.  If that fails (no
+        memory), the accept is withdrawn: the pool would not know of it
+        (``close()`` would not wait for it, the cap would not count it).
+        Its completion still comes, as a cancel or with a connection, and
+        the connection is queued as any other."""
+        try:
+            self._posted.add(op)
+        except BaseException:
+            self._withdraw(op)
+            raise
 
     def _raise_ceiling(self) -> None:
         """After a give-way: one accept more per connection accepted (posted

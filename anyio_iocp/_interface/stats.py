@@ -89,11 +89,25 @@ class EngineCounters:
         posted = self.posted
         posted[kind] = posted.get(kind, 0) + n
 
+    def uncount_posted(self, kind: str, n: int = 1) -> None:
+        """Take back a count of operations that were not posted after all (no
+        key left at 0: as if never counted)."""
+        uncount(self.posted, kind, n)
+
     def abd_moved(self, k: int) -> None:
         self.abd_changes += 1
         sizes = self.abd_sizes
         sizes[k] = sizes.get(k, 0) + 1
         self.abd_timeline.append((time.monotonic() - self.started, k))
+
+
+def uncount(counts: dict[Any, int], key: Any, n: int = 1) -> None:
+    """Take ``n`` back from ``counts[key]``, removing the key at 0."""
+    left = counts[key] - n
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 @dataclass(frozen=True)

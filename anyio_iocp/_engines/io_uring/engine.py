@@ -72,7 +72,12 @@ from anyio_iocp._engines.io_uring.listener import UringListenerIO
 from anyio_iocp._engines.io_uring.messages import UringMessageIO
 from anyio_iocp._engines.io_uring.multishot import BufferPool, PassLoad
 from anyio_iocp._engines.io_uring.op import UringOp
-from anyio_iocp._engines.io_uring.quiet_sends import QUIET_TAG, QuietSends, SendersPerPass
+from anyio_iocp._engines.io_uring.quiet_sends import (
+    COUNT_MASK,
+    QUIET_TAG,
+    QuietSends,
+    SendersPerPass,
+)
 from anyio_iocp._engines.io_uring.spin import SpinState, look_for_completions
 from anyio_iocp._engines.io_uring.stream import UringStreamIO, open_stream_io
 from anyio_iocp._engines.io_uring.submit_retry import SubmitRetry
@@ -91,7 +96,7 @@ from anyio_iocp._interface.engine import (
     oserror,
 )
 from anyio_iocp._interface.settings import Tuning
-from anyio_iocp._interface.stats import EngineCounters
+from anyio_iocp._interface.stats import EngineCounters, uncount
 
 _log = logging.getLogger("anyio_iocp")
 
@@ -271,23 +276,45 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
 
     @enable_ki_protection  # posted and registered, or neither (Ctrl+C waits)
     def _post(self, op: UringOp, prep: Callable[..., int], *args: Any) -> None:
+        """Prepare ``op``'s entry with ``prep``, registered and counted first.
+
+        An entry in the ring outlives whatever fails after it is written:
+        the kernel takes it at the pass's submission.  So the count and the
+        table's entry come first, and only the preparing call comes after
+        them; one that fails (the ring full even after a submission, the
+        ring closed) wrote no entry, and both are taken out again.  An owner
+        lists the operation after this returns, or before it and undoes its
+        list while :meth:`holds` says no (``docs/design.md``, "Memory lent
+        to the kernel")."""
         self.check_open()
-        rc: int = prep(self._ring, *args)
-        if rc == -errno.EBUSY:
-            # The submission ring is full: hand it to the kernel now and retry.
-            # In a task (not while reaping) completions may be reaped first if
-            # the kernel asks for room.
-            if self._submit() < 0:
-                self._reap_now()
-                self._submit()
-            rc = prep(self._ring, *args)
-        if rc < 0:
-            raise oserror(rc, "io_uring submission")
-        self._ops[op.user_data] = op
+        registered = self._ops
+        uid = op.user_data
         # counted by preparing function (named in the statistics): no lookup here
         op.kind = prep
         posted = self._posted_by_prep
         posted[prep] = posted.get(prep, 0) + 1
+        try:
+            registered[uid] = op
+            rc: int = prep(self._ring, *args)
+            if rc == -errno.EBUSY:
+                # The submission ring is full: hand it to the kernel now and
+                # retry.  In a task (not while reaping) completions may be
+                # reaped first if the kernel asks for room.
+                if self._submit() < 0:
+                    self._reap_now()
+                    self._submit()
+                rc = prep(self._ring, *args)
+            if rc < 0:
+                raise oserror(rc, "io_uring submission")
+        except BaseException:
+            registered.pop(uid, None)
+            uncount(posted, prep)
+            raise
+
+    def holds(self, op: UringOp) -> bool:
+        """Whether ``op`` is registered: its entry is prepared or in the
+        kernel, and its last completion has not been reaped."""
+        return self._ops.get(op.user_data) is op
 
     def new_id(self) -> int:
         """The user_data of the next operation."""
@@ -319,55 +346,82 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
+    def _enter_chain(self, ops: list[Any], kind: str, listing: list[Any]) -> None:
+        """Register, list (in ``listing``, the stream's) and count the
+        operations of a chain, before any of its entries is written: all of
+        it, or none of it on a failure."""
+        registered = self._ops
+        listed = False
+        try:
+            for op in ops:
+                op.kind = kind
+                registered[op.user_data] = op
+            listing.extend(ops)
+            listed = True
+            self.counters.count_posted(kind, len(ops))
+        except BaseException:
+            if listed:
+                del listing[-len(ops) :]
+            for op in ops:
+                registered.pop(op.user_data, None)
+            raise
+
     @enable_ki_protection
     def post_recv_chain(self, fd: int, buffers: list[Any], size: int, posted: list[Any]) -> None:
         """Receives into ``buffers``, linked so that the kernel runs them in
         order, added to ``posted`` (the stream's list of its receives).
 
-        Every object is made, registered and listed before the first entry
-        is written: a failure for want of memory leaves no entry of a chain
-        without its operation, and no receive that the stream does not know
-        of (its bytes would be lost)."""
+        Every object is made, registered, listed and counted before the
+        first entry is written (:meth:`_enter_chain`): a failure for want of
+        memory leaves no entry of a chain without its operation, and no
+        receive that the stream does not know of (its bytes would be lost)."""
         self._make_room(len(buffers))
         ops = [UringOp(self.new_id(), buf) for buf in buffers]
-        registered = self._ops
-        try:
-            for op in ops:
-                op.kind = "recv"
-                registered[op.user_data] = op
-            posted.extend(ops)  # (all or nothing)
-        except BaseException:
-            for op in ops:
-                registered.pop(op.user_data, None)
-            raise
+        self._enter_chain(ops, "recv", posted)
         ring = self._ring
         last = len(ops) - 1
-        for i in range(last + 1):  # (cffi calls only: nothing here can fail)
+        for i in range(last + 1):  # (cffi calls on what was made above)
             op = ops[i]
             lib.iou_prep_recv(ring, fd, op.keep, size, 0, op.user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
-        self.counters.count_posted("recv", len(ops))
 
     @enable_ki_protection
     def post_send_chain(
-        self, fd: int, chunks: list[Any], stream: UringStreamIO, pipelined: bool
+        self,
+        fd: int,
+        chunks: list[Any],
+        stream: UringStreamIO,
+        pipelined: bool,
+        sending: list[Any],
     ) -> list[SendOp]:
-        """Sends of ``chunks``, linked so that their bytes leave in order."""
+        """Sends of ``chunks``, linked so that their bytes leave in order,
+        added to ``sending`` (the stream's list of its sends).
+
+        As for a chain of receives, every operation is made, registered,
+        listed and counted before the first entry is written: a failure on
+        the way prepares nothing (no send the caller is told failed goes
+        out, no link flag joins an entry to one that is not the chain's),
+        and lets go of the chunks' buffers at once (:class:`UringOp`: no
+        view of the caller's memory left to a traceback)."""
         self._make_room(len(chunks))
+        views: list[Any] = []
+        try:
+            for chunk in chunks:
+                views.append(ffi.from_buffer(chunk))
+            lengths = [len(view) for view in views]
+            ops = [SendOp(self.new_id(), view, stream, pipelined) for view in views]
+            self._enter_chain(ops, "send", sending)
+        except BaseException:
+            for view in views:
+                ffi.release(view)
+            raise
         ring = self._ring
-        ops = []
-        last = len(chunks) - 1
-        for i, chunk in enumerate(chunks):
-            ptr = ffi.from_buffer(chunk)
-            op = SendOp(self.new_id(), ptr, stream, pipelined)
-            op.kind = "send"
-            lib.iou_prep_send(ring, fd, ptr, len(ptr), SEND_FLAGS, op.user_data)
+        last = len(ops) - 1
+        for i in range(last + 1):  # (cffi calls on what was made above)
+            lib.iou_prep_send(ring, fd, views[i], lengths[i], SEND_FLAGS, ops[i].user_data)
             if i != last:
                 lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
-            self._ops[op.user_data] = op
-            ops.append(op)
-        self.counters.count_posted("send", len(ops))
         return ops
 
     def set_send_mode(self, mode: str) -> None:
@@ -388,9 +442,18 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     @enable_ki_protection  # posted and kept, or neither
     def post_quiet_send(self, stream: UringStreamIO, data: bytes, slot: int, size: int) -> None:
         """Post a quiet send of ``data`` (``size`` bytes, see :mod:`.quiet_sends`)
-        from ``slot``."""
+        from ``slot``.
+
+        As in :meth:`_post`, what can fail comes before the entry: the bytes
+        are kept (the kernel reads them until the slot's count covers the
+        send) and the new counts are computed; after it, only stores."""
         if self.closed:
             self.check_open()
+        quiet = self.quiet
+        # (the slot's last quiet send has completed: its bytes may go)
+        quiet.keep[slot] = data
+        posted = quiet.posted + 1
+        count = (stream.qposted + 1) & COUNT_MASK
         rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc == -errno.EBUSY:  # the submission ring is full: as in _post
             if self._submit() < 0:
@@ -399,10 +462,9 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc < 0:
             raise oserror(rc, "io_uring submission")
-        quiet = self.quiet
-        quiet.keep[slot] = data
-        quiet.posted += 1
-        stream.quiet_posted(size)
+        quiet.posted = posted
+        stream.qposted = count
+        stream.qlength = size
 
     def submit_now(self) -> None:
         """Hand the entries prepared so far to the kernel now, in the middle

@@ -49,7 +49,7 @@ from trio import lowlevel  # (faster than trio.lowlevel: see _streams/__init__.p
 
 from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._engines.io_uring.multishot import BUSY_AFTER, MultishotReceiver
-from anyio_iocp._engines.io_uring.quiet_sends import COUNT_MASK, QUIET_AFTER, QUIET_MAX
+from anyio_iocp._engines.io_uring.quiet_sends import QUIET_AFTER, QUIET_MAX
 from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
@@ -98,10 +98,11 @@ class UringStreamIO(ReceivePool, SendChain):
             self._readable_waits = 0
         self._init_send_chain()
         #: the stream's slot for quiet sends (0: none yet), and the count of
-        #: its quiet sends posted, to compare with the reaper's (mod 2**32)
+        #: its quiet sends posted, to compare with the reaper's (mod 2**32;
+        #: written by the engine's post_quiet_send, with the length)
         self._qslot = 0
-        self._qposted = 0
-        self._qlength = 0  # the length of the last one (its user_data)
+        self.qposted = 0
+        self.qlength = 0  # the length of the last one (its user_data)
         #: the last pass this stream sent in more than once: a stream that
         #: streams (several sends per pass) sends directly ("auto")
         self._busy_pass = -2
@@ -134,7 +135,7 @@ class UringStreamIO(ReceivePool, SendChain):
 
     def _quiet_in_flight(self) -> bool:
         slot = self._qslot
-        return slot != 0 and self._engine.quiet.done[slot] != self._qposted
+        return slot != 0 and self._engine.quiet.done[slot] != self.qposted
 
     def _send_now(self, data: memoryview) -> int:
         """A quiet send while the engine says the ring pays (``quiet_now``,
@@ -143,7 +144,7 @@ class UringStreamIO(ReceivePool, SendChain):
         engine = self._engine
         slot = self._qslot
         passes = engine.budget.passes  # (send_pass counts the same passes)
-        if slot and engine.quiet.done[slot] != self._qposted:
+        if slot and engine.quiet.done[slot] != self.qposted:
             # The last quiet send is in flight: nothing of the stream went out
             # after it, so it is the stream's last send.  Posted in this pass,
             # it has not reached the kernel yet: hand it over now rather than
@@ -151,7 +152,7 @@ class UringStreamIO(ReceivePool, SendChain):
             if self.send_pass != passes:
                 return 0  # it waits in the kernel: send() waits for it
             engine.submit_now()
-            if engine.quiet.done[slot] != self._qposted:
+            if engine.quiet.done[slot] != self.qposted:
                 return 0
             # it may have failed: nothing goes out behind a failed send
             self._check_send_error()
@@ -186,13 +187,8 @@ class UringStreamIO(ReceivePool, SendChain):
         slot = self._engine.quiet.acquire(self)
         if slot:
             self._qslot = slot
-            self._qposted = int(self._engine.quiet.done[slot])
+            self.qposted = int(self._engine.quiet.done[slot])
         return slot
-
-    def quiet_posted(self, length: int) -> None:
-        """The engine posted a quiet send of ``length`` bytes for this stream."""
-        self._qposted = (self._qposted + 1) & COUNT_MASK
-        self._qlength = length
 
     def on_quiet_send_complete(self, res: int, length: int) -> None:
         """The reaper copied a quiet send's completion out: it failed, or a
@@ -220,8 +216,9 @@ class UringStreamIO(ReceivePool, SendChain):
         return len(self._queued) + len(self._sending) + self._quiet_in_flight()
 
     def _post_send(self, data: memoryview) -> SendOp:
-        (op,) = self._engine.post_send_chain(self.fd, [data], self, pipelined=False)
-        self._sending.append(op)
+        (op,) = self._engine.post_send_chain(
+            self.fd, [data], self, pipelined=False, sending=self._sending
+        )
         return op
 
     def _sent(self, op: SendOp) -> int:
@@ -278,8 +275,12 @@ class UringStreamIO(ReceivePool, SendChain):
                 break
             chunks.extend(pieces)
             taken += 1
+        # (made before the chain is posted: nothing that can fail comes after it)
+        rest = memoryview(self._queued[0])[split:] if split else None
         try:
-            ops = self._engine.post_send_chain(self.fd, chunks, self, pipelined=True)
+            self._engine.post_send_chain(
+                self.fd, chunks, self, pipelined=True, sending=self._sending
+            )
         except OSError as exc:
             # Nothing of the chain reached the kernel.  Bytes cannot be skipped
             # on a stream: the stream is broken, and the next operation says so.
@@ -288,9 +289,8 @@ class UringStreamIO(ReceivePool, SendChain):
             self._wake_sender()
             return
         del self._queued[:taken]
-        if split:
-            self._queued[0] = memoryview(self._queued[0])[split:]
-        self._sending.extend(ops)
+        if rest is not None:
+            self._queued[0] = rest
 
     # -- closing --------------------------------------------------------------
 
@@ -301,7 +301,7 @@ class UringStreamIO(ReceivePool, SendChain):
         """The quiet send in flight, as an operation to cancel and wait for."""
         if not self._quiet_in_flight():
             return []
-        return [self._engine.quiet_op(self._qslot, self._qlength)]
+        return [self._engine.quiet_op(self._qslot, self.qlength)]
 
     def _release(self) -> None:
         self._posted.clear()

@@ -278,7 +278,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         try:
             self._ops[op.address] = op
         except BaseException:
-            self._uncount(kind)
+            self.counters.uncount_posted(kind)
             raise
 
     def posted(self, op: IocpOp, ok: bool, what: str) -> IocpOp:
@@ -292,18 +292,9 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
             code = last_error()
             if code != ws2.WSA_IO_PENDING:
                 del self._ops[op.address]
-                self._uncount(op.kind)
+                self.counters.uncount_posted(op.kind)
                 raise winerror(code, what)
         return op
-
-    def _uncount(self, kind: str) -> None:
-        """Take back :meth:`enter`'s count (no key left at 0: as never counted)."""
-        posted = self.counters.posted
-        left = posted[kind] - 1
-        if left:
-            posted[kind] = left
-        else:
-            del posted[kind]
 
     def holds(self, op: IocpOp) -> bool:
         """Whether ``op`` is entered: its packet is to come, or its call is

@@ -1,0 +1,244 @@
+"""io_uring: every step that can fail comes before an entry is prepared.
+
+An entry written to the submission ring goes to the kernel at the pass's
+submission whatever happens after it.  So an operation's count, its place
+in the engine's table and its place in the stream's list come before the
+preparing call, and a failure on the way (here a ``MemoryError`` injected at
+each step) leaves no entry in the ring, nothing registered, nothing listed
+and nothing counted: no buffer freed while the kernel still uses it, no
+send the caller is told failed going out anyway, no bytes reaching nobody.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from helpers import AppendOrExtendFails, MakerFailsAt, SetItemFails, poll_until
+
+import anyio_iocp
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._interface.stats import EngineCounters
+
+pytestmark = pytest.mark.anyio
+
+uring = pytest.importorskip("anyio_iocp._engines.io_uring._uring")
+lib, ffi = uring.lib, uring.ffi
+
+#: every 4-byte word numbered: a lost, repeated or swapped piece shows
+PAYLOAD = b"".join(i.to_bytes(4, "big") for i in range(4096))
+
+
+def state(engine: Any) -> tuple[dict[int, Any], dict[Any, int], dict[str, int], int]:
+    """What a failed post must leave as it found it: the table, both counts
+    and the room in the submission ring."""
+    return (
+        dict(engine._ops),
+        dict(engine._posted_by_prep),
+        dict(engine.counters.posted),
+        lib.iou_sq_space(engine._ring),
+    )
+
+
+@asynccontextmanager
+async def uring_pair(engine_name: str) -> AsyncIterator[tuple[Any, socket.socket]]:
+    """An io_uring stream and the raw socket at its other end."""
+    if engine_name != "io_uring":
+        pytest.skip("the io_uring engine's order of preparing")
+    server = socket.create_server(("127.0.0.1", 0))
+    with server:
+        stream = await anyio_iocp.connect_tcp("127.0.0.1", server.getsockname()[1])
+        peer, _ = server.accept()
+    with peer:
+        async with stream:
+            yield stream, peer
+
+
+def read_all(peer: socket.socket) -> bytes:
+    peer.settimeout(5)
+    received = bytearray()
+    while chunk := peer.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+async def test_an_operation_the_table_cannot_take_prepares_nothing(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's entry comes before the entry in the ring: a receive
+    whose registration fails leaves no entry, so no kernel write into a
+    buffer that nobody keeps; the count is taken back too.  Then the same
+    receive posts, and the bytes reach it."""
+    async with uring_pair(engine_name) as (stream, peer):
+        engine: Any = current_engine()
+        fd = stream._io.fd
+        buf = ffi.new("char[]", 64)
+        before = state(engine)
+        monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
+        with pytest.raises(MemoryError):
+            engine.post_op(buf, lib.iou_prep_recv, fd, buf, 64, 0)
+        assert state(engine) == before
+        op = engine.post_op(buf, lib.iou_prep_recv, fd, buf, 64, 0)
+        assert engine.holds(op)
+        peer.sendall(b"to the receive that was posted")
+        with anyio.fail_after(5):
+            await engine.wait_or_cancel(op)
+        assert ffi.buffer(buf, op.result)[:] == b"to the receive that was posted"
+
+
+async def test_a_preparing_call_that_fails_takes_back_the_entry_and_the_count(
+    engine_name: str,
+) -> None:
+    """A preparing call that refuses (here one that says EINVAL) raises,
+    and the table and the counts are as before: no key left at 0."""
+    async with uring_pair(engine_name) as (stream, _peer):
+        engine: Any = current_engine()
+        calls: list[int] = []
+
+        def refusing(ring: Any, *args: Any) -> int:
+            calls.append(len(args))
+            return -22
+
+        before = state(engine)
+        with pytest.raises(OSError, match="io_uring submission"):
+            engine.post_op(None, refusing, stream._io.fd)
+        assert calls == [2]  # (the descriptor and the user_data)
+        assert state(engine) == before
+        assert refusing not in engine._posted_by_prep
+
+
+@pytest.mark.parametrize("where", ["make", "table", "list", "count"])
+async def test_a_send_chain_that_fails_on_the_way_prepares_nothing(
+    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step of a chain of sends fails once in turn: making its second
+    operation, registering it, listing the chain, counting it.  Nothing is
+    prepared, registered, listed or counted, and the chain's views of the
+    caller's memory are let go at once (a bytearray with a live view could
+    not grow).  Then the chain posts whole and its bytes arrive in order."""
+    from anyio_iocp._engines.io_uring import engine as uring_engine
+
+    async with uring_pair(engine_name) as (stream, peer):
+        engine: Any = current_engine()
+        io = stream._io
+        data = bytearray(PAYLOAD)
+        chunks = [memoryview(data)[i : i + 4096] for i in range(0, len(data), 4096)]
+        sending: list[Any] = []
+        before = state(engine)
+        if where == "make":
+            monkeypatch.setattr(uring_engine, "SendOp", MakerFailsAt(uring_engine.SendOp, 2))
+        elif where == "table":
+            monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
+        elif where == "list":
+            sending = AppendOrExtendFails()
+        else:
+            count = EngineCounters.count_posted
+            failed: list[int] = []
+
+            def count_posted(self: EngineCounters, kind: str, n: int = 1) -> None:
+                if not failed:
+                    failed.append(n)
+                    raise MemoryError("the count could not grow")
+                count(self, kind, n)
+
+            monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
+        with pytest.raises(MemoryError):
+            engine.post_send_chain(io.fd, chunks, io, False, sending)
+        assert (state(engine), list(sending)) == (before, [])
+        for chunk in chunks:
+            chunk.release()
+        data += b"!"  # no view of it is left
+        monkeypatch.undo()
+        chunks = [memoryview(data)[i : i + 4096] for i in range(0, len(data), 4096)]
+        ops = engine.post_send_chain(io.fd, chunks, io, False, io._sending)
+        assert io._sending == ops and all(engine.holds(op) for op in ops)
+        await poll_until(lambda: all(op.done for op in ops), step=0.001)
+        await stream.send_eof()
+        assert read_all(peer) == PAYLOAD + b"!"
+
+
+async def test_a_send_the_stream_cannot_list_sends_nothing(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send()`` raises MemoryError when its send cannot be listed, and
+    those bytes never reach the peer: the send is listed before its entry
+    is written.  What is sent afterwards arrives, alone and whole."""
+    async with uring_pair(engine_name) as (stream, peer):
+        io = stream._io
+        monkeypatch.setattr(io, "_send_now", lambda data: 0)  # every send posts
+        monkeypatch.setattr(io, "_sending", AppendOrExtendFails(io._sending))
+        with anyio.fail_after(5), pytest.raises(MemoryError):
+            await stream.send(b"not sent")
+        assert list(io._sending) == []
+        with anyio.fail_after(5):
+            await stream.send(PAYLOAD)
+        await stream.send_eof()
+        assert read_all(peer) == PAYLOAD
+
+
+async def test_a_quiet_send_whose_bytes_cannot_be_kept_prepares_nothing(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet send keeps its bytes by slot before its entry is written: if
+    that fails, no entry is prepared (the kernel would read bytes nobody
+    keeps) and the stream's count of quiet sends is unchanged (it would
+    wait for a send that never completes).  Then the quiet send goes out."""
+    async with uring_pair(engine_name) as (stream, peer):
+        engine: Any = current_engine()
+        io = stream._io
+        slot = io._take_quiet_slot()
+        assert slot
+        quiet = engine.quiet
+        before = (state(engine), quiet.posted, io.qposted, io.qlength)
+        monkeypatch.setattr(quiet, "keep", SetItemFails(quiet.keep))
+        with pytest.raises(MemoryError):
+            engine.post_quiet_send(io, PAYLOAD, slot, len(PAYLOAD))
+        assert (state(engine), quiet.posted, io.qposted, io.qlength) == before
+        assert not io._quiet_in_flight()
+        engine.post_quiet_send(io, PAYLOAD, slot, len(PAYLOAD))
+        assert io._quiet_in_flight() and quiet.keep[slot] is PAYLOAD
+        await poll_until(lambda: not io._quiet_in_flight(), step=0.001)
+        await stream.send_eof()
+        assert read_all(peer) == PAYLOAD
+
+
+async def test_the_rest_of_a_split_send_is_made_before_its_head_is_posted(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued send longer than a whole chain goes out in parts: the view
+    of its rest is made before the head's chain is posted.  If making it
+    fails, nothing is posted and the queue is as it was (after the post,
+    the head would go out twice, or the stream would not know of its
+    sends).  Then every byte goes out once, in order."""
+    from anyio_iocp._engines.io_uring import stream as uring_stream
+
+    async with uring_pair(engine_name) as (stream, peer):
+        engine: Any = current_engine()
+        io = stream._io
+        monkeypatch.setattr(uring_stream, "MAX_SEND", 1000)
+        monkeypatch.setattr(engine, "max_chain", 4)  # a chain: 4 parts of 1,000 bytes
+        views: list[Any] = []
+        real_view = memoryview
+
+        def second_fails(obj: Any) -> memoryview:
+            views.append(obj)
+            if len(views) == 2:  # the loop's view of the send, then its rest
+                raise MemoryError
+            return real_view(obj)
+
+        io._queued.append(PAYLOAD)  # 16,384 bytes: longer than a chain
+        before = state(engine)
+        monkeypatch.setattr(uring_stream, "memoryview", second_fails, raising=False)
+        with pytest.raises(MemoryError):
+            io.post_queued_sends()
+        assert (state(engine), io._sending, io._queued) == (before, [], [PAYLOAD])
+        monkeypatch.delattr(uring_stream, "memoryview")
+        io.post_queued_sends()  # the head; the rest follows as each chain completes
+        assert len(io._sending) == 4 and len(io._queued[0]) == len(PAYLOAD) - 4000
+        await poll_until(lambda: not io._queued and not io._sending, step=0.001)
+        await stream.send_eof()
+        assert read_all(peer) == PAYLOAD
