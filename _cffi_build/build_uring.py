@@ -76,6 +76,8 @@ int iou_prep_cancel(iou_ring *r, uint64_t target, uint64_t user_data);
 int iou_prep_close(iou_ring *r, int fd, uint64_t user_data);
 int iou_prep_nop(iou_ring *r, uint64_t user_data);
 int iou_set_last_flags(iou_ring *r, unsigned flags);
+int iou_prep_chain(iou_ring *r, int op, int fd, void *const *bufs, const unsigned *lens,
+                   const uint64_t *user_data, int msg_flags, unsigned n);
 int iou_submit(iou_ring *r, unsigned wait_nr);
 int iou_reap(iou_ring *r, iou_cqe *out, int max);
 int iou_reap_columns(iou_ring *r, uint64_t *user_data, int32_t *res, uint32_t *flags, int max);

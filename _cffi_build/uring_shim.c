@@ -442,6 +442,35 @@ int iou_prep_nop(iou_ring *r, uint64_t user_data)
     return prep(r, IORING_OP_NOP, -1, NULL, 0, 0, user_data, &sqe);
 }
 
+/*
+ * A chain of n receives or sends (op: IORING_OP_RECV or IORING_OP_SEND) on
+ * one socket, each entry linked to the next (IOSQE_IO_LINK) but the last:
+ * prepared whole, or not at all.  bufs, lens and user_data hold n items
+ * each.  Returns 0, -EBUSY (fewer than n free slots) or -EINVAL, with no
+ * entry prepared then.  One call for the whole chain, so that nothing can
+ * fail between two of its entries: a loop in Python allocates on the way
+ * (an argument tuple per call), and an entry left linked to whatever comes
+ * next would join another socket's operation to the chain.
+ */
+int iou_prep_chain(iou_ring *r, int op, int fd, void *const *bufs, const unsigned *lens,
+                   const uint64_t *user_data, int msg_flags, unsigned n)
+{
+    struct io_uring_sqe *sqe;
+    unsigned i;
+
+    if ((op != IORING_OP_RECV && op != IORING_OP_SEND) || n == 0)
+        return -EINVAL;
+    if (iou_sq_space(r) < n)
+        return -EBUSY;
+    for (i = 0; i < n; i++) {
+        prep(r, (unsigned char)op, fd, bufs[i], lens[i], 0, user_data[i], &sqe);
+        sqe->msg_flags = (unsigned)msg_flags;
+        if (i + 1 < n)
+            sqe->flags |= IOSQE_IO_LINK;
+    }
+    return 0;
+}
+
 /* Sets SQE flags (IOSQE_IO_LINK, ...) on the entry prepared last. */
 int iou_set_last_flags(iou_ring *r, unsigned flags)
 {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import os
 import select
@@ -10,11 +11,12 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
+import pytest
 import sniffio
 import trio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
@@ -145,6 +147,17 @@ class SetItemFails(_FirstFails, dict[Any, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         self._grow("table")
         super().__setitem__(key, value)
+
+
+async def assert_broken_by_no_memory(call: Callable[[], Awaitable[object]]) -> None:
+    """``call`` (a stream's receive or send) fails now and again, with the
+    error that names the want of memory (ENOMEM, caused by a MemoryError)."""
+    for _ in range(2):
+        with anyio.fail_after(5), pytest.raises(anyio.BrokenResourceError) as caught:
+            await call()
+        cause = caught.value.__cause__
+        assert isinstance(cause, OSError) and cause.errno == errno.ENOMEM
+        assert isinstance(cause.__cause__, MemoryError)
 
 
 class MakerFailsAt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -83,6 +83,19 @@ def test_a_cancelled_scope_is_pending_and_trio_raises(check: Check) -> None:
     assert trio.run(main) == [False, True, 0, True, True, False, False]
 
 
+@pytest.fixture
+def sigint_handled() -> Iterator[None]:
+    """Python's own SIGINT handler for the test, which Trio replaces with its
+    own during a run only when it finds it: a test runner started with SIGINT
+    ignored (a background job of a non-interactive shell) would otherwise
+    ignore the test's Ctrl+C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @lowlevel.enable_ki_protection
 def interrupt_deferred() -> None:
     """A Ctrl+C that Trio defers (this function is KI-protected): it waits
@@ -90,6 +103,7 @@ def interrupt_deferred() -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+@pytest.mark.usefixtures("sigint_handled")
 def test_a_keyboard_interrupt_waiting_for_the_main_task_is_pending(check: Check) -> None:
     answers: list[bool] = []
 
@@ -105,6 +119,7 @@ def test_a_keyboard_interrupt_waiting_for_the_main_task_is_pending(check: Check)
     assert answers == [True]
 
 
+@pytest.mark.usefixtures("sigint_handled")
 def test_a_keyboard_interrupt_is_not_pending_for_another_task(check: Check) -> None:
     answers: list[bool] = []
 

@@ -13,6 +13,7 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 from helpers import (
     SliceFails,
+    assert_broken_by_no_memory,
     first_listener,
     make_busy,
     poll_until,
@@ -213,16 +214,6 @@ def failing_copy(
     return lost
 
 
-async def assert_broken_by_lost_bytes(server: SocketStream) -> None:
-    """Every receive fails now, with the error that names the lost bytes."""
-    for _ in range(2):
-        with pytest.raises(anyio.BrokenResourceError) as caught:
-            await server.receive()
-        cause = caught.value.__cause__
-        assert isinstance(cause, OSError) and cause.errno == errno.ENOMEM
-        assert isinstance(cause.__cause__, MemoryError)
-
-
 async def test_bytes_that_cannot_be_copied_out_break_the_stream_and_their_buffer_goes_back(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,7 +236,7 @@ async def test_bytes_that_cannot_be_copied_out_break_the_stream_and_their_buffer
         await poll_until(lambda: ms.error is not None, step=0.001)
         await client.send(b"after;")
         assert await server.receive() == b"first;", "the bytes before the loss come first"
-        await assert_broken_by_lost_bytes(server)  # "after;" is never handed out
+        await assert_broken_by_no_memory(server.receive)  # "after;" is never handed out
         await poll_until(lambda: op.done, step=0.001)
         assert op.result == -errno.ECANCELED, "the receive was cancelled"
         assert len(lost) == 1
@@ -278,7 +269,7 @@ async def test_a_lost_copy_in_a_burst_posts_no_receives_ahead(
         await poll_until(lambda: ms.armed is None, step=0.001)
         assert lost and io.abd.in_burst(), "a full buffer, then a lost one"
         assert await server.receive() == payload[:4096]
-        await assert_broken_by_lost_bytes(server)
+        await assert_broken_by_no_memory(server.receive)
         assert not io._posted, "no receives were posted ahead after the loss"
 
 

@@ -92,6 +92,7 @@ from collections import deque
 from typing import ClassVar, Generic, TypeVar
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from anyio_iocp._flow.accept_backoff import EXHAUSTION, AcceptBackoff
 from anyio_iocp._interface import trace as _trace
@@ -238,6 +239,7 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
 
     # -- the pool ------------------------------------------------------------
 
+    @enable_ki_protection  # (Ctrl+C waits: each accept posted and listed, or neither)
     def _refill(self) -> None:
         if self._closing or self._error is not None:
             return
@@ -256,8 +258,9 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
                 # connection waits in the listen queue with no wake-up left
                 # for the others.  A new accept tries the queue at once.
                 if self._probe is None:
-                    probe = self._probe = self._post_accept()
+                    probe = self._post_accept()
                     self._list(probe)
+                    self._probe = probe
                     before += 1  # a probe, not a refill of the pool
                 return
             queue = self._queue

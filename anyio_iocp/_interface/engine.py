@@ -66,20 +66,34 @@ def oserror(res: int, what: str) -> OSError:
     return OSError(-res, f"{what}: {os.strerror(-res)}")
 
 
-#: made ahead: the error of bytes lost when even an OSError could not be made
+def _no_memory(what: str, exc: BaseException, made_ahead: OSError) -> OSError:
+    """The ENOMEM OSError that breaks a stream because ``exc`` was raised
+    for want of memory (``made_ahead`` when even it cannot be made)."""
+    try:
+        error = OSError(errno.ENOMEM, f"{what} ({exc!r})")
+        error.__cause__ = exc
+    except MemoryError:
+        return made_ahead
+    return error
+
+
+#: made ahead: the errors of bytes lost when even an OSError could not be made
 _LOST_BYTES = OSError(errno.ENOMEM, "receive: bytes received could not be kept (no memory)")
+_UNSENT_BYTES = OSError(errno.ENOMEM, "send: bytes queued could not be posted (no memory)")
 
 
 def lost_bytes_error(exc: BaseException) -> OSError:
     """The error that breaks a stream whose received bytes could not be kept
     (copied out of a kernel buffer, or queued) because ``exc`` was raised,
     for want of memory: the stream cannot go on without them."""
-    try:
-        error = OSError(errno.ENOMEM, f"receive: bytes received could not be kept ({exc!r})")
-        error.__cause__ = exc
-    except MemoryError:
-        return _LOST_BYTES
-    return error
+    return _no_memory("receive: bytes received could not be kept", exc, _LOST_BYTES)
+
+
+def unsent_bytes_error(exc: BaseException) -> OSError:
+    """The error that breaks a stream whose write-behind bytes could not be
+    posted because ``exc`` was raised, for want of memory: bytes cannot be
+    skipped on a stream, so nothing goes out after them."""
+    return _no_memory("send: bytes queued could not be posted", exc, _UNSENT_BYTES)
 
 
 #: a socket's address family as a plain int, for checks made once per

@@ -120,6 +120,10 @@ DROPPED_CLOSE_POLL_SECONDS = 0.01
 REAP_BATCH = 1024
 #: user_data of requests whose completions nobody waits for (cancel requests)
 IGNORED = 0
+#: what a preparing call returns when the submission ring is full (made
+#: once: an int this size is a new object each time it is computed, which
+#: a post must not make after its entry is prepared)
+RING_FULL = -errno.EBUSY
 #: largest single send handed to the kernel (the length field is 32 bits)
 SEND_FLAGS = lib.MSG_NOSIGNAL | lib.MSG_WAITALL
 F_MORE = lib.IORING_CQE_F_MORE
@@ -296,24 +300,25 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         try:
             registered[uid] = op
             rc: int = prep(self._ring, *args)
-            if rc == -errno.EBUSY:
-                # The submission ring is full: hand it to the kernel now and
-                # retry.  In a task (not while reaping) completions may be
-                # reaped first if the kernel asks for room.
-                if self._submit() < 0:
-                    self._reap_now()
-                    self._submit()
-                rc = prep(self._ring, *args)
-            if rc < 0:
-                raise oserror(rc, "io_uring submission")
+            if rc:  # (nothing is computed after a preparing call that worked)
+                if rc == RING_FULL:
+                    # The submission ring is full: hand it to the kernel now
+                    # and retry.  In a task (not while reaping) completions
+                    # may be reaped first if the kernel asks for room.
+                    if self._submit() < 0:
+                        self._reap_now()
+                        self._submit()
+                    rc = prep(self._ring, *args)
+                if rc < 0:
+                    raise oserror(rc, "io_uring submission")
         except BaseException:
             registered.pop(uid, None)
             uncount(posted, prep)
             raise
 
     def holds(self, op: UringOp) -> bool:
-        """Whether ``op`` is registered: its entry is prepared or in the
-        kernel, and its last completion has not been reaped."""
+        """Whether ``op`` is registered: from just before its entry is
+        prepared (:meth:`_post`) until its last completion is reaped."""
         return self._ops.get(op.user_data) is op
 
     def new_id(self) -> int:
@@ -346,24 +351,46 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
-    def _enter_chain(self, ops: list[Any], kind: str, listing: list[Any]) -> None:
-        """Register, list (in ``listing``, the stream's) and count the
-        operations of a chain, before any of its entries is written: all of
-        it, or none of it on a failure."""
+    def _post_chain(
+        self,
+        ops: list[Any],
+        kind: str,
+        listing: list[Any],
+        opcode: int,
+        fd: int,
+        buffers: Any,
+        lengths: Any,
+        msg_flags: int,
+    ) -> None:
+        """Register, count and list (in ``listing``, the stream's) the
+        operations of a chain, then prepare all its entries in one call
+        (``iou_prep_chain``, on ``buffers`` and ``lengths``, cffi arrays):
+        all of it, or none of it on a failure."""
         registered = self._ops
-        listed = False
+        user_data = ffi.new("uint64_t[]", [op.user_data for op in ops])
+        counted = listed = False
         try:
             for op in ops:
                 op.kind = kind
                 registered[op.user_data] = op
+            self.counters.count_posted(kind, len(ops))
+            counted = True
             listing.extend(ops)
             listed = True
-            self.counters.count_posted(kind, len(ops))
+            rc = lib.iou_prep_chain(
+                self._ring, opcode, fd, buffers, lengths, user_data, msg_flags, len(ops)
+            )
+            if rc:
+                raise oserror(rc, "io_uring submission")
         except BaseException:
-            if listed:
-                del listing[-len(ops) :]
+            # (no entry was prepared; the undoing only shrinks)
             for op in ops:
                 registered.pop(op.user_data, None)
+            if listed:
+                for _ in ops:
+                    listing.pop()
+            if counted:
+                self.counters.uncount_posted(kind, len(ops))
             raise
 
     @enable_ki_protection
@@ -371,20 +398,16 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """Receives into ``buffers``, linked so that the kernel runs them in
         order, added to ``posted`` (the stream's list of its receives).
 
-        Every object is made, registered, listed and counted before the
-        first entry is written (:meth:`_enter_chain`): a failure for want of
-        memory leaves no entry of a chain without its operation, and no
-        receive that the stream does not know of (its bytes would be lost)."""
+        Every object is made, registered, counted and listed before the
+        chain's entries are prepared, all in one call (:meth:`_post_chain`):
+        a failure for want of memory leaves no entry of a chain without its
+        operation, no receive that the stream does not know of (its bytes
+        would be lost), and no entry linked to one outside its chain."""
         self._make_room(len(buffers))
         ops = [UringOp(self.new_id(), buf) for buf in buffers]
-        self._enter_chain(ops, "recv", posted)
-        ring = self._ring
-        last = len(ops) - 1
-        for i in range(last + 1):  # (cffi calls on what was made above)
-            op = ops[i]
-            lib.iou_prep_recv(ring, fd, op.keep, size, 0, op.user_data)
-            if i != last:
-                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
+        pointers = ffi.new("void *[]", buffers)
+        lengths = ffi.new("unsigned[]", [size] * len(buffers))
+        self._post_chain(ops, "recv", posted, lib.IORING_OP_RECV, fd, pointers, lengths, 0)
 
     @enable_ki_protection
     def post_send_chain(
@@ -398,30 +421,25 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """Sends of ``chunks``, linked so that their bytes leave in order,
         added to ``sending`` (the stream's list of its sends).
 
-        As for a chain of receives, every operation is made, registered,
-        listed and counted before the first entry is written: a failure on
-        the way prepares nothing (no send the caller is told failed goes
-        out, no link flag joins an entry to one that is not the chain's),
-        and lets go of the chunks' buffers at once (:class:`UringOp`: no
-        view of the caller's memory left to a traceback)."""
+        As for a chain of receives, a failure on the way prepares nothing:
+        no send the caller is told failed goes out.  It also lets go of the
+        chunks' views at once (:class:`UringOp`: no view of the caller's
+        memory left to a traceback)."""
         self._make_room(len(chunks))
         views: list[Any] = []
         try:
             for chunk in chunks:
                 views.append(ffi.from_buffer(chunk))
-            lengths = [len(view) for view in views]
+            pointers = ffi.new("void *[]", views)
+            lengths = ffi.new("unsigned[]", [len(view) for view in views])
             ops = [SendOp(self.new_id(), view, stream, pipelined) for view in views]
-            self._enter_chain(ops, "send", sending)
+            self._post_chain(
+                ops, "send", sending, lib.IORING_OP_SEND, fd, pointers, lengths, SEND_FLAGS
+            )
         except BaseException:
             for view in views:
                 ffi.release(view)
             raise
-        ring = self._ring
-        last = len(ops) - 1
-        for i in range(last + 1):  # (cffi calls on what was made above)
-            lib.iou_prep_send(ring, fd, views[i], lengths[i], SEND_FLAGS, ops[i].user_data)
-            if i != last:
-                lib.iou_set_last_flags(ring, lib.IOSQE_IO_LINK)
         return ops
 
     def set_send_mode(self, mode: str) -> None:
@@ -455,13 +473,14 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         posted = quiet.posted + 1
         count = (stream.qposted + 1) & COUNT_MASK
         rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
-        if rc == -errno.EBUSY:  # the submission ring is full: as in _post
-            if self._submit() < 0:
-                self._reap_now()
-                self._submit()
-            rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
-        if rc < 0:
-            raise oserror(rc, "io_uring submission")
+        if rc:  # (as in _post: nothing computed after a preparing call that worked)
+            if rc == RING_FULL:  # the submission ring is full: as in _post
+                if self._submit() < 0:
+                    self._reap_now()
+                    self._submit()
+                rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
+            if rc < 0:
+                raise oserror(rc, "io_uring submission")
         quiet.posted = posted
         stream.qposted = count
         stream.qlength = size
@@ -488,9 +507,15 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
     ) -> UringOp:
         """Post one operation; ``keep`` holds its memory until the completion
-        (``pins``: its ``ffi.from_buffer`` views, released then)."""
-        op = UringOp(self.new_id(), keep, pins)
-        self._post(op, prep, *args, op.user_data)
+        (``pins``: its ``ffi.from_buffer`` views, released then, or at once
+        if it cannot be posted: no view left to a traceback)."""
+        try:
+            op = UringOp(self.new_id(), keep, pins)
+            self._post(op, prep, *args, op.user_data)
+        except BaseException:
+            for pin in pins:
+                ffi.release(pin)
+            raise
         return op
 
     def request_cancel(self, op: UringOp) -> None:

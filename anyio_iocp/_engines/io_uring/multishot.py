@@ -101,6 +101,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
+from trio.lowlevel import enable_ki_protection
+
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._engines.io_uring.op import UringOp
 from anyio_iocp._flow.read_ahead import take_ready
@@ -307,6 +309,7 @@ class MultishotReceiver(Spot):
     def has_data(self) -> bool:
         return bool(self.ready) or self.eof or self.error is not None
 
+    @enable_ki_protection  # (Ctrl+C waits: posted and armed, or neither)
     def arm(self, stream: Any) -> None:
         """Arm the receive, capped at ``k * buffersize`` bytes in total."""
         engine = self._engine

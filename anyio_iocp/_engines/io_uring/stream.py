@@ -54,7 +54,13 @@ from anyio_iocp._flow.receive_pool import ReceivePool
 from anyio_iocp._flow.send_chain import MAX_SEND, SEND_CANCELLED, SEND_NOW_FLAGS, SendChain
 from anyio_iocp._flow.yield_first import looked_again, should_yield_first
 from anyio_iocp._interface.cancel_points import cancel_pending
-from anyio_iocp._interface.engine import AF_UNIX, oserror, raw_family, set_nonblocking
+from anyio_iocp._interface.engine import (
+    AF_UNIX,
+    oserror,
+    raw_family,
+    set_nonblocking,
+    unsent_bytes_error,
+)
 from anyio_iocp._interface.readiness import wait_readable
 from anyio_iocp._interface.settings import Tuning, Usage
 from anyio_iocp._interface.yielding import shielded_yield
@@ -260,6 +266,29 @@ class UringStreamIO(ReceivePool, SendChain):
             # behind the quiet send: its completion posts them (on_quiet_send_complete)
             self._engine.quiet.watch[self._qslot] = 1
             return
+        try:
+            chunks, taken, split = self._next_chain()
+            # (made before the chain is posted: after it, the queue only shrinks)
+            rest = memoryview(self._queued[0])[split:] if split else None
+            self._engine.post_send_chain(
+                self.fd, chunks, self, pipelined=True, sending=self._sending
+            )
+        except (OSError, MemoryError) as exc:
+            # Nothing of the chain reached the kernel.  Bytes cannot be skipped
+            # on a stream: the stream is broken, and the next operation says
+            # so (no memory: ENOMEM, the cause attached).  Nobody else would
+            # post them again: the stream is listed only while sends are queued.
+            self._send_error = exc if isinstance(exc, OSError) else unsent_bytes_error(exc)
+            self._queued.clear()
+            self._wake_sender()
+            return
+        del self._queued[:taken]
+        if rest is not None:
+            self._queued[0] = rest
+
+    def _next_chain(self) -> tuple[list[memoryview], int, int]:
+        """The next chain of queued sends: its pieces, how many queued sends
+        it takes whole, and where it cuts the next one (0: nowhere)."""
         # a chain must fit in the submission ring: the rest waits for the next one
         limit = self._engine.max_chain
         chunks: list[memoryview] = []
@@ -275,22 +304,7 @@ class UringStreamIO(ReceivePool, SendChain):
                 break
             chunks.extend(pieces)
             taken += 1
-        # (made before the chain is posted: nothing that can fail comes after it)
-        rest = memoryview(self._queued[0])[split:] if split else None
-        try:
-            self._engine.post_send_chain(
-                self.fd, chunks, self, pipelined=True, sending=self._sending
-            )
-        except OSError as exc:
-            # Nothing of the chain reached the kernel.  Bytes cannot be skipped
-            # on a stream: the stream is broken, and the next operation says so.
-            self._send_error = exc
-            self._queued.clear()
-            self._wake_sender()
-            return
-        del self._queued[:taken]
-        if rest is not None:
-            self._queued[0] = rest
+        return chunks, taken, split
 
     # -- closing --------------------------------------------------------------
 
