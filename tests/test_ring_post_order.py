@@ -174,11 +174,11 @@ async def test_a_send_chain_that_fails_on_the_way_prepares_nothing(
     engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each step of a chain of sends fails once in turn: making its second
-    operation, registering it, counting it, listing the chain, the call
-    that prepares its entries.  Nothing is prepared, registered, listed or
-    counted, and the chain's views of the caller's memory are let go at
-    once (a bytearray with a live view could not grow).  Then the chain
-    posts whole and its bytes arrive in order."""
+    operation, registering the first, counting them, listing the chain,
+    the call that prepares its entries.  Nothing is prepared, registered,
+    listed or counted, and the chain's views of the caller's memory are
+    let go at once (a bytearray with a live view could not grow).  Then
+    the chain posts whole and its bytes arrive in order."""
     async with uring_pair(engine_name) as (stream, peer):
         engine: Any = current_engine()
         io = stream._io
