@@ -149,6 +149,50 @@ class SetItemFails(_FirstFails, dict[Any, Any]):
         super().__setitem__(key, value)
 
 
+@asynccontextmanager
+async def stream_and_peer(
+    engine_name: str, only: str, sendcap: int = 1
+) -> AsyncIterator[tuple[Any, socket.socket]]:
+    """A stream of the engine ``only`` (the test skips on the others) and the
+    raw socket at its other end."""
+    if engine_name != only:
+        pytest.skip(f"the {only} engine's order of posting")
+    server = socket.create_server(("127.0.0.1", 0))
+    with server:
+        port = server.getsockname()[1]
+        stream = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=sendcap)
+        peer, _ = server.accept()
+    with peer:
+        async with stream:
+            yield stream, peer
+
+
+def read_to_eof(peer: socket.socket) -> bytes:
+    """Everything ``peer`` receives until the other end stops sending."""
+    peer.settimeout(5)
+    received = bytearray()
+    while chunk := peer.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+def fail_count_once(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The engine's next count of ``kind`` operations posted raises
+    MemoryError (a count that cannot grow); later ones count."""
+    from anyio_iocp._interface.stats import EngineCounters
+
+    count = EngineCounters.count_posted
+    failed: list[str] = []
+
+    def count_posted(self: EngineCounters, what: str, n: int = 1) -> None:
+        if what == kind and not failed:
+            failed.append(what)
+            raise MemoryError("the count could not grow")
+        count(self, what, n)
+
+    monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
+
+
 async def assert_broken_by_no_memory(call: Callable[[], Awaitable[object]]) -> None:
     """``call`` (a stream's receive or send) fails now and again, with the
     error that names the want of memory (ENOMEM, caused by a MemoryError)."""

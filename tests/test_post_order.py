@@ -8,17 +8,21 @@ failed has sent nothing.  Runs under Wine (``scripts/wine_test.sh``)."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
-from helpers import AppendFails, SetItemFails, recv_exactly
+from helpers import (
+    AppendFails,
+    SetItemFails,
+    fail_count_once,
+    read_to_eof,
+    recv_exactly,
+    stream_and_peer,
+)
 
-import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
-from anyio_iocp._interface.stats import EngineCounters
 
 pytestmark = pytest.mark.anyio
 
@@ -31,16 +35,7 @@ def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -
     """The next ``kind`` operation's bookkeeping fails at ``where``."""
     engine: Any = current_engine()
     if where == "count":
-        count = EngineCounters.count_posted
-        failed: list[str] = []
-
-        def count_posted(self: EngineCounters, what: str, n: int = 1) -> None:
-            if what == kind and not failed:
-                failed.append(what)
-                raise MemoryError("the count could not grow")
-            count(self, what, n)
-
-        monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
+        fail_count_once(monkeypatch, kind)
     elif where == "table":
         monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
     else:
@@ -51,21 +46,6 @@ def fail_once(where: str, kind: str, io: Any, monkeypatch: pytest.MonkeyPatch) -
 def operations_of(sock: socket.socket, kind: str) -> list[Any]:
     engine: Any = current_engine()
     return [op for op in engine._ops.values() if op.sock is sock and op.kind == kind]
-
-
-@asynccontextmanager
-async def iocp_pair(engine_name: str, sendcap: int = 1) -> AsyncIterator[tuple[Any, socket.socket]]:
-    """An IOCP stream and the raw socket at its other end."""
-    if engine_name != "iocp":
-        pytest.skip("the IOCP engine's order of posting")
-    server = socket.create_server(("127.0.0.1", 0))
-    with server:
-        port = server.getsockname()[1]
-        stream = await anyio_iocp.connect_tcp("127.0.0.1", port, sendcap=sendcap)
-        peer, _ = server.accept()
-    with peer:
-        async with stream:
-            yield stream, peer
 
 
 async def fails_leaving_nothing(
@@ -87,7 +67,7 @@ async def fails_leaving_nothing(
 async def test_a_receive_that_cannot_be_entered_posts_nothing_and_loses_nothing(
     engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with iocp_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "iocp") as (stream, peer):
         # nothing there yet: the receive posts, and that fails
         await fails_leaving_nothing(stream._io, where, "recv", stream.receive, monkeypatch)
         peer.sendall(PAYLOAD)
@@ -100,7 +80,7 @@ async def test_a_receive_that_cannot_be_entered_posts_nothing_and_loses_nothing(
 async def test_a_send_that_cannot_be_entered_sends_nothing(
     engine_name: str, where: str, sendcap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with iocp_pair(engine_name, sendcap) as (stream, peer):
+    async with stream_and_peer(engine_name, "iocp", sendcap) as (stream, peer):
         io = stream._io
         # every send posts a WSASend (the direct send would take these bytes first)
         monkeypatch.setattr(io, "_send_now", lambda data: 0)
@@ -110,11 +90,7 @@ async def test_a_send_that_cannot_be_entered_sends_nothing(
         with anyio.fail_after(5):
             await stream.send(PAYLOAD)
         await stream.send_eof()
-        peer.settimeout(5)
-        received = bytearray()
-        while chunk := peer.recv(65536):
-            received += chunk
-        assert bytes(received) == PAYLOAD  # no "not sent" in front of it
+        assert read_to_eof(peer) == PAYLOAD  # no "not sent" in front of it
 
 
 async def test_a_receive_that_fails_after_its_call_stays_posted_and_listed(
@@ -123,7 +99,7 @@ async def test_a_receive_that_fails_after_its_call_stays_posted_and_listed(
     """What fails once ``WSARecv`` has queued its packet (here, reading the
     call's error code) leaves the receive where it is: the stream still
     lists it, and its bytes come to the next ``receive()``."""
-    async with iocp_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "iocp") as (stream, peer):
         io = stream._io
         from anyio_iocp._engines.iocp import engine as iocp_engine
 
@@ -147,7 +123,7 @@ async def test_a_send_whose_call_fails_at_once_leaves_nothing(
     """A ``WSASend`` that fails at once (the socket was shut down for
     sending) queues no packet: its entry, its count and its place in the
     stream's list are taken out again, and the error is raised."""
-    async with iocp_pair(engine_name) as (stream, _peer):
+    async with stream_and_peer(engine_name, "iocp") as (stream, _peer):
         io = stream._io
         monkeypatch.setattr(io, "_send_now", lambda data: 0)
         io.sock.shutdown(socket.SHUT_WR)

@@ -12,9 +12,6 @@ send the caller is told failed going out anyway, no bytes reaching nobody.
 from __future__ import annotations
 
 import errno
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -24,12 +21,13 @@ from helpers import (
     MakerFailsAt,
     SetItemFails,
     assert_broken_by_no_memory,
+    fail_count_once,
     poll_until,
+    read_to_eof,
+    stream_and_peer,
 )
 
-import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
-from anyio_iocp._interface.stats import EngineCounters
 
 pytestmark = pytest.mark.anyio
 
@@ -51,28 +49,6 @@ def state(engine: Any) -> tuple[dict[int, Any], dict[Any, int], dict[str, int], 
     )
 
 
-@asynccontextmanager
-async def uring_pair(engine_name: str) -> AsyncIterator[tuple[Any, socket.socket]]:
-    """An io_uring stream and the raw socket at its other end."""
-    if engine_name != "io_uring":
-        pytest.skip("the io_uring engine's order of preparing")
-    server = socket.create_server(("127.0.0.1", 0))
-    with server:
-        stream = await anyio_iocp.connect_tcp("127.0.0.1", server.getsockname()[1])
-        peer, _ = server.accept()
-    with peer:
-        async with stream:
-            yield stream, peer
-
-
-def read_all(peer: socket.socket) -> bytes:
-    peer.settimeout(5)
-    received = bytearray()
-    while chunk := peer.recv(65536):
-        received += chunk
-    return bytes(received)
-
-
 async def test_an_operation_the_table_cannot_take_prepares_nothing(
     engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,7 +56,7 @@ async def test_an_operation_the_table_cannot_take_prepares_nothing(
     whose registration fails leaves no entry, so no kernel write into a
     buffer that nobody keeps; the count is taken back too.  Then the same
     receive posts, and the bytes reach it."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         fd = stream._io.fd
         buf = ffi.new("char[]", 64)
@@ -102,7 +78,7 @@ async def test_a_preparing_call_that_fails_takes_back_the_entry_and_the_count(
 ) -> None:
     """A preparing call that refuses (here one that says EINVAL) raises,
     and the table and the counts are as before: no key left at 0."""
-    async with uring_pair(engine_name) as (stream, _peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, _peer):
         engine: Any = current_engine()
         calls: list[int] = []
 
@@ -140,10 +116,11 @@ class LibFailingOnce:
 
 
 def fail_chain_step(
-    where: str, op_class: str, engine: Any, monkeypatch: pytest.MonkeyPatch
+    where: str, kind: str, op_class: str, engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> list[Any]:
-    """The next chain's step ``where`` fails once (``op_class``: the class
-    its operations are made of); the list to give it as the stream's."""
+    """The next chain's step ``where`` fails once (``kind``: what it counts
+    its operations as; ``op_class``: the class they are made of); the list
+    to give it as the stream's."""
     from anyio_iocp._engines.io_uring import engine as uring_engine
 
     if where == "make":
@@ -154,16 +131,7 @@ def fail_chain_step(
     elif where == "list":
         return AppendOrExtendFails()
     elif where == "count":
-        count = EngineCounters.count_posted
-        failed: list[int] = []
-
-        def count_posted(self: EngineCounters, kind: str, n: int = 1) -> None:
-            if not failed:
-                failed.append(n)
-                raise MemoryError("the count could not grow")
-            count(self, kind, n)
-
-        monkeypatch.setattr(EngineCounters, "count_posted", count_posted)
+        fail_count_once(monkeypatch, kind)
     else:
         monkeypatch.setattr(uring_engine, "lib", LibFailingOnce(lib))
     return []
@@ -179,13 +147,13 @@ async def test_a_send_chain_that_fails_on_the_way_prepares_nothing(
     listed or counted, and the chain's views of the caller's memory are
     let go at once (a bytearray with a live view could not grow).  Then
     the chain posts whole and its bytes arrive in order."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         io = stream._io
         data = bytearray(PAYLOAD)
         chunks = [memoryview(data)[i : i + 4096] for i in range(0, len(data), 4096)]
         before = state(engine)
-        sending = fail_chain_step(where, "SendOp", engine, monkeypatch)
+        sending = fail_chain_step(where, "send", "SendOp", engine, monkeypatch)
         with pytest.raises(MemoryError):
             engine.post_send_chain(io.fd, chunks, io, False, sending)
         assert (state(engine), list(sending)) == (before, [])
@@ -198,7 +166,7 @@ async def test_a_send_chain_that_fails_on_the_way_prepares_nothing(
         assert io._sending == ops and all(engine.holds(op) for op in ops)
         await poll_until(lambda: all(op.done for op in ops), step=0.001)
         await stream.send_eof()
-        assert read_all(peer) == PAYLOAD + b"!"
+        assert read_to_eof(peer) == PAYLOAD + b"!"
 
 
 @pytest.mark.parametrize("where", CHAIN_STEPS)
@@ -208,12 +176,12 @@ async def test_a_receive_chain_that_fails_on_the_way_prepares_nothing(
     """The same for a chain of receives: nothing prepared, registered,
     listed or counted.  Then the chain posts whole, and the bytes fill its
     buffers in order."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         fd = stream._io.fd
         buffers = [ffi.new("char[]", 4096) for _ in range(3)]
         before = state(engine)
-        posted = fail_chain_step(where, "UringOp", engine, monkeypatch)
+        posted = fail_chain_step(where, "recv", "UringOp", engine, monkeypatch)
         with pytest.raises(MemoryError):
             engine.post_recv_chain(fd, buffers, 4096, posted)
         assert (state(engine), list(posted)) == (before, [])
@@ -234,7 +202,7 @@ async def test_a_send_the_stream_cannot_list_sends_nothing(
     """``send()`` raises MemoryError when its send cannot be listed, and
     those bytes never reach the peer: the send is listed before its entry
     is written.  What is sent afterwards arrives, alone and whole."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         io = stream._io
         monkeypatch.setattr(io, "_send_now", lambda data: 0)  # every send posts
         monkeypatch.setattr(io, "_sending", AppendOrExtendFails(io._sending))
@@ -244,7 +212,7 @@ async def test_a_send_the_stream_cannot_list_sends_nothing(
         with anyio.fail_after(5):
             await stream.send(PAYLOAD)
         await stream.send_eof()
-        assert read_all(peer) == PAYLOAD
+        assert read_to_eof(peer) == PAYLOAD
 
 
 async def test_a_quiet_send_whose_bytes_cannot_be_kept_prepares_nothing(
@@ -254,7 +222,7 @@ async def test_a_quiet_send_whose_bytes_cannot_be_kept_prepares_nothing(
     that fails, no entry is prepared (the kernel would read bytes nobody
     keeps) and the stream's count of quiet sends is unchanged (it would
     wait for a send that never completes).  Then the quiet send goes out."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         io = stream._io
         slot = io._take_quiet_slot()
@@ -270,7 +238,7 @@ async def test_a_quiet_send_whose_bytes_cannot_be_kept_prepares_nothing(
         assert io._quiet_in_flight() and quiet.keep[slot] is PAYLOAD
         await poll_until(lambda: not io._quiet_in_flight(), step=0.001)
         await stream.send_eof()
-        assert read_all(peer) == PAYLOAD
+        assert read_to_eof(peer) == PAYLOAD
 
 
 def split_sends(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +255,7 @@ async def test_a_send_longer_than_a_chain_goes_out_in_chains_in_order(
 ) -> None:
     """A queued send longer than a whole chain: its head is posted, its
     rest stays queued, and every byte goes out once, in order."""
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         io = stream._io
         split_sends(engine, monkeypatch)
@@ -296,7 +264,7 @@ async def test_a_send_longer_than_a_chain_goes_out_in_chains_in_order(
         assert len(io._sending) == 4 and len(io._queued[0]) == len(PAYLOAD) - 4000
         await poll_until(lambda: not io._queued and not io._sending, step=0.001)
         await stream.send_eof()
-        assert read_all(peer) == PAYLOAD
+        assert read_to_eof(peer) == PAYLOAD
 
 
 async def test_the_rest_of_a_split_send_is_made_before_its_head_is_posted(
@@ -308,7 +276,7 @@ async def test_the_rest_of_a_split_send_is_made_before_its_head_is_posted(
     stream is broken, with an error that names the want of memory."""
     from anyio_iocp._engines.io_uring import stream as uring_stream
 
-    async with uring_pair(engine_name) as (stream, peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, peer):
         engine: Any = current_engine()
         io = stream._io
         split_sends(engine, monkeypatch)
@@ -321,7 +289,7 @@ async def test_the_rest_of_a_split_send_is_made_before_its_head_is_posted(
         monkeypatch.undo()
         await assert_broken_by_no_memory(lambda: stream.send(b"after"))
         await stream.aclose()
-        assert read_all(peer) == b""
+        assert read_to_eof(peer) == b""
 
 
 async def test_queued_sends_that_cannot_be_posted_break_the_stream_at_once(
@@ -331,13 +299,7 @@ async def test_queued_sends_that_cannot_be_posted_break_the_stream_at_once(
     that fails for want of memory, the stream is broken then: the next
     send says so, and the close does not wait for bytes that will never be
     posted (nothing would post them again)."""
-    if engine_name != "io_uring":
-        pytest.skip("the io_uring engine's order of preparing")
-    server = socket.create_server(("127.0.0.1", 0))
-    with server:
-        stream = await anyio_iocp.connect_tcp("127.0.0.1", server.getsockname()[1], sendcap=8)
-        peer, _ = server.accept()
-    with peer:
+    async with stream_and_peer(engine_name, "io_uring", sendcap=8) as (stream, peer):
         io = stream._io
         monkeypatch.setattr(io, "_send_now", lambda data: 0)  # every send is queued
         monkeypatch.setattr(io, "_sending", AppendOrExtendFails(io._sending))
@@ -348,13 +310,13 @@ async def test_queued_sends_that_cannot_be_posted_break_the_stream_at_once(
         await assert_broken_by_no_memory(lambda: stream.send(b"after"))
         with anyio.fail_after(2):  # (the close's wait for write-behind sends is 10 s)
             await stream.aclose()
-        assert read_all(peer) == b""
+        assert read_to_eof(peer) == b""
 
 
 async def test_the_chain_call_prepares_all_or_nothing(engine_name: str) -> None:
     """``iou_prep_chain`` refuses what is not a chain of receives or sends,
     and a chain longer than the free slots, without preparing any entry."""
-    async with uring_pair(engine_name) as (stream, _peer):
+    async with stream_and_peer(engine_name, "io_uring") as (stream, _peer):
         engine: Any = current_engine()
         ring, fd = engine._ring, stream._io.fd
         space = lib.iou_sq_space(ring)

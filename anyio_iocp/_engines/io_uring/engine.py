@@ -302,12 +302,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             rc: int = prep(self._ring, *args)
             if rc:  # (nothing is computed after a preparing call that worked)
                 if rc == RING_FULL:
-                    # The submission ring is full: hand it to the kernel now
-                    # and retry.  In a task (not while reaping) completions
-                    # may be reaped first if the kernel asks for room.
-                    if self._submit() < 0:
-                        self._reap_now()
-                        self._submit()
+                    self._free_room()
                     rc = prep(self._ring, *args)
                 if rc < 0:
                     raise oserror(rc, "io_uring submission")
@@ -315,6 +310,14 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
             registered.pop(uid, None)
             uncount(posted, prep)
             raise
+
+    def _free_room(self) -> None:
+        """The submission ring is full: hand it to the kernel now.  In a task
+        (not while reaping) completions may be reaped first, if the kernel
+        asks for room in the completion ring before it takes more."""
+        if self._submit() < 0:
+            self._reap_now()
+            self._submit()
 
     def holds(self, op: UringOp) -> bool:
         """Whether ``op`` is registered: from just before its entry is
@@ -345,9 +348,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """A linked chain must reach the kernel in one submission."""
         self.check_open()
         if lib.iou_sq_space(self._ring) < n:
-            if self._submit() < 0:
-                self._reap_now()  # the kernel asks for room first, as in _post
-                self._submit()
+            self._free_room()
             if lib.iou_sq_space(self._ring) < n:
                 raise OSError(errno.EBUSY, f"io_uring submission queue too small for {n} entries")
 
@@ -474,10 +475,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         count = (stream.qposted + 1) & COUNT_MASK
         rc: int = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
         if rc:  # (as in _post: nothing computed after a preparing call that worked)
-            if rc == RING_FULL:  # the submission ring is full: as in _post
-                if self._submit() < 0:
-                    self._reap_now()
-                    self._submit()
+            if rc == RING_FULL:
+                self._free_room()
                 rc = lib.iou_prep_send_quiet(self._ring, stream.fd, data, size, SEND_FLAGS, slot)
             if rc < 0:
                 raise oserror(rc, "io_uring submission")
