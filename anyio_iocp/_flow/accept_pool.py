@@ -160,7 +160,11 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._name = f"listener {sock.getsockname()!r}"
         self._backoff = AcceptBackoff(self._name, counters)
         # The pool is posted at once, as iocpsock posted its AcceptEx calls.
-        self._refill()
+        try:
+            self._refill()
+        except BaseException:
+            self.let_go()
+            raise
 
     # -- the engine's primitives ---------------------------------------------
 
@@ -467,6 +471,18 @@ class PostedAcceptPool(ListenerIO, Generic[OpT]):
         self._closing = True
         while self._queue:
             self._queue.popleft().close()
+
+    def let_go(self) -> None:
+        """The listener will not be handed out (its constructor failed, or
+        its engine could not keep it): withdraw every accept posted so far
+        and let the engine forget it.  The caller closes the socket.  The
+        withdrawn accepts' completions come later (a connection one of them
+        brought is closed): on io_uring a posted accept keeps the listening
+        socket open, accepting, after its descriptor is closed."""
+        self.discard_queued()
+        for op in list(self._posted):
+            self._withdraw(op)
+        self._forget()
 
     def abandon(self) -> None:
         self.discard_queued()

@@ -10,6 +10,13 @@ so no datagram is lost.  ``close()`` cancels every operation still in flight,
 waits for all their completions (the memory lent to the kernel stays alive
 until then), and only then closes the socket.  How a completion reports its
 result differs per engine; subclasses turn it into a byte count or an error.
+
+An operation is listed in flight *before* the engine hands it to the kernel
+(:meth:`PostedMessageIO._post_listed`): listed after, a failure or a Ctrl+C
+between the two would leave an operation that ``close()`` neither cancels
+nor waits for.  On io_uring such a receive keeps its socket open after
+``close()`` (a posted operation holds the file), so the port stays bound and
+a datagram sent to it is taken by nobody.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from __future__ import annotations
 import errno
 import socket
 from abc import abstractmethod
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from anyio_iocp._interface.engine import MessageIO
 
@@ -32,6 +41,11 @@ class CompletionEngine(Protocol):
     async def wait_or_cancel(self, op: Any) -> None: ...
 
     async def drain(self, ops: list[Any]) -> None: ...
+
+    def holds(self, op: Any) -> bool: ...
+
+
+OpT = TypeVar("OpT", bound=PostedOp)
 
 
 class PostedMessageIO(MessageIO):
@@ -55,9 +69,31 @@ class PostedMessageIO(MessageIO):
     def _closed_error() -> OSError:
         return OSError(errno.EBADF, "socket closed")
 
+    @enable_ki_protection  # (Ctrl+C waits: posted and listed, or neither)
+    def _post_listed(self, op: OpT, start: Callable[..., None], *args: Any) -> OpT:
+        """List ``op`` in flight, then post it with ``start(op, *args)``.
+
+        A ``start`` that fails takes back what it did, and the listing goes
+        too, unless the engine still holds ``op`` (what failed came after
+        the kernel had it: ``close()`` must then find it)."""
+        in_flight = self._in_flight
+        try:
+            in_flight.add(op)
+            start(op, *args)
+        except BaseException:
+            if not self._completions.holds(op):
+                in_flight.discard(op)
+                self._not_posted(op)
+            raise
+        return op
+
+    def _not_posted(self, op: Any) -> None:
+        """``op`` never reached the kernel: let go of what it lent (io_uring:
+        its views of the caller's memory).  The default: nothing to do."""
+
     async def _run(self, op: PostedOp, what: str) -> int:
-        """Wait for ``op`` (cancelled in the kernel if the task is); its outcome."""
-        self._in_flight.add(op)
+        """Wait for ``op``, posted by :meth:`_post_listed` (cancelled in the
+        kernel if the task is); its outcome."""
         try:
             await self._completions.wait_or_cancel(op)
         finally:

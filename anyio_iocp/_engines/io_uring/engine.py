@@ -331,8 +331,15 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         return uid
 
     def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
-        """Post ``op`` (built with :meth:`new_id`) and register it."""
-        self._post(op, prep, *args, op.user_data)
+        """Post ``op`` (built with :meth:`new_id`) and register it.  If it
+        cannot be posted, its ``pins`` are released at once: no view of the
+        caller's memory left to a traceback (:class:`UringOp`)."""
+        try:
+            self._post(op, prep, *args, op.user_data)
+        except BaseException:
+            for pin in op.pins:
+                ffi.release(pin)
+            raise
 
     def buffer_pool(self, size: int) -> BufferPool:
         """The provided buffer ring for receives of ``size`` bytes."""
@@ -508,14 +515,19 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """Post one operation; ``keep`` holds its memory until the completion
         (``pins``: its ``ffi.from_buffer`` views, released then, or at once
         if it cannot be posted: no view left to a traceback)."""
+        op = self.new_op(keep, pins)
+        self.post_registered(op, prep, *args)
+        return op
+
+    def new_op(self, keep: object, pins: tuple[Any, ...] = ()) -> UringOp:
+        """An operation, made but not posted (:meth:`post_registered`); if
+        it cannot be made, ``pins`` are released at once."""
         try:
-            op = UringOp(self.new_id(), keep, pins)
-            self._post(op, prep, *args, op.user_data)
+            return UringOp(self.new_id(), keep, pins)
         except BaseException:
             for pin in pins:
                 ffi.release(pin)
             raise
-        return op
 
     def request_cancel(self, op: UringOp) -> None:
         """Ask the kernel to cancel ``op``; never raises (it runs in abort
@@ -789,7 +801,11 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.ensure_reaper()
         listener = UringListenerIO(self, sock, tuning)
-        self._listeners.add(listener)
+        try:
+            self._listeners.add(listener)
+        except BaseException:
+            listener.let_go()  # (its accepts would keep the socket open)
+            raise
         self.counters.listeners += 1
         return listener
 

@@ -95,6 +95,13 @@ class UringListenerIO(PostedAcceptPool[AcceptOp]):
     def _withdraw(self, op: AcceptOp) -> None:
         self._engine.request_cancel(op)
 
+    def let_go(self) -> None:
+        super().let_go()
+        # The accepts and their cancels reach the kernel now, while the
+        # descriptor still names this socket: the caller closes it next, and
+        # a number reused before the pass's submission would take them.
+        self._engine.submit_now()
+
     async def _drain(self, ops: list[AcceptOp]) -> None:
         await self._engine.drain(ops)
 

@@ -67,6 +67,10 @@ class UringMessageIO(PostedMessageIO):
         self.fd = sock.fileno()
         self._engine = engine
 
+    def _not_posted(self, op: UringOp) -> None:
+        for pin in op.pins:
+            ffi.release(pin)
+
     def _outcome(self, op: UringOp, what: str) -> int:
         if op.result < 0:
             if op.result == -errno.ECANCELED and self._closing:
@@ -88,9 +92,9 @@ class UringMessageIO(PostedMessageIO):
         name = ffi.new("char[]", SOCKADDR_STORAGE)
         control = ffi.new("char[]", ancbufsize) if ancbufsize else ffi.NULL
         msg, iov = _msghdr(buf, bufsize, name, SOCKADDR_STORAGE, control, ancbufsize)
-        op = self._engine.post_op(
-            (msg, iov, buf, name, control), lib.iou_prep_recvmsg, self.fd, msg, 0
-        )
+        engine = self._engine
+        op = engine.new_op((msg, iov, buf, name, control))
+        self._post_listed(op, engine.post_registered, lib.iou_prep_recvmsg, self.fd, msg, 0)
         size = await self._run(op, "recvmsg")
         ancdata = unpack_ancdata(ffi.buffer(control, msg.msg_controllen)[:]) if ancbufsize else []
         return (
@@ -121,5 +125,8 @@ class UringMessageIO(PostedMessageIO):
         msg, iov = _msghdr(payload, len(data), name, len(raw_name), control, len(raw_control))
         keep = (msg, iov, payload, name, control, raw_name, raw_control)
         pins = tuple(pin for pin in (payload, name, control) if pin != ffi.NULL)
-        op = self._engine.post_op(keep, lib.iou_prep_sendmsg, self.fd, msg, SEND_FLAGS, pins=pins)
+        engine = self._engine
+        op = engine.new_op(keep, pins)
+        prep = lib.iou_prep_sendmsg
+        self._post_listed(op, engine.post_registered, prep, self.fd, msg, SEND_FLAGS)
         return await self._run(op, "sendmsg")

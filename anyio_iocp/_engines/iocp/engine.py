@@ -416,8 +416,16 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
             IocpListenerIO,  # it imports this module's IocpOp
         )
 
-        listener = IocpListenerIO(self, sock, tuning)
-        self._listeners.add(listener)
+        try:
+            listener = IocpListenerIO(self, sock, tuning)
+        except BaseException:
+            self.forget(sock)  # (the caller closes it: its handle may be reused)
+            raise
+        try:
+            self._listeners.add(listener)
+        except BaseException:
+            listener.let_go()  # (withdraws its accepts, and forgets the socket)
+            raise
         return listener
 
     def open_messages(self, sock: socket.socket) -> MessageIO:

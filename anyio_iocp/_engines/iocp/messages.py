@@ -120,7 +120,7 @@ class IocpMessageIO(PostedMessageIO):
             else:
                 await shielded_yield()
                 return data, [], 0, address
-        op = self._post_recvfrom(bufsize)
+        op = self._post_listed(self._new_recvfrom(bufsize), self._start_recvfrom)
         size = await self._run(op, "WSARecvFrom")
         keep: Any = op.keep
         buf, _wsabuf, _flags, name, namelen = keep
@@ -129,19 +129,24 @@ class IocpMessageIO(PostedMessageIO):
         address = unpack_sockaddr(raw) if raw else self.sock.getpeername()
         return ffi.buffer(buf, size)[:], [], 0, address
 
-    def _post_recvfrom(self, bufsize: int) -> IocpOp:
-        engine = self._engine
-        engine.check_open()
+    def _new_recvfrom(self, bufsize: int) -> IocpOp:
+        """A ``WSARecvFrom`` of ``bufsize`` bytes, made but not posted."""
+        self._engine.check_open()
         buf = _new_buffer("char[]", max(bufsize, 1))
         wsabuf = ffi.new("WSABUF *", (bufsize, buf))
         flags = ffi.new("DWORD *", 0)
         name = ffi.new("char[]", SOCKADDR_STORAGE)
         namelen = ffi.new("int *", SOCKADDR_STORAGE)
-        op = IocpOp(self.sock, (buf, wsabuf, flags, name, namelen))
+        return IocpOp(self.sock, (buf, wsabuf, flags, name, namelen))
+
+    def _start_recvfrom(self, op: IocpOp) -> None:
+        engine = self._engine
+        keep: Any = op.keep
+        _buf, wsabuf, flags, name, namelen = keep
         fd = self.sock.fileno()
         engine.enter(op, "WSARecvFrom", fd)  # before the call (IocpEngine.enter)
         rc = ws2.WSARecvFrom(fd, wsabuf, 1, ffi.NULL, flags, name, namelen, op.overlapped, ffi.NULL)
-        return engine.posted(op, rc == 0, "WSARecvFrom")
+        engine.posted(op, rc == 0, "WSARecvFrom")
 
     # -- sending --------------------------------------------------------------
 
@@ -157,26 +162,29 @@ class IocpMessageIO(PostedMessageIO):
             else:
                 await shielded_yield()
                 return sent
-        if address is None:
-            return await self._run(self._post_send(data), "WSASend")
-        return await self._run(self._post_sendto(data, address), "WSASendTo")
-
-    def _post_send(self, data: memoryview) -> IocpOp:
-        op = self._engine.new_send(self.sock, data)
-        self._engine.start_send(op)
-        return op
-
-    def _post_sendto(self, data: memoryview, address: Any) -> IocpOp:
         engine = self._engine
-        engine.check_open()
+        if address is None:
+            op = self._post_listed(engine.new_send(self.sock, data), engine.start_send)
+            return await self._run(op, "WSASend")
+        op = self._post_listed(self._new_sendto(data, address), self._start_sendto)
+        return await self._run(op, "WSASendTo")
+
+    def _new_sendto(self, data: memoryview, address: Any) -> IocpOp:
+        """A ``WSASendTo`` of ``data`` to ``address``, made but not posted."""
+        self._engine.check_open()
         name = ffi.from_buffer(pack_sockaddr(self.sock.family, address))
         payload = ffi.from_buffer(data)
         wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
-        op = IocpOp(self.sock, (data, payload, wsabuf, name))
-        fd, namelen = self.sock.fileno(), len(name)
+        return IocpOp(self.sock, (data, payload, wsabuf, name))
+
+    def _start_sendto(self, op: IocpOp) -> None:
+        engine = self._engine
+        keep: Any = op.keep
+        _data, _payload, wsabuf, name = keep
+        fd = self.sock.fileno()
         engine.enter(op, "WSASendTo", fd)  # before the call (IocpEngine.enter)
-        rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, namelen, op.overlapped, ffi.NULL)
-        return engine.posted(op, rc == 0, "WSASendTo")
+        rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, len(name), op.overlapped, ffi.NULL)
+        engine.posted(op, rc == 0, "WSASendTo")
 
     # -- closing --------------------------------------------------------------
 

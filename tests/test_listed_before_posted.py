@@ -1,0 +1,254 @@
+"""Datagram operations and a listener's first accepts: their owner knows of
+them before the kernel has them, or nothing reaches the kernel.
+
+* A datagram socket's receive or send is listed in flight before it is
+  posted: a listing that fails (here a ``MemoryError`` injected at the
+  set's ``add``) posts nothing.  Listed after, the operation stayed posted
+  where ``close()`` could not find it; on io_uring it kept the socket's
+  file open, so the port stayed bound after ``aclose()``.
+* A listener whose pool cannot be posted (its constructor, or the engine's
+  list of listeners, fails) withdraws the accepts it posted before it
+  fails, and the engine forgets its socket.  On io_uring a posted accept
+  keeps the listening socket accepting after its descriptor is closed.
+
+Runs on the io_uring engine on Linux and on the IOCP engine under Wine
+(``bash scripts/wine_test.sh tests/test_listed_before_posted.py``); the last
+test checks the pool alone, on stand-in accepts.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from typing import Any
+
+import anyio
+import pytest
+from anyio._core._eventloop import get_async_backend
+from helpers import AddFails, SetItemFails, poll_until
+
+import anyio_iocp
+from anyio_iocp._face.runstate import current_engine
+from anyio_iocp._flow.accept_pool import PostedAcceptPool
+from anyio_iocp._interface.settings import Tuning
+from anyio_iocp._interface.stats import EngineCounters
+
+pytestmark = pytest.mark.anyio
+
+COMPLETION_ENGINES = ("io_uring", "iocp")
+
+
+def completion_engine_only(engine_name: str) -> None:
+    if engine_name not in COMPLETION_ENGINES:
+        pytest.skip("only the completion engines post operations ahead")
+
+
+def free_to_bind(kind: socket.SocketKind, port: int) -> bool:
+    """Whether a new socket of ``kind`` can bind 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE or getattr(exc, "winerror", 0) == 10048:
+                return False
+            raise
+    return True
+
+
+# -- datagrams ------------------------------------------------------------------
+
+
+async def test_a_receive_that_cannot_be_listed_posts_nothing(engine_name: str) -> None:
+    """The receive fails with the listing, the engine's table is as it was,
+    and after ``aclose()`` the port is free: no receive left posted."""
+    completion_engine_only(engine_name)
+    engine: Any = current_engine()
+    udp = await anyio.create_udp_socket(local_host="127.0.0.1")
+    port = udp.extra(anyio.abc.SocketAttribute.local_port)
+    try:
+        before = dict(engine._ops)
+        udp._io._in_flight = AddFails(udp._io._in_flight)  # type: ignore[attr-defined]
+        with pytest.raises(MemoryError):
+            await udp.receive()
+        assert dict(engine._ops) == before
+    finally:
+        await udp.aclose()
+    # (a pass, for a cancel the close might have prepared)
+    await anyio.sleep(0.01)
+    assert free_to_bind(socket.SOCK_DGRAM, port)
+
+
+async def test_a_receive_that_cannot_be_posted_is_not_listed(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's table refuses the entry: the receive fails, is not left
+    listed (``close()`` would wait for a completion that never comes), and
+    the next one is posted and gets the datagram."""
+    completion_engine_only(engine_name)
+    engine: Any = current_engine()
+    async with (
+        await anyio.create_udp_socket(local_host="127.0.0.1") as udp,
+        await anyio.create_udp_socket(local_host="127.0.0.1") as sender,
+    ):
+        monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
+        with pytest.raises(MemoryError):
+            await udp.receive()
+        assert not udp._io._in_flight  # type: ignore[attr-defined]
+        port = udp.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender.sendto, b"after the failed one", "127.0.0.1", port)
+            with anyio.fail_after(5):
+                data, _ = await udp.receive()
+        assert data == b"after the failed one"
+    assert not udp._io._in_flight  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no UNIX datagram sockets")
+async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_bytes(
+    engine_name: str,
+) -> None:
+    """A send that must be posted (the peer's queue is full) and cannot be
+    listed posts nothing and keeps no view of the caller's buffer: the
+    bytearray can grow again.  Then a send that can be posted goes out once
+    the peer reads."""
+    if engine_name != "io_uring":
+        pytest.skip("the io_uring engine's UNIX datagrams")
+    engine: Any = current_engine()
+    mine, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with peer:
+        mine.setblocking(False)
+        sent = 0
+        while True:  # fill the peer's queue: the next send must be posted
+            try:
+                mine.send(b"x" * 512)
+            except BlockingIOError:
+                break
+            sent += 1
+        io = engine.open_messages(mine)
+        try:
+            before = dict(engine._ops)
+            buffer = bytearray(b"not sent")
+            io._in_flight = AddFails(io._in_flight)
+            with pytest.raises(MemoryError):
+                await io.send_msg(memoryview(buffer), [], None)
+            assert dict(engine._ops) == before
+            buffer.extend(b": no view of it is left")  # (BufferError while one is)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(io.send_msg, memoryview(b"the last"), [], None)
+                await anyio.wait_all_tasks_blocked()
+                assert len(io._in_flight) == 1  # posted and waiting for room
+                peer.setblocking(False)
+                got = [peer.recv(1024) for _ in range(sent)]
+            with anyio.fail_after(5):
+                while True:
+                    try:
+                        last = peer.recv(1024)
+                        break
+                    except BlockingIOError:
+                        await anyio.sleep(0.01)
+        finally:
+            await io.close()
+    assert got == [b"x" * 512] * sent
+    assert last == b"the last"
+
+
+# -- listeners ------------------------------------------------------------------
+
+
+def listener_class(engine_name: str) -> type[PostedAcceptPool[Any]]:
+    if engine_name == "io_uring":
+        from anyio_iocp._engines.io_uring.listener import UringListenerIO
+
+        return UringListenerIO
+    from anyio_iocp._engines.iocp.listener import IocpListenerIO
+
+    return IocpListenerIO
+
+
+@pytest.mark.parametrize("where", ["pool", "engine"])
+async def test_a_listener_that_cannot_be_made_leaves_no_accept_posted(
+    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third of five accepts cannot be posted (``pool``: an error that
+    is no shortage), or the engine cannot list the listener (``engine``),
+    after the first ones reached the kernel:
+    creating the listener fails, its socket is closed, the accepts posted
+    before are withdrawn, the engine forgets the socket, and the port
+    refuses connections and is free to bind."""
+    completion_engine_only(engine_name)
+    engine: Any = current_engine()
+    cls = listener_class(engine_name)
+    # io_uring: the accepts prepared so far reach the kernel before the
+    # failure, as when a full ring is submitted in the middle of a fill
+    # (prepared and never submitted, they would find the descriptor closed)
+    submit_now = getattr(engine, "submit_now", lambda: None)
+    posted = 0
+    if where == "pool":
+        real_post_accept = cls._post_accept
+
+        def post_accept(listener: Any) -> Any:
+            nonlocal posted
+            if posted == 2:
+                submit_now()
+                raise OSError(errno.EINVAL, "refused for the test")
+            posted += 1
+            return real_post_accept(listener)
+
+        monkeypatch.setattr(cls, "_post_accept", post_accept)
+        expected: type[BaseException] = OSError
+    else:
+
+        class SubmitsThenFails(AddFails):
+            def add(self, item: Any) -> None:
+                submit_now()
+                super().add(item)
+
+        monkeypatch.setattr(engine, "_listeners", SubmitsThenFails(engine._listeners))
+        expected = MemoryError
+    sock = socket.create_server(("127.0.0.1", 0))
+    port, fd = sock.getsockname()[1], sock.fileno()
+    with pytest.raises(expected), anyio_iocp.tuning(backlog=5):
+        get_async_backend().create_tcp_listener(sock)
+    assert sock.fileno() == -1
+    if where == "pool":
+        assert posted == 2
+    assert fd not in getattr(engine, "_associated", {})
+    await poll_until(lambda: not engine.in_flight().get("accept"))
+    assert not engine._listeners
+    with pytest.raises(ConnectionRefusedError), socket.socket() as client:
+        client.settimeout(5)
+        client.connect(("127.0.0.1", port))
+    assert free_to_bind(socket.SOCK_STREAM, port)
+
+
+def test_the_pool_withdraws_what_its_first_fill_posted() -> None:
+    """No engine: a pool whose third accept fails with an error that is no
+    shortage withdraws the two posted, forgets itself and raises."""
+    made: list[object] = []
+    withdrawn: list[object] = []
+    forgotten: list[bool] = []
+
+    class Pool(PostedAcceptPool[object]):
+        def _post_accept(self) -> object:
+            if len(made) == 2:
+                raise OSError(errno.EINVAL, "refused for the test")
+            made.append(object())
+            return made[-1]
+
+        def _withdraw(self, op: object) -> None:
+            withdrawn.append(op)
+
+        async def _drain(self, ops: list[object]) -> None:
+            raise AssertionError("not closed: withdrawn")
+
+        def _forget(self) -> None:
+            forgotten.append(True)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        with pytest.raises(OSError, match="refused for the test"):
+            Pool(sock, Tuning(backlog=5), EngineCounters())
+    assert sorted(map(id, withdrawn)) == sorted(map(id, made)) and len(made) == 2
+    assert forgotten == [True]
