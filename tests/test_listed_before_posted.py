@@ -3,7 +3,8 @@ them before the kernel has them, or nothing reaches the kernel.
 
 * A datagram socket's receive or send is listed in flight before it is
   posted: a listing that fails (here a ``MemoryError`` injected at the
-  set's ``add``) posts nothing.  Listed after, the operation stayed posted
+  set's ``add``) posts nothing, and a send keeps no view of the caller's
+  buffer (checked with the traceback kept).  Listed after, the operation stayed posted
   where ``close()`` could not find it; on io_uring it kept the socket's
   file open, so the port stayed bound after ``aclose()``.
 * A listener whose pool cannot be posted (its constructor, or the engine's
@@ -129,11 +130,15 @@ async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_byt
         try:
             before = dict(engine._ops)
             buffer = bytearray(b"not sent")
+            view = memoryview(buffer)
             io._in_flight = AddFails(io._in_flight)
-            with pytest.raises(MemoryError):
-                await io.send_msg(memoryview(buffer), [], None)
+            # (the traceback, kept, holds the frames that made the op)
+            with pytest.raises(MemoryError) as caught:
+                await io.send_msg(view, [], None)
             assert dict(engine._ops) == before
-            buffer.extend(b": no view of it is left")  # (BufferError while one is)
+            view.release()  # (BufferError while the op's view of it is kept)
+            buffer.extend(b": no view of it is left")
+            assert "could not grow" in str(caught.value)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(io.send_msg, memoryview(b"the last"), [], None)
                 await anyio.wait_all_tasks_blocked()
@@ -151,6 +156,45 @@ async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_byt
             await io.close()
     assert got == [b"x" * 512] * sent
     assert last == b"the last"
+
+
+@pytest.mark.parametrize("to", ["address", "peer"])
+async def test_a_send_through_the_port_that_cannot_be_listed_lets_go_of_the_bytes(
+    engine_name: str, to: str
+) -> None:
+    """IOCP, every datagram through the port (``direct_first`` off): a
+    ``WSASendTo`` (``address``) or ``WSASend`` (``peer``, a connected
+    socket) that cannot be listed enters nothing in the engine's table and
+    keeps no view of the caller's buffer; the next send arrives."""
+    if engine_name != "iocp":
+        pytest.skip("the IOCP engine's datagrams through the port")
+    engine: Any = current_engine()
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as receiver:
+        port = receiver.extra(anyio.abc.SocketAttribute.local_port)
+        if to == "peer":
+            sender: Any = await anyio.create_connected_udp_socket("127.0.0.1", port)
+            address = None
+        else:
+            sender = await anyio.create_udp_socket(local_host="127.0.0.1")
+            address = ("127.0.0.1", port)
+        async with sender:
+            io = sender._io
+            io.direct_first = False
+            before = dict(engine._ops)
+            buffer = bytearray(b"not sent")
+            view = memoryview(buffer)
+            io._in_flight = AddFails(io._in_flight)
+            # (the traceback, kept, holds the frames that made the op)
+            with pytest.raises(MemoryError) as caught:
+                await io.send_msg(view, [], address)
+            assert dict(engine._ops) == before
+            view.release()  # (BufferError while the op's view of it is kept)
+            buffer.extend(b": no view of it is left")
+            assert "could not grow" in str(caught.value)
+            assert await io.send_msg(memoryview(b"the next"), [], address) == 8
+            with anyio.fail_after(5):
+                data, _ = await receiver.receive()
+            assert data == b"the next"
 
 
 # -- listeners ------------------------------------------------------------------

@@ -95,6 +95,14 @@ class IocpMessageIO(PostedMessageIO):
             except OSError:  # pragma: no cover (every Windows since XP has it)
                 _log.warning("SIO_UDP_CONNRESET failed: ICMP errors may fail receives")
 
+    def _not_posted(self, op: IocpOp) -> None:
+        # No packet will come: what the op holds goes now, a send's view of
+        # the caller's bytes with it (no export left to a traceback's cycle)
+        keep: Any = op.keep
+        for item in keep:
+            if isinstance(item, ffi.CData):
+                ffi.release(item)
+
     def _outcome(self, op: IocpOp, what: str) -> int:
         if op.error:
             if op.cancelled and self._closing:
