@@ -4,9 +4,9 @@ them before the kernel has them, or nothing reaches the kernel.
 * A datagram socket's receive or send is listed in flight before it is
   posted: a listing that fails (here a ``MemoryError`` injected at the
   set's ``add``) posts nothing, and a send keeps no view of the caller's
-  buffer (checked with the traceback kept).  Listed after, the operation stayed posted
-  where ``close()`` could not find it; on io_uring it kept the socket's
-  file open, so the port stayed bound after ``aclose()``.
+  buffer (checked with the traceback kept).  Listed after, the operation
+  stayed posted where ``close()`` could not find it; on io_uring it kept
+  the socket's file open, so the port stayed bound after ``aclose()``.
 * A listener whose pool cannot be posted (its constructor, or the engine's
   list of listeners, fails) withdraws the accepts it posted before it
   fails, and the engine forgets its socket.  On io_uring a posted accept
@@ -55,6 +55,23 @@ def free_to_bind(kind: socket.SocketKind, port: int) -> bool:
                 return False
             raise
     return True
+
+
+async def assert_unlisted_send_lets_go(engine: Any, io: Any, address: Any) -> None:
+    """A send through ``io`` that must be posted and cannot be listed: it
+    raises, enters nothing in the engine's table, and keeps no view of the
+    caller's buffer, although the traceback (kept here) holds the frames
+    that made the op: the caller's view can be released, its bytearray grow."""
+    before = dict(engine._ops)
+    buffer = bytearray(b"not sent")
+    view = memoryview(buffer)
+    io._in_flight = AddFails(io._in_flight)
+    with pytest.raises(MemoryError) as caught:
+        await io.send_msg(view, [], address)
+    assert dict(engine._ops) == before
+    view.release()  # (BufferError while the op's view of it is kept)
+    buffer.extend(b": no view of it is left")
+    assert "could not grow" in str(caught.value)
 
 
 # -- datagrams ------------------------------------------------------------------
@@ -128,17 +145,7 @@ async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_byt
             sent += 1
         io = engine.open_messages(mine)
         try:
-            before = dict(engine._ops)
-            buffer = bytearray(b"not sent")
-            view = memoryview(buffer)
-            io._in_flight = AddFails(io._in_flight)
-            # (the traceback, kept, holds the frames that made the op)
-            with pytest.raises(MemoryError) as caught:
-                await io.send_msg(view, [], None)
-            assert dict(engine._ops) == before
-            view.release()  # (BufferError while the op's view of it is kept)
-            buffer.extend(b": no view of it is left")
-            assert "could not grow" in str(caught.value)
+            await assert_unlisted_send_lets_go(engine, io, None)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(io.send_msg, memoryview(b"the last"), [], None)
                 await anyio.wait_all_tasks_blocked()
@@ -180,17 +187,7 @@ async def test_a_send_through_the_port_that_cannot_be_listed_lets_go_of_the_byte
         async with sender:
             io = sender._io
             io.direct_first = False
-            before = dict(engine._ops)
-            buffer = bytearray(b"not sent")
-            view = memoryview(buffer)
-            io._in_flight = AddFails(io._in_flight)
-            # (the traceback, kept, holds the frames that made the op)
-            with pytest.raises(MemoryError) as caught:
-                await io.send_msg(view, [], address)
-            assert dict(engine._ops) == before
-            view.release()  # (BufferError while the op's view of it is kept)
-            buffer.extend(b": no view of it is left")
-            assert "could not grow" in str(caught.value)
+            await assert_unlisted_send_lets_go(engine, io, address)
             assert await io.send_msg(memoryview(b"the next"), [], address) == 8
             with anyio.fail_after(5):
                 data, _ = await receiver.receive()
