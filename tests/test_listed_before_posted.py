@@ -57,18 +57,24 @@ def free_to_bind(kind: socket.SocketKind, port: int) -> bool:
     return True
 
 
-async def assert_unlisted_send_lets_go(engine: Any, io: Any, address: Any) -> None:
-    """A send through ``io`` that must be posted and cannot be listed: it
-    raises, enters nothing in the engine's table, and keeps no view of the
+async def assert_unposted_send_lets_go(
+    engine: Any, io: Any, address: Any, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send through ``io`` that must be posted, and cannot be listed
+    (``where`` "list") or entered in the engine's table ("table"): it
+    raises, is neither entered nor listed, and keeps no view of the
     caller's buffer, although the traceback (kept here) holds the frames
     that made the op: the caller's view can be released, its bytearray grow."""
     before = dict(engine._ops)
     buffer = bytearray(b"not sent")
     view = memoryview(buffer)
-    io._in_flight = AddFails(io._in_flight)
+    if where == "list":
+        io._in_flight = AddFails(io._in_flight)
+    else:
+        monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
     with pytest.raises(MemoryError) as caught:
         await io.send_msg(view, [], address)
-    assert dict(engine._ops) == before
+    assert dict(engine._ops) == before and not io._in_flight
     view.release()  # (BufferError while the op's view of it is kept)
     buffer.extend(b": no view of it is left")
     assert "could not grow" in str(caught.value)
@@ -112,7 +118,10 @@ async def test_a_receive_that_cannot_be_posted_is_not_listed(
         monkeypatch.setattr(engine, "_ops", SetItemFails(engine._ops))
         with pytest.raises(MemoryError):
             await udp.receive()
-        assert not udp._io._in_flight  # type: ignore[attr-defined]
+        in_flight = udp._io._in_flight  # type: ignore[attr-defined]
+        left = set(in_flight)
+        in_flight.clear()  # (listed and never posted: close() would wait for it forever)
+        assert not left
         port = udp.extra(anyio.abc.SocketAttribute.local_port)
         async with anyio.create_task_group() as tg:
             tg.start_soon(sender.sendto, b"after the failed one", "127.0.0.1", port)
@@ -123,11 +132,12 @@ async def test_a_receive_that_cannot_be_posted_is_not_listed(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no UNIX datagram sockets")
-async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_bytes(
-    engine_name: str,
+@pytest.mark.parametrize("where", ["list", "table"])
+async def test_a_send_that_cannot_be_posted_posts_nothing_and_lets_go_of_the_bytes(
+    engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A send that must be posted (the peer's queue is full) and cannot be
-    listed posts nothing and keeps no view of the caller's buffer: the
+    listed or entered posts nothing and keeps no view of the caller's buffer: the
     bytearray can grow again.  Then a send that can be posted goes out once
     the peer reads."""
     if engine_name != "io_uring":
@@ -145,7 +155,7 @@ async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_byt
             sent += 1
         io = engine.open_messages(mine)
         try:
-            await assert_unlisted_send_lets_go(engine, io, None)
+            await assert_unposted_send_lets_go(engine, io, None, where, monkeypatch)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(io.send_msg, memoryview(b"the last"), [], None)
                 await anyio.wait_all_tasks_blocked()
@@ -165,13 +175,14 @@ async def test_a_send_that_cannot_be_listed_posts_nothing_and_lets_go_of_the_byt
     assert last == b"the last"
 
 
+@pytest.mark.parametrize("where", ["list", "table"])
 @pytest.mark.parametrize("to", ["address", "peer"])
-async def test_a_send_through_the_port_that_cannot_be_listed_lets_go_of_the_bytes(
-    engine_name: str, to: str
+async def test_a_send_through_the_port_that_cannot_be_posted_lets_go_of_the_bytes(
+    engine_name: str, to: str, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """IOCP, every datagram through the port (``direct_first`` off): a
     ``WSASendTo`` (``address``) or ``WSASend`` (``peer``, a connected
-    socket) that cannot be listed enters nothing in the engine's table and
+    socket) that cannot be listed or entered leaves nothing in the engine's table and
     keeps no view of the caller's buffer; the next send arrives."""
     if engine_name != "iocp":
         pytest.skip("the IOCP engine's datagrams through the port")
@@ -187,7 +198,7 @@ async def test_a_send_through_the_port_that_cannot_be_listed_lets_go_of_the_byte
         async with sender:
             io = sender._io
             io.direct_first = False
-            await assert_unlisted_send_lets_go(engine, io, address)
+            await assert_unposted_send_lets_go(engine, io, address, where, monkeypatch)
             assert await io.send_msg(memoryview(b"the next"), [], address) == 8
             with anyio.fail_after(5):
                 data, _ = await receiver.receive()
@@ -254,13 +265,45 @@ async def test_a_listener_that_cannot_be_made_leaves_no_accept_posted(
     assert sock.fileno() == -1
     if where == "pool":
         assert posted == 2
-    assert fd not in getattr(engine, "_associated", {})
+    if engine_name == "io_uring":
+        from anyio_iocp._engines.io_uring._uring import lib
+
+        # the withdrawn accepts' cancels went to the kernel before the
+        # descriptor was closed (a number reused later cannot take them)
+        assert lib.iou_unsubmitted(engine._ring) == 0
+    else:  # IOCP: its handle number may be reused
+        assert fd not in engine._associated
     await poll_until(lambda: not engine.in_flight().get("accept"))
-    assert not engine._listeners
     with pytest.raises(ConnectionRefusedError), socket.socket() as client:
         client.settimeout(5)
         client.connect(("127.0.0.1", port))
     assert free_to_bind(socket.SOCK_STREAM, port)
+
+
+async def test_an_iocp_accept_that_cannot_be_made_closes_its_socket(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IOCP: the op of an ``AcceptEx`` cannot be made (no memory): the
+    socket made for the connection is closed, the ``MemoryError`` reaches
+    the caller, and the listener's socket is closed and forgotten."""
+    if engine_name != "iocp":
+        pytest.skip("the IOCP engine's AcceptEx")
+    from anyio_iocp._engines.iocp import listener as module
+
+    engine: Any = current_engine()
+    conns: list[socket.socket] = []
+
+    def no_op(sock: socket.socket, keep: Any) -> Any:
+        conns.append(keep[0])
+        raise MemoryError("no op for the test")
+
+    monkeypatch.setattr(module, "IocpOp", no_op)
+    sock = socket.create_server(("127.0.0.1", 0))
+    fd = sock.fileno()
+    with pytest.raises(MemoryError, match="no op for the test"):
+        get_async_backend().create_tcp_listener(sock)
+    assert len(conns) == 1 and conns[0].fileno() == -1
+    assert sock.fileno() == -1 and fd not in engine._associated
 
 
 def test_the_pool_withdraws_what_its_first_fill_posted() -> None:

@@ -331,15 +331,8 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         return uid
 
     def post_registered(self, op: Any, prep: Callable[..., int], *args: Any) -> None:
-        """Post ``op`` (built with :meth:`new_id`) and register it.  If it
-        cannot be posted, its ``pins`` are released at once: no view of the
-        caller's memory left to a traceback (:class:`UringOp`)."""
-        try:
-            self._post(op, prep, *args, op.user_data)
-        except BaseException:
-            for pin in op.pins:
-                ffi.release(pin)
-            raise
+        """Post ``op`` (built with :meth:`new_id`) and register it."""
+        self._post(op, prep, *args, op.user_data)
 
     def buffer_pool(self, size: int) -> BufferPool:
         """The provided buffer ring for receives of ``size`` bytes."""
@@ -509,19 +502,17 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         """Post ``stream``'s queued sends at the end of this scheduler pass."""
         self._sends_to_post.append(stream)
 
-    def post_op(
-        self, keep: object, prep: Callable[..., int], *args: Any, pins: tuple[Any, ...] = ()
-    ) -> UringOp:
-        """Post one operation; ``keep`` holds its memory until the completion
-        (``pins``: its ``ffi.from_buffer`` views, released then, or at once
-        if it cannot be posted: no view left to a traceback)."""
-        op = self.new_op(keep, pins)
-        self.post_registered(op, prep, *args)
+    def post_op(self, keep: object, prep: Callable[..., int], *args: Any) -> UringOp:
+        """Post one operation; ``keep`` holds its memory until the completion."""
+        op = self.new_op(keep)
+        self._post(op, prep, *args, op.user_data)
         return op
 
     def new_op(self, keep: object, pins: tuple[Any, ...] = ()) -> UringOp:
-        """An operation, made but not posted (:meth:`post_registered`); if
-        it cannot be made, ``pins`` are released at once."""
+        """An operation, made but not posted (:meth:`post_registered`).
+        ``pins``: its ``ffi.from_buffer`` views, released when its final
+        completion is reaped, or by its owner if it is not posted; at once
+        if it cannot be made (no view left to a traceback)."""
         try:
             return UringOp(self.new_id(), keep, pins)
         except BaseException:
@@ -728,7 +719,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
                 _log.exception("completion handler failed")
             finally:
                 if op.pins and not flags & F_MORE:
-                    _release_pins(op)
+                    op.release_pins()
 
     def ensure_reaper(self) -> None:
         if not self._reaper_started:
@@ -798,6 +789,7 @@ class UringEngine(Engine, CompletionWaits[UringOp]):
         self.ensure_reaper()
         return UringMessageIO(self, sock)
 
+    @enable_ki_protection  # (Ctrl+C waits: a listener handed out, or none posting)
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.ensure_reaper()
         listener = UringListenerIO(self, sock, tuning)
@@ -895,12 +887,6 @@ def _kind_name(kind: Any) -> str:
     """An op's kind as the statistics name it: a name already, or the
     preparing function it was posted with."""
     return kind if isinstance(kind, str) else _KINDS.get(kind, "other")
-
-
-def _release_pins(op: UringOp) -> None:
-    pins, op.pins = op.pins, ()
-    for pin in pins:
-        ffi.release(pin)
 
 
 #: buffer pools of a ring that closed with operations not completed

@@ -24,6 +24,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from anyio_iocp._engines.io_uring._uring import ffi, lib
 from anyio_iocp._flow.posted_messages import PostedMessageIO
@@ -68,8 +69,7 @@ class UringMessageIO(PostedMessageIO):
         self._engine = engine
 
     def _not_posted(self, op: UringOp) -> None:
-        for pin in op.pins:
-            ffi.release(pin)
+        op.release_pins()
 
     def _outcome(self, op: UringOp, what: str) -> int:
         if op.result < 0:
@@ -117,16 +117,26 @@ class UringMessageIO(PostedMessageIO):
         else:
             await shielded_yield()
             return sent
-        payload = ffi.from_buffer(data)
+        op = self._post_sendmsg(data, ancdata, address)
+        return await self._run(op, "sendmsg")
+
+    @enable_ki_protection  # (Ctrl+C waits: posted, or no view of the data left)
+    def _post_sendmsg(self, data: memoryview, ancdata: AncData, address: Any) -> UringOp:
+        """Post a ``sendmsg`` of ``data``; the view of the caller's bytes is
+        made last, and released at once if the send is not posted."""
         raw_name = b"" if address is None else pack_sockaddr(self.sock.family, address)
         name = ffi.from_buffer(raw_name) if raw_name else ffi.NULL
         raw_control = pack_ancdata(ancdata)
         control = ffi.from_buffer(raw_control) if raw_control else ffi.NULL
-        msg, iov = _msghdr(payload, len(data), name, len(raw_name), control, len(raw_control))
-        keep = (msg, iov, payload, name, control, raw_name, raw_control)
-        pins = tuple(pin for pin in (payload, name, control) if pin != ffi.NULL)
+        payload = ffi.from_buffer(data)
+        try:
+            msg, iov = _msghdr(payload, len(data), name, len(raw_name), control, len(raw_control))
+            keep = (msg, iov, payload, name, control, raw_name, raw_control)
+            pins = tuple(pin for pin in (payload, name, control) if pin != ffi.NULL)
+        except BaseException:
+            ffi.release(payload)
+            raise
         engine = self._engine
-        op = engine.new_op(keep, pins)
+        op = engine.new_op(keep, pins)  # (which releases them if it fails)
         prep = lib.iou_prep_sendmsg
-        self._post_listed(op, engine.post_registered, prep, self.fd, msg, SEND_FLAGS)
-        return await self._run(op, "sendmsg")
+        return self._post_listed(op, engine.post_registered, prep, self.fd, msg, SEND_FLAGS)

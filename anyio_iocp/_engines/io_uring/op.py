@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from anyio_iocp._engines.io_uring._uring import ffi
 from anyio_iocp._interface.completion import CompletionOp
 
 #: results of an operation the kernel cancelled
@@ -39,6 +40,12 @@ class UringOp(CompletionOp):
         self.cancel_requested = False
         self.task = None
         self.drainers = None
+
+    def release_pins(self) -> None:
+        """Release the views of ``pins``, once: they are cleared."""
+        pins, self.pins = self.pins, ()
+        for pin in pins:
+            ffi.release(pin)
 
     @property
     def cancelled(self) -> bool:

@@ -85,6 +85,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from anyio_iocp._engines.iocp.stream import IocpStreamIO
 from anyio_iocp._engines.iocp.winsock import (
@@ -409,6 +410,7 @@ class IocpEngine(Engine, CompletionWaits[IocpOp]):
         self.counters.streams += 1
         return IocpStreamIO(self, sock, tuning)
 
+    @enable_ki_protection  # (Ctrl+C waits: a listener handed out, or none posting)
     def open_listener(self, sock: socket.socket, tuning: Tuning) -> ListenerIO:
         self.associate(sock)
         self.counters.listeners += 1

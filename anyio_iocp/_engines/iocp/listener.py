@@ -117,6 +117,7 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
         engine.check_open()
         family = self.family
         conn = socket.socket(family, socket.SOCK_STREAM)
+        op: IocpOp | None = None
         try:
             space = ffi.new("char[]", 2 * ACCEPT_ADDRESS_SPACE)
             received = ffi.new("DWORD *")
@@ -137,7 +138,8 @@ class IocpListenerIO(PostedAcceptPool[IocpOp]):
             )
             engine.posted(op, bool(ok), "AcceptEx")
         except BaseException:
-            if not engine.holds(op):  # (posted: the socket is the kernel's until its packet)
+            # (posted: the socket is the kernel's until its packet)
+            if op is None or not engine.holds(op):
                 conn.close()
             raise
         return op

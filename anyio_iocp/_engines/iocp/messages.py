@@ -181,17 +181,21 @@ class IocpMessageIO(PostedMessageIO):
         """A ``WSASendTo`` of ``data`` to ``address``, made but not posted."""
         self._engine.check_open()
         name = ffi.from_buffer(pack_sockaddr(self.sock.family, address))
-        payload = ffi.from_buffer(data)
-        wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
-        return IocpOp(self.sock, (data, payload, wsabuf, name))
+        payload = ffi.from_buffer(data)  # (the view of the caller's bytes: made last)
+        try:
+            wsabuf = ffi.new("WSABUF *", (len(payload), ffi.cast("char *", payload)))
+            return IocpOp(self.sock, (data, payload, wsabuf, name))
+        except BaseException:
+            ffi.release(payload)
+            raise
 
     def _start_sendto(self, op: IocpOp) -> None:
         engine = self._engine
         keep: Any = op.keep
         _data, _payload, wsabuf, name = keep
-        fd = self.sock.fileno()
+        fd, namelen = self.sock.fileno(), len(name)
         engine.enter(op, "WSASendTo", fd)  # before the call (IocpEngine.enter)
-        rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, len(name), op.overlapped, ffi.NULL)
+        rc = ws2.WSASendTo(fd, wsabuf, 1, ffi.NULL, 0, name, namelen, op.overlapped, ffi.NULL)
         engine.posted(op, rc == 0, "WSASendTo")
 
     # -- closing --------------------------------------------------------------
