@@ -162,7 +162,7 @@ WINE_TESTS=(tests/test_streams.py tests/test_tuning.py tests/test_engine.py test
     tests/test_look_after_send.py tests/test_attribute_layout.py tests/test_accept_budget.py
     tests/test_close_budget.py tests/test_inherited_nonblocking.py tests/test_busy_wakeup.py
     tests/test_burst_read.py tests/test_cancel_points.py tests/test_instruments.py
-    tests/test_post_order.py)
+    tests/test_post_order.py tests/test_listed_before_posted.py)
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then WINE_TESTS=(); fi
 wpy -m pytest -p no:cacheprovider --timeout 300 --timeout-method=thread \
     "${WINE_TESTS[@]}" "$@" || status=$?
