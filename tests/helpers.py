@@ -350,6 +350,18 @@ def explicit_adapters_cleared(disable: Iterable[str] | None = None) -> Iterator[
             anyio_iocp.enable_for(library)
 
 
+def listener_class(engine_name: str) -> Any:
+    """The listener class (a pool of posted accepts) of the completion
+    engine ``engine_name``: io_uring's, or IOCP's."""
+    if engine_name == "io_uring":
+        from anyio_iocp._engines.io_uring.listener import UringListenerIO
+
+        return UringListenerIO
+    from anyio_iocp._engines.iocp.listener import IocpListenerIO
+
+    return IocpListenerIO
+
+
 def post_failing_ring_accept(listener: Any, code: int) -> Any:
     """Post, in place of one real accept of an io_uring listener's pool, a
     no-op whose completion reaches the listener as an accept that failed with

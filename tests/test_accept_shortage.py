@@ -35,6 +35,7 @@ from helpers import (
     AddFails,
     MovedClock,
     first_listener,
+    listener_class,
     post_failing_iocp_accept,
     post_failing_ring_accept,
     recv_exactly,
@@ -62,38 +63,19 @@ class AcceptFault:
         self.refused = 0
 
     def install(self, monkeypatch: pytest.MonkeyPatch, engine_name: str) -> None:
-        if engine_name == "io_uring":
-            listener_class, refuse = self._io_uring()
-        else:
-            listener_class, refuse = self._iocp()
-        real_post_accept = listener_class._post_accept
+        cls = listener_class(engine_name)
+        real_post_accept = cls._post_accept
         fault = self
 
         def post_accept(listener: Any) -> Any:
             if not fault.on:
                 return real_post_accept(listener)
             fault.refused += 1
-            return refuse(listener)
-
-        monkeypatch.setattr(listener_class, "_post_accept", post_accept)
-
-    @staticmethod
-    def _io_uring() -> tuple[Any, Any]:
-        from anyio_iocp._engines.io_uring.listener import UringListenerIO
-
-        def refuse(listener: Any) -> Any:
-            return post_failing_ring_accept(listener, errno.EMFILE)
-
-        return UringListenerIO, refuse
-
-    @staticmethod
-    def _iocp() -> tuple[Any, Any]:
-        from anyio_iocp._engines.iocp.listener import IocpListenerIO
-
-        def refuse(listener: Any) -> Any:
+            if engine_name == "io_uring":
+                return post_failing_ring_accept(listener, errno.EMFILE)
             return post_failing_iocp_accept(listener, WSAEMFILE)
 
-        return IocpListenerIO, refuse
+        monkeypatch.setattr(cls, "_post_accept", post_accept)
 
 
 async def test_listener_survives_descriptor_shortage(

@@ -19,7 +19,13 @@ from typing import Any, NamedTuple
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
-from helpers import first_listener, poll_until, post_failing_iocp_accept, post_failing_ring_accept
+from helpers import (
+    first_listener,
+    listener_class,
+    poll_until,
+    post_failing_iocp_accept,
+    post_failing_ring_accept,
+)
 
 import anyio_iocp
 from anyio_iocp import TuningAttribute
@@ -246,19 +252,15 @@ async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
     if which >= len(codes):
         pytest.skip(f"the {engine_name} engine knows {len(codes)} such error(s)")
     code = codes[which]
-    listener_class: Any
-    if engine_name == "io_uring":
-        from anyio_iocp._engines.io_uring.listener import UringListenerIO as listener_class
+    cls = listener_class(engine_name)
+    post_failing_accept = (
+        post_failing_ring_accept if engine_name == "io_uring" else post_failing_iocp_accept
+    )
 
-        def post_failing(listener: Any) -> Any:
-            return post_failing_ring_accept(listener, code)
-    else:
-        from anyio_iocp._engines.iocp.listener import IocpListenerIO as listener_class
+    def post_failing(listener: Any) -> Any:
+        return post_failing_accept(listener, code)
 
-        def post_failing(listener: Any) -> Any:
-            return post_failing_iocp_accept(listener, code)
-
-    real_post_accept = listener_class._post_accept
+    real_post_accept = cls._post_accept
     outrun: list[Any] = []
 
     def post_accept(listener: Any) -> Any:
@@ -267,7 +269,7 @@ async def test_a_posted_accept_whose_connection_was_taken_is_no_error(
         outrun.append(post_failing(listener))
         return outrun[-1]
 
-    monkeypatch.setattr(listener_class, "_post_accept", post_accept)
+    monkeypatch.setattr(cls, "_post_accept", post_accept)
     multi = await anyio_iocp.create_tcp_listener(local_host="127.0.0.1", backlog=1)
     listener = first_listener(multi)
     port = listener.extra(SocketAttribute.local_port)

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio._core._eventloop import get_async_backend
-from helpers import AddFails, SetItemFails, poll_until
+from helpers import AddFails, SetItemFails, listener_class, poll_until
 
 import anyio_iocp
 from anyio_iocp._face.runstate import current_engine
@@ -208,16 +208,6 @@ async def test_a_send_through_the_port_that_cannot_be_posted_lets_go_of_the_byte
 # -- listeners ------------------------------------------------------------------
 
 
-def listener_class(engine_name: str) -> type[PostedAcceptPool[Any]]:
-    if engine_name == "io_uring":
-        from anyio_iocp._engines.io_uring.listener import UringListenerIO
-
-        return UringListenerIO
-    from anyio_iocp._engines.iocp.listener import IocpListenerIO
-
-    return IocpListenerIO
-
-
 @pytest.mark.parametrize("where", ["pool", "engine"])
 async def test_a_listener_that_cannot_be_made_leaves_no_accept_posted(
     engine_name: str, where: str, monkeypatch: pytest.MonkeyPatch
@@ -226,7 +216,8 @@ async def test_a_listener_that_cannot_be_made_leaves_no_accept_posted(
     is no shortage), or the engine cannot list the listener (``engine``),
     after the first ones reached the kernel:
     creating the listener fails, its socket is closed, the accepts posted
-    before are withdrawn, the engine forgets the socket, and the port
+    before are withdrawn (io_uring: their cancels submitted before the
+    close), IOCP's table of handles forgets the socket, and the port
     refuses connections and is free to bind."""
     completion_engine_only(engine_name)
     engine: Any = current_engine()
